@@ -1,0 +1,203 @@
+"""The ``tiebreak`` command line. Each command is a thin wrapper over a calib function.
+
+The database comes from ``--db``, else ``$TIEBREAK_DB``, else the bundled demo database.
+Errors meant for the user (bad input, a database locked by the app) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from calib import store  # noqa: E402
+from calib.errors import TiebreakError  # noqa: E402
+
+
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="DuckDB file (default: $TIEBREAK_DB, else the bundled demo database)")
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_import(args) -> int:
+    from calib import ingest
+
+    con = store.connect(args.db)
+    print(ingest.import_file(con, args.file, baseline=args.baseline).summary())
+    return 0
+
+
+def cmd_labels_import(args) -> int:
+    from calib import ingest
+
+    con = store.connect(args.db)
+    print(ingest.import_labels(con, args.file, source=args.source).summary())
+    return 0
+
+
+def cmd_labels_export(args) -> int:
+    from calib import ingest
+
+    con = store.connect(args.db)
+    n = ingest.export_labels(con, args.file)
+    print(f"{args.file}: wrote {n} labels (full history, corrections included)")
+    return 0
+
+
+def cmd_status(args) -> int:
+    con = store.connect(args.db, read_only=args.read_only)
+    st = store.status(con)
+    if args.json:
+        _print_json(st)
+        return 0
+    print(f"database   {store.resolve_db(args.db)}")
+    print(f"baseline   {st['baseline']}")
+    print(f"candidates {', '.join(st['candidates']) or '-'}")
+    print(f"dimensions {', '.join(st['dimensions']) or '-'}")
+    print(f"items      {st['items']} in {st['segments']} segments")
+    print(f"outputs    {st['outputs']} (" + ", ".join(f"{m}: {n}" for m, n in st["outputs_by_model"].items()) + ")")
+    print(f"judges     {len({j['judge'] for j in st['judges']})} judges, {st['judge_scores']} scores, "
+          f"{st['pair_judge_prefs']} pairwise preferences")
+    for j in st["judges"]:
+        print(f"  {j['judge']:<24} {j['dimension']:<16} {j['scores']}")
+    total = sum(x["labels"] for x in st["labels"])
+    print(f"labels     {total} pointwise, {sum(x['labels'] for x in st['pair_labels'])} pairwise")
+    for x in st["labels"] + st["pair_labels"]:
+        print(f"  {x['dimension']:<16} {x['labels']} labels on {x['items']} items")
+    print(f"fits       {st['fits']}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from calib import demo
+
+    con = store.connect(args.db)
+    have = con.execute("SELECT count(*) FROM items").fetchone()[0]
+    if have:
+        raise TiebreakError(f"{store.resolve_db(args.db)} already holds {have} items; give a new --db path for a demo")
+    demo.load_demo(con, args.items, args.seed)
+    print(f"{store.resolve_db(args.db)}: demo with {args.items} items (seed {args.seed}) loaded; "
+          f"hidden truth stored for the simulated SME")
+    return 0
+
+
+def cmd_settings_show(args) -> int:
+    con = store.connect(args.db, read_only=args.read_only)
+    _print_json(store.get_settings(con))
+    return 0
+
+
+def cmd_settings_set(args) -> int:
+    con = store.connect(args.db)
+    with store.transaction(con):
+        store.set_settings(con, **{args.key: store.parse_setting(args.key, args.value)})
+    print(f"{args.key} = {json.dumps(store.get_settings(con)[args.key])}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tiebreak",
+        description="Tiebreak: decide whether a candidate LLM can replace the production one, "
+                    "from automated judges calibrated on SME labels.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("import", help="import outputs with judge scores, or pairwise judge preferences (CSV, JSONL, Parquet)")
+    c.add_argument("file", help="one row per (item, model), or per (item, baseline, candidate) for pref: columns")
+    c.add_argument("--baseline", help="the production model's name (default: kept, or the first model in the file)")
+    _db_arg(c)
+    c.set_defaults(func=cmd_import)
+
+    lab = sub.add_parser("labels", help="import or export SME labels")
+    lsub = lab.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    li = lsub.add_parser("import", help="append labels from a file (pointwise and/or pairwise rows)")
+    li.add_argument("file")
+    li.add_argument("--source", default="import", help="recorded with each label (default: import)")
+    _db_arg(li)
+    li.set_defaults(func=cmd_labels_import)
+    le = lsub.add_parser("export", help="write every label with its full history (.csv, .jsonl, .parquet)")
+    le.add_argument("file")
+    _db_arg(le)
+    le.set_defaults(func=cmd_labels_export)
+
+    c = sub.add_parser("status", help="print counts: items, outputs, judges, labels by dimension")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.add_argument("--read-only", action="store_true", help="open read-only (works beside other readers)")
+    _db_arg(c)
+    c.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("demo", help="generate a customer-support demo project of any size, with hidden truth")
+    c.add_argument("--items", type=int, default=2000, help="number of items (default 2000)")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _db_arg(c)
+    c.set_defaults(func=cmd_demo)
+
+    st = sub.add_parser("settings", help="show or change project settings (baseline, margin, ...)")
+    ssub = st.add_subparsers(dest="settings_command", metavar="ACTION", required=True)
+    ss = ssub.add_parser("show", help="print all settings as JSON")
+    ss.add_argument("--read-only", action="store_true", help="open read-only")
+    _db_arg(ss)
+    ss.set_defaults(func=cmd_settings_show)
+    ss = ssub.add_parser("set", help="set one setting, e.g. `settings set margin 0.03`")
+    ss.add_argument("key", choices=list(store.DEFAULT_SETTINGS))
+    ss.add_argument("value")
+    _db_arg(ss)
+    ss.set_defaults(func=cmd_settings_set)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+# Other modules (fit, queue, ...) add their commands here, so this file stays the one entry point.
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def command_names(parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """Every command path, e.g. ``import``, ``labels import`` (used by the README test)."""
+    parser = parser or build_parser()
+    out: list[str] = []
+
+    def walk(p: argparse.ArgumentParser, prefix: str) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sp in action.choices.items():
+                    path = f"{prefix} {name}".strip()
+                    if not any(isinstance(a, argparse._SubParsersAction) for a in sp._actions):
+                        out.append(path)
+                    walk(sp, path)
+
+    walk(parser, "")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except TiebreakError as exc:
+        print(f"tiebreak: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tiebreak: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,594 @@
+"""Import outputs, judge scores, pairwise judge preferences and labels; export labels.
+
+Every import is one transaction: the file is read into a staging view, validated with SQL
+(first offending row and column reported), then inserted; any error rolls everything back, so
+nothing from a bad file is stored and nothing already stored is touched.
+
+Row numbers in errors are data rows counted from 1 (the CSV header is row 0), so "row 7" is the
+seventh record, and for CSV/JSONL the physical line is given too when it differs.
+
+File kinds are told apart by their columns:
+- outputs: ``item_id, model, prompt, output`` and ``judge:<judge>:<dimension>`` columns;
+- pairwise judge preferences: ``item_id, baseline, candidate`` and ``pref:<judge>:<dimension>``;
+- labels (``tiebreak labels import``): pointwise rows have ``model`` and ``verdict``, pairwise
+  rows ``baseline``, ``candidate`` and ``preference``; one file may hold both (as exported).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from calib import store
+from calib.errors import InputError, TiebreakError
+
+JUDGE_PREFIX, PREF_PREFIX, RATIONALE_PREFIX = "judge:", "pref:", "rationale:"
+SCORE_MIN, SCORE_MAX = 0.0, 100.0  # judge scores: 0/1, probabilities, Likert and 0-100 all fit
+OUTPUT_REQUIRED = ["item_id", "model", "prompt", "output"]
+OUTPUT_OPTIONAL_TEXT = ["segment", "topic", "context", "reference"]
+OUTPUT_OPTIONAL_NUM = ["latency_ms", "input_tokens", "output_tokens", "cost_usd"]
+PREF_REQUIRED = ["item_id", "baseline", "candidate"]
+PAIR_PREFERENCES = {"candidate", "baseline", "tie"}
+VERDICTS = {"pass": True, "fail": False, "1": True, "0": False, "true": True, "false": False,
+            "1.0": True, "0.0": False}
+
+
+@dataclass
+class ImportReport:
+    """What an import did, for the CLI and the app to print."""
+
+    file: str
+    kind: str
+    rows: int
+    added: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        added = ", ".join(f"{v} {k}" for k, v in self.added.items()) or "nothing new"
+        text = f"{self.file}: {self.rows} {self.kind} rows read; added {added}"
+        skipped = {k: v for k, v in self.skipped.items() if v}
+        if skipped:
+            text += "; already present (unchanged): " + ", ".join(f"{v} {k}" for k, v in skipped.items())
+        return "\n".join([text, *self.notes])
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _q(name: str) -> str:
+    """Quote an identifier for SQL (column names hold colons)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _decode_lines(path: Path, kind: str):
+    """Yield (line_number, text) for each physical line, raising InputError on bad UTF-8."""
+    with open(path, "rb") as fh:
+        header: list[str] | None = None
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                prefix = raw[: exc.start].decode("utf-8", errors="replace")
+                column = None
+                if kind == "csv" and header is not None:
+                    idx = len(next(csv.reader([prefix]))) - 1 if prefix else 0
+                    column = header[idx] if 0 <= idx < len(header) else None
+                elif kind == "jsonl":
+                    keys = re.findall(r'"([^"\\]+)"\s*:', prefix)
+                    column = keys[-1] if keys else None
+                row = lineno - 1 if kind == "csv" else lineno
+                raise InputError(
+                    str(path), row, column,
+                    f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at line {lineno}); save the file as UTF-8",
+                ) from None
+            if lineno == 1 and kind == "csv":
+                text = text.lstrip("\ufeff")
+                header = next(csv.reader([text]), [])
+            yield lineno, text
+
+
+def _read_csv(path: Path) -> pa.Table:
+    lines = (text for _, text in _decode_lines(path, "csv"))
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError(str(path), None, None, "the file is empty (no header, no rows)") from None
+    except csv.Error as exc:
+        raise InputError(str(path), 0, None, f"cannot parse the header: {exc}") from None
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise InputError(str(path), 0, dup, "the column name appears twice in the header")
+    cols: list[list[str | None]] = [[] for _ in header]
+    row = 0
+    try:
+        for rec in reader:
+            if not rec or (len(rec) == 1 and rec[0] == ""):
+                continue  # blank line
+            row += 1
+            if len(rec) != len(header):
+                col = header[min(len(rec), len(header)) - 1] if len(rec) < len(header) else None
+                raise InputError(
+                    str(path), row, col,
+                    f"has {len(rec)} fields but the header has {len(header)} (line {reader.line_num})",
+                )
+            for c, v in zip(cols, rec):
+                c.append(v if v != "" else None)
+    except csv.Error as exc:
+        raise InputError(str(path), row + 1, None, f"cannot parse CSV: {exc} (line {reader.line_num})") from None
+    return pa.table({h: pa.array(c, type=pa.string()) for h, c in zip(header, cols)})
+
+
+def _json_cell(v):
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return v
+    return json.dumps(v)
+
+
+def _read_jsonl(path: Path) -> pa.Table:
+    records: list[dict] = []
+    keys: dict[str, None] = {}
+    for lineno, text in _decode_lines(path, "jsonl"):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(str(path), lineno, None, f"malformed JSON: {exc.msg} at character {exc.colno}") from None
+        if not isinstance(obj, dict):
+            raise InputError(str(path), lineno, None, "each line must be a JSON object")
+        records.append(obj)
+        for k in obj:
+            keys.setdefault(k, None)
+    if not records:
+        raise InputError(str(path), None, None, "the file is empty (no rows)")
+    return pa.table({k: pa.array([_json_cell(r.get(k)) for r in records], type=pa.string()) for k in keys})
+
+
+def stage(con: duckdb.DuckDBPyConnection, path: str | Path, name: str = "_stage") -> list[str]:
+    """Expose ``path`` as the temp view ``name`` with a 1-based ``_row`` column; return its columns."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(str(path), None, None, "no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        table = _read_csv(path)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        table = _read_jsonl(path)
+    elif suffix in (".parquet", ".pq"):
+        try:
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * EXCLUDE (file_row_number), "
+                f"file_row_number + 1 AS _row FROM read_parquet({_lit(str(path))}, file_row_number = true)"
+            )
+        except duckdb.Error as exc:
+            raise InputError(str(path), None, None, f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+        cols = [d[0] for d in con.execute(f"SELECT * FROM {name} LIMIT 0").description if d[0] != "_row"]
+        return cols
+    else:
+        raise InputError(
+            str(path), None, None,
+            f"unknown file type {suffix or '(none)'!r}; use .csv, .jsonl or .parquet",
+        )
+    if table.num_rows == 0:
+        raise InputError(str(path), None, None, "the file is empty (a header but no rows)")
+    table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), type=pa.int64()))
+    con.register(name + "_arrow", table)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}_arrow")
+    return [c for c in table.column_names if c != "_row"]
+
+
+def _column_types(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
+    return {r[0]: r[1] for r in con.execute(f"DESCRIBE {view}").fetchall()}
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _num_expr(col: str, typ: str) -> str:
+    """A staged column as DOUBLE (NULL when empty or not a number); ``s`` is the staged row."""
+    if typ.upper().startswith(("VARCHAR", "STRING")):
+        return f"TRY_CAST(NULLIF(trim(s.{_q(col)}), '') AS DOUBLE)"
+    return f"TRY_CAST(s.{_q(col)} AS DOUBLE)"
+
+
+def _text_expr(col: str) -> str:
+    """A staged column as trimmed text, NULL when empty; qualified so subqueries cannot rebind it."""
+    return f"NULLIF(trim(CAST(s.{_q(col)} AS VARCHAR)), '')"
+
+
+def _first_bad(con, view: str, checks: list[tuple[str, str, str]]) -> tuple[int, str, str] | None:
+    """Run (column, condition, message) checks in one scan; the first failing row, column, message."""
+    if not checks:
+        return None
+    flags = ", ".join(f"({cond}) AS f{i}" for i, (_, cond, _) in enumerate(checks))
+    where = " OR ".join(f"({cond})" for _, cond, _ in checks)
+    row = con.execute(f"SELECT _row, {flags} FROM {view} s WHERE {where} ORDER BY _row LIMIT 1").fetchone()
+    if row is None:
+        return None
+    for i, (col, _, msg) in enumerate(checks):
+        if row[1 + i]:
+            return row[0], col, msg
+    return None
+
+
+def _raise_first_bad(con, view, path, checks) -> None:
+    bad = _first_bad(con, view, checks)
+    if bad:
+        r, col, msg = bad
+        value = con.execute(f"SELECT CAST({_q(col)} AS VARCHAR) FROM {view} WHERE _row = ?", [r]).fetchone()[0]
+        shown = "empty" if value is None or str(value).strip() == "" else repr(str(value)[:60])
+        raise InputError(str(path), r, col, f"{msg} (got {shown})")
+
+
+def _require(path, columns: list[str], required: list[str]) -> None:
+    for col in required:
+        if col not in columns:
+            raise InputError(str(path), 0, col, f"required column is missing; the file has: {', '.join(columns)}")
+
+
+def _check_rows(con, view, path) -> int:
+    n = con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+    if n == 0:
+        raise InputError(str(path), None, None, "the file is empty (no rows)")
+    return n
+
+
+def _check_duplicates(con, view, path, keys: list[str]) -> None:
+    key_sql = ", ".join(_text_expr(k) for k in keys)
+    dup = con.execute(
+        f"""SELECT _row, first_row FROM (
+                SELECT _row, min(_row) OVER (PARTITION BY {key_sql}) AS first_row,
+                       row_number() OVER (PARTITION BY {key_sql} ORDER BY _row) AS rn
+                FROM {view} s) WHERE rn = 2 ORDER BY _row LIMIT 1"""
+    ).fetchone()
+    if dup:
+        raise InputError(
+            str(path), dup[0], keys[-1],
+            f"duplicate ({', '.join(keys)}): the same key is already on row {dup[1]}",
+        )
+
+
+def _split_scored_column(path, col: str, prefix: str) -> tuple[str, str]:
+    parts = col[len(prefix):].rsplit(":", 1)
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise InputError(str(path), 0, col, f"must be named {prefix}<judge>:<dimension>")
+    return parts[0], parts[1]
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, baseline: str | None = None) -> ImportReport:
+    """Import an outputs file or a pairwise-preference file (told apart by its columns)."""
+    path = Path(path)
+    with store.transaction(con):
+        columns = stage(con, path)
+        if any(c.startswith(PREF_PREFIX) for c in columns) and "output" not in columns:
+            report = _import_pair_prefs(con, path, columns)
+        else:
+            report = _import_outputs(con, path, columns, baseline)
+    return report
+
+
+def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -> ImportReport:
+    _require(path, columns, OUTPUT_REQUIRED)
+    judge_cols = [c for c in columns if c.startswith(JUDGE_PREFIX)]
+    if not judge_cols:
+        raise InputError(str(path), 0, None, "no judge column: name at least one judge:<judge>:<dimension>")
+    judged = {c: _split_scored_column(path, c, JUDGE_PREFIX) for c in judge_cols}
+    rationale_cols = {c: _split_scored_column(path, c, RATIONALE_PREFIX) for c in columns if c.startswith(RATIONALE_PREFIX)}
+    n = _check_rows(con, "_stage", path)
+    types = _column_types(con, "_stage")
+
+    checks = [(c, f"{_text_expr(c)} IS NULL", "must not be empty") for c in OUTPUT_REQUIRED]
+    for c in judge_cols:
+        e = _num_expr(c, types[c])
+        checks.append((c, f"s.{_q(c)} IS NOT NULL AND {e} IS NULL", "judge score is not a number"))
+        checks.append((c, f"{e} IS NOT NULL AND (isnan({e}) OR {e} < {SCORE_MIN} OR {e} > {SCORE_MAX})",
+                       f"judge score out of range [{SCORE_MIN:g}, {SCORE_MAX:g}]"))
+    for c in OUTPUT_OPTIONAL_NUM:
+        if c in columns:
+            e = _num_expr(c, types[c])
+            checks.append((c, f"s.{_q(c)} IS NOT NULL AND {e} IS NULL", "is not a number"))
+            checks.append((c, f"{e} IS NOT NULL AND (isnan({e}) OR isinf({e}) OR {e} < 0)", "must be a finite number >= 0"))
+    _raise_first_bad(con, "_stage", path, checks)
+    _check_duplicates(con, "_stage", path, ["item_id", "model"])
+
+    opt = {c: (_text_expr(c) if c in columns else "NULL") for c in OUTPUT_OPTIONAL_TEXT}
+    nums = {c: (_num_expr(c, types[c]) if c in columns else "NULL") for c in OUTPUT_OPTIONAL_NUM}
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _clean AS SELECT _row,
+            {_text_expr('item_id')} AS item_id, {_text_expr('model')} AS model,
+            coalesce({opt['segment']}, 'all') AS segment, {opt['topic']} AS topic,
+            CAST(prompt AS VARCHAR) AS prompt, {opt['context']} AS context, {opt['reference']} AS reference,
+            CAST(output AS VARCHAR) AS output,
+            {nums['latency_ms']} AS latency_ms, CAST({nums['input_tokens']} AS BIGINT) AS input_tokens,
+            CAST({nums['output_tokens']} AS BIGINT) AS output_tokens, {nums['cost_usd']} AS cost_usd,
+            {', '.join(f'{_num_expr(c, types[c])} AS j{i}' for i, c in enumerate(judge_cols))}
+            {''.join(f', CAST({_q(c)} AS VARCHAR) AS r{i}' for i, c in enumerate(rationale_cols))}
+            FROM _stage s"""
+    )
+    # One prompt/segment per item, within the file and against the database.
+    for col in ("prompt", "segment"):
+        bad = con.execute(
+            f"""SELECT _row FROM (SELECT _row, count(DISTINCT {col}) OVER (PARTITION BY item_id) AS k,
+                row_number() OVER (PARTITION BY item_id ORDER BY _row) AS rn FROM _clean)
+                WHERE k > 1 AND rn > 1 ORDER BY _row LIMIT 1"""
+        ).fetchone()
+        if bad:
+            raise InputError(str(path), bad[0], col, f"differs from an earlier row of the same item_id")
+        bad = con.execute(
+            f"""SELECT min(c._row) FROM _clean c JOIN items i USING (item_id) WHERE c.{col} <> i.{col}"""
+        ).fetchone()
+        if bad and bad[0] is not None:
+            raise InputError(str(path), bad[0], col, f"the item is already stored with a different {col}")
+
+    report = ImportReport(str(path), "output", n)
+    before = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("items", "outputs", "judge_scores")}
+    con.execute(
+        """INSERT INTO items
+           SELECT item_id, segment, topic, prompt, context, reference, current_timestamp
+           FROM (SELECT * FROM _clean QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY _row) = 1) c
+           WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = c.item_id)"""
+    )
+    con.execute(
+        """INSERT INTO outputs
+           SELECT item_id, model, output, latency_ms, input_tokens, output_tokens, cost_usd FROM _clean c
+           WHERE NOT EXISTS (SELECT 1 FROM outputs o WHERE o.item_id = c.item_id AND o.model = c.model)"""
+    )
+    rat_by_key = {v: i for i, v in enumerate(rationale_cols.values())}
+    parts = []
+    for i, c in enumerate(judge_cols):
+        judge, dim = judged[c]
+        r = rat_by_key.get((judge, dim))
+        parts.append(
+            f"SELECT item_id, model, {_lit(judge)} AS judge, {_lit(dim)} AS dimension, j{i} AS score, "
+            f"{f'r{r}' if r is not None else 'NULL'} AS rationale FROM _clean WHERE j{i} IS NOT NULL"
+        )
+    existing = con.execute("SELECT count(*) FROM judge_scores").fetchone()[0]
+    new_scores = " UNION ALL ".join(parts)
+    if existing:
+        con.execute(
+            f"""INSERT INTO judge_scores SELECT * FROM ({new_scores}) n WHERE NOT EXISTS (
+                SELECT 1 FROM judge_scores s WHERE s.item_id = n.item_id AND s.model = n.model
+                AND s.judge = n.judge AND s.dimension = n.dimension)"""
+        )
+    else:
+        con.execute(f"INSERT INTO judge_scores {new_scores}")
+    after = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in before}
+    report.added = {t: after[t] - before[t] for t in before}
+    n_items = con.execute("SELECT count(DISTINCT item_id) FROM _clean").fetchone()[0]
+    n_scores = con.execute(f"SELECT count(*) FROM ({new_scores})").fetchone()[0] if existing else report.added["judge_scores"]
+    report.skipped = {
+        "items": n_items - report.added["items"],
+        "outputs": n - report.added["outputs"],
+        "judge_scores": n_scores - report.added["judge_scores"],
+    }
+    report.notes += _update_project_settings(con, path, baseline, sorted({d for _, d in judged.values()}))
+    con.execute("DROP TABLE _clean")
+    return report
+
+
+def _update_project_settings(con, path: Path, baseline: str | None, dims: list[str]) -> list[str]:
+    """Record dimensions, the baseline and the candidates after an outputs import."""
+    s = store.get_settings(con)
+    present = [r[0] for r in con.execute(
+        "SELECT model FROM outputs GROUP BY model ORDER BY min(item_id), model").fetchall()]
+    notes = []
+    if baseline is not None:
+        if baseline not in present:
+            raise InputError(str(path), None, "model", f"--baseline {baseline!r} is not a model in the data ({', '.join(present)})")
+        new_base = baseline
+    elif s["baseline"] in present:
+        new_base = s["baseline"]
+    else:
+        file_models = [r[0] for r in con.execute(
+            "SELECT model FROM _clean GROUP BY model ORDER BY min(_row)").fetchall()]
+        new_base = file_models[0]
+        notes.append(f"baseline model set to {new_base!r} (the first model in the file); change it with "
+                     f"`tiebreak settings set baseline MODEL` or import with --baseline")
+    candidates = [m for m in present if m != new_base]
+    store.set_settings(
+        con, baseline=new_base, candidates=candidates,
+        dimensions=s["dimensions"] + [d for d in dims if d not in s["dimensions"]],
+    )
+    return notes
+
+
+def _import_pair_prefs(con, path: Path, columns: list[str]) -> ImportReport:
+    _require(path, columns, PREF_REQUIRED)
+    pref_cols = [c for c in columns if c.startswith(PREF_PREFIX)]
+    named = {c: _split_scored_column(path, c, PREF_PREFIX) for c in pref_cols}
+    n = _check_rows(con, "_stage", path)
+    types = _column_types(con, "_stage")
+    checks = [(c, f"{_text_expr(c)} IS NULL", "must not be empty") for c in PREF_REQUIRED]
+    for c in pref_cols:
+        e = _num_expr(c, types[c])
+        checks.append((c, f"s.{_q(c)} IS NOT NULL AND {e} IS NULL", "preference is not a number"))
+        checks.append((c, f"{e} IS NOT NULL AND (isnan({e}) OR {e} < 0 OR {e} > 1)",
+                       "preference out of range [0, 1] (1 = candidate better, 0.5 = tie)"))
+    checks.append(("item_id", f"{_text_expr('item_id')} NOT IN (SELECT item_id FROM items)", "unknown item_id"))
+    for c in ("baseline", "candidate"):
+        checks.append((c, f"NOT EXISTS (SELECT 1 FROM outputs o WHERE o.item_id = {_text_expr('item_id')} "
+                          f"AND o.model = {_text_expr(c)})", "no output of this model for the item"))
+    _raise_first_bad(con, "_stage", path, checks)
+    _check_duplicates(con, "_stage", path, ["item_id", "baseline", "candidate"])
+    parts = [
+        f"SELECT {_text_expr('item_id')} AS item_id, {_text_expr('baseline')} AS baseline, "
+        f"{_text_expr('candidate')} AS candidate, {_lit(named[c][0])} AS judge, {_lit(named[c][1])} AS dimension, "
+        f"{_num_expr(c, types[c])} AS preference FROM _stage s WHERE {_num_expr(c, types[c])} IS NOT NULL"
+        for c in pref_cols
+    ]
+    before = con.execute("SELECT count(*) FROM pair_judge_prefs").fetchone()[0]
+    con.execute(
+        f"""INSERT INTO pair_judge_prefs SELECT * FROM ({' UNION ALL '.join(parts)}) n WHERE NOT EXISTS (
+            SELECT 1 FROM pair_judge_prefs p WHERE p.item_id = n.item_id AND p.baseline = n.baseline
+            AND p.candidate = n.candidate AND p.judge = n.judge AND p.dimension = n.dimension)"""
+    )
+    added = con.execute("SELECT count(*) FROM pair_judge_prefs").fetchone()[0] - before
+    total = con.execute(f"SELECT count(*) FROM ({' UNION ALL '.join(parts)})").fetchone()[0]
+    return ImportReport(str(path), "pairwise-preference", n, {"pair_judge_prefs": added},
+                        {"pair_judge_prefs": total - added})
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def import_labels(con: duckdb.DuckDBPyConnection, path: str | Path, source: str = "import") -> ImportReport:
+    """Append pointwise and/or pairwise labels from a file; exact repeats of stored labels are skipped.
+
+    A repeat is a row equal to a stored label in item, model/pair, dimension, verdict/preference,
+    annotator and created_at, so re-importing an export adds nothing while genuinely new
+    judgments (a correction is a new row) are appended.
+    """
+    path = Path(path)
+    with store.transaction(con):
+        columns = stage(con, path)
+        n = _check_rows(con, "_stage", path)
+        has_point = "verdict" in columns
+        has_pair = "preference" in columns
+        if not (has_point or has_pair):
+            raise InputError(str(path), 0, "verdict", "a label file needs a verdict column (pointwise) "
+                             "or a preference column (pairwise)")
+        _require(path, columns, ["item_id", "dimension", "annotator"])
+        if has_point:
+            _require(path, columns, ["model"])
+        if has_pair:
+            _require(path, columns, ["baseline", "candidate"])
+        s = store.get_settings(con)
+        dims = s["dimensions"]
+        dim_list = ", ".join(_lit(d) for d in dims) or "NULL"
+        is_pair = f"{_text_expr('preference')} IS NOT NULL" if has_pair else "FALSE"
+        is_point = f"NOT ({is_pair})"
+        t = lambda c: _text_expr(c) if c in columns else "NULL"  # noqa: E731
+        checks = [
+            ("item_id", f"{t('item_id')} IS NULL", "must not be empty"),
+            ("annotator", f"{t('annotator')} IS NULL", "must not be empty"),
+            ("dimension", f"{t('dimension')} IS NULL", "must not be empty"),
+            ("item_id", f"{t('item_id')} NOT IN (SELECT item_id FROM items)", "unknown item_id"),
+        ]
+        if has_point:
+            checks += [
+                ("verdict", f"{is_point} AND {t('verdict')} IS NULL", "must be pass/fail (or 1/0)"),
+                ("verdict", f"{is_point} AND lower({t('verdict')}) NOT IN ({', '.join(_lit(v) for v in VERDICTS)})",
+                 "must be pass/fail (or 1/0)"),
+                ("model", f"{is_point} AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.item_id = {t('item_id')} "
+                          f"AND o.model = {t('model')})", "unknown model for this item"),
+                ("dimension", f"{is_point} AND {t('dimension')} NOT IN ({dim_list})",
+                 f"unknown dimension (known: {', '.join(dims) or 'none'})"),
+            ]
+        if has_pair:
+            checks += [
+                ("preference", f"{is_pair} AND lower({t('preference')}) NOT IN ('candidate', 'baseline', 'tie')",
+                 "must be candidate, baseline or tie"),
+                ("dimension", f"{is_pair} AND {t('dimension')} NOT IN ({dim_list}, 'overall')",
+                 f"unknown dimension (known: {', '.join(dims + ['overall'])})"),
+            ] + [
+                (c, f"{is_pair} AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.item_id = {t('item_id')} "
+                    f"AND o.model = {t(c)})", "unknown model for this item")
+                for c in ("baseline", "candidate")
+            ]
+        if "created_at" in columns:
+            checks.append(("created_at", f"{t('created_at')} IS NOT NULL AND TRY_CAST({t('created_at')} AS TIMESTAMP) IS NULL",
+                           "not a timestamp (use ISO 8601, e.g. 2026-11-21T10:30:00)"))
+        if "strength" in columns:
+            checks.append(("strength", f"{t('strength')} IS NOT NULL AND TRY_CAST({t('strength')} AS INTEGER) IS NULL",
+                           "must be a whole number"))
+        _raise_first_bad(con, "_stage", path, checks)
+
+        created = f"coalesce(TRY_CAST({t('created_at')} AS TIMESTAMP), current_timestamp::TIMESTAMP)"
+        verdict_case = " ".join(f"WHEN {_lit(k)} THEN {str(v).upper()}" for k, v in VERDICTS.items())
+        added = {}
+        if has_point:
+            before = con.execute("SELECT count(*) FROM labels").fetchone()[0]
+            con.execute(
+                f"""INSERT INTO labels (item_id, model, dimension, verdict, kind, annotator, created_at, note, source,
+                        duration_ms)
+                    SELECT * FROM (SELECT {t('item_id')} AS item_id, {t('model')} AS model, {t('dimension')} AS dimension,
+                        CASE lower({t('verdict')}) {verdict_case} END AS verdict, {t('kind')} AS kind,
+                        {t('annotator')} AS annotator, {created} AS created_at, {t('note')} AS note,
+                        coalesce({t('source')}, {_lit(source)}) AS source,
+                        TRY_CAST({t('duration_ms')} AS BIGINT) AS duration_ms
+                        FROM _stage s WHERE {is_point} ORDER BY _row) n
+                    WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.item_id = n.item_id AND l.model = n.model
+                        AND l.dimension = n.dimension AND l.verdict = n.verdict AND l.annotator = n.annotator
+                        AND l.created_at = n.created_at)"""
+            )
+            added["labels"] = con.execute("SELECT count(*) FROM labels").fetchone()[0] - before
+        if has_pair:
+            before = con.execute("SELECT count(*) FROM pair_labels").fetchone()[0]
+            con.execute(
+                f"""INSERT INTO pair_labels (item_id, baseline, candidate, dimension, preference, strength, annotator,
+                        created_at, note, source, duration_ms)
+                    SELECT * FROM (SELECT {t('item_id')} AS item_id, {t('baseline')} AS baseline,
+                        {t('candidate')} AS candidate, {t('dimension')} AS dimension,
+                        lower({t('preference')}) AS preference, TRY_CAST({t('strength')} AS INTEGER) AS strength,
+                        {t('annotator')} AS annotator, {created} AS created_at, {t('note')} AS note,
+                        coalesce({t('source')}, {_lit(source)}) AS source,
+                        TRY_CAST({t('duration_ms')} AS BIGINT) AS duration_ms
+                        FROM _stage s WHERE {is_pair} ORDER BY _row) n
+                    WHERE NOT EXISTS (SELECT 1 FROM pair_labels l WHERE l.item_id = n.item_id
+                        AND l.baseline = n.baseline AND l.candidate = n.candidate AND l.dimension = n.dimension
+                        AND l.preference = n.preference AND l.annotator = n.annotator
+                        AND l.created_at = n.created_at)"""
+            )
+            added["pair_labels"] = con.execute("SELECT count(*) FROM pair_labels").fetchone()[0] - before
+    report = ImportReport(str(path), "label", n, added)
+    report.skipped = {"repeats of stored labels": n - sum(added.values())}
+    return report
+
+
+EXPORT_SQL = """
+    SELECT 'pointwise' AS kind_of_label, label_id, item_id, model, NULL AS baseline, NULL AS candidate, dimension,
+           CASE WHEN verdict THEN 'pass' ELSE 'fail' END AS verdict, NULL AS preference, NULL::INTEGER AS strength,
+           kind, annotator, strftime(created_at, '%Y-%m-%dT%H:%M:%S.%f') AS created_at, note, source, duration_ms,
+           lease_id, side AS left_model_or_side
+    FROM labels
+    UNION ALL
+    SELECT 'pairwise', label_id, item_id, NULL, baseline, candidate, dimension, NULL, preference, strength, NULL,
+           annotator, strftime(created_at, '%Y-%m-%dT%H:%M:%S.%f'), note, source, duration_ms, lease_id, left_model
+    FROM pair_labels
+    ORDER BY created_at, kind_of_label, label_id
+"""
+
+
+def export_labels(con: duckdb.DuckDBPyConnection, path: str | Path) -> int:
+    """Write every label (both kinds, full history, corrections included) to CSV, JSONL or Parquet."""
+    path = Path(path)
+    fmt = {".csv": "FORMAT CSV, HEADER", ".parquet": "FORMAT PARQUET", ".jsonl": "FORMAT JSON", ".json": "FORMAT JSON"}.get(path.suffix.lower())
+    if fmt is None:
+        raise TiebreakError(f"{path}: unknown file type {path.suffix!r}; use .csv, .jsonl or .parquet")
+    con.execute(f"COPY ({EXPORT_SQL}) TO {_lit(str(path))} ({fmt})")
+    return con.execute(f"SELECT count(*) FROM ({EXPORT_SQL})").fetchone()[0]
+
+
+# --------------------------------------------------------------------------- demo files
+
+
+def load_demo_files(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+    """Load a demo folder (outputs.parquet, prefs.parquet, truth*.parquet) written by calib.demo."""
+    import_file(con, folder / "outputs.parquet", baseline=json.loads((folder / "meta.json").read_text())["baseline"])
+    import_file(con, folder / "prefs.parquet")
+    with store.transaction(con):
+        con.execute(f"INSERT INTO sim_truth SELECT item_id, model, dimension, verdict, kind FROM read_parquet({_lit(str(folder / 'truth.parquet'))})")
+        con.execute(f"INSERT INTO sim_truth_pairs SELECT item_id, baseline, candidate, dimension, preference, strength FROM read_parquet({_lit(str(folder / 'truth_pairs.parquet'))})")

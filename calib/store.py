@@ -1,0 +1,365 @@
+"""DuckDB storage: connection, ordered migrations, settings and small shared queries.
+
+One DuckDB file is the single source of truth. The schema is built by the ordered migration
+functions in ``MIGRATIONS``; each applied migration is recorded in ``_migrations`` (as in
+simonw/llm), so opening an old file upgrades it and opening a current one does nothing.
+
+Big tables (items, outputs, judge_scores) carry no PRIMARY KEY: DuckDB's ART index makes bulk
+loads of millions of rows slow and memory hungry, so uniqueness is enforced by the importer
+(``calib.ingest``) with anti-joins inside the import transaction. Labels are append-only: no code
+path issues UPDATE or DELETE on ``labels`` or ``pair_labels``; a correction is a new row and the
+newest row per (item, model/pair, dimension, annotator) counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import duckdb
+
+from calib.errors import TiebreakError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = REPO_ROOT / "data" / "demo"
+DEMO_DB = REPO_ROOT / "data" / "demo.duckdb"
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "baseline": None,  # model name of the production ("old") model
+    "candidates": [],  # candidate model names
+    "dimensions": [],  # judged dimensions, e.g. correctness, refusal, style
+    "margin": 0.02,  # non-inferiority margin on the pass-rate difference
+    "decide_prob": 0.95,  # posterior probability needed for a decision
+    "interval": 0.95,  # credible interval mass
+    "random_share": 0.2,  # share of the queue drawn uniformly at random
+    "overlap_share": 0.1,  # share of queued items served to a second SME
+    "lease_minutes": 30,
+    "show_judges_to_sme": False,
+    "demo_mode": False,
+    "target_width": 0.05,  # interval width of Delta at which a lead may stop
+}
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def _m001_core(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+
+        CREATE TABLE items (
+            item_id VARCHAR NOT NULL,
+            segment VARCHAR NOT NULL,
+            topic VARCHAR,
+            prompt VARCHAR NOT NULL,
+            context VARCHAR,
+            reference VARCHAR,
+            imported_at TIMESTAMP NOT NULL
+        );
+
+        CREATE TABLE outputs (
+            item_id VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            output VARCHAR NOT NULL,
+            latency_ms DOUBLE,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            cost_usd DOUBLE
+        );
+
+        CREATE TABLE judge_scores (
+            item_id VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            judge VARCHAR NOT NULL,
+            dimension VARCHAR NOT NULL,
+            score DOUBLE NOT NULL,
+            rationale VARCHAR
+        );
+
+        CREATE TABLE pair_judge_prefs (
+            item_id VARCHAR NOT NULL,
+            baseline VARCHAR NOT NULL,
+            candidate VARCHAR NOT NULL,
+            judge VARCHAR NOT NULL,
+            dimension VARCHAR NOT NULL,
+            preference DOUBLE NOT NULL
+        );
+
+        CREATE SEQUENCE label_seq START 1;
+        CREATE TABLE labels (
+            label_id BIGINT PRIMARY KEY DEFAULT nextval('label_seq'),
+            item_id VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            dimension VARCHAR NOT NULL,
+            verdict BOOLEAN NOT NULL,
+            kind VARCHAR,
+            annotator VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            note VARCHAR,
+            source VARCHAR NOT NULL,
+            duration_ms BIGINT,
+            lease_id BIGINT,
+            side VARCHAR
+        );
+
+        CREATE SEQUENCE pair_label_seq START 1;
+        CREATE TABLE pair_labels (
+            label_id BIGINT PRIMARY KEY DEFAULT nextval('pair_label_seq'),
+            item_id VARCHAR NOT NULL,
+            baseline VARCHAR NOT NULL,
+            candidate VARCHAR NOT NULL,
+            dimension VARCHAR NOT NULL,
+            preference VARCHAR NOT NULL CHECK (preference IN ('candidate', 'baseline', 'tie')),
+            strength INTEGER,
+            annotator VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            note VARCHAR,
+            source VARCHAR NOT NULL,
+            duration_ms BIGINT,
+            lease_id BIGINT,
+            left_model VARCHAR
+        );
+
+        CREATE SEQUENCE queue_seq START 1;
+        CREATE TABLE queue (
+            queue_id BIGINT PRIMARY KEY DEFAULT nextval('queue_seq'),
+            item_id VARCHAR NOT NULL,
+            inclusion_prob DOUBLE NOT NULL,
+            policy VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            priority DOUBLE,
+            batch_id BIGINT,
+            overlap BOOLEAN NOT NULL DEFAULT FALSE,
+            created_at TIMESTAMP NOT NULL
+        );
+
+        CREATE SEQUENCE lease_seq START 1;
+        CREATE TABLE leases (
+            lease_id BIGINT PRIMARY KEY DEFAULT nextval('lease_seq'),
+            item_id VARCHAR NOT NULL,
+            annotator VARCHAR NOT NULL,
+            leased_at TIMESTAMP NOT NULL,
+            expires_at TIMESTAMP NOT NULL,
+            ended_at TIMESTAMP,
+            outcome VARCHAR,
+            reason VARCHAR
+        );
+
+        CREATE SEQUENCE fit_seq START 1;
+        CREATE TABLE fits (
+            fit_id BIGINT PRIMARY KEY DEFAULT nextval('fit_seq'),
+            created_at TIMESTAMP NOT NULL,
+            kind VARCHAR NOT NULL,
+            n_labels INTEGER NOT NULL,
+            seconds DOUBLE,
+            result JSON NOT NULL
+        );
+
+        CREATE TABLE sim_truth (
+            item_id VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            dimension VARCHAR NOT NULL,
+            verdict BOOLEAN NOT NULL,
+            kind VARCHAR
+        );
+
+        CREATE TABLE sim_truth_pairs (
+            item_id VARCHAR NOT NULL,
+            baseline VARCHAR NOT NULL,
+            candidate VARCHAR NOT NULL,
+            dimension VARCHAR NOT NULL,
+            preference VARCHAR NOT NULL,
+            strength INTEGER
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply every migration not yet recorded in ``_migrations``; return the names applied."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations "
+        "(id INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+    )
+    done = {r[0] for r in con.execute("SELECT id FROM _migrations").fetchall()}
+    applied = []
+    for i, fn in enumerate(MIGRATIONS, start=1):
+        if i in done:
+            continue
+        with transaction(con):
+            fn(con)
+            con.execute(
+                "INSERT INTO _migrations VALUES (?, ?, current_timestamp)", [i, fn.__name__]
+            )
+        applied.append(fn.__name__)
+    return applied
+
+
+# --------------------------------------------------------------------------- connections
+
+_LOCK_RE = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", re.S)
+
+
+def resolve_db(db: str | os.PathLike | None) -> Path:
+    """The database path: ``--db``, else ``$TIEBREAK_DB``, else the bundled demo database."""
+    if db:
+        return Path(db)
+    env = os.environ.get("TIEBREAK_DB")
+    if env:
+        return Path(env)
+    return DEMO_DB
+
+
+def connect(db: str | os.PathLike | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (creating and migrating) a Tiebreak database; a lock held elsewhere is a plain error.
+
+    The bundled demo database is built from ``data/demo/*.parquet`` the first time it is used.
+    """
+    path = resolve_db(db)
+    if path == DEMO_DB and not path.exists():
+        build_demo_db(path)
+    if read_only and not path.exists():
+        raise TiebreakError(f"{path}: no such database (import data or run `tiebreak demo` first)")
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:  # lock held by another process, or unreadable file
+        m = _LOCK_RE.search(str(exc))
+        if m:
+            raise TiebreakError(
+                f"{path}: the database is open for writing in another process (PID {m.group(2)}, "
+                "usually the Tiebreak app). Stop that process (Ctrl+C in its terminal) and run the "
+                "command again, or do the same from the app's pages."
+            ) from None
+        raise TiebreakError(f"{path}: cannot open database: {exc}") from None
+    # DuckDB defaults to 80% of RAM; cap it so big imports spill to disk instead (override with
+    # TIEBREAK_MEMORY_LIMIT, e.g. "8GB").
+    con.execute(f"SET memory_limit = '{os.environ.get('TIEBREAK_MEMORY_LIMIT', '2GB')}'")
+    if not read_only:
+        migrate(con)
+    return con
+
+
+def build_demo_db(path: Path) -> None:
+    """Create the demo database from the shipped Parquet files (no generation at start-up)."""
+    from calib import ingest  # local import: ingest imports store
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".building.duckdb")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        migrate(con)
+        ingest.load_demo_files(con, DEMO_DIR)
+    finally:
+        con.close()
+    tmp.replace(path)
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, rolling back on any exception so nothing half-written is kept."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    else:
+        con.execute("COMMIT")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def get_settings(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """All settings, defaults filled in for keys never written."""
+    out = dict(DEFAULT_SETTINGS)
+    for key, value in con.execute("SELECT key, value FROM settings").fetchall():
+        out[key] = json.loads(value)
+    return out
+
+
+def set_settings(con: duckdb.DuckDBPyConnection, **values: Any) -> None:
+    """Write settings (JSON-encoded). Unknown keys are refused so typos do not pass silently."""
+    unknown = set(values) - set(DEFAULT_SETTINGS)
+    if unknown:
+        raise TiebreakError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    for key, value in values.items():
+        con.execute(
+            "INSERT OR REPLACE INTO settings VALUES (?, ?)", [key, json.dumps(value)]
+        )
+
+
+def parse_setting(key: str, text: str) -> Any:
+    """Parse a command-line value for ``key`` with the type of its default."""
+    if key not in DEFAULT_SETTINGS:
+        raise TiebreakError(f"unknown setting {key!r}; known: {', '.join(DEFAULT_SETTINGS)}")
+    default = DEFAULT_SETTINGS[key]
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+                raise ValueError(text)
+            return text.lower() in {"true", "1", "yes", "on"}
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            return type(default)(text) if isinstance(default, float) else int(text)
+        if isinstance(default, list):
+            return [s.strip() for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise TiebreakError(f"setting {key}: {text!r} is not a valid {type(default).__name__}") from None
+    return text
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def models(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Models in the baseline-first order: baseline, then candidates, then any other model."""
+    s = get_settings(con)
+    present = [r[0] for r in con.execute("SELECT DISTINCT model FROM outputs ORDER BY model").fetchall()]
+    ordered = [m for m in [s["baseline"], *s["candidates"]] if m in present]
+    return ordered + [m for m in present if m not in ordered]
+
+
+def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Counts a user checks after an import: items, outputs, judges, labels by dimension."""
+    one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
+    s = get_settings(con)
+    judges = con.execute(
+        "SELECT judge, dimension, count(*) FROM judge_scores GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    labels = con.execute(
+        """
+        SELECT dimension, count(*), count(DISTINCT item_id), count(DISTINCT annotator)
+        FROM labels GROUP BY dimension ORDER BY dimension
+        """
+    ).fetchall()
+    pair_labels = con.execute(
+        "SELECT dimension, count(*), count(DISTINCT item_id) FROM pair_labels GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    return {
+        "baseline": s["baseline"],
+        "candidates": s["candidates"],
+        "dimensions": s["dimensions"],
+        "items": one("SELECT count(*) FROM items"),
+        "segments": one("SELECT count(DISTINCT segment) FROM items"),
+        "outputs": one("SELECT count(*) FROM outputs"),
+        "outputs_by_model": dict(
+            con.execute("SELECT model, count(*) FROM outputs GROUP BY model ORDER BY model").fetchall()
+        ),
+        "judge_scores": one("SELECT count(*) FROM judge_scores"),
+        "judges": [{"judge": j, "dimension": d, "scores": n} for j, d, n in judges],
+        "pair_judge_prefs": one("SELECT count(*) FROM pair_judge_prefs"),
+        "labels": [
+            {"dimension": d, "labels": n, "items": i, "annotators": a} for d, n, i, a in labels
+        ],
+        "pair_labels": [{"dimension": d, "labels": n, "items": i} for d, n, i in pair_labels],
+        "fits": one("SELECT count(*) FROM fits"),
+    }

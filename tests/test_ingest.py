@@ -1,0 +1,238 @@
+"""Import round trips, idempotence, every bad-input case, labels in and out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from calib import ingest, store
+from calib.errors import InputError
+from tests.conftest import write_table
+
+FORMATS = [".csv", ".jsonl", ".parquet"]
+
+
+def counts(con):
+    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("items", "outputs", "judge_scores", "pair_judge_prefs", "labels", "pair_labels")}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_roundtrip_each_format(con, tmp_path, small_outputs, fmt):
+    path = write_table(small_outputs, tmp_path / f"out{fmt}")
+    rep = ingest.import_file(con, path, baseline="support-legacy-v1")
+    assert rep.added == {"items": 40, "outputs": 80, "judge_scores": 80 * 9}
+    row = small_outputs.iloc[7]
+    got = con.execute(
+        "SELECT i.prompt, i.segment, o.output, o.latency_ms, o.input_tokens FROM items i JOIN outputs o USING (item_id) "
+        "WHERE item_id = ? AND model = ?", [row.item_id, row.model]).fetchone()
+    assert got == (row.prompt, row.segment, row.output, pytest.approx(row.latency_ms), row.input_tokens)
+    score = con.execute(
+        "SELECT score FROM judge_scores WHERE item_id = ? AND model = ? AND judge = 'judge-strict' "
+        "AND dimension = 'style'", [row.item_id, row.model]).fetchone()[0]
+    assert score == pytest.approx(row["judge:judge-strict:style"])
+    s = store.get_settings(con)
+    assert s["baseline"] == "support-legacy-v1" and s["candidates"] == ["support-nova-v2"]
+    assert s["dimensions"] == ["correctness", "refusal", "style"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_reimport_changes_nothing_and_new_items_are_added(con, tmp_path, small_outputs, fmt):
+    first = small_outputs[small_outputs.item_id < "q0000030"]
+    ingest.import_file(con, write_table(first, tmp_path / f"a{fmt}"))
+    before = counts(con)
+    rep = ingest.import_file(con, write_table(first, tmp_path / f"a{fmt}"))
+    assert counts(con) == before and sum(rep.added.values()) == 0
+    assert rep.skipped["outputs"] == len(first)
+    ingest.import_file(con, write_table(small_outputs, tmp_path / f"all{fmt}"))
+    assert counts(con)["items"] == 40 and counts(con)["outputs"] == 80
+
+
+def test_default_segment_and_first_model_is_baseline(con, tmp_path):
+    df = pd.DataFrame({"item_id": ["a", "a", "b"], "model": ["old", "new", "old"], "prompt": ["p", "p", "q"],
+                       "output": ["x", "y", "z"], "judge:j:correctness": [1, 0, 1]})
+    rep = ingest.import_file(con, write_table(df, tmp_path / "x.csv"))
+    assert con.execute("SELECT DISTINCT segment FROM items").fetchall() == [("all",)]
+    assert store.get_settings(con)["baseline"] == "old"
+    assert any("baseline model set to 'old'" in n for n in rep.notes)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _bad_cases(df: pd.DataFrame):
+    """(name, mutated frame, expected row, expected column, message fragment)."""
+    judge = "judge:judge-strict:correctness"
+    nonnum = df.copy()
+    nonnum[judge] = nonnum[judge].astype(object)
+    nonnum.loc[4, judge] = "high"
+    out_of_range = df.copy()
+    out_of_range.loc[6, judge] = 250.0
+    dup = pd.concat([df, df.iloc[[2]]], ignore_index=True)
+    empty_prompt = df.copy()
+    empty_prompt.loc[3, "prompt"] = ""
+    conflict = df.copy()
+    conflict.loc[1, "prompt"] = "another prompt"  # row 2 is item q...0's second model
+    neg = df.copy()
+    neg.loc[5, "latency_ms"] = -3.0
+    return [
+        ("missing column", df.drop(columns=["prompt"]), 0, "prompt", "required column is missing"),
+        ("no judge column", df.drop(columns=[c for c in df if c.startswith("judge:")]), 0, None, "no judge column"),
+        ("non-numeric score", nonnum, 5, judge, "not a number"),
+        ("out-of-range score", out_of_range, 7, judge, "out of range"),
+        ("duplicate item/model", dup, len(df) + 1, "model", "duplicate (item_id, model)"),
+        ("empty required text", empty_prompt, 4, "prompt", "must not be empty"),
+        ("conflicting prompt", conflict, 2, "prompt", "differs from an earlier row"),
+        ("negative latency", neg, 6, "latency_ms", ">= 0"),
+    ]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_bad_input_names_file_row_column_and_stores_nothing(con, tmp_path, small_outputs, fmt):
+    good = small_outputs[small_outputs.item_id < "q0000020"].reset_index(drop=True)
+    ingest.import_file(con, write_table(good, tmp_path / f"good{fmt}"))
+    stored = counts(con)
+    fresh = small_outputs[small_outputs.item_id >= "q0000020"].reset_index(drop=True)  # new items: would add
+    for name, frame, row, col, fragment in _bad_cases(fresh):
+        path = write_table(frame, tmp_path / f"bad{fmt}")
+        with pytest.raises(InputError) as info:
+            ingest.import_file(con, path)
+        err = info.value
+        assert (err.file, err.row, err.column) == (str(path), row, col), name
+        assert fragment in str(err) and str(path) in str(err), name
+        assert "\n" not in str(err), name
+        assert counts(con) == stored, name
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_empty_file(con, tmp_path, small_outputs, fmt):
+    path = write_table(small_outputs.iloc[:0], tmp_path / f"empty{fmt}")
+    with pytest.raises(InputError, match="empty"):
+        ingest.import_file(con, path)
+    (tmp_path / "zero.csv").write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        ingest.import_file(con, tmp_path / "zero.csv")
+    assert counts(con)["items"] == 0
+
+
+def test_broken_encoding_names_row_and_column(con, tmp_path):
+    raw = ("item_id,model,prompt,output,judge:j:correctness\n"
+           "a,m1,hello,fine,1\n").encode() + b"b,m1,caf\xe9 au lait,fine,1\n"
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(raw)
+    with pytest.raises(InputError) as info:
+        ingest.import_file(con, path)
+    assert (info.value.row, info.value.column) == (2, "prompt")
+    assert "UTF-8" in str(info.value)
+    jl = tmp_path / "latin1.jsonl"
+    jl.write_bytes(b'{"item_id": "a", "model": "m1", "prompt": "caf\xe9", "output": "x", "judge:j:c": 1}\n')
+    with pytest.raises(InputError) as info:
+        ingest.import_file(con, jl)
+    assert (info.value.row, info.value.column) == (1, "prompt")
+    assert counts(con)["items"] == 0
+
+
+def test_ragged_csv_and_malformed_json(con, tmp_path):
+    p = tmp_path / "r.csv"
+    p.write_text("item_id,model,prompt,output,judge:j:c\na,m,p,o,1\nb,m,p,o,1,extra\n")
+    with pytest.raises(InputError, match="has 6 fields") as info:
+        ingest.import_file(con, p)
+    assert info.value.row == 2
+    j = tmp_path / "m.jsonl"
+    j.write_text('{"item_id": "a", "model": "m", "prompt": "p", "output": "o", "judge:j:c": 1}\n{"item_id": "b",\n')
+    with pytest.raises(InputError, match="malformed JSON") as info:
+        ingest.import_file(con, j)
+    assert info.value.row == 2
+
+
+def test_unknown_file_type(con, tmp_path):
+    p = tmp_path / "data.xlsx"
+    p.write_bytes(b"PK\x03\x04")
+    with pytest.raises(InputError, match="unknown file type '.xlsx'"):
+        ingest.import_file(con, p)
+
+
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, small_outputs):
+    path = write_table(small_outputs.drop(columns=["output"]), tmp_path / "bad.csv")
+    r = subprocess.run([sys.executable, "-m", "calib.cli", "import", str(path), "--db", str(tmp_path / "c.duckdb")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
+    assert "bad.csv, row 0, column 'output': required column is missing" in r.stderr
+
+
+# --------------------------------------------------------------------------- pairwise judge preferences
+
+
+def test_pair_prefs_import_and_range_check(demo_con, tmp_path):
+    ids = [r[0] for r in demo_con.execute("SELECT item_id FROM items ORDER BY item_id LIMIT 3").fetchall()]
+    df = pd.DataFrame({"item_id": ids, "baseline": "support-legacy-v1", "candidate": "support-nova-v2",
+                       "pref:judge-x:overall": [0.0, 0.5, 1.0]})
+    rep = ingest.import_file(demo_con, write_table(df, tmp_path / "p.csv"))
+    assert rep.added == {"pair_judge_prefs": 3}
+    df.loc[1, "pref:judge-y:overall"] = 1.5
+    before = counts(demo_con)
+    with pytest.raises(InputError) as info:
+        ingest.import_file(demo_con, write_table(df, tmp_path / "p2.csv"))
+    assert (info.value.row, info.value.column) == (2, "pref:judge-y:overall")
+    assert counts(demo_con) == before
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _labels(con, n=4):
+    ids = [r[0] for r in con.execute("SELECT item_id FROM items ORDER BY item_id LIMIT ?", [n]).fetchall()]
+    return pd.DataFrame({"item_id": ids, "model": "support-nova-v2", "dimension": "correctness",
+                         "verdict": ["pass", "fail", "1", "0"][:n], "annotator": "ana",
+                         "created_at": "2026-11-20T10:00:00", "note": [None, "wrong refund window", None, None][:n]})
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_labels_import_export_roundtrip(demo_con, tmp_path, fmt):
+    lab = _labels(demo_con)
+    rep = ingest.import_labels(demo_con, write_table(lab, tmp_path / f"l{fmt}"))
+    assert rep.added == {"labels": 4}
+    verdicts = [r[0] for r in demo_con.execute("SELECT verdict FROM labels ORDER BY item_id").fetchall()]
+    assert verdicts == [True, False, True, False]
+    pairs = pd.DataFrame({"item_id": lab.item_id[:2], "baseline": "support-legacy-v1", "candidate": "support-nova-v2",
+                          "dimension": "overall", "preference": ["candidate", "tie"], "annotator": "bo"})
+    assert ingest.import_labels(demo_con, write_table(pairs, tmp_path / f"p{fmt}")).added == {"pair_labels": 2}
+    # a correction is a new row; history kept
+    corr = lab.iloc[[1]].assign(verdict="pass", created_at="2026-11-20T11:00:00", note="re-checked")
+    ingest.import_labels(demo_con, write_table(corr, tmp_path / f"c{fmt}"))
+    out = tmp_path / f"export{fmt}"
+    assert ingest.export_labels(demo_con, out) == 7
+    exported = pd.read_parquet(out) if fmt == ".parquet" else (
+        pd.read_csv(out) if fmt == ".csv" else pd.read_json(out, lines=True))
+    assert len(exported) == 7 and set(exported.kind_of_label) == {"pointwise", "pairwise"}
+    # re-importing the export adds nothing
+    before = counts(demo_con)
+    rep = ingest.import_labels(demo_con, out)
+    assert counts(demo_con) == before and sum(rep.added.values()) == 0
+
+
+@pytest.mark.parametrize(
+    "column,value,fragment",
+    [("item_id", "nope", "unknown item_id"), ("model", "gpt-9", "unknown model"),
+     ("dimension", "politeness", "unknown dimension"), ("verdict", "maybe", "pass/fail"),
+     ("annotator", None, "must not be empty"), ("created_at", "yesterday", "not a timestamp")],
+)
+def test_bad_labels_rejected_whole(demo_con, tmp_path, column, value, fragment):
+    lab = _labels(demo_con)
+    lab[column] = lab[column].astype(object)
+    lab.loc[2, column] = value
+    with pytest.raises(InputError) as info:
+        ingest.import_labels(demo_con, write_table(lab, tmp_path / "l.csv"))
+    assert (info.value.row, info.value.column) == (3, column)
+    assert fragment in str(info.value)
+    assert counts(demo_con)["labels"] == 0
+
+
+def test_label_file_without_verdict_or_preference(demo_con, tmp_path):
+    lab = _labels(demo_con).drop(columns=["verdict"])
+    with pytest.raises(InputError, match="verdict column"):
+        ingest.import_labels(demo_con, write_table(lab, tmp_path / "l.csv"))

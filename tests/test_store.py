@@ -1,0 +1,205 @@
+"""The exact schema of a fresh database, and migration bookkeeping."""
+
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from calib import store
+from calib.errors import TiebreakError
+
+EXPECTED_SCHEMA = {
+    "_migrations": [
+        ("id", "INTEGER", False),
+        ("name", "VARCHAR", False),
+        ("applied_at", "TIMESTAMP", False),
+    ],
+    "fits": [
+        ("fit_id", "BIGINT", False),
+        ("created_at", "TIMESTAMP", False),
+        ("kind", "VARCHAR", False),
+        ("n_labels", "INTEGER", False),
+        ("seconds", "DOUBLE", True),
+        ("result", "JSON", False),
+    ],
+    "items": [
+        ("item_id", "VARCHAR", False),
+        ("segment", "VARCHAR", False),
+        ("topic", "VARCHAR", True),
+        ("prompt", "VARCHAR", False),
+        ("context", "VARCHAR", True),
+        ("reference", "VARCHAR", True),
+        ("imported_at", "TIMESTAMP", False),
+    ],
+    "judge_scores": [
+        ("item_id", "VARCHAR", False),
+        ("model", "VARCHAR", False),
+        ("judge", "VARCHAR", False),
+        ("dimension", "VARCHAR", False),
+        ("score", "DOUBLE", False),
+        ("rationale", "VARCHAR", True),
+    ],
+    "labels": [
+        ("label_id", "BIGINT", False),
+        ("item_id", "VARCHAR", False),
+        ("model", "VARCHAR", False),
+        ("dimension", "VARCHAR", False),
+        ("verdict", "BOOLEAN", False),
+        ("kind", "VARCHAR", True),
+        ("annotator", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
+        ("note", "VARCHAR", True),
+        ("source", "VARCHAR", False),
+        ("duration_ms", "BIGINT", True),
+        ("lease_id", "BIGINT", True),
+        ("side", "VARCHAR", True),
+    ],
+    "leases": [
+        ("lease_id", "BIGINT", False),
+        ("item_id", "VARCHAR", False),
+        ("annotator", "VARCHAR", False),
+        ("leased_at", "TIMESTAMP", False),
+        ("expires_at", "TIMESTAMP", False),
+        ("ended_at", "TIMESTAMP", True),
+        ("outcome", "VARCHAR", True),
+        ("reason", "VARCHAR", True),
+    ],
+    "outputs": [
+        ("item_id", "VARCHAR", False),
+        ("model", "VARCHAR", False),
+        ("output", "VARCHAR", False),
+        ("latency_ms", "DOUBLE", True),
+        ("input_tokens", "BIGINT", True),
+        ("output_tokens", "BIGINT", True),
+        ("cost_usd", "DOUBLE", True),
+    ],
+    "pair_judge_prefs": [
+        ("item_id", "VARCHAR", False),
+        ("baseline", "VARCHAR", False),
+        ("candidate", "VARCHAR", False),
+        ("judge", "VARCHAR", False),
+        ("dimension", "VARCHAR", False),
+        ("preference", "DOUBLE", False),
+    ],
+    "pair_labels": [
+        ("label_id", "BIGINT", False),
+        ("item_id", "VARCHAR", False),
+        ("baseline", "VARCHAR", False),
+        ("candidate", "VARCHAR", False),
+        ("dimension", "VARCHAR", False),
+        ("preference", "VARCHAR", False),
+        ("strength", "INTEGER", True),
+        ("annotator", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
+        ("note", "VARCHAR", True),
+        ("source", "VARCHAR", False),
+        ("duration_ms", "BIGINT", True),
+        ("lease_id", "BIGINT", True),
+        ("left_model", "VARCHAR", True),
+    ],
+    "queue": [
+        ("queue_id", "BIGINT", False),
+        ("item_id", "VARCHAR", False),
+        ("inclusion_prob", "DOUBLE", False),
+        ("policy", "VARCHAR", False),
+        ("reason", "VARCHAR", False),
+        ("priority", "DOUBLE", True),
+        ("batch_id", "BIGINT", True),
+        ("overlap", "BOOLEAN", False),
+        ("created_at", "TIMESTAMP", False),
+    ],
+    "settings": [
+        ("key", "VARCHAR", False),
+        ("value", "VARCHAR", False),
+    ],
+    "sim_truth": [
+        ("item_id", "VARCHAR", False),
+        ("model", "VARCHAR", False),
+        ("dimension", "VARCHAR", False),
+        ("verdict", "BOOLEAN", False),
+        ("kind", "VARCHAR", True),
+    ],
+    "sim_truth_pairs": [
+        ("item_id", "VARCHAR", False),
+        ("baseline", "VARCHAR", False),
+        ("candidate", "VARCHAR", False),
+        ("dimension", "VARCHAR", False),
+        ("preference", "VARCHAR", False),
+        ("strength", "INTEGER", True),
+    ],
+}
+
+
+def _schema(con):
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall()
+    out = {}
+    for t, c, d, n in rows:
+        out.setdefault(t, []).append((c, d, n == "YES"))
+    return out
+
+
+def test_fresh_database_has_exact_schema(tmp_path):
+    con = store.connect(tmp_path / "t.duckdb")
+    assert _schema(con) == EXPECTED_SCHEMA
+    names = [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY id").fetchall()]
+    assert names == [m.__name__ for m in store.MIGRATIONS]
+
+
+def test_migrations_run_once(tmp_path):
+    path = tmp_path / "t.duckdb"
+    store.connect(path).close()
+    con = store.connect(path)
+    assert store.migrate(con) == []
+    assert con.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(store.MIGRATIONS)
+
+
+def test_labels_are_append_only_in_code():
+    """No module issues UPDATE or DELETE against the label tables."""
+    import pathlib
+    import re
+
+    src = "\n".join(p.read_text() for p in pathlib.Path(store.__file__).parent.glob("*.py"))
+    assert not re.search(r"(UPDATE|DELETE FROM)\s+(pair_)?labels\b", src, re.I)
+
+
+def test_settings_roundtrip_and_unknown_key(tmp_path):
+    con = store.connect(tmp_path / "t.duckdb")
+    assert store.get_settings(con)["margin"] == 0.02
+    store.set_settings(con, margin=0.05, candidates=["b"])
+    assert store.get_settings(con)["margin"] == 0.05
+    assert store.parse_setting("demo_mode", "on") is True
+    with pytest.raises(TiebreakError):
+        store.set_settings(con, marginn=0.1)
+    with pytest.raises(TiebreakError):
+        store.parse_setting("margin", "abc")
+
+
+def test_db_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIEBREAK_DB", str(tmp_path / "env.duckdb"))
+    assert store.resolve_db("x.duckdb").name == "x.duckdb"
+    assert store.resolve_db(None).name == "env.duckdb"
+    monkeypatch.delenv("TIEBREAK_DB")
+    assert store.resolve_db(None) == store.DEMO_DB
+
+
+def test_locked_database_gives_a_plain_message(tmp_path):
+    path = tmp_path / "t.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('ok', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        with pytest.raises(TiebreakError, match=r"open for writing in another process \(PID \d+"):
+            store.connect(path)
+        r = subprocess.run([sys.executable, "-m", "calib.cli", "status", "--db", str(path)],
+                           capture_output=True, text=True)
+        assert r.returncode == 2
+        assert "Traceback" not in r.stderr and "another process" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    finally:
+        holder.kill()
