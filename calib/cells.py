@@ -9,6 +9,7 @@ judge and dimension, and rounded to ``BIN`` standard deviations; a missing score
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 from calib.model import CellData, PairData
 
@@ -16,13 +17,15 @@ BIN = 0.1  # bin width in standard deviations of each judge's score
 PAIR_BIN = 0.25
 
 
-def standardize(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Column-wise z-scores (NaN -> 0) with the means and sds used."""
-    mean = np.nanmean(scores, axis=0)
-    sd = np.nanstd(scores, axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    z = (scores - mean) / sd
-    return np.nan_to_num(z, nan=0.0), mean, sd
+def normal_scores(scores: np.ndarray) -> np.ndarray:
+    """Column-wise rank-based normal scores (ties share their mid-rank; NaN -> 0)."""
+    scores = np.asarray(scores, float)
+    z = np.zeros_like(scores)
+    for j in range(scores.shape[1]):
+        ok = ~np.isnan(scores[:, j])
+        r = stats.rankdata(scores[ok, j], method="average")
+        z[ok, j] = stats.norm.ppf(r / (ok.sum() + 1))
+    return z
 
 
 def binned(z: np.ndarray, width: float = BIN) -> np.ndarray:
@@ -32,11 +35,12 @@ def binned(z: np.ndarray, width: float = BIN) -> np.ndarray:
 def cells_from_arrays(
     models: list[str], segments: list[str], judges: list[str],
     out_model: np.ndarray, out_segment: np.ndarray, out_z: np.ndarray,
-    lab_out: np.ndarray, lab_y: np.ndarray, width: float = BIN,
-) -> CellData:
+    lab_out: np.ndarray, lab_y: np.ndarray, width: float = BIN, return_index: bool = False,
+) -> CellData | tuple[CellData, np.ndarray]:
     """Aggregate outputs into cells; ``lab_out``/``lab_y`` are the output index and verdict of each label.
 
     ``width=0`` keeps exact scores (one cell per distinct score vector), for the binning test.
+    ``return_index`` also returns each output's cell index.
     """
     x = binned(out_z, width)
     key = np.column_stack([out_model, out_segment, x])
@@ -55,13 +59,14 @@ def cells_from_arrays(
     obs_cell, obs_inv = np.unique(lab_cells, return_inverse=True)
     obs_k = np.bincount(obs_inv, weights=lab_y).astype(np.int64) if len(lab_cells) else np.zeros(0, np.int64)
     obs_n = np.bincount(obs_inv).astype(np.int64) if len(lab_cells) else np.zeros(0, np.int64)
-    return CellData(
+    data = CellData(
         models=list(models), segments=list(segments), judges=list(judges),
         cell_model=uniq[:, 0].astype(np.int64), cell_segment=uniq[:, 1].astype(np.int64),
         cell_x=uniq[:, 2:].astype(float), cell_n=cell_n.astype(np.int64),
         cell_lab_items=cell_lab_items.astype(np.int64), cell_lab_y=cell_lab_y.astype(float),
         obs_cell=obs_cell.astype(np.int64), obs_k=obs_k, obs_n=obs_n,
     )
+    return (data, inv) if return_index else data
 
 
 def pair_cells_from_arrays(

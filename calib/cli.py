@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PYTENSOR_FLAGS", "blas__ldflags=-lopenblas")
 
 from calib import store  # noqa: E402
 from calib.errors import TiebreakError  # noqa: E402
@@ -106,6 +107,54 @@ def cmd_settings_set(args) -> int:
     return 0
 
 
+def _fmt_ci(r: dict) -> str:
+    return f"{r['mean']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+
+
+def cmd_fit(args) -> int:
+    from calib import engine
+
+    con = store.connect(args.db)
+    res = engine.fit_project(con, kind="fast" if args.fast else "nuts", margin=args.margin, seed=args.seed)
+    if args.json:
+        _print_json(res)
+        return 0
+    print(f"{res['kind']} fit on {res['n_labels']} labelled items ({res['seconds']:.1f} s); "
+          f"{res['interval']:.0%} credible intervals; margin {res['margin']}")
+    for d in res["diffs"]:
+        print(f"  {d['dimension']:<14} Delta {d['candidate']} - {d['baseline']}: {_fmt_ci(d)}  "
+              f"P(not worse) = {d['p_noninferior']:.3f}  ->  {d['decision'].upper()}")
+    for r in res["rates"]:
+        if r["segment"] is None:
+            print(f"  {r['dimension']:<14} pass rate {r['model']:<24} {r['mean']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]")
+    for p in res["preference"]:
+        print(f"  {p['dimension']:<14} win rate of {p['candidate']}: {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]")
+    for w in res["warnings"]:
+        print(f"  warning: {w}")
+    return 0
+
+
+def cmd_forecast(args) -> int:
+    from calib import engine
+
+    try:
+        extra = [int(x) for x in args.extra.split(",") if x.strip()]
+    except ValueError:
+        raise TiebreakError(f"--extra {args.extra!r}: give whole numbers separated by commas, e.g. 50,100,200") from None
+    con = store.connect(args.db)
+    res = engine.forecast_project(con, extra, target_width=args.target_width, margin=args.margin)
+    if args.json:
+        _print_json(res)
+        return 0
+    for f in res["forecasts"]:
+        need = f["labels_for_target_width"]
+        print(f"{f['dimension']:<14} width now {f['width_now']:.3f}; "
+              f"labels for width {res['target_width']}: {need if need is not None else 'not reachable'}")
+        for st in f["steps"]:
+            print(f"   +{st['extra']:<6} width {st['width']:.3f}   P(decision) {st['p_decision']:.2f}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -158,6 +207,22 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("value")
     _db_arg(ss)
     ss.set_defaults(func=cmd_settings_set)
+
+    c = sub.add_parser("fit", help="fit the calibration model: pass rates, Delta, P(not worse), decision")
+    c.add_argument("--json", action="store_true", help="print JSON (n_labels, interval, rates, diffs, preference, cross_checks)")
+    c.add_argument("--margin", type=float, help="non-inferiority margin (default: the project setting, 0.02)")
+    c.add_argument("--fast", action="store_true", help="fast fit (Laplace + importance sampling) instead of NUTS")
+    c.add_argument("--seed", type=int, default=0)
+    _db_arg(c)
+    c.set_defaults(func=cmd_fit)
+
+    c = sub.add_parser("forecast", help="forecast the interval width of Delta and the chance of a decision after more labels")
+    c.add_argument("--extra", default="50,100,200", help="extra labelled items, comma-separated (default 50,100,200)")
+    c.add_argument("--target-width", type=float, help="interval width to reach (default: the project setting)")
+    c.add_argument("--margin", type=float, help="non-inferiority margin (default: the project setting)")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    _db_arg(c)
+    c.set_defaults(func=cmd_forecast)
 
     for register in EXTRA_COMMANDS:
         register(sub)

@@ -157,7 +157,7 @@ def generate(n_items: int, seed: int = 0, start: int = 0, texts: bool = True) ->
 
     ``texts=False`` replaces prompts and outputs by short stand-ins, for scale benchmarks.
     """
-    rng = np.random.default_rng([seed, start])
+    rng = np.random.default_rng([seed, start, 0xD3E0])  # salted: [s, 0] and s share a stream
     n = n_items
     ids = np.array([f"q{start + i:07d}" for i in range(n)])
     region_idx = rng.choice(len(REGIONS), size=n, p=REGION_WEIGHTS)
@@ -187,7 +187,7 @@ def generate(n_items: int, seed: int = 0, start: int = 0, texts: bool = True) ->
 
     rows, truth_rows, latent = [], [], {}
     for m in MODELS:
-        mrng = np.random.default_rng([seed, start, MODELS.index(m) + 1])
+        mrng = np.random.default_rng([seed, start, 0xD3E0, MODELS.index(m) + 1])
         # refusal behaviour
         over = OVER_REFUSE[m] * np.where(np.isin(topic, list(OVER_REFUSE_TOPICS)), 2.0, 0.6)
         refused = np.where(should_refuse, mrng.random(n) < REFUSE_WHEN_NEEDED[m], mrng.random(n) < over)
@@ -239,7 +239,7 @@ def generate(n_items: int, seed: int = 0, start: int = 0, texts: bool = True) ->
         lenient = 0.9 if m == CANDIDATE else 0.0
         for d in DIMENSIONS:
             q, _ = latent[m][d]
-            jrng = np.random.default_rng([seed, start, MODELS.index(m) + 1, DIMENSIONS.index(d) + 1])
+            jrng = np.random.default_rng([seed, start, 0xD3E0, MODELS.index(m) + 1, DIMENSIONS.index(d) + 1])
             frame[f"judge:judge-strict:{d}"] = np.round(ndtr(1.1 * q - 0.35 + 0.7 * jrng.normal(size=n)), 4)
             frame[f"judge:judge-lenient:{d}"] = ((q + 0.2 + lenient + 0.9 * jrng.normal(size=n)) > 0).astype(np.int8)
             frame[f"judge:judge-likert:{d}"] = np.clip(np.round(3.1 + 0.9 * q + 0.8 * jrng.normal(size=n)), 1, 5).astype(np.int8)
@@ -256,7 +256,7 @@ def generate(n_items: int, seed: int = 0, start: int = 0, texts: bool = True) ->
 
     # Pairwise truth: the SME prefers the output passing more dimensions, then the better answer.
     b, c = latent[BASELINE], latent[CANDIDATE]
-    prng = np.random.default_rng([seed, start, 99])
+    prng = np.random.default_rng([seed, start, 0xD3E0, 99])
     u = sum((c[d][1].astype(float) - b[d][1].astype(float)) * w for d, w in zip(DIMENSIONS, [1.5, 1.2, 0.6]))
     u = u + 0.3 * (c["correctness"][0] - b["correctness"][0]) + 0.15 * (c["style"][0] - b["style"][0])
     u = u + 0.4 * prng.normal(size=n)

@@ -180,7 +180,39 @@ def _m001_core(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core]
+def _m002_model_cells(con: duckdb.DuckDBPyConnection) -> None:
+    """Derived tables the calibration engine rebuilds when the outputs or judge scores change."""
+    con.execute(
+        """
+        CREATE TABLE cache_state (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+
+        CREATE TABLE judge_scale (
+            judge VARCHAR NOT NULL, dimension VARCHAR NOT NULL, mean DOUBLE NOT NULL, sd DOUBLE NOT NULL,
+            lo DOUBLE NOT NULL, hi DOUBLE NOT NULL, threshold DOUBLE NOT NULL
+        );
+        CREATE TABLE judge_naive (
+            judge VARCHAR NOT NULL, dimension VARCHAR NOT NULL, model VARCHAR NOT NULL, pass_rate DOUBLE NOT NULL
+        );
+        CREATE TABLE model_cells (
+            dimension VARCHAR NOT NULL, cell_id INTEGER NOT NULL, model VARCHAR NOT NULL, segment VARCHAR NOT NULL,
+            x DOUBLE[] NOT NULL, n BIGINT NOT NULL, sum_f DOUBLE NOT NULL
+        );
+        CREATE TABLE output_cells (
+            item_id VARCHAR NOT NULL, model VARCHAR NOT NULL, dimension VARCHAR NOT NULL, cell_id INTEGER NOT NULL,
+            f DOUBLE NOT NULL
+        );
+        CREATE TABLE pair_cells (
+            baseline VARCHAR NOT NULL, candidate VARCHAR NOT NULL, cell_id INTEGER NOT NULL, x DOUBLE[] NOT NULL,
+            n BIGINT NOT NULL
+        );
+        CREATE TABLE item_pair_cells (
+            item_id VARCHAR NOT NULL, baseline VARCHAR NOT NULL, candidate VARCHAR NOT NULL, cell_id INTEGER NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core, _m002_model_cells]
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:

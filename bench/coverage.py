@@ -1,0 +1,258 @@
+"""Coverage study of the calibration model against a known truth (slow; not in the test suite).
+
+Simulation: the demo generator (calib.demo) makes a fresh project per replicate: 2,000 items in
+six regions with different base rates, a judge lenient toward the candidate only, judge-to-human
+links that are not logistic (a probit of a noisy latent, a thresholded latent, a rounded Likert).
+Labels are drawn by the disagreement-first sampler with a 20% random share (calib.sampling) and
+its inclusion probabilities; sizes 50, 100, 200, 400 labelled items are nested. Truth is the
+hidden SME verdict of every output.
+
+Reports, per size: coverage of the 95% intervals (rates and Delta), the mean width of Delta
+relative to the human-only and PPI++ intervals at the same labels, and the forecast's median
+relative error (forecast width at n+k from the fit at n, vs the width actually obtained at n+k).
+
+    .venv/bin/python bench/coverage.py [--reps 200] [--kind fast|nuts] [--items 2000]
+    .venv/bin/python bench/coverage.py --summeval ../shared/datasets/summeval_flat_with_rouge.jsonl
+    .venv/bin/python bench/coverage.py --pandalm ../shared/datasets/pandalm_merged.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Run as a script, this file's folder comes first on sys.path and would shadow the `coverage`
+# package that numba probes; put the project root there instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from calib import cells, crosscheck, demo, forecast, model, sampling  # noqa: E402
+
+SIZES = [50, 100, 200, 400]
+
+
+def _project(seed: int, n_items: int):
+    d = demo.generate(n_items, seed=seed)
+    out = d.outputs
+    items = out.item_id.unique()
+    item_index = {it: i for i, it in enumerate(items)}
+    truth = d.truth.set_index(["item_id", "model", "dimension"]).verdict
+    per_dim = {}
+    for dim in demo.DIMENSIONS:
+        Z = cells.normal_scores(out[[f"judge:{j}:{dim}" for j in demo.JUDGES]].to_numpy(float))
+        y = truth.loc[[(i, m, dim) for i, m in zip(out.item_id, out.model)]].to_numpy(float)
+        f = np.mean([out[f"judge:{j}:{dim}"].to_numpy(float) >= (0.5 if j != "judge-likert" else 4)
+                     for j in demo.JUDGES], axis=0)
+        per_dim[dim] = (Z, y, f)
+    om = out.model.map({m: i for i, m in enumerate(demo.MODELS)}).to_numpy()
+    os_ = out.segment.map({s: i for i, s in enumerate(demo.REGIONS)}).to_numpy()
+    oi = out.item_id.map(item_index).to_numpy()
+    return out, per_dim, om, os_, oi, len(items)
+
+
+def _fit(kind, data, seed):
+    return model.fit_nuts(data, draws=500, tune=500, seed=seed) if kind == "nuts" else model.fit_laplace(data, 2000, seed)
+
+
+def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
+    res = {n: {"rate_cover": [], "delta_cover": [], "w_bayes": [], "w_human": [], "w_ppi": [],
+               "cover_human": [], "cover_ppi": [], "fc_err": []} for n in SIZES}
+    t0 = time.time()
+    for r in range(reps):
+        seed = seed0 + r
+        out, per_dim, om, os_, oi, N = _project(seed, n_items)
+        # the sampler scores items by judge disagreement over every dimension and both models
+        Zall = np.stack([per_dim[d][0] for d in demo.DIMENSIONS], axis=1)  # (outputs, dims, judges)
+        dis = sampling.disagreement_by_item(Zall, oi, om, N)
+        u = np.random.default_rng([seed, 0x5A3F]).random(N)  # own stream, independent of the generator
+        prev = {}
+        for n in SIZES:
+            pi = sampling.inclusion_probabilities(dis, n, random_share=0.2)
+            chosen = np.flatnonzero(u < pi)
+            w_item = 1.0 / pi
+            lab_mask = np.isin(oi, chosen)
+            lab_out = np.flatnonzero(lab_mask)
+            for dim in demo.DIMENSIONS:
+                Z, y, f = per_dim[dim]
+                data, out_cell = cells.cells_from_arrays(demo.MODELS, demo.REGIONS, demo.JUDGES, om, os_, Z, lab_out,
+                                                         y[lab_out], return_index=True)
+                post = _fit(kind, data, seed)
+                rates = model.population_rate_draws(data, post, seed=seed)
+                for mi, m in enumerate(demo.MODELS):
+                    _, lo, hi = model.posterior_interval(rates.overall[m])
+                    res[n]["rate_cover"].append(lo <= y[om == mi].mean() <= hi)
+                delta = rates.overall[demo.CANDIDATE] - rates.overall[demo.BASELINE]
+                true_delta = y[om == 1].mean() - y[om == 0].mean()
+                _, lo, hi = model.posterior_interval(delta)
+                res[n]["delta_cover"].append(lo <= true_delta <= hi)
+                res[n]["w_bayes"].append(hi - lo)
+                # cross-checks on the same labels (paired by item)
+                b = lab_out[om[lab_out] == 0]
+                c = lab_out[om[lab_out] == 1]
+                b, c = b[np.argsort(oi[b])], c[np.argsort(oi[c])]
+                w = w_item[oi[c]]
+                _, hlo, hhi = crosscheck.human_only_diff(y[c], y[b], w)
+                ppi = crosscheck.ppi_mean_interval(y[c] - y[b], f[c] - f[b], f[om == 1].mean() - f[om == 0].mean(), w)
+                res[n]["w_human"].append(hhi - hlo)
+                res[n]["w_ppi"].append(ppi["hi"] - ppi["lo"])
+                res[n]["cover_human"].append(hlo <= true_delta <= hhi)
+                res[n]["cover_ppi"].append(ppi["lo"] <= true_delta <= ppi["hi"])
+                # forecast check: from the fit at the previous size, predict this size's width
+                if dim in prev and kind == "fast":
+                    pdata, ppost, psd, pn, pcell, plab = prev[dim]
+                    k = len(chosen) - pn
+                    # expected picks per still-unlabelled output under the sampler, as cell shares
+                    p_next = np.clip((pi - prev_pi) / np.maximum(1 - prev_pi, 1e-9), 0, 1)[oi]
+                    p_next[plab] = 0
+                    shares = np.bincount(pcell, weights=p_next, minlength=len(pdata.cell_n))
+                    fsd = forecast.delta_sd_after(pdata, ppost, [k], 0, 1, shares=shares, current_sd=psd)[0]
+                    res[n]["fc_err"].append(abs(fsd - float(np.std(delta))) / float(np.std(delta)))
+                prev[dim] = (data, post, float(np.std(delta)), len(chosen), out_cell, lab_mask)
+            prev_pi = pi
+        if (r + 1) % 10 == 0:
+            print(f"  {r + 1}/{reps} replicates, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    return res
+
+
+def summarise(res: dict) -> list[dict]:
+    rows = []
+    for n, v in res.items():
+        rows.append({
+            "labelled items": n,
+            "rate coverage": np.mean(v["rate_cover"]),
+            "Delta coverage": np.mean(v["delta_cover"]),
+            "Delta width": np.mean(v["w_bayes"]),
+            "width / human-only": np.mean(v["w_bayes"]) / np.mean(v["w_human"]),
+            "width / PPI++": np.mean(v["w_bayes"]) / np.mean(v["w_ppi"]),
+            "human-only coverage": np.mean(v["cover_human"]),
+            "PPI++ coverage": np.mean(v["cover_ppi"]),
+            "forecast median rel. error": float(np.median(v["fc_err"])) if v["fc_err"] else float("nan"),
+        })
+    return rows
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    print(f"\n### {title}\n")
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+
+
+# --------------------------------------------------------------------------- SummEval
+
+
+def run_summeval(path: str, reps: int, sizes=(20, 40, 60), seed0: int = 0, kind: str = "fast") -> list[dict]:
+    """Two SummEval systems as baseline and candidate (100 documents each), pass = human mean >= 4,
+    ROUGE-1/2/L as judges, labels a random subsample of documents, truth = all human labels."""
+    df = pd.read_json(path, lines=True)
+    systems = sorted(df.system.unique())
+    dims = ["coherence", "consistency", "fluency", "relevance"]
+    judges = ["rouge1_f", "rouge2_f", "rougeL_f"]
+    rng = np.random.default_rng(seed0)
+    acc = {n: {"cover": [], "w": [], "wh": [], "wp": [], "rc": []} for n in sizes}
+    for r in range(reps):
+        a, b = rng.choice(systems, 2, replace=False)
+        sub = df[df.system.isin([a, b])].sort_values(["doc_id", "system"])
+        docs = sorted(sub.doc_id.unique())
+        di = {d: i for i, d in enumerate(docs)}
+        om = (sub.system == b).to_numpy().astype(int)
+        oi = sub.doc_id.map(di).to_numpy()
+        os_ = np.zeros(len(sub), int)
+        Z = cells.normal_scores(sub[judges].to_numpy(float))
+        perm = rng.permutation(len(docs))
+        for n in sizes:
+            chosen = perm[:n]
+            lab_out = np.flatnonzero(np.isin(oi, chosen))
+            for dim in dims:
+                y = (sub[f"human_{dim}"].to_numpy() >= 4).astype(float)
+                f = np.mean([(sub[j].to_numpy() >= np.median(sub[j])) for j in judges], axis=0)
+                data = cells.cells_from_arrays([a, b], ["all"], judges, om, os_, Z, lab_out, y[lab_out])
+                post = _fit(kind, data, r)
+                rates = model.population_rate_draws(data, post, seed=r)
+                delta = rates.overall[b] - rates.overall[a]
+                true = y[om == 1].mean() - y[om == 0].mean()
+                _, lo, hi = model.posterior_interval(delta)
+                acc[n]["cover"].append(lo <= true <= hi)
+                acc[n]["w"].append(hi - lo)
+                for mi, m in enumerate([a, b]):
+                    _, rlo, rhi = model.posterior_interval(rates.overall[m])
+                    acc[n]["rc"].append(rlo <= y[om == mi].mean() <= rhi)
+                bb = lab_out[om[lab_out] == 0]; cc = lab_out[om[lab_out] == 1]
+                bb, cc = bb[np.argsort(oi[bb])], cc[np.argsort(oi[cc])]
+                _, hlo, hhi = crosscheck.human_only_diff(y[cc], y[bb])
+                ppi = crosscheck.ppi_mean_interval(y[cc] - y[bb], f[cc] - f[bb], f[om == 1].mean() - f[om == 0].mean())
+                acc[n]["wh"].append(hhi - hlo)
+                acc[n]["wp"].append(ppi["hi"] - ppi["lo"])
+    return [{"labelled docs (of 100)": n, "rate coverage": np.mean(v["rc"]), "Delta coverage": np.mean(v["cover"]),
+             "Delta width": np.mean(v["w"]), "width / human-only": np.mean(v["w"]) / np.mean(v["wh"]),
+             "width / PPI++": np.mean(v["w"]) / np.mean(v["wp"])} for n, v in acc.items()]
+
+
+# --------------------------------------------------------------------------- PandaLM
+
+
+def run_pandalm(path: str, reps: int, sizes=(20, 40, 60), seed0: int = 0) -> list[dict]:
+    """Pairwise win rate per model pair (~100 comparisons each): GPT-3.5 and PandaLM-7B verdicts as
+    pairwise judges, human majority as truth, a random subsample labelled."""
+    df = pd.read_json(path, lines=True)
+    rng = np.random.default_rng(seed0)
+    acc = {n: {"cover": [], "w": [], "wh": []} for n in sizes}
+    pairs = df.groupby(["model_1", "model_2"]).size().index.tolist()
+    code = {1: 0, 2: 2, 0: 1}  # response1 (baseline) better -> 0, response2 (candidate) better -> 2, tie -> 1
+
+    def judge_feat(v):
+        return np.where(pd.isna(v), 0.0, np.select([v == 2, v == 1], [1.0, -1.0], 0.0))
+
+    for r in range(reps):
+        m1, m2 = pairs[rng.integers(len(pairs))]
+        sub = df[(df.model_1 == m1) & (df.model_2 == m2)]
+        X = np.column_stack([judge_feat(sub.judge_gpt35.to_numpy()), judge_feat(sub.judge_pandalm7b.to_numpy())])
+        y = np.array([code[int(v)] for v in sub.human_majority])
+        true = np.mean(y / 2.0)
+        for n in sizes:
+            chosen = rng.permutation(len(sub))[:n]
+            pdata = cells.pair_cells_from_arrays(["gpt35", "pandalm7b"], X, chosen, y[chosen], width=0)
+            win = model.fit_pairwise(pdata, seed=r)
+            _, lo, hi = model.posterior_interval(win)
+            acc[n]["cover"].append(lo <= true <= hi)
+            acc[n]["w"].append(hi - lo)
+            _, hlo, hhi = crosscheck.weighted_mean_interval(y[chosen] / 2.0)
+            acc[n]["wh"].append(hhi - hlo)
+    return [{"labelled pairs (of ~100)": n, "win-rate coverage": np.mean(v["cover"]), "width": np.mean(v["w"]),
+             "width / human-only": np.mean(v["w"]) / np.mean(v["wh"])} for n, v in acc.items()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--kind", default="fast", choices=["fast", "nuts"])
+    ap.add_argument("--items", type=int, default=2000)
+    ap.add_argument("--summeval")
+    ap.add_argument("--pandalm")
+    ap.add_argument("--json", help="also write the tables as JSON here")
+    args = ap.parse_args()
+    tables = {}
+    if args.summeval:
+        tables["summeval"] = run_summeval(args.summeval, args.reps, kind=args.kind)
+        print_table(tables["summeval"], f"SummEval ({args.reps} replicates, {args.kind} fit)")
+    if args.pandalm:
+        tables["pandalm"] = run_pandalm(args.pandalm, args.reps)
+        print_table(tables["pandalm"], f"PandaLM pairwise win rate ({args.reps} replicates)")
+    if not (args.summeval or args.pandalm):
+        t = time.time()
+        tables["simulation"] = summarise(run_sim(args.reps, args.kind, args.items))
+        print_table(tables["simulation"], f"Simulation ({args.reps} replicates x 3 dimensions, {args.items} items, "
+                                          f"{args.kind} fit, {time.time() - t:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(tables, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,428 @@
+"""The calibration engine over a Tiebreak database: cells in DuckDB, fits, cross-checks, forecasts.
+
+Population cells are built in DuckDB once per data version (a fingerprint of the outputs and
+judge tables) and kept in ``model_cells``/``output_cells``; a fit then reads only the cells and
+the labels, so its cost does not grow with the number of unlabelled outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+from scipy.special import ndtri
+
+from calib import crosscheck, forecast, model, store
+from calib.cells import BIN, PAIR_BIN
+from calib.errors import TiebreakError
+
+PREF_CODE = {"baseline": 0, "tie": 1, "candidate": 2}
+
+
+# --------------------------------------------------------------------------- cells in DuckDB
+
+
+def _fingerprint(con) -> str:
+    one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
+    s = store.get_settings(con)
+    return json.dumps([one("SELECT count(*) FROM outputs"), one("SELECT count(*) FROM judge_scores"),
+                       one("SELECT count(*) FROM items"), one("SELECT count(*) FROM pair_judge_prefs"),
+                       s["baseline"], s["candidates"], BIN, PAIR_BIN, 3])
+
+
+def ensure_cells(con: duckdb.DuckDBPyConnection) -> bool:
+    """Rebuild the cell tables if the data changed since they were built; True when rebuilt."""
+    fp = _fingerprint(con)
+    row = con.execute("SELECT value FROM cache_state WHERE key = 'cells'").fetchone()
+    if row and row[0] == fp:
+        return False
+    with store.transaction(con):
+        _build_cells(con)
+        con.execute("INSERT OR REPLACE INTO cache_state VALUES ('cells', ?)", [fp])
+    return True
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _build_cells(con) -> None:
+    for t in ("judge_scale", "judge_naive", "model_cells", "output_cells", "pair_cells", "item_pair_cells"):
+        con.execute(f"DELETE FROM {t}")
+    con.execute(
+        """INSERT INTO judge_scale
+           SELECT judge, dimension, avg(score), coalesce(nullif(stddev_pop(score), 0), 1), min(score), max(score),
+                  CASE WHEN max(score) <= 1 THEN 0.5 ELSE min(score) + 0.75 * (max(score) - min(score)) END
+           FROM judge_scores GROUP BY judge, dimension"""
+    )
+    con.execute(
+        """INSERT INTO judge_naive
+           SELECT s.judge, s.dimension, s.model, avg(CASE WHEN s.score >= k.threshold THEN 1.0 ELSE 0.0 END)
+           FROM judge_scores s JOIN judge_scale k USING (judge, dimension) GROUP BY ALL"""
+    )
+    # Common scale: rank-based normal scores, computed on the distinct scores (a small table) in numpy,
+    # since DuckDB has no inverse normal CDF; ties share their mid-rank.
+    ns = con.execute(
+        "SELECT judge, dimension, score, count(*) AS cnt FROM judge_scores GROUP BY ALL ORDER BY judge, dimension, score"
+    ).fetch_df()
+    if len(ns):
+        grp = ns.groupby(["judge", "dimension"], sort=False)["cnt"]
+        before = grp.cumsum() - ns["cnt"]
+        total = grp.transform("sum")
+        ns["z"] = ndtri((before + (ns["cnt"] + 1) / 2) / (total + 1))
+    else:
+        ns["z"] = []
+    con.register("_normal_scores", ns[["judge", "dimension", "score", "z"]])
+    dims = [r[0] for r in con.execute("SELECT DISTINCT dimension FROM judge_scale ORDER BY 1").fetchall()]
+    for dim in dims:
+        judges = [r[0] for r in con.execute(
+            "SELECT judge FROM judge_scale WHERE dimension = ? ORDER BY judge", [dim]).fetchall()]
+        cols = ", ".join(
+            f"coalesce(max(b) FILTER (WHERE judge = {_q(j)}), 0) AS b{i}" for i, j in enumerate(judges))
+        bcols = ", ".join(f"b{i}" for i in range(len(judges)))
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _w AS
+                SELECT w.*, i.segment,
+                       dense_rank() OVER (ORDER BY w.model, i.segment, {bcols}) - 1 AS cell_id
+                FROM (SELECT item_id, model, {cols}, avg(pass) AS f FROM (
+                        SELECT s.item_id, s.model, s.judge,
+                               round(z.z / {BIN})::INTEGER AS b,
+                               CASE WHEN s.score >= k.threshold THEN 1.0 ELSE 0.0 END AS pass
+                        FROM judge_scores s JOIN judge_scale k USING (judge, dimension)
+                        JOIN _normal_scores z USING (judge, dimension, score)
+                        WHERE s.dimension = {_q(dim)})
+                      GROUP BY item_id, model) w
+                JOIN items i USING (item_id)"""
+        )
+        con.execute(f"INSERT INTO output_cells SELECT item_id, model, {_q(dim)}, cell_id, f FROM _w")
+        xlist = "[" + ", ".join(f"b{i} * {BIN}" for i in range(len(judges))) + "]"
+        con.execute(
+            f"""INSERT INTO model_cells
+                SELECT {_q(dim)}, cell_id, any_value(model), any_value(segment), any_value({xlist}::DOUBLE[]),
+                       count(*), sum(f)
+                FROM _w GROUP BY cell_id"""
+        )
+        con.execute("DROP TABLE _w")
+    con.unregister("_normal_scores")
+    _build_pair_cells(con, dims)
+
+
+def _build_pair_cells(con, dims: list[str]) -> None:
+    s = store.get_settings(con)
+    base = s["baseline"]
+    if not base:
+        return
+    for cand in s["candidates"]:
+        prefs = con.execute(
+            "SELECT DISTINCT judge, dimension FROM pair_judge_prefs WHERE baseline = ? AND candidate = ? ORDER BY ALL",
+            [base, cand]).fetchall()
+        feats = [
+            f"""round((avg(list_avg(mc.x)) FILTER (WHERE oc.dimension = {_q(d)} AND oc.model = {_q(cand)})
+                 - avg(list_avg(mc.x)) FILTER (WHERE oc.dimension = {_q(d)} AND oc.model = {_q(base)})) / {PAIR_BIN})
+                 * {PAIR_BIN}""" for d in dims]
+        pref_cols = [f"coalesce(round((p{i} - 0.5) * 4 / {PAIR_BIN}) * {PAIR_BIN}, 0)" for i in range(len(prefs))]
+        pref_sel = ", ".join(
+            f"max(preference) FILTER (WHERE judge = {_q(j)} AND dimension = {_q(d)}) AS p{i}"
+            for i, (j, d) in enumerate(prefs))
+        pref_join = (f"""LEFT JOIN (SELECT item_id, {pref_sel} FROM pair_judge_prefs
+                         WHERE baseline = {_q(base)} AND candidate = {_q(cand)} GROUP BY item_id) p USING (item_id)"""
+                     if prefs else "")
+        fcols = ", ".join(f"f{i}" for i in range(len(feats) + len(prefs)))
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _pw AS
+                SELECT item_id, {fcols}, dense_rank() OVER (ORDER BY {fcols}) - 1 AS cell_id FROM (
+                  SELECT d.item_id, {', '.join(f'coalesce(d.f{i}, 0) AS f{i}' for i in range(len(feats)))}
+                         {''.join(f', {c} AS f{len(feats) + i}' for i, c in enumerate(pref_cols))}
+                  FROM (SELECT oc.item_id, {', '.join(f'{f} AS f{i}' for i, f in enumerate(feats))}
+                        FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id)
+                        WHERE oc.model IN ({_q(base)}, {_q(cand)})
+                        GROUP BY oc.item_id
+                        HAVING count(DISTINCT oc.model) = 2) d
+                  {pref_join})"""
+        )
+        con.execute(f"INSERT INTO item_pair_cells SELECT item_id, {_q(base)}, {_q(cand)}, cell_id FROM _pw")
+        con.execute(
+            f"""INSERT INTO pair_cells SELECT {_q(base)}, {_q(cand)}, cell_id, any_value([{fcols}]::DOUBLE[]), count(*)
+                FROM _pw GROUP BY cell_id"""
+        )
+        con.execute("DROP TABLE _pw")
+
+
+# --------------------------------------------------------------------------- loading a dimension
+
+
+@dataclass
+class LabelledOutputs:
+    """Per labelled output (for cross-checks): item, model index, mean verdict, judge consensus f, weight."""
+
+    item_id: np.ndarray
+    model: np.ndarray
+    y: np.ndarray
+    f: np.ndarray
+    w: np.ndarray
+
+
+LATEST_LABELS = """
+    SELECT item_id, model, annotator, verdict FROM labels WHERE dimension = ?
+    QUALIFY row_number() OVER (PARTITION BY item_id, model, annotator ORDER BY created_at DESC, label_id DESC) = 1
+"""
+
+
+def _weights(con, item_ids: np.ndarray, n_pop: int) -> np.ndarray:
+    """Design weights 1/pi from the queue's recorded inclusion probabilities (uniform otherwise)."""
+    if not len(item_ids):
+        return np.zeros(0)
+    rows = dict(con.execute(
+        "SELECT item_id, arg_max(inclusion_prob, created_at) FROM queue GROUP BY item_id").fetchall())
+    default = len(set(item_ids)) / max(n_pop, 1)
+    pi = np.array([rows.get(i, default) or default for i in item_ids], float)
+    return 1.0 / np.clip(pi, 1e-6, 1.0)
+
+
+def load_dimension(con, dimension: str, models: list[str]) -> tuple[model.CellData, LabelledOutputs, dict]:
+    """CellData for one dimension (cells from DuckDB, labels joined), with cross-check inputs."""
+    mc = con.execute(
+        "SELECT cell_id, model, segment, x, n, sum_f FROM model_cells WHERE dimension = ? ORDER BY cell_id",
+        [dimension]).fetchall()
+    if not mc:
+        raise TiebreakError(f"no judge scores for dimension {dimension!r}")
+    judges = [r[0] for r in con.execute(
+        "SELECT judge FROM judge_scale WHERE dimension = ? ORDER BY judge", [dimension]).fetchall()]
+    segments = sorted({r[2] for r in mc})
+    mi = {m: i for i, m in enumerate(models)}
+    si = {s: i for i, s in enumerate(segments)}
+    keep = [r for r in mc if r[1] in mi]
+    cell_index = {r[0]: k for k, r in enumerate(keep)}
+    C = len(keep)
+    cell_model = np.array([mi[r[1]] for r in keep], np.int64)
+    cell_segment = np.array([si[r[2]] for r in keep], np.int64)
+    cell_x = np.array([r[3] for r in keep], float).reshape(C, len(judges))
+    cell_n = np.array([r[4] for r in keep], np.int64)
+    f_pop = {m: sum(r[5] for r in keep if r[1] == m) / max(1, sum(r[4] for r in keep if r[1] == m)) for m in models}
+
+    labs = con.execute(
+        f"""SELECT l.item_id, l.model, l.verdict, c.cell_id, c.f
+            FROM ({LATEST_LABELS}) l JOIN output_cells c
+              ON c.item_id = l.item_id AND c.model = l.model AND c.dimension = ?""",
+        [dimension, dimension]).fetchall()
+    labs = [r for r in labs if r[1] in mi]
+    obs_cells = np.array([cell_index[r[3]] for r in labs], np.int64)
+    obs_y = np.array([float(r[2]) for r in labs])
+    # per labelled output: mean verdict over annotators
+    per_out: dict[tuple, list] = {}
+    for (item, m, v, cid, f) in labs:
+        per_out.setdefault((item, m), [cell_index[cid], f, []])[2].append(float(v))
+    cell_lab_items = np.zeros(C, np.int64)
+    cell_lab_y = np.zeros(C)
+    for (item, m), (ci, f, vs) in per_out.items():
+        cell_lab_items[ci] += 1
+        cell_lab_y[ci] += np.mean(vs)
+    uniq, inv = np.unique(obs_cells, return_inverse=True)
+    data = model.CellData(
+        models=models, segments=segments, judges=judges, cell_model=cell_model, cell_segment=cell_segment,
+        cell_x=cell_x, cell_n=cell_n, cell_lab_items=cell_lab_items, cell_lab_y=cell_lab_y,
+        obs_cell=uniq.astype(np.int64),
+        obs_k=np.bincount(inv, weights=obs_y).round().astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
+        obs_n=np.bincount(inv).astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
+    )
+    keys = list(per_out)
+    item_ids = np.array([k[0] for k in keys], dtype=object)
+    n_pop = int(cell_n[cell_model == 0].sum()) if C else 0
+    lab = LabelledOutputs(
+        item_id=item_ids, model=np.array([mi[k[1]] for k in keys], np.int64),
+        y=np.array([np.mean(per_out[k][2]) for k in keys]), f=np.array([per_out[k][1] for k in keys]),
+        w=_weights(con, item_ids, n_pop),
+    )
+    return data, lab, f_pop
+
+
+def load_pairs(con, baseline: str, candidate: str, dimension: str) -> model.PairData | None:
+    rows = con.execute(
+        "SELECT cell_id, x, n FROM pair_cells WHERE baseline = ? AND candidate = ? ORDER BY cell_id",
+        [baseline, candidate]).fetchall()
+    if not rows:
+        return None
+    labs = con.execute(
+        """SELECT l.item_id, l.preference, c.cell_id FROM (
+              SELECT item_id, annotator, preference FROM pair_labels
+              WHERE baseline = ? AND candidate = ? AND dimension = ?
+              QUALIFY row_number() OVER (PARTITION BY item_id, annotator ORDER BY created_at DESC, label_id DESC) = 1) l
+           JOIN item_pair_cells c ON c.item_id = l.item_id AND c.baseline = ? AND c.candidate = ?""",
+        [baseline, candidate, dimension, baseline, candidate]).fetchall()
+    if not labs:
+        return None
+    C = len(rows)
+    F = len(rows[0][1])
+    per_item: dict[str, list] = {}
+    for item, pref, cid in labs:
+        per_item.setdefault(item, [cid, []])[1].append(PREF_CODE[pref] / 2.0)
+    lab_items = np.zeros(C, np.int64)
+    lab_win = np.zeros(C)
+    for cid, wins in per_item.values():
+        lab_items[cid] += 1
+        lab_win[cid] += np.mean(wins)
+    return model.PairData(
+        features=[f"f{i}" for i in range(F)], cell_x=np.array([r[1] for r in rows], float).reshape(C, F),
+        cell_n=np.array([r[2] for r in rows], np.int64), cell_lab_items=lab_items, cell_lab_win=lab_win,
+        obs_cell=np.array([r[2] for r in labs], np.int64), obs_y=np.array([PREF_CODE[r[1]] for r in labs], np.int64),
+    )
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def _interval_dict(draws, mass):
+    mean, lo, hi = model.posterior_interval(draws, mass)
+    return {"mean": mean, "lo": lo, "hi": hi}
+
+
+def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: float | None = None,
+                seed: int = 0, record: bool = True, draws: int | None = None) -> dict:
+    """Fit every dimension (``kind`` = "fast" Laplace or "nuts"), compute estimands, cross-checks and
+    decisions, and record the fit in ``fits``. Returns the JSON-able result (as ``tiebreak fit --json``)."""
+    t0 = time.perf_counter()
+    s = store.get_settings(con)
+    margin = s["margin"] if margin is None else margin
+    mass, threshold = s["interval"], s["decide_prob"]
+    models = store.models(con)
+    base = s["baseline"]
+    if not base or base not in models or len(models) < 2:
+        raise TiebreakError("need a baseline and at least one candidate model (import outputs of two models)")
+    cands = [m for m in models if m != base]
+    ensure_cells(con)
+    result = {"kind": kind, "interval": mass, "margin": margin, "decide_prob": threshold,
+              "baseline": base, "candidates": cands, "rates": [], "diffs": [],
+              "segment_diffs": [], "preference": [], "cross_checks": [], "warnings": [], "diagnostics": {}}
+    labelled_items: set = set()
+    n_label_rows = 0
+    for dim in s["dimensions"]:
+        data, lab, f_pop = load_dimension(con, dim, models)
+        labelled_items |= set(lab.item_id.tolist())
+        n_label_rows += data.n_labels
+        if data.n_labels == 0:
+            result["warnings"].append(f"{dim}: no SME labels yet: intervals are the priors projected through the judges")
+        if kind == "nuts":
+            post = model.fit_nuts(data, draws=draws or 1000, seed=seed)
+        else:
+            post = model.fit_laplace(data, draws=draws or 1000, seed=seed)
+        result["warnings"] += [f"{dim}: {w}" for w in post.diagnostics.get("warnings", [])]
+        result["diagnostics"][dim] = post.diagnostics
+        rates = model.population_rate_draws(data, post, seed=seed)
+        for m in models:
+            result["rates"].append({"dimension": dim, "model": m, "segment": None, **_interval_dict(rates.overall[m], mass)})
+            for seg, d in rates.by_segment[m].items():
+                result["rates"].append({"dimension": dim, "model": m, "segment": seg, **_interval_dict(d, mass)})
+        for c in cands:
+            delta = rates.overall[c] - rates.overall[base]
+            pn = model.p_noninferior(delta, margin)
+            row = {"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(delta, mass),
+                   "sd": float(np.std(delta)), "p_noninferior": pn, "decision": model.decide(pn, threshold)}
+            result["diffs"].append(row)
+            for seg in data.segments:
+                if seg in rates.by_segment[c] and seg in rates.by_segment[base]:
+                    sd = rates.by_segment[c][seg] - rates.by_segment[base][seg]
+                    result["segment_diffs"].append({"dimension": dim, "baseline": base, "candidate": c, "segment": seg,
+                                                    **_interval_dict(sd, mass), "p_noninferior": model.p_noninferior(sd, margin)})
+            checks = _cross_checks(con, dim, data, lab, f_pop, models, base, c, mass)
+            result["cross_checks"] += checks
+            for ch in checks:
+                if ch["method"] in ("human-only", "ppi++") and ch.get("lo") is not None and \
+                        crosscheck.intervals_disagree((row["lo"], row["hi"]), (ch["lo"], ch["hi"])):
+                    result["warnings"].append(
+                        f"{dim}: the Bayesian interval [{row['lo']:.3f}, {row['hi']:.3f}] and the {ch['method']} "
+                        f"interval [{ch['lo']:.3f}, {ch['hi']:.3f}] do not overlap: check the judges and labels")
+    for c in cands:
+        for dim in ["overall", *s["dimensions"]]:
+            pdata = load_pairs(con, base, c, dim)
+            if pdata is None:
+                continue
+            win = model.fit_pairwise(pdata, seed=seed)
+            result["preference"].append({"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(win, mass),
+                                         "n_labels": int(len(pdata.obs_y))})
+    result["n_labels"] = len(labelled_items)
+    result["n_label_rows"] = n_label_rows
+    result["seconds"] = time.perf_counter() - t0
+    if record:
+        con.execute("INSERT INTO fits (created_at, kind, n_labels, seconds, result) VALUES (current_timestamp, ?, ?, ?, ?)",
+                    [kind, result["n_labels"], result["seconds"], json.dumps(result)])
+    return result
+
+
+def _cross_checks(con, dim, data, lab, f_pop, models, base, cand, mass) -> list[dict]:
+    bi, ci = models.index(base), models.index(cand)
+    out = []
+    # judge-only: each judge's pass share, no human
+    naive = {(j, m): r for j, m, r in con.execute(
+        "SELECT judge, model, pass_rate FROM judge_naive WHERE dimension = ?", [dim]).fetchall()}
+    for j in data.judges:
+        if (j, cand) in naive and (j, base) in naive:
+            out.append({"dimension": dim, "baseline": base, "candidate": cand, "method": f"judge-only:{j}",
+                        "mean": naive[(j, cand)] - naive[(j, base)], "lo": None, "hi": None,
+                        "note": "no interval: a judge's error is bias, which more data does not shrink"})
+    # paired items labelled for both models
+    by_item: dict = {}
+    for k in range(len(lab.y)):
+        by_item.setdefault(lab.item_id[k], {})[lab.model[k]] = (lab.y[k], lab.f[k], lab.w[k])
+    pairs = [v for v in by_item.values() if bi in v and ci in v]
+    if len(pairs) >= 2:
+        yc = np.array([p[ci][0] for p in pairs]); yb = np.array([p[bi][0] for p in pairs])
+        fc = np.array([p[ci][1] for p in pairs]); fb = np.array([p[bi][1] for p in pairs])
+        w = np.array([p[ci][2] for p in pairs])
+        mean, lo, hi = crosscheck.human_only_diff(yc, yb, w, mass)
+        out.append({"dimension": dim, "baseline": base, "candidate": cand, "method": "human-only",
+                    "mean": mean, "lo": lo, "hi": hi, "n": len(pairs)})
+        ppi = crosscheck.ppi_mean_interval(yc - yb, fc - fb, f_pop[cand] - f_pop[base], w, mass)
+        out.append({"dimension": dim, "baseline": base, "candidate": cand, "method": "ppi++",
+                    "mean": ppi["mean"], "lo": ppi["lo"], "hi": ppi["hi"], "lambda": ppi["lam"], "n": len(pairs)})
+    return out
+
+
+# --------------------------------------------------------------------------- forecast
+
+
+def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_width: float | None = None,
+                     margin: float | None = None, seed: int = 0) -> dict:
+    """Expected interval width of Delta after each number of extra labelled items, the chance of a
+    decision, and the labels needed to reach the target width, per dimension and candidate."""
+    s = store.get_settings(con)
+    margin = s["margin"] if margin is None else margin
+    target = s["target_width"] if target_width is None else target_width
+    models = store.models(con)
+    base = s["baseline"]
+    ensure_cells(con)
+    z = crosscheck._z(s["interval"])
+    out = {"extra": extra, "target_width": target, "margin": margin, "forecasts": []}
+    for dim in s["dimensions"]:
+        data, _, _ = load_dimension(con, dim, models)
+        post = model.fit_laplace(data, draws=2000, seed=seed)
+        rates = model.population_rate_draws(data, post, seed=seed)
+        unl_items = int((data.cell_n - data.cell_lab_items)[data.cell_model == 0].sum())
+        for c in models[1:]:
+            bi, ci = models.index(base), models.index(c)
+            delta = rates.overall[c] - rates.overall[base]
+            mean, sd = float(delta.mean()), float(delta.std())
+            sd_fn = lambda k: forecast.delta_sd_after(data, post, [k], bi, ci, current_sd=sd)[0]  # noqa: E731
+            sds = forecast.delta_sd_after(data, post, extra, bi, ci, current_sd=sd)
+            out["forecasts"].append({
+                "dimension": dim, "baseline": base, "candidate": c, "mean": mean, "width_now": 2 * z * sd,
+                "steps": [{"extra": k, "width": 2 * z * v,
+                           "p_decision": forecast.decision_probability(mean, sd, v, margin, s["decide_prob"])}
+                          for k, v in zip(extra, sds)],
+                "labels_for_target_width": forecast.labels_for_width(sd_fn, target, unl_items, z),
+            })
+    return out
+
+
+def fits_history(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Every recorded fit, oldest first: id, time, kind, labels and the Delta intervals."""
+    rows = con.execute("SELECT fit_id, created_at, kind, n_labels, seconds, result FROM fits ORDER BY fit_id").fetchall()
+    out = []
+    for fid, at, kind, n, secs, res in rows:
+        r = json.loads(res)
+        for d in r["diffs"]:
+            out.append({"fit_id": fid, "created_at": at, "kind": kind, "n_labels": n, "seconds": secs,
+                        **{k: d[k] for k in ("dimension", "candidate", "mean", "lo", "hi", "p_noninferior", "decision")}})
+    return out

@@ -1,0 +1,102 @@
+"""Forecast: how the interval of Delta shrinks with k more labelled items, and when a decision comes.
+
+From the Laplace posterior (mode theta*, Hessian H at the heaviest sigma grid point), k more
+items chosen by the sampling policy add their expected Fisher information::
+
+    I_k = k * sum_c q_c p_c (1 - p_c) x_c x_c'        (q_c = share of picks falling in cell c)
+    Var_k(Delta) = g_k' (H + I_k)^-1 g_k + sum_c (U_c - k q_c) p_c (1 - p_c) / N^2
+
+where g_k is the gradient of Delta with respect to theta over the still-unlabelled outputs
+U_c - k q_c. The result is scaled so that k = 0 reproduces the current posterior sd exactly (the
+sigma-grid mixture and non-normality are carried along as a ratio).
+
+The chance of a decision after k labels is preposterior: the future posterior mean is normal
+around today's with variance Var_0 - Var_k; a decision is reached when it lands far enough from
+-margin for P(Delta >= -margin) or P(Delta < -margin) to pass the threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+from scipy.special import expit
+
+from calib.model import CellData, Posterior, _design
+
+
+def selection_shares(data: CellData, random_share: float = 0.2) -> np.ndarray:
+    """Share q_c of future picks per cell under the default policy: a random share by size,
+    the rest weighted by judge disagreement (spread of the standardised scores within the cell)."""
+    unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(float)
+    if unl.sum() == 0:
+        return unl
+    dis = data.cell_x.std(axis=1) if data.cell_x.shape[1] > 1 else np.ones(len(unl))
+    dis = dis + 1e-3
+    uni = unl / unl.sum()
+    pri = unl * dis
+    pri = pri / pri.sum()
+    return random_share * uni + (1 - random_share) * pri
+
+
+def delta_sd_after(data: CellData, post: Posterior, extra: list[int], baseline: int, candidate: int,
+                   shares: np.ndarray | None = None, current_sd: float | None = None) -> list[float]:
+    """Forecast posterior sd of Delta after each number of extra labelled items (each item labels every model)."""
+    if post.mode is None:
+        raise ValueError("forecast needs a Laplace posterior (fit_laplace)")
+    cells = np.arange(len(data.cell_n))
+    X = _design(data, cells, post.mode_sigma, post.mode_tau)
+    p = expit(X @ post.mode)
+    w = p * (1 - p)
+    unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(float)
+    q = selection_shares(data) if shares is None else shares
+    N = {m: data.cell_n[data.cell_model == m].sum() for m in (baseline, candidate)}
+    sign = np.where(data.cell_model == candidate, 1.0 / N[candidate],
+                    np.where(data.cell_model == baseline, -1.0 / N[baseline], 0.0))
+    info_per_item = {}
+    for m in (baseline, candidate):
+        qm = np.where(data.cell_model == m, q, 0.0)
+        qm = qm / qm.sum() if qm.sum() > 0 else qm
+        info_per_item[m] = qm
+    q_item = info_per_item[baseline] + info_per_item[candidate]  # one label per model per item
+    F1 = (X * (q_item * w)[:, None]).T @ X
+
+    def var_at(k: float) -> float:
+        left = np.maximum(unl - k * q_item, 0)
+        g = X.T @ (sign * left * w)
+        cov = np.linalg.inv(post.hessian + k * F1)
+        pred = np.sum((sign ** 2) * left * w)
+        return float(g @ cov @ g + pred)
+
+    v0 = var_at(0)
+    scale = (current_sd ** 2 / v0) if current_sd else 1.0
+    return [float(np.sqrt(var_at(k) * scale)) for k in extra]
+
+
+def decision_probability(mean: float, sd_now: float, sd_after: float, margin: float, threshold: float = 0.95) -> float:
+    """Chance that, after more labels, P(Delta >= -m) or P(Delta < -m) reaches ``threshold``."""
+    z = stats.norm.ppf(threshold)
+    spread = np.sqrt(max(sd_now ** 2 - sd_after ** 2, 1e-16))
+    upper = -margin + z * sd_after  # future mean above this: "not worse"
+    lower = -margin - z * sd_after  # future mean below this: "worse"
+    return float(stats.norm.sf(upper, mean, spread) + stats.norm.cdf(lower, mean, spread))
+
+
+def labels_for_width(sd_fn, target_width: float, max_k: int, z: float = 1.959964) -> int | None:
+    """Smallest k with forecast interval width <= target (doubling then bisection); None if never."""
+    width = lambda k: 2 * z * sd_fn(k)  # noqa: E731
+    if width(0) <= target_width:
+        return 0
+    hi = 16
+    while hi < max_k and width(hi) > target_width:
+        hi *= 2
+    hi = min(hi, max_k)
+    if width(hi) > target_width:
+        return None
+    lo = hi // 2 if hi > 16 else 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if width(mid) <= target_width:
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -1,0 +1,53 @@
+"""Choosing items for SMEs: judge disagreement and inclusion probabilities.
+
+Every item gets a disagreement score (judges disagreeing on the same output, plus the baseline's
+and the candidate's judged verdicts differing on the same item: possible regressions). The
+design mixes a uniform random share with disagreement-proportional sampling; each item's
+inclusion probability is recorded, so estimators can weight by 1/pi and stay unbiased.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def disagreement_by_item(z: np.ndarray, item_of_output: np.ndarray, model_of_output: np.ndarray,
+                         n_items: int) -> np.ndarray:
+    """Per-item disagreement from standardised scores ``z`` of shape (outputs, dimensions, judges).
+
+    = mean over the item's outputs and dimensions of the spread of the judges (sd of z across
+    judges) + mean over dimensions of |consensus(candidate) - consensus(baseline)|.
+    """
+    within = z.std(axis=2).mean(axis=1) if z.shape[2] > 1 else np.zeros(len(z))
+    consensus = z.mean(axis=2)  # (outputs, dims)
+    score = np.bincount(item_of_output, weights=within, minlength=n_items) / np.maximum(
+        np.bincount(item_of_output, minlength=n_items), 1)
+    models = np.unique(model_of_output)
+    if len(models) >= 2:
+        base = np.zeros((n_items, z.shape[1]))
+        cand = np.zeros((n_items, z.shape[1]))
+        base[item_of_output[model_of_output == models[0]]] = consensus[model_of_output == models[0]]
+        cand[item_of_output[model_of_output == models[1]]] = consensus[model_of_output == models[1]]
+        score = score + np.abs(cand - base).mean(axis=1)
+    return score
+
+
+def inclusion_probabilities(priority: np.ndarray, n: float, random_share: float = 0.2) -> np.ndarray:
+    """Inclusion probabilities summing to ``n``: a ``random_share`` spread uniformly, the rest
+    proportional to ``priority``; probabilities above 1 are capped and the excess redistributed."""
+    N = len(priority)
+    n = min(float(n), N)
+    pr = np.clip(np.asarray(priority, float), 0, None) + 1e-12
+    weight = random_share / N + (1 - random_share) * pr / pr.sum()
+    pi = np.zeros(N)
+    free = np.ones(N, bool)
+    remaining = n
+    for _ in range(N):
+        pi[free] = remaining * weight[free] / weight[free].sum()
+        over = free & (pi > 1)
+        if not over.any():
+            break
+        pi[over] = 1.0
+        free &= ~over
+        remaining = n - (~free).sum()
+    return np.clip(pi, 0, 1)
