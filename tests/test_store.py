@@ -15,6 +15,10 @@ EXPECTED_SCHEMA = {
         ("name", "VARCHAR", False),
         ("applied_at", "TIMESTAMP", False),
     ],
+    "cache_state": [
+        ("key", "VARCHAR", False),
+        ("value", "VARCHAR", False),
+    ],
     "fits": [
         ("fit_id", "BIGINT", False),
         ("created_at", "TIMESTAMP", False),
@@ -22,6 +26,12 @@ EXPECTED_SCHEMA = {
         ("n_labels", "INTEGER", False),
         ("seconds", "DOUBLE", True),
         ("result", "JSON", False),
+    ],
+    "item_pair_cells": [
+        ("item_id", "VARCHAR", False),
+        ("baseline", "VARCHAR", False),
+        ("candidate", "VARCHAR", False),
+        ("cell_id", "INTEGER", False),
     ],
     "items": [
         ("item_id", "VARCHAR", False),
@@ -31,6 +41,21 @@ EXPECTED_SCHEMA = {
         ("context", "VARCHAR", True),
         ("reference", "VARCHAR", True),
         ("imported_at", "TIMESTAMP", False),
+    ],
+    "judge_naive": [
+        ("judge", "VARCHAR", False),
+        ("dimension", "VARCHAR", False),
+        ("model", "VARCHAR", False),
+        ("pass_rate", "DOUBLE", False),
+    ],
+    "judge_scale": [
+        ("judge", "VARCHAR", False),
+        ("dimension", "VARCHAR", False),
+        ("mean", "DOUBLE", False),
+        ("sd", "DOUBLE", False),
+        ("lo", "DOUBLE", False),
+        ("hi", "DOUBLE", False),
+        ("threshold", "DOUBLE", False),
     ],
     "judge_scores": [
         ("item_id", "VARCHAR", False),
@@ -65,6 +90,22 @@ EXPECTED_SCHEMA = {
         ("outcome", "VARCHAR", True),
         ("reason", "VARCHAR", True),
     ],
+    "model_cells": [
+        ("dimension", "VARCHAR", False),
+        ("cell_id", "INTEGER", False),
+        ("model", "VARCHAR", False),
+        ("segment", "VARCHAR", False),
+        ("x", "DOUBLE[]", False),
+        ("n", "BIGINT", False),
+        ("sum_f", "DOUBLE", False),
+    ],
+    "output_cells": [
+        ("item_id", "VARCHAR", False),
+        ("model", "VARCHAR", False),
+        ("dimension", "VARCHAR", False),
+        ("cell_id", "INTEGER", False),
+        ("f", "DOUBLE", False),
+    ],
     "outputs": [
         ("item_id", "VARCHAR", False),
         ("model", "VARCHAR", False),
@@ -73,6 +114,13 @@ EXPECTED_SCHEMA = {
         ("input_tokens", "BIGINT", True),
         ("output_tokens", "BIGINT", True),
         ("cost_usd", "DOUBLE", True),
+    ],
+    "pair_cells": [
+        ("baseline", "VARCHAR", False),
+        ("candidate", "VARCHAR", False),
+        ("cell_id", "INTEGER", False),
+        ("x", "DOUBLE[]", False),
+        ("n", "BIGINT", False),
     ],
     "pair_judge_prefs": [
         ("item_id", "VARCHAR", False),
