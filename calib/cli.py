@@ -155,6 +155,40 @@ def cmd_forecast(args) -> int:
     return 0
 
 
+def cmd_queue(args) -> int:
+    import csv as _csv
+
+    from calib import queue
+
+    con = store.connect(args.db)
+    have = queue.servable(con, args.lease or "", limit=args.n)
+    tries = 0
+    while len(have) < args.n and tries < 20:
+        batch = queue.refill(con, args.n - len(have), seed=args.seed + tries, random_share=args.random_share)
+        tries += 1
+        have = queue.servable(con, args.lease or "", limit=args.n)
+        if batch.eligible == 0:
+            break
+    rows = have[: args.n]
+    if args.lease:
+        leased = []
+        for _ in rows:
+            lease = queue.next_item(con, args.lease, reuse_active=False)
+            if lease is None:
+                break
+            leased.append(lease.item_id)
+        rows = [r for r in rows if r["item_id"] in set(leased)]
+    cols = ["item_id", "inclusion_prob", "reason", "priority", "overlap"]
+    if args.format == "json":
+        _print_json([{k: r[k] for k in cols} for r in rows])
+    else:
+        w = _csv.writer(sys.stdout)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r["item_id"], f"{r['inclusion_prob']:.6g}", r["reason"], f"{r['priority']:.6g}", r["overlap"]])
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -223,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON")
     _db_arg(c)
     c.set_defaults(func=cmd_forecast)
+
+    c = sub.add_parser("queue", help="choose and print the next items for SMEs (with inclusion probabilities)")
+    c.add_argument("--n", type=int, default=10, help="how many items (default 10)")
+    c.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default 0)")
+    c.add_argument("--random-share", type=float, help="share chosen uniformly at random (default: setting, 0.2)")
+    c.add_argument("--format", choices=["csv", "json"], default="csv")
+    c.add_argument("--lease", metavar="ANNOTATOR", help="lease the printed items to this annotator")
+    _db_arg(c)
+    c.set_defaults(func=cmd_queue)
 
     for register in EXTRA_COMMANDS:
         register(sub)

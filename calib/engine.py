@@ -30,7 +30,7 @@ def _fingerprint(con) -> str:
     s = store.get_settings(con)
     return json.dumps([one("SELECT count(*) FROM outputs"), one("SELECT count(*) FROM judge_scores"),
                        one("SELECT count(*) FROM items"), one("SELECT count(*) FROM pair_judge_prefs"),
-                       s["baseline"], s["candidates"], BIN, PAIR_BIN, 3])
+                       s["baseline"], s["candidates"], BIN, PAIR_BIN, 4])
 
 
 def ensure_cells(con: duckdb.DuckDBPyConnection) -> bool:
@@ -50,7 +50,8 @@ def _q(s: str) -> str:
 
 
 def _build_cells(con) -> None:
-    for t in ("judge_scale", "judge_naive", "model_cells", "output_cells", "pair_cells", "item_pair_cells"):
+    for t in ("judge_scale", "judge_naive", "model_cells", "output_cells", "pair_cells", "item_pair_cells",
+              "item_disagreement"):
         con.execute(f"DELETE FROM {t}")
     con.execute(
         """INSERT INTO judge_scale
@@ -75,7 +76,7 @@ def _build_cells(con) -> None:
         ns["z"] = ndtri((before + (ns["cnt"] + 1) / 2) / (total + 1))
     else:
         ns["z"] = []
-    con.register("_normal_scores", ns[["judge", "dimension", "score", "z"]])
+    store.register(con, "_normal_scores", ns[["judge", "dimension", "score", "z"]])
     dims = [r[0] for r in con.execute("SELECT DISTINCT dimension FROM judge_scale ORDER BY 1").fetchall()]
     for dim in dims:
         judges = [r[0] for r in con.execute(
@@ -108,6 +109,30 @@ def _build_cells(con) -> None:
         con.execute("DROP TABLE _w")
     con.unregister("_normal_scores")
     _build_pair_cells(con, dims)
+    _build_disagreement(con)
+
+
+def _build_disagreement(con) -> None:
+    """Per item: spread of the judges on the same output (sd of their normal scores, averaged over
+    outputs and dimensions) plus |consensus(candidate) - consensus(baseline)| averaged over
+    dimensions (a possible regression)."""
+    s = store.get_settings(con)
+    base = s["baseline"]
+    cand = s["candidates"][0] if s["candidates"] else None
+    con.execute(
+        f"""INSERT INTO item_disagreement
+            SELECT w.item_id, i.segment, i.topic, w.within_judges, coalesce(b.between_models, 0),
+                   w.within_judges + coalesce(b.between_models, 0)
+            FROM (SELECT oc.item_id, avg(CASE WHEN len(mc.x) > 1 THEN sqrt(list_var_pop(mc.x)) ELSE 0 END) AS within_judges
+                  FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id) GROUP BY oc.item_id) w
+            JOIN items i USING (item_id)
+            LEFT JOIN (SELECT item_id, avg(abs(c - b)) AS between_models FROM (
+                          SELECT oc.item_id, oc.dimension,
+                                 avg(list_avg(mc.x)) FILTER (WHERE oc.model = {_q(cand or '')}) AS c,
+                                 avg(list_avg(mc.x)) FILTER (WHERE oc.model = {_q(base or '')}) AS b
+                          FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id) GROUP BY ALL)
+                       GROUP BY item_id) b USING (item_id)"""
+    )
 
 
 def _build_pair_cells(con, dims: list[str]) -> None:
@@ -227,6 +252,7 @@ def load_dimension(con, dimension: str, models: list[str]) -> tuple[model.CellDa
         obs_cell=uniq.astype(np.int64),
         obs_k=np.bincount(inv, weights=obs_y).round().astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
         obs_n=np.bincount(inv).astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
+        cell_ids=np.array([r[0] for r in keep], np.int64),
     )
     keys = list(per_out)
     item_ids = np.array([k[0] for k in keys], dtype=object)
@@ -305,7 +331,7 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
         if data.n_labels == 0:
             result["warnings"].append(f"{dim}: no SME labels yet: intervals are the priors projected through the judges")
         if kind == "nuts":
-            post = model.fit_nuts(data, draws=draws or 1000, seed=seed)
+            post = model.fit_nuts(data, draws=draws or 800, seed=seed)
         else:
             post = model.fit_laplace(data, draws=draws or 1000, seed=seed)
         result["warnings"] += [f"{dim}: {w}" for w in post.diagnostics.get("warnings", [])]

@@ -192,7 +192,7 @@ def stage(con: duckdb.DuckDBPyConnection, path: str | Path, name: str = "_stage"
     if table.num_rows == 0:
         raise InputError(str(path), None, None, "the file is empty (a header but no rows)")
     table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), type=pa.int64()))
-    con.register(name + "_arrow", table)
+    store.register(con, name + "_arrow", table)
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}_arrow")
     return [c for c in table.column_names if c != "_row"]
 

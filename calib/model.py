@@ -71,6 +71,7 @@ class CellData:
     obs_cell: np.ndarray  # (K,) labelled cells (likelihood)
     obs_k: np.ndarray  # (K,) passes
     obs_n: np.ndarray  # (K,) labels
+    cell_ids: np.ndarray | None = None  # (C,) the cells' ids in DuckDB's model_cells, when loaded from there
 
     @property
     def n_params(self) -> int:
@@ -289,7 +290,8 @@ _COMPILED: dict[tuple, object] = {}
 _COMPILE_LOCK = threading.Lock()
 
 
-def fit_nuts(data: CellData, draws: int = 1000, tune: int = 600, chains: int = 2, seed: int = 0) -> Posterior:
+def fit_nuts(data: CellData, draws: int = 800, tune: int = 800, chains: int = 2, seed: int = 0,
+             target_accept: float = 0.9) -> Posterior:
     """Authoritative fit: NUTS (nutpie), compiled once per shape and reused with ``with_data``."""
     import nutpie
 
@@ -302,7 +304,8 @@ def fit_nuts(data: CellData, draws: int = 1000, tune: int = 600, chains: int = 2
             compiled = nutpie.compile_pymc_model(build_pymc_model(data, K_pad))
             _COMPILED[key] = compiled
     compiled = compiled.with_data(**_obs_arrays(data, K_pad))
-    idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False)
+    idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False,
+                          target_accept=target_accept)
     post = idata.posterior
     mu = post["mu"].values.reshape(-1, M)
     b = post["b_judge"].values.reshape(-1, J)

@@ -212,7 +212,23 @@ def _m002_model_cells(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core, _m002_model_cells]
+def _m003_disagreement(con: duckdb.DuckDBPyConnection) -> None:
+    """Per-item judge disagreement (rebuilt with the cells) and lead decisions on flagged items."""
+    con.execute(
+        """
+        CREATE TABLE item_disagreement (
+            item_id VARCHAR NOT NULL, segment VARCHAR NOT NULL, topic VARCHAR,
+            within_judges DOUBLE NOT NULL, between_models DOUBLE NOT NULL, score DOUBLE NOT NULL
+        );
+        CREATE TABLE flag_reviews (
+            lease_id BIGINT NOT NULL, reviewer VARCHAR NOT NULL, decision VARCHAR NOT NULL,
+            note VARCHAR, created_at TIMESTAMP NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core, _m002_model_cells, _m003_disagreement]
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -306,6 +322,13 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
     else:
         con.execute("COMMIT")
+
+
+def register(con: duckdb.DuckDBPyConnection, name: str, frame) -> None:
+    """Register a DataFrame/Arrow table as a view. DuckDB 2 refuses while a result is unfinished
+    (after a ``fetchone``), so finish any pending result first."""
+    con.execute("SELECT 1").fetchall()
+    con.register(name, frame)
 
 
 # --------------------------------------------------------------------------- settings

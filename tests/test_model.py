@@ -226,7 +226,7 @@ def test_fit_project_records_history_and_moves_with_labels(demo_con, monkeypatch
     w2 = {d["dimension"]: d["hi"] - d["lo"] for d in r2["diffs"]}
     assert all(w2[k] < w1[k] for k in w1)
     # plumbing of the NUTS path with sampling mocked
-    monkeypatch.setattr(model, "fit_nuts", lambda data, draws=1000, seed=0: model.fit_laplace(data, 500, seed))
+    monkeypatch.setattr(model, "fit_nuts", lambda data, draws=800, seed=0: model.fit_laplace(data, 500, seed))
     r3 = engine.fit_project(demo_con, "nuts")
     assert r3["kind"] == "nuts" and demo_con.execute("SELECT count(*) FROM fits WHERE kind = 'nuts'").fetchone()[0] == 1
 

@@ -27,6 +27,21 @@ EXPECTED_SCHEMA = {
         ("seconds", "DOUBLE", True),
         ("result", "JSON", False),
     ],
+    "flag_reviews": [
+        ("lease_id", "BIGINT", False),
+        ("reviewer", "VARCHAR", False),
+        ("decision", "VARCHAR", False),
+        ("note", "VARCHAR", True),
+        ("created_at", "TIMESTAMP", False),
+    ],
+    "item_disagreement": [
+        ("item_id", "VARCHAR", False),
+        ("segment", "VARCHAR", False),
+        ("topic", "VARCHAR", True),
+        ("within_judges", "DOUBLE", False),
+        ("between_models", "DOUBLE", False),
+        ("score", "DOUBLE", False),
+    ],
     "item_pair_cells": [
         ("item_id", "VARCHAR", False),
         ("baseline", "VARCHAR", False),

@@ -1,0 +1,161 @@
+"""The sampler and the SME queue: inclusion probabilities, random share, leases, overlap, skip, flag."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from calib import demo, queue, sampling, store
+from calib.errors import TiebreakError
+
+ALL = {(m, d): (True, None) for m in demo.MODELS for d in demo.DIMENSIONS}
+
+
+def test_inclusion_probabilities_sum_to_n_and_honour_the_random_share():
+    rng = np.random.default_rng(0)
+    prio = rng.exponential(size=1000) ** 3  # very skewed: forces capping
+    for r in (0.0, 0.2, 1.0):
+        pi = sampling.inclusion_probabilities(prio, 150, random_share=r)
+        assert pi.sum() == pytest.approx(150)
+        assert (pi <= 1).all() and (pi > 0).all()
+        if r == 1.0:
+            assert np.allclose(pi, 0.15)
+        if r > 0:  # every item keeps at least its uniform part
+            assert pi.min() >= r * 150 / 1000 * 0.999
+
+
+def test_selection_frequency_matches_inclusion_probability(demo_con):
+    """Over repeated seeded refills on fresh copies of the same queue state, each item's selection
+    frequency matches its recorded inclusion probability, and the random share is as set."""
+    policy, ids, segs, prio = queue.item_priorities(demo_con)
+    pi = queue.stratified_inclusion(prio, segs, 40, 0.2)
+    assert pi.sum() == pytest.approx(40, rel=0.05)
+    hits = np.zeros(len(ids))
+    reps = 400
+    for seed in range(reps):
+        rng = np.random.default_rng([seed, 1, 0x9E37])
+        hits += rng.random(len(ids)) < pi
+    freq = hits / reps
+    z = (freq - pi) / np.sqrt(pi * (1 - pi) / reps)
+    assert np.abs(z).max() < 5 and abs(z.mean()) < 0.2
+    # the real refill records exactly those probabilities, and the reasons reflect the mixture
+    batch = queue.refill(demo_con, 60, seed=3, random_share=0.5)
+    rows = demo_con.execute("SELECT inclusion_prob, reason FROM queue WHERE batch_id = ?", [batch.batch_id]).fetchall()
+    assert len(rows) == batch.selected and batch.expected == pytest.approx(60, rel=0.05)
+    share = np.mean([r[1] == "random share" for r in rows])
+    assert 0.3 < share < 0.7
+
+
+def test_every_segment_gets_items():
+    prio = np.r_[np.ones(990) * 10, np.full(10, 1e-9)]
+    segs = np.r_[np.full(990, "big"), np.full(10, "small")]
+    pi = queue.stratified_inclusion(prio, segs, 20, 0.0)
+    assert pi[segs == "small"].sum() >= 2 - 1e-9
+
+
+def test_lease_submit_and_no_second_sme_without_overlap(demo_con):
+    queue.refill(demo_con, 30, seed=1)
+    demo_con.execute("UPDATE queue SET overlap = FALSE")
+    lease = queue.next_item(demo_con, "ana")
+    assert queue.next_item(demo_con, "ana").lease_id == lease.lease_id  # a reload shows the same item
+    n = queue.submit(demo_con, lease.lease_id, "ana", ALL, preference="candidate", strength=2,
+                     left_model=demo.CANDIDATE, duration_ms=3500)
+    assert n == 6
+    rows = demo_con.execute("SELECT model, dimension, side, duration_ms, lease_id FROM labels ORDER BY ALL").fetchall()
+    assert len(rows) == 6 and {r[2] for r in rows if r[0] == demo.CANDIDATE} == {"left"}
+    assert demo_con.execute("SELECT preference, strength, left_model FROM pair_labels").fetchone() == (
+        "candidate", 2, demo.CANDIDATE)
+    with pytest.raises(TiebreakError, match="already submitted"):
+        queue.submit(demo_con, lease.lease_id, "ana", ALL)
+    served = {queue.next_item(demo_con, f"sme{i}", reuse_active=False).item_id for i in range(5)}
+    assert lease.item_id not in served
+
+
+def test_no_double_lease_under_concurrent_requests(demo_con):
+    queue.refill(demo_con, 200, seed=2)
+    demo_con.execute("UPDATE queue SET overlap = FALSE")
+    got, errors = [], []
+
+    def sme(name):
+        cur = demo_con.cursor()
+        try:
+            for _ in range(10):
+                lease = queue.next_item(cur, name, reuse_active=False)
+                if lease:
+                    got.append(lease.item_id)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sme, args=(f"sme{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(got) == len(set(got)) > 0
+
+
+def test_expired_lease_returns_the_item(demo_con):
+    queue.refill(demo_con, 5, seed=4)
+    demo_con.execute("UPDATE queue SET overlap = FALSE")
+    t0 = datetime(2026, 1, 1, 9, 0)
+    lease = queue.next_item(demo_con, "ana", now=t0, lease_minutes=30)
+    later = t0 + timedelta(minutes=31)
+    others = set()
+    for i in range(10):
+        nxt = queue.next_item(demo_con, f"bo{i}", now=later, reuse_active=False)
+        if nxt:
+            others.add(nxt.item_id)
+    assert lease.item_id in others
+    assert demo_con.execute("SELECT outcome FROM leases WHERE lease_id = ?", [lease.lease_id]).fetchone()[0] == "expired"
+    # a late submission is still kept: a rating is never lost
+    queue.submit(demo_con, lease.lease_id, "ana", ALL, now=later)
+    assert demo_con.execute("SELECT count(*) FROM labels WHERE lease_id = ?", [lease.lease_id]).fetchone()[0] == 6
+
+
+def test_overlap_items_go_to_exactly_two_smes(demo_con):
+    store.set_settings(demo_con, overlap_share=0.3)
+    queue.refill(demo_con, 120, seed=5)
+    share = demo_con.execute("SELECT avg(overlap::INT) FROM queue").fetchone()[0]
+    assert 0.15 < share < 0.45
+    counts: dict[str, int] = {}
+    for rnd in range(40):
+        for name in ("ana", "bo", "cy"):
+            lease = queue.next_item(demo_con, name, reuse_active=False)
+            if lease:
+                counts[lease.item_id] = counts.get(lease.item_id, 0) + 1
+                queue.submit(demo_con, lease.lease_id, name, ALL)
+    overlap = {r[0] for r in demo_con.execute("SELECT item_id FROM queue WHERE overlap").fetchall()}
+    assert all(n <= (2 if item in overlap else 1) for item, n in counts.items())
+    assert any(counts.get(item) == 2 for item in overlap)
+
+
+def test_skip_and_flag_are_recorded(demo_con):
+    queue.refill(demo_con, 10, seed=6)
+    demo_con.execute("UPDATE queue SET overlap = FALSE")
+    a = queue.next_item(demo_con, "ana")
+    queue.skip(demo_con, a.lease_id, "ana", "outside my expertise")
+    assert demo_con.execute("SELECT outcome, reason FROM leases WHERE lease_id = ?", [a.lease_id]).fetchone() == (
+        "skipped", "outside my expertise")
+    b = queue.next_item(demo_con, "ana")
+    assert b.item_id != a.item_id  # not served again to the SME who skipped it ...
+    assert queue.next_item(demo_con, "bo").item_id == a.item_id  # ... but to others
+    queue.flag(demo_con, b.lease_id, "ana", "prompt contains personal data")
+    assert [r["item_id"] for r in queue.review_list(demo_con)] == [b.item_id]
+    served = {queue.next_item(demo_con, f"x{i}", reuse_active=False).item_id for i in range(5)}
+    assert b.item_id not in served
+    queue.review_flag(demo_con, b.lease_id, "lead", "return")
+    assert queue.review_list(demo_con) == []
+    with pytest.raises(TiebreakError):
+        queue.skip(demo_con, b.lease_id, "ana", "again")
+
+
+def test_filtered_queue_is_recorded_as_such(demo_con):
+    batch = queue.queue_filtered(demo_con, n=5, segment="eu")
+    rows = demo_con.execute("SELECT q.reason, q.policy, q.inclusion_prob, i.segment FROM queue q JOIN items i USING (item_id)").fetchall()
+    assert len(rows) == 5 == batch.selected
+    assert all(r[0] == "lead filter: segment=eu" and r[1] == "filtered" and r[3] == "eu" for r in rows)
+    assert rows[0][2] == pytest.approx(5 / batch.eligible)
