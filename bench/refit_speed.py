@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+# bench/ holds coverage.py, which would shadow the `coverage` package numba probes: drop bench/ from the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from calib import engine, store  # noqa: E402
 

@@ -189,6 +189,31 @@ def cmd_queue(args) -> int:
     return 0
 
 
+def cmd_users_add(args) -> int:
+    import getpass
+
+    from calib import users
+
+    password = args.password or os.environ.get("TIEBREAK_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            raise TiebreakError("no password: give --password, set TIEBREAK_PASSWORD, or run in a terminal")
+        password = getpass.getpass(f"password for {args.name}: ")
+    con = store.connect(args.db)
+    users.add_user(con, args.name, args.role, password)
+    print(f"user {args.name} ({args.role}) saved")
+    return 0
+
+
+def cmd_users_list(args) -> int:
+    from calib import users
+
+    con = store.connect(args.db)
+    for u in users.list_users(con):
+        print(f"{u['name']:<24} {u['role']:<6} {u['created_at']}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -266,6 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lease", metavar="ANNOTATOR", help="lease the printed items to this annotator")
     _db_arg(c)
     c.set_defaults(func=cmd_queue)
+
+    us = sub.add_parser("users", help="manage app users (sme, lead, admin)")
+    usub = us.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    ua = usub.add_parser("add", help="add a user or change their role and password")
+    ua.add_argument("name")
+    ua.add_argument("--role", choices=["sme", "lead", "admin"], required=True)
+    ua.add_argument("--password", help="the password (else $TIEBREAK_PASSWORD, else asked for)")
+    _db_arg(ua)
+    ua.set_defaults(func=cmd_users_add)
+    ul = usub.add_parser("list", help="list users and roles")
+    _db_arg(ul)
+    ul.set_defaults(func=cmd_users_list)
 
     for register in EXTRA_COMMANDS:
         register(sub)

@@ -30,19 +30,31 @@ def _fingerprint(con) -> str:
     s = store.get_settings(con)
     return json.dumps([one("SELECT count(*) FROM outputs"), one("SELECT count(*) FROM judge_scores"),
                        one("SELECT count(*) FROM items"), one("SELECT count(*) FROM pair_judge_prefs"),
-                       s["baseline"], s["candidates"], BIN, PAIR_BIN, 4])
+                       s["baseline"], s["candidates"], BIN, PAIR_BIN, 5])
 
 
 def ensure_cells(con: duckdb.DuckDBPyConnection) -> bool:
-    """Rebuild the cell tables if the data changed since they were built; True when rebuilt."""
+    """Rebuild the cell tables if the data changed since they were built, and look up the cells of
+    newly labelled outputs; True when the cells were rebuilt."""
     fp = _fingerprint(con)
     row = con.execute("SELECT value FROM cache_state WHERE key = 'cells'").fetchone()
-    if row and row[0] == fp:
-        return False
-    with store.transaction(con):
-        _build_cells(con)
-        con.execute("INSERT OR REPLACE INTO cache_state VALUES ('cells', ?)", [fp])
-    return True
+    rebuilt = not (row and row[0] == fp)
+    if rebuilt:
+        with store.transaction(con):
+            _build_cells(con)
+            con.execute("INSERT OR REPLACE INTO cache_state VALUES ('cells', ?)", [fp])
+    new = con.execute(
+        """SELECT count(*) FROM (SELECT DISTINCT item_id, model FROM labels
+                                 EXCEPT SELECT item_id, model FROM label_cells)""").fetchone()[0]
+    if new:
+        with store.transaction(con):
+            con.execute(
+                """INSERT INTO label_cells
+                   SELECT c.item_id, c.model, c.dimension, c.cell_id, c.f FROM output_cells c
+                   SEMI JOIN (SELECT DISTINCT item_id, model FROM labels
+                              EXCEPT SELECT item_id, model FROM label_cells) n
+                     ON c.item_id = n.item_id AND c.model = n.model""")
+    return rebuilt
 
 
 def _q(s: str) -> str:
@@ -51,7 +63,7 @@ def _q(s: str) -> str:
 
 def _build_cells(con) -> None:
     for t in ("judge_scale", "judge_naive", "model_cells", "output_cells", "pair_cells", "item_pair_cells",
-              "item_disagreement"):
+              "item_disagreement", "label_cells"):
         con.execute(f"DELETE FROM {t}")
     con.execute(
         """INSERT INTO judge_scale
@@ -98,7 +110,8 @@ def _build_cells(con) -> None:
                       GROUP BY item_id, model) w
                 JOIN items i USING (item_id)"""
         )
-        con.execute(f"INSERT INTO output_cells SELECT item_id, model, {_q(dim)}, cell_id, f FROM _w")
+        # sorted by item so look-ups of a few labelled items are pruned by DuckDB's zone maps
+        con.execute(f"INSERT INTO output_cells SELECT item_id, model, {_q(dim)}, cell_id, f FROM _w ORDER BY item_id, model")
         xlist = "[" + ", ".join(f"b{i} * {BIN}" for i in range(len(judges))) + "]"
         con.execute(
             f"""INSERT INTO model_cells
@@ -226,46 +239,47 @@ def load_dimension(con, dimension: str, models: list[str]) -> tuple[model.CellDa
     cell_segment = np.array([si[r[2]] for r in keep], np.int64)
     cell_x = np.array([r[3] for r in keep], float).reshape(C, len(judges))
     cell_n = np.array([r[4] for r in keep], np.int64)
+    cell_ids_all = np.array([r[0] for r in keep], np.int64)
     f_pop = {m: sum(r[5] for r in keep if r[1] == m) / max(1, sum(r[4] for r in keep if r[1] == m)) for m in models}
 
-    labs = con.execute(
-        f"""SELECT l.item_id, l.model, l.verdict, c.cell_id, c.f
-            FROM ({LATEST_LABELS}) l JOIN output_cells c
-              ON c.item_id = l.item_id AND c.model = l.model AND c.dimension = ?""",
-        [dimension, dimension]).fetchall()
-    labs = [r for r in labs if r[1] in mi]
-    obs_cells = np.array([cell_index[r[3]] for r in labs], np.int64)
-    obs_y = np.array([float(r[2]) for r in labs])
-    # per labelled output: mean verdict over annotators
-    per_out: dict[tuple, list] = {}
-    for (item, m, v, cid, f) in labs:
-        per_out.setdefault((item, m), [cell_index[cid], f, []])[2].append(float(v))
-    cell_lab_items = np.zeros(C, np.int64)
-    cell_lab_y = np.zeros(C)
-    for (item, m), (ci, f, vs) in per_out.items():
-        cell_lab_items[ci] += 1
-        cell_lab_y[ci] += np.mean(vs)
-    uniq, inv = np.unique(obs_cells, return_inverse=True)
+    # labelled outputs: mean verdict over annotators, cell, judge consensus (aggregated in DuckDB)
+    per_out = con.execute(
+        f"""SELECT l.item_id, l.model, avg(l.verdict::INT) AS y, sum(l.verdict::INT) AS k, count(*) AS n,
+                   any_value(c.cell_id) AS cell_id, any_value(c.f) AS f
+            FROM ({LATEST_LABELS}) l JOIN label_cells c
+              ON c.item_id = l.item_id AND c.model = l.model AND c.dimension = ?
+            GROUP BY l.item_id, l.model ORDER BY l.item_id, l.model""",
+        [dimension, dimension]).fetch_df()
+    per_out = per_out[per_out["model"].isin(list(mi))]
+    pos = np.full(int(cell_ids_all.max()) + 1 if len(cell_ids_all) else 1, -1, np.int64)
+    pos[cell_ids_all] = np.arange(C)
+    ci = pos[per_out["cell_id"].to_numpy(np.int64)] if len(per_out) else np.zeros(0, np.int64)
+    cell_lab_items = np.bincount(ci, minlength=C).astype(np.int64)
+    cell_lab_y = np.bincount(ci, weights=per_out["y"].to_numpy(float), minlength=C)
+    k_out = per_out["k"].to_numpy(np.int64)
+    n_out = per_out["n"].to_numpy(np.int64)
+    uniq, inv = np.unique(ci, return_inverse=True)
     data = model.CellData(
         models=models, segments=segments, judges=judges, cell_model=cell_model, cell_segment=cell_segment,
         cell_x=cell_x, cell_n=cell_n, cell_lab_items=cell_lab_items, cell_lab_y=cell_lab_y,
         obs_cell=uniq.astype(np.int64),
-        obs_k=np.bincount(inv, weights=obs_y).round().astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
-        obs_n=np.bincount(inv).astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
-        cell_ids=np.array([r[0] for r in keep], np.int64),
+        obs_k=np.bincount(inv, weights=k_out).astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
+        obs_n=np.bincount(inv, weights=n_out).astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
+        cell_ids=cell_ids_all,
     )
-    keys = list(per_out)
-    item_ids = np.array([k[0] for k in keys], dtype=object)
+    item_ids = per_out["item_id"].to_numpy(object)
     n_pop = int(cell_n[cell_model == 0].sum()) if C else 0
     lab = LabelledOutputs(
-        item_id=item_ids, model=np.array([mi[k[1]] for k in keys], np.int64),
-        y=np.array([np.mean(per_out[k][2]) for k in keys]), f=np.array([per_out[k][1] for k in keys]),
-        w=_weights(con, item_ids, n_pop),
+        item_id=item_ids, model=per_out["model"].map(mi).to_numpy(np.int64),
+        y=per_out["y"].to_numpy(float), f=per_out["f"].to_numpy(float), w=_weights(con, item_ids, n_pop),
     )
     return data, lab, f_pop
 
 
 def load_pairs(con, baseline: str, candidate: str, dimension: str) -> model.PairData | None:
+    if not con.execute("SELECT count(*) FROM pair_labels WHERE baseline = ? AND candidate = ? AND dimension = ?",
+                       [baseline, candidate, dimension]).fetchone()[0]:
+        return None
     rows = con.execute(
         "SELECT cell_id, x, n FROM pair_cells WHERE baseline = ? AND candidate = ? ORDER BY cell_id",
         [baseline, candidate]).fetchall()
@@ -389,20 +403,21 @@ def _cross_checks(con, dim, data, lab, f_pop, models, base, cand, mass) -> list[
                         "mean": naive[(j, cand)] - naive[(j, base)], "lo": None, "hi": None,
                         "note": "no interval: a judge's error is bias, which more data does not shrink"})
     # paired items labelled for both models
-    by_item: dict = {}
-    for k in range(len(lab.y)):
-        by_item.setdefault(lab.item_id[k], {})[lab.model[k]] = (lab.y[k], lab.f[k], lab.w[k])
-    pairs = [v for v in by_item.values() if bi in v and ci in v]
-    if len(pairs) >= 2:
-        yc = np.array([p[ci][0] for p in pairs]); yb = np.array([p[bi][0] for p in pairs])
-        fc = np.array([p[ci][1] for p in pairs]); fb = np.array([p[bi][1] for p in pairs])
-        w = np.array([p[ci][2] for p in pairs])
+    import pandas as pd
+
+    df = pd.DataFrame({"item": lab.item_id, "m": lab.model, "y": lab.y, "f": lab.f, "w": lab.w})
+    b = df[df.m == bi].set_index("item")
+    c = df[df.m == ci].set_index("item")
+    both = b.index.intersection(c.index)
+    if len(both) >= 2:
+        b, c = b.loc[both], c.loc[both]
+        yc, yb, fc, fb, w = (c.y.to_numpy(), b.y.to_numpy(), c.f.to_numpy(), b.f.to_numpy(), c.w.to_numpy())
         mean, lo, hi = crosscheck.human_only_diff(yc, yb, w, mass)
         out.append({"dimension": dim, "baseline": base, "candidate": cand, "method": "human-only",
-                    "mean": mean, "lo": lo, "hi": hi, "n": len(pairs)})
+                    "mean": mean, "lo": lo, "hi": hi, "n": len(both)})
         ppi = crosscheck.ppi_mean_interval(yc - yb, fc - fb, f_pop[cand] - f_pop[base], w, mass)
         out.append({"dimension": dim, "baseline": base, "candidate": cand, "method": "ppi++",
-                    "mean": ppi["mean"], "lo": ppi["lo"], "hi": ppi["hi"], "lambda": ppi["lam"], "n": len(pairs)})
+                    "mean": ppi["mean"], "lo": ppi["lo"], "hi": ppi["hi"], "lambda": ppi["lam"], "n": len(both)})
     return out
 
 

@@ -8,11 +8,13 @@ judge is missing)::
     mu[m]         ~ Normal(0, 5)           logit pass rate of model m at average scores, average segment
     b[j]          ~ Normal(0, 2.5)         judge j's slope, common part
     tau_judge     ~ HalfNormal(1)          how far a judge's slope may differ between models
-    d[m, j]       ~ Normal(0, 1)           beta[m, j] = b[j] + tau_judge * d[m, j]: slopes per model, partially
+    d[., j]       ~ ZeroSumNormal(1)       beta[m, j] = b[j] + tau_judge * d[m, j]: slopes per model, partially
                                            pooled, so a judge lenient toward one model only is calibrated
                                            separately for each model, yet few labels still borrow strength
     sigma_segment ~ HalfNormal(0.5)        spread of the segment intercepts
-    a[m, s]       ~ Normal(0, 1)           non-centred segment effects: partial pooling across segments
+    a[m, .]       ~ ZeroSumNormal(1)       non-centred segment effects summing to zero over segments: partial
+                                           pooling; mu[m] is then the average over segments. Zero-sum
+                                           deviations keep b vs d and mu vs a identified, which NUTS needs
     eta[c]        = mu[m_c] + sigma_segment * a[m_c, s_c] + sum_j beta[m_c, j] * x[c, j]
     k[c]          ~ Binomial(n_lab[c], logistic(eta[c]))    SME passes among the labels in cell c
 
@@ -76,7 +78,7 @@ class CellData:
     @property
     def n_params(self) -> int:
         M, S, J = len(self.models), len(self.segments), len(self.judges)
-        return M + J + M * J + M * S
+        return M + J + (M - 1) * J + M * (S - 1)
 
     @property
     def n_labels(self) -> int:
@@ -85,7 +87,8 @@ class CellData:
 
 @dataclass
 class Posterior:
-    """Draws: ``theta`` is (D, P) = [mu (M), b (J), d (M*J), a (M*S)]; ``sigma``, ``tau`` (D,)."""
+    """Draws: ``theta`` is (D, P) = [mu (M), b (J), z_d ((M-1)*J), z_a (M*(S-1))], the deviations in
+    the orthonormal zero-sum bases (``zero_sum_basis``); ``sigma``, ``tau`` (D,)."""
 
     theta: np.ndarray
     sigma: np.ndarray
@@ -107,44 +110,51 @@ def _design(data: CellData, cells: np.ndarray, sigma: float, tau: float) -> np.n
     return _scale_design(_design_unscaled(data, cells), data, sigma, tau)
 
 
+def zero_sum_basis(n: int) -> np.ndarray:
+    """(n, n-1) orthonormal basis of the vectors summing to zero: v = Q z with z ~ N(0, I) is
+    PyMC's ZeroSumNormal(sigma=1)."""
+    if n <= 1:
+        return np.zeros((n, 0))
+    q, _ = np.linalg.qr(np.eye(n) - 1.0 / n)
+    return q[:, : n - 1]
+
+
 def _design_unscaled(data: CellData, cells: np.ndarray) -> np.ndarray:
     """The design with sigma = tau = 1; ``_scale_design`` multiplies their column blocks."""
     M, S, J = len(data.models), len(data.segments), len(data.judges)
+    QM, QS = zero_sum_basis(M), zero_sum_basis(S)
     m, s, x = data.cell_model[cells], data.cell_segment[cells], data.cell_x[cells]
     X = np.zeros((len(cells), data.n_params))
     rows = np.arange(len(cells))
     X[rows, m] = 1.0
     X[:, M:M + J] = x
-    for j in range(J):
-        X[rows, M + J + m * J + j] = x[:, j]
-    X[rows, M + J + M * J + m * S + s] = 1.0
+    nd = (M - 1) * J
+    for k in range(M - 1):  # d[m, j] = sum_k QM[m, k] z_d[k, j]
+        X[:, M + J + k * J: M + J + (k + 1) * J] = QM[m, k][:, None] * x
+    for k in range(S - 1):  # a[m, s] = sum_k QS[s, k] z_a[m, k]
+        X[rows, M + J + nd + m * (S - 1) + k] = QS[s, k]
     return X
 
 
 def _scale_design(X1: np.ndarray, data: CellData, sigma: float, tau: float) -> np.ndarray:
     M, J = len(data.models), len(data.judges)
+    nd = (M - 1) * J
     X = X1.copy()
-    X[:, M + J:M + J + M * J] *= tau
-    X[:, M + J + M * J:] *= sigma
+    X[:, M + J:M + J + nd] *= tau
+    X[:, M + J + nd:] *= sigma
     return X
 
 
 def eta_draws(data: CellData, post: Posterior, cells: np.ndarray | None = None) -> np.ndarray:
-    """Linear predictor (D, C) for every draw and cell (loops over models to keep memory small)."""
-    M, S, J = len(data.models), len(data.segments), len(data.judges)
+    """Linear predictor (D, C) for every draw and cell: sigma and tau are folded into each draw's
+    parameters, so the whole thing is one matrix product with the unscaled design."""
+    M, J = len(data.models), len(data.judges)
+    nd = (M - 1) * J
     cells = np.arange(len(data.cell_n)) if cells is None else cells
-    th = post.theta
-    out = np.empty((th.shape[0], len(cells)))
-    cm, cs, cx = data.cell_model[cells], data.cell_segment[cells], data.cell_x[cells]
-    b = th[:, M:M + J]
-    for m in range(M):
-        idx = np.flatnonzero(cm == m)
-        if not len(idx):
-            continue
-        beta = b + post.tau[:, None] * th[:, M + J + m * J: M + J + (m + 1) * J]  # (D, J)
-        a = th[:, M + J + M * J + m * S + cs[idx]]  # (D, n)
-        out[:, idx] = th[:, [m]] + post.sigma[:, None] * a + beta @ cx[idx].T
-    return out
+    th = post.theta.copy()
+    th[:, M + J:M + J + nd] *= post.tau[:, None]
+    th[:, M + J + nd:] *= post.sigma[:, None]
+    return th.astype(np.float32) @ _design_unscaled(data, cells).T.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- Laplace fit
@@ -152,7 +162,8 @@ def eta_draws(data: CellData, post: Posterior, cells: np.ndarray | None = None) 
 
 def _prior_precision(data: CellData) -> np.ndarray:
     M, S, J = len(data.models), len(data.segments), len(data.judges)
-    return np.concatenate([np.full(M, MU_SD ** -2), np.full(J, BETA_SD ** -2), np.ones(M * J), np.ones(M * S)])
+    return np.concatenate([np.full(M, MU_SD ** -2), np.full(J, BETA_SD ** -2), np.ones((M - 1) * J),
+                           np.ones(M * (S - 1))])
 
 
 def _newton(X, k, n, prec, theta0, iters=60):
@@ -202,7 +213,7 @@ def fit_laplace(data: CellData, draws: int = 1000, seed: int = 0) -> Posterior:
     # Draw from the mixture of Gaussians, then importance-reweight toward the exact posterior (the
     # Gaussian is poor when failures are rare; the exact log posterior is cheap over labelled cells),
     # with Ionides' truncation of the weights, and resample.
-    proposal = 2 * draws
+    proposal = int(1.5 * draws)
     counts = rng.multinomial(proposal, w)
     thetas, sigmas, taus, logw_is = [], [], [], []
     log_prior_grid = dict(zip(zip(sig, tau), logw - np.array([f[4] for f in fits])))
@@ -215,7 +226,7 @@ def fit_laplace(data: CellData, draws: int = 1000, seed: int = 0) -> Posterior:
         th = theta + z @ L.T
         X = _scale_design(X1, data, sg, tu)
         eta = th @ X.T  # (cnt, K)
-        loglik = (k * log_expit(eta) + (n - k) * log_expit(-eta)).sum(1)
+        loglik = (k * eta).sum(1) - (n * np.logaddexp(0.0, eta)).sum(1)
         logprior = -0.5 * (th ** 2 * prec).sum(1) + 0.5 * np.sum(np.log(prec / (2 * np.pi)))
         _, logdet = np.linalg.slogdet(H)
         logq = -0.5 * (z ** 2).sum(1) + 0.5 * logdet - 0.5 * len(theta) * np.log(2 * np.pi)
@@ -277,12 +288,15 @@ def build_pymc_model(data: CellData, K_pad: int | None = None):
         mu = pm.Normal("mu", 0.0, MU_SD, dims="model")
         b = pm.Normal("b_judge", 0.0, BETA_SD, dims="judge")
         tau = pm.HalfNormal("tau_judge", TAU_SCALE)
-        d = pm.Normal("d_judge", 0.0, 1.0, dims=("model", "judge"))
-        beta = pm.Deterministic("beta", b[None, :] + tau * d, dims=("model", "judge"))
-        sigma = pm.HalfNormal("sigma_segment", SIGMA_SCALE)
-        a = pm.Normal("a_segment", 0.0, 1.0, dims=("model", "segment"))
-        eta = mu[om] + sigma * a[om, os_] + (beta[om] * ox).sum(axis=-1)
-        pm.Binomial("k", n=on, p=pm.math.invlogit(eta), observed=ok, dims="obs")
+        d = pm.ZeroSumNormal("d_judge", sigma=1.0, dims=("judge", "model"))  # sums to zero over models
+        beta = pm.Deterministic("beta", b[None, :] + tau * d.T, dims=("model", "judge"))
+        eta = mu[om] + (beta[om] * ox).sum(axis=-1)
+        if len(data.segments) > 1:
+            sigma = pm.HalfNormal("sigma_segment", SIGMA_SCALE)
+            a = pm.ZeroSumNormal("a_segment", sigma=1.0, dims=("model", "segment"))  # zero over segments
+            eta = eta + sigma * a[om, os_]
+        # Binomial log-likelihood without its constant binomial coefficient (gammaln on every gradient)
+        pm.Potential("k", (ok * eta - on * pm.math.log1pexp(eta)).sum())
     return model
 
 
@@ -309,14 +323,20 @@ def fit_nuts(data: CellData, draws: int = 800, tune: int = 800, chains: int = 2,
     post = idata.posterior
     mu = post["mu"].values.reshape(-1, M)
     b = post["b_judge"].values.reshape(-1, J)
-    d = post["d_judge"].values.reshape(-1, M * J)
-    a = post["a_segment"].values.reshape(-1, M * S)
-    sigma = post["sigma_segment"].values.reshape(-1)
+    d = post["d_judge"].values.reshape(-1, J, M)  # (draws, judge, model)
+    z_d = np.einsum("djm,mk->dkj", d, zero_sum_basis(M)).reshape(-1, (M - 1) * J)
     tau = post["tau_judge"].values.reshape(-1)
-    return Posterior(np.hstack([mu, b, d, a]), sigma, tau, "nuts", diagnostics=convergence(idata))
+    if S > 1:
+        a = post["a_segment"].values.reshape(-1, M, S)
+        z_a = np.einsum("dms,sk->dmk", a, zero_sum_basis(S)).reshape(-1, M * (S - 1))
+        sigma = post["sigma_segment"].values.reshape(-1)
+    else:
+        z_a, sigma = np.zeros((len(mu), 0)), np.zeros(len(mu))
+    return Posterior(np.hstack([mu, b, z_d, z_a]), sigma, tau, "nuts",
+                     diagnostics=convergence(idata, has_segments=S > 1))
 
 
-def convergence(idata) -> dict:
+def convergence(idata, has_segments: bool = True) -> dict:
     """R-hat, bulk ESS and divergences, with warnings when R-hat >= 1.01, ESS <= 400 or divergences."""
     import warnings
 
@@ -324,7 +344,7 @@ def convergence(idata) -> dict:
         warnings.simplefilter("ignore")
         import arviz as az
 
-        names = ["mu", "b_judge", "tau_judge", "d_judge", "sigma_segment", "a_segment"]
+        names = ["mu", "b_judge", "tau_judge", "d_judge"] + (["sigma_segment", "a_segment"] if has_segments else [])
         rhat = az.rhat(idata, var_names=names)
         ess = az.ess(idata, var_names=names, method="bulk")
     max_rhat = float(max(np.nanmax(rhat[v].values) for v in names))
@@ -355,16 +375,20 @@ def population_rate_draws(data: CellData, post: Posterior, seed: int = 0) -> Rat
     """Draws of each model's population pass rate (and per segment), finite-population predictive."""
     rng = np.random.default_rng(seed)
     M, S = len(data.models), len(data.segments)
+    # float32 halves the memory traffic; sums over millions of outputs stay exact to ~1e-7
     p = expit(eta_draws(data, post))  # (D, C)
-    unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(float)
+    unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(np.float32)
     # groups: (model, all segments) then (model, segment); one indicator matrix, one product each
     C = len(data.cell_n)
-    G = np.zeros((C, M * (S + 1)))
+    G = np.zeros((C, M * (S + 1)), dtype=np.float32)
     G[np.arange(C), data.cell_model * (S + 1)] = 1.0
     G[np.arange(C), data.cell_model * (S + 1) + 1 + data.cell_segment] = 1.0
-    mean = (p * unl) @ G + data.cell_lab_y @ G  # expected passes: unlabelled predicted + labelled observed
-    var = (p * (1 - p) * unl) @ G
-    N = data.cell_n.astype(float) @ G
+    pu = p * unl
+    lab_y = data.cell_lab_y @ G.astype(np.float64)
+    e_unl = (pu @ G).astype(np.float64)  # expected unlabelled passes
+    var = np.maximum(e_unl - (np.multiply(p, pu, out=p) @ G).astype(np.float64), 0)  # sum of p (1 - p)
+    mean = e_unl + lab_y  # unlabelled predicted + labelled observed
+    N = data.cell_n.astype(float) @ G.astype(np.float64)
     draws = (mean + np.sqrt(var) * rng.standard_normal(mean.shape)) / np.where(N > 0, N, 1.0)
     draws = np.clip(draws, 0, 1)
     overall, by_seg = {}, {}

@@ -228,7 +228,34 @@ def _m003_disagreement(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core, _m002_model_cells, _m003_disagreement]
+def _m004_users(con: duckdb.DuckDBPyConnection) -> None:
+    """App users with roles; passwords stored as bcrypt hashes only."""
+    con.execute(
+        """
+        CREATE TABLE users (
+            name VARCHAR PRIMARY KEY, role VARCHAR NOT NULL CHECK (role IN ('sme', 'lead', 'admin')),
+            password_hash VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE guidelines (
+            version INTEGER NOT NULL, text VARCHAR NOT NULL, author VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL
+        );
+        """
+    )
+
+
+def _m005_label_cells(con: duckdb.DuckDBPyConnection) -> None:
+    """The cell of each labelled output, filled incrementally so a refit never scans output_cells."""
+    con.execute(
+        """CREATE TABLE label_cells (
+               item_id VARCHAR NOT NULL, model VARCHAR NOT NULL, dimension VARCHAR NOT NULL,
+               cell_id INTEGER NOT NULL, f DOUBLE NOT NULL
+           )"""
+    )
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
+    _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells,
+]
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -34,6 +34,12 @@ EXPECTED_SCHEMA = {
         ("note", "VARCHAR", True),
         ("created_at", "TIMESTAMP", False),
     ],
+    "guidelines": [
+        ("version", "INTEGER", False),
+        ("text", "VARCHAR", False),
+        ("author", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
+    ],
     "item_disagreement": [
         ("item_id", "VARCHAR", False),
         ("segment", "VARCHAR", False),
@@ -79,6 +85,13 @@ EXPECTED_SCHEMA = {
         ("dimension", "VARCHAR", False),
         ("score", "DOUBLE", False),
         ("rationale", "VARCHAR", True),
+    ],
+    "label_cells": [
+        ("item_id", "VARCHAR", False),
+        ("model", "VARCHAR", False),
+        ("dimension", "VARCHAR", False),
+        ("cell_id", "INTEGER", False),
+        ("f", "DOUBLE", False),
     ],
     "labels": [
         ("label_id", "BIGINT", False),
@@ -190,6 +203,12 @@ EXPECTED_SCHEMA = {
         ("dimension", "VARCHAR", False),
         ("preference", "VARCHAR", False),
         ("strength", "INTEGER", True),
+    ],
+    "users": [
+        ("name", "VARCHAR", False),
+        ("role", "VARCHAR", False),
+        ("password_hash", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
     ],
 }
 
