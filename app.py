@@ -6,7 +6,9 @@ from calib import store
 from pages.shared import ui
 
 st.set_page_config(page_title="Tiebreak", page_icon=":material/balance:", layout="wide")
-
+if st.session_state.get("auth_role") == "sme":
+    st.switch_page("pages/1_Label.py")
+ui.require("lead", "admin")
 cur = ui.cursor()
 st.title("Tiebreak")
 st.caption("Replace a production LLM with statistical confidence: automated judges, calibrated on SME labels.")

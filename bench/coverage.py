@@ -3,13 +3,16 @@
 Simulation: the demo generator (calib.demo) makes a fresh project per replicate: 2,000 items in
 six regions with different base rates, a judge lenient toward the candidate only, judge-to-human
 links that are not logistic (a probit of a noisy latent, a thresholded latent, a rounded Likert).
-Labels are drawn by the disagreement-first sampler with a 20% random share (calib.sampling) and
-its inclusion probabilities; sizes 50, 100, 200, 400 labelled items are nested. Truth is the
-hidden SME verdict of every output.
+Labels are drawn by the project's own sampler (calib.queue): the first 50 items by judge
+disagreement, each later batch by the expected reduction of Var(Delta) under the current fit,
+both with a 20% random share and a per-segment floor, each batch's inclusion probabilities kept
+as design weights for the human-only and PPI++ cross-checks; sizes 50, 100, 200, 400 labelled
+items are nested. Truth is the hidden SME verdict of every output.
 
 Reports, per size: coverage of the 95% intervals (rates and Delta), the mean width of Delta
 relative to the human-only and PPI++ intervals at the same labels, and the forecast's median
-relative error (forecast width at n+k from the fit at n, vs the width actually obtained at n+k).
+relative error (the sd of Delta forecast at n+k from the fit at n, for the batch the sampler is
+about to draw, vs the sd actually obtained at n+k).
 
     .venv/bin/python bench/coverage.py [--reps 200] [--kind fast|nuts] [--items 2000]
     .venv/bin/python bench/coverage.py --summeval ../shared/datasets/summeval_flat_with_rouge.jsonl
@@ -31,7 +34,7 @@ import pandas as pd
 # package that numba probes; put the project root there instead.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from calib import cells, crosscheck, demo, forecast, model, sampling  # noqa: E402
+from calib import cells, crosscheck, demo, forecast, model, queue, sampling  # noqa: E402
 
 SIZES = [50, 100, 200, 400]
 
@@ -66,17 +69,40 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
     for r in range(reps):
         seed = seed0 + r
         out, per_dim, om, os_, oi, N = _project(seed, n_items)
-        # the sampler scores items by judge disagreement over every dimension and both models
+        item_seg = np.zeros(N, dtype=object)
+        item_seg[oi] = out.segment.to_numpy()
+        # the project's sampler: disagreement first, then expected variance reduction of Delta under
+        # the current fit, 20% random share, segment floor; each batch's inclusion probabilities kept
         Zall = np.stack([per_dim[d][0] for d in demo.DIMENSIONS], axis=1)  # (outputs, dims, judges)
         dis = sampling.disagreement_by_item(Zall, oi, om, N)
-        u = np.random.default_rng([seed, 0x5A3F]).random(N)  # own stream, independent of the generator
-        prev = {}
+        rng = np.random.default_rng([seed, 0x5A3F])  # own stream, independent of the generator
+        selected = np.zeros(N, bool)
+        w_item = np.zeros(N)
+        fits = {}
         for n in SIZES:
-            pi = sampling.inclusion_probabilities(dis, n, random_share=0.2)
-            chosen = np.flatnonzero(u < pi)
-            w_item = 1.0 / pi
-            lab_mask = np.isin(oi, chosen)
-            lab_out = np.flatnonzero(lab_mask)
+            elig = np.flatnonzero(~selected)
+            if fits:
+                prio = np.zeros(N)
+                for data, post, out_cell, _ in fits.values():
+                    vr = queue.variance_reduction_by_cell(data, post, 0, 1)
+                    prio += np.bincount(oi, weights=vr[out_cell], minlength=N)
+                prio = prio[elig]
+            else:
+                prio = dis[elig]
+            pi = queue.stratified_inclusion(prio, item_seg[elig], n - selected.sum(), 0.2)
+            hit = rng.random(len(elig)) < pi
+            new = elig[hit]
+            # forecast check: from the previous fit, predict the sd after this batch
+            if fits and kind == "fast":
+                pi_item = np.zeros(N)
+                pi_item[elig] = pi
+                for dim, (pdata, ppost, pcell, psd) in fits.items():
+                    shares = np.bincount(pcell, weights=pi_item[oi], minlength=len(pdata.cell_n))
+                    fsd = forecast.delta_sd_after(pdata, ppost, [len(new)], 0, 1, shares=shares, current_sd=psd)[0]
+                    fits[dim] = (pdata, ppost, pcell, psd, fsd)
+            selected[new] = True
+            w_item[new] = 1.0 / pi[hit]
+            lab_out = np.flatnonzero(selected[oi])
             for dim in demo.DIMENSIONS:
                 Z, y, f = per_dim[dim]
                 data, out_cell = cells.cells_from_arrays(demo.MODELS, demo.REGIONS, demo.JUDGES, om, os_, Z, lab_out,
@@ -91,7 +117,7 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
                 _, lo, hi = model.posterior_interval(delta)
                 res[n]["delta_cover"].append(lo <= true_delta <= hi)
                 res[n]["w_bayes"].append(hi - lo)
-                # cross-checks on the same labels (paired by item)
+                # cross-checks on the same labels (paired by item), weighted by 1/pi
                 b = lab_out[om[lab_out] == 0]
                 c = lab_out[om[lab_out] == 1]
                 b, c = b[np.argsort(oi[b])], c[np.argsort(oi[c])]
@@ -102,18 +128,10 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
                 res[n]["w_ppi"].append(ppi["hi"] - ppi["lo"])
                 res[n]["cover_human"].append(hlo <= true_delta <= hhi)
                 res[n]["cover_ppi"].append(ppi["lo"] <= true_delta <= ppi["hi"])
-                # forecast check: from the fit at the previous size, predict this size's width
-                if dim in prev and kind == "fast":
-                    pdata, ppost, psd, pn, pcell, plab = prev[dim]
-                    k = len(chosen) - pn
-                    # expected picks per still-unlabelled output under the sampler, as cell shares
-                    p_next = np.clip((pi - prev_pi) / np.maximum(1 - prev_pi, 1e-9), 0, 1)[oi]
-                    p_next[plab] = 0
-                    shares = np.bincount(pcell, weights=p_next, minlength=len(pdata.cell_n))
-                    fsd = forecast.delta_sd_after(pdata, ppost, [k], 0, 1, shares=shares, current_sd=psd)[0]
-                    res[n]["fc_err"].append(abs(fsd - float(np.std(delta))) / float(np.std(delta)))
-                prev[dim] = (data, post, float(np.std(delta)), len(chosen), out_cell, lab_mask)
-            prev_pi = pi
+                sd = float(np.std(delta))
+                if dim in fits and len(fits[dim]) == 5:
+                    res[n]["fc_err"].append(abs(fits[dim][4] - sd) / sd)
+                fits[dim] = (data, post, out_cell, sd)
         if (r + 1) % 10 == 0:
             print(f"  {r + 1}/{reps} replicates, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     return res

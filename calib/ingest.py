@@ -349,12 +349,14 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -
         """INSERT INTO items
            SELECT item_id, segment, topic, prompt, context, reference, current_timestamp
            FROM (SELECT * FROM _clean QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY _row) = 1) c
-           WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = c.item_id)"""
+           WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = c.item_id)
+           ORDER BY _row"""
     )
     con.execute(
         """INSERT INTO outputs
            SELECT item_id, model, output, latency_ms, input_tokens, output_tokens, cost_usd FROM _clean c
-           WHERE NOT EXISTS (SELECT 1 FROM outputs o WHERE o.item_id = c.item_id AND o.model = c.model)"""
+           WHERE NOT EXISTS (SELECT 1 FROM outputs o WHERE o.item_id = c.item_id AND o.model = c.model)
+           ORDER BY _row"""
     )
     rat_by_key = {v: i for i, v in enumerate(rationale_cols.values())}
     parts = []

@@ -19,6 +19,7 @@ in the app never get the same item.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -199,26 +200,32 @@ def _insert_queue(con, rows) -> None:
 
 # --------------------------------------------------------------------------- serving
 
+# Serving state comes from the small leases table in one pass (labels can be many): how many SMEs
+# labelled the item, how many hold it now, whether this SME has seen it, whether it awaits review.
 SERVABLE = """
-    WITH done AS (SELECT item_id, count(DISTINCT annotator) AS n FROM labels GROUP BY item_id),
-         active AS (SELECT item_id, count(*) AS n FROM leases WHERE ended_at IS NULL AND expires_at > ? GROUP BY item_id),
-         mine AS (SELECT item_id FROM labels WHERE annotator = ?
-                  UNION SELECT item_id FROM leases WHERE annotator = ? AND (outcome IN ('skipped', 'flagged')
-                        OR (ended_at IS NULL AND expires_at > ?))),
-         flagged AS (SELECT l.item_id FROM leases l WHERE l.outcome = 'flagged'
-                     AND l.lease_id NOT IN (SELECT lease_id FROM flag_reviews WHERE decision = 'return'))
+    WITH st AS (
+        SELECT item_id,
+               count(DISTINCT annotator) FILTER (WHERE outcome = 'labelled') AS done,
+               count(*) FILTER (WHERE ended_at IS NULL AND expires_at > ?) AS active,
+               bool_or(annotator = ? AND (outcome IN ('labelled', 'skipped', 'flagged')
+                                          OR (ended_at IS NULL AND expires_at > ?))) AS mine,
+               bool_or(outcome = 'flagged' AND lease_id NOT IN (
+                   SELECT lease_id FROM flag_reviews WHERE decision = 'return')) AS blocked
+        FROM leases GROUP BY item_id)
     SELECT q.item_id, q.inclusion_prob, q.reason, q.priority, q.overlap, q.queue_id
-    FROM queue q LEFT JOIN done d USING (item_id) LEFT JOIN active a USING (item_id)
-    WHERE q.item_id NOT IN (SELECT item_id FROM mine) AND q.item_id NOT IN (SELECT item_id FROM flagged)
-      AND coalesce(d.n, 0) + coalesce(a.n, 0) < CASE WHEN q.overlap THEN 2 ELSE 1 END
-    ORDER BY (coalesce(d.n, 0) > 0) DESC, q.priority DESC NULLS LAST, q.queue_id
+    FROM queue q LEFT JOIN st USING (item_id)
+    WHERE NOT coalesce(st.mine, FALSE) AND NOT coalesce(st.blocked, FALSE)
+      AND coalesce(st.done, 0) + coalesce(st.active, 0) < CASE WHEN q.overlap THEN 2 ELSE 1 END
+    ORDER BY (coalesce(st.done, 0) > 0) DESC, q.priority DESC NULLS LAST, q.queue_id
 """
+_SWEEP_EVERY_S = 60.0
+_last_sweep = [0.0]
 
 
 def servable(con: duckdb.DuckDBPyConnection, annotator: str = "", limit: int = 10, now: datetime | None = None) -> list[dict]:
     """The next items this annotator would be served, in order (second-opinion overlap items first)."""
     now = now or _now()
-    rows = con.execute(SERVABLE + " LIMIT ?", [now, annotator, annotator, now, limit]).fetchall()
+    rows = con.execute(SERVABLE + " LIMIT ?", [now, annotator, now, limit]).fetchall()
     return [{"item_id": r[0], "inclusion_prob": r[1], "reason": r[2], "priority": r[3], "overlap": r[4]} for r in rows]
 
 
@@ -237,8 +244,9 @@ def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | No
     active lease of theirs is returned first (a reloaded page shows the same item again)."""
     if not annotator:
         raise TiebreakError("an annotator name is required")
-    now = now or _now()
+    given = now
     with _LEASE_LOCK:
+        now = given or _now()  # stamped after the lock: lease times follow the order of the leases
         mine = con.execute(
             """SELECT lease_id, item_id, leased_at, expires_at FROM leases
                WHERE annotator = ? AND ended_at IS NULL AND expires_at > ? ORDER BY lease_id LIMIT 1""",
@@ -247,9 +255,12 @@ def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | No
             return Lease(mine[0], mine[1], annotator, mine[2], mine[3])
         minutes = store.get_settings(con)["lease_minutes"] if lease_minutes is None else lease_minutes
         with store.transaction(con):
-            con.execute("UPDATE leases SET ended_at = expires_at, outcome = 'expired' "
-                        "WHERE ended_at IS NULL AND expires_at <= ?", [now])
-            row = con.execute(SERVABLE + " LIMIT 1", [now, annotator, annotator, now]).fetchone()
+            # record expiries now and then (serving already ignores expired leases)
+            if given is not None or time.monotonic() - _last_sweep[0] > _SWEEP_EVERY_S:
+                con.execute("UPDATE leases SET ended_at = expires_at, outcome = 'expired' "
+                            "WHERE ended_at IS NULL AND expires_at <= ?", [now])
+                _last_sweep[0] = time.monotonic()
+            row = con.execute(SERVABLE + " LIMIT 1", [now, annotator, now]).fetchone()
             if row is None:
                 return None
             expires = now + timedelta(minutes=minutes)
@@ -311,9 +322,9 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
     """Write one SME's rating of a leased item in one transaction: a label per (model, dimension),
     the pairwise preference, and the lease closed. A late submission (lease expired) is still kept:
     a rating is never lost. Returns the number of label rows written."""
-    now = now or _now()
     s = store.get_settings(con)
     with _LEASE_LOCK, store.transaction(con):
+        now = now or _now()
         row = con.execute("SELECT item_id, annotator, outcome FROM leases WHERE lease_id = ?", [lease_id]).fetchone()
         if row is None:
             raise TiebreakError(f"no lease {lease_id}")

@@ -40,3 +40,69 @@ def cursor() -> duckdb.DuckDBPyConnection:
     except TiebreakError as exc:
         st.error(str(exc))
         st.stop()
+
+
+# --------------------------------------------------------------------------- sign-in and navigation
+
+PAGES = [  # (path, label, roles)
+    ("app.py", "Home", ("lead", "admin")),
+    ("pages/1_Label.py", "Label", ("sme", "lead", "admin")),
+]
+
+
+def _users_exist(cur) -> bool:
+    return cur.execute("SELECT count(*) FROM users").fetchone()[0] > 0
+
+
+def sign_in_form(cur) -> None:
+    """The sign-in form; on success the user and role go to session state and the page reruns."""
+    from calib import users
+
+    st.title("Tiebreak")
+    with st.form("auth_form"):
+        name = st.text_input("User name", key="auth_name")
+        password = st.text_input("Password", type="password", key="auth_password")
+        if st.form_submit_button("Sign in", type="primary"):
+            role = users.authenticate(cur, name, password)
+            if role is None:
+                st.error("Unknown user or wrong password.")
+            else:
+                st.session_state["auth_user"], st.session_state["auth_role"] = name, role
+                st.rerun()
+
+
+def require(*roles: str) -> tuple[str, str]:
+    """Sign-in gate for a page: returns (user, role) or stops the page. With no users in the
+    database (a fresh local project) everyone acts as a local admin, and a banner says so."""
+    cur = cursor()
+    if not _users_exist(cur):
+        st.session_state.setdefault("auth_user", "local")
+        st.session_state.setdefault("auth_role", "admin")
+        st.sidebar.caption("No users yet: you act as a local admin. Add users with `tiebreak users add`.")
+    user, role = st.session_state.get("auth_user"), st.session_state.get("auth_role")
+    if not user:
+        sign_in_form(cur)
+        st.stop()
+    nav(role)
+    if role not in roles:
+        st.error(f"Signed in as {user} ({role}): this page is for {' or '.join(roles)}.")
+        st.stop()
+    return user, role
+
+
+def nav(role: str) -> None:
+    """Links to the pages this role may open (Streamlit's own page list is hidden in config.toml)."""
+    from streamlit.errors import StreamlitAPIException
+
+    for path, label, roles in PAGES:
+        if role in roles:
+            try:
+                st.sidebar.page_link(path, label=label)
+            except StreamlitAPIException:  # a page run on its own (AppTest) knows no sibling pages
+                pass
+    user = st.session_state.get("auth_user")
+    st.sidebar.caption(f"Signed in as {user} ({role})")
+    if user != "local" and st.sidebar.button("Sign out", key="auth_sign_out"):
+        for k in ("auth_user", "auth_role"):
+            st.session_state.pop(k, None)
+        st.rerun()

@@ -1,0 +1,140 @@
+"""What the SME labelling page shows and stores, without Streamlit: blinding, form values to labels,
+progress, undo.
+
+Blinding: the two outputs are shown in a left/right order drawn per (item, annotator) from a hash,
+so the order is random across items and annotators yet stable when a page reloads; model names
+are never shown; the true mapping is stored with every label (``labels.side``,
+``pair_labels.left_model``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+
+from calib import queue, store
+from calib.errors import TiebreakError
+
+PASS_FAIL = ["Pass", "Fail"]
+REFUSAL = ["Appropriate", "Over-refusal", "Under-refusal"]
+PREFERENCE_SCALE = ["Left much better", "Left better", "About the same", "Right better", "Right much better"]
+
+
+def options_for(dimension: str) -> list[str]:
+    """The answer options for a dimension: refusal has kinds, the others pass/fail."""
+    return REFUSAL if dimension == "refusal" else PASS_FAIL
+
+
+def blind_order(item_id: str, annotator: str, models: list[str]) -> tuple[str, str]:
+    """(left model, right model), random per item and annotator, stable across reloads."""
+    a, b = sorted(models)[:2]
+    h = hashlib.sha256(f"{item_id}\x1f{annotator}".encode()).digest()[0]
+    return (a, b) if h % 2 == 0 else (b, a)
+
+
+@dataclass
+class ItemView:
+    item_id: str
+    segment: str
+    prompt: str
+    context: str | None
+    reference: str | None
+    left_model: str
+    right_model: str
+    left_output: str
+    right_output: str
+    judges: dict[str, dict[str, dict[str, float]]] | None  # side -> dimension -> judge -> score
+
+
+def item_view(con: duckdb.DuckDBPyConnection, item_id: str, annotator: str, show_judges: bool = False) -> ItemView:
+    """Everything the page shows for an item (model names only in the fields the page never prints)."""
+    row = con.execute("SELECT segment, prompt, context, reference FROM items WHERE item_id = ?", [item_id]).fetchall()
+    if not row:
+        raise TiebreakError(f"unknown item {item_id}")
+    outs = dict(con.execute("SELECT model, output FROM outputs WHERE item_id = ?", [item_id]).fetchall())
+    s = store.get_settings(con)
+    pair = [m for m in [s["baseline"], *s["candidates"]] if m in outs][:2]
+    if len(pair) < 2:
+        raise TiebreakError(f"item {item_id} lacks an output of the baseline or the candidate")
+    left, right = blind_order(item_id, annotator, pair)
+    judges = None
+    if show_judges:
+        judges = {"left": {}, "right": {}}
+        for m, j, d, sc in con.execute(
+                "SELECT model, judge, dimension, score FROM judge_scores WHERE item_id = ? ORDER BY ALL", [item_id]).fetchall():
+            side = "left" if m == left else "right" if m == right else None
+            if side:
+                judges[side].setdefault(d, {})[j] = sc
+    seg, prompt, context, reference = row[0]
+    return ItemView(item_id, seg, prompt, context, reference, left, right, outs[left], outs[right], judges)
+
+
+def missing_answers(values: dict[str, str | None], dimensions: list[str]) -> list[str]:
+    """Names of the questions left unanswered (the form refuses a half-filled submission)."""
+    missing = [f"{d} ({side})" for d in dimensions for side in ("left", "right") if not values.get(f"{d}:{side}")]
+    if not values.get("preference"):
+        missing.append("overall preference")
+    return missing
+
+
+def to_labels(values: dict[str, str | None], view: ItemView, dimensions: list[str], baseline: str
+              ) -> tuple[dict[tuple[str, str], tuple[bool, str | None]], str, int]:
+    """Form values -> ({(model, dimension): (pass, kind)}, preference, strength), unblinded."""
+    missing = missing_answers(values, dimensions)
+    if missing:
+        raise TiebreakError("please answer: " + ", ".join(missing))
+    verdicts = {}
+    for d in dimensions:
+        for side, m in (("left", view.left_model), ("right", view.right_model)):
+            ans = values[f"{d}:{side}"]
+            if d == "refusal":
+                verdicts[(m, d)] = (ans == "Appropriate", ans.lower())
+            else:
+                verdicts[(m, d)] = (ans == "Pass", None)
+    k = PREFERENCE_SCALE.index(values["preference"])  # 0 left much better ... 4 right much better
+    if k == 2:
+        return verdicts, "tie", 0
+    better = view.left_model if k < 2 else view.right_model
+    return verdicts, ("baseline" if better == baseline else "candidate"), (2 if k in (0, 4) else 1)
+
+
+def progress(con: duckdb.DuckDBPyConnection, annotator: str) -> dict:
+    """Labelled today, items left in the queue for this annotator, own agreement with others on overlap."""
+    today = con.execute(
+        "SELECT count(DISTINCT item_id) FROM labels WHERE annotator = ? AND created_at >= current_date",
+        [annotator]).fetchone()[0]
+    left = len(queue.servable(con, annotator, limit=100000))
+    agree = con.execute(
+        """WITH latest AS (
+               SELECT item_id, model, dimension, annotator, verdict FROM labels
+               QUALIFY row_number() OVER (PARTITION BY item_id, model, dimension, annotator
+                                          ORDER BY created_at DESC, label_id DESC) = 1)
+           SELECT avg((a.verdict = b.verdict)::INT), count(*) FROM latest a JOIN latest b
+             ON a.item_id = b.item_id AND a.model = b.model AND a.dimension = b.dimension AND a.annotator <> b.annotator
+           WHERE a.annotator = ?""", [annotator]).fetchone()
+    return {"labelled_today": today, "left_in_queue": left,
+            "agreement": agree[0], "agreement_pairs": agree[1]}
+
+
+def undo_last(con: duckdb.DuckDBPyConnection, annotator: str, minutes: float | None = None) -> queue.Lease | None:
+    """Re-open the annotator's previous item: a new lease on it; the corrected rating is appended
+    as new rows (the newest counts, the history stays)."""
+    row = con.execute(
+        """SELECT item_id FROM labels WHERE annotator = ? AND source = 'app'
+           ORDER BY created_at DESC, label_id DESC LIMIT 1""", [annotator]).fetchall()
+    if not row:
+        return None
+    item_id = row[0][0]
+    minutes = store.get_settings(con)["lease_minutes"] if minutes is None else minutes
+    now = datetime.now()
+    with queue._LEASE_LOCK, store.transaction(con):
+        # close the annotator's open lease first, so the item they were on returns to the queue
+        con.execute("UPDATE leases SET ended_at = ?, outcome = 'released' WHERE annotator = ? AND ended_at IS NULL",
+                    [now, annotator])
+        lease_id = con.execute(
+            "INSERT INTO leases (item_id, annotator, leased_at, expires_at) VALUES (?, ?, ?, ?) RETURNING lease_id",
+            [item_id, annotator, now, now + timedelta(minutes=minutes)]).fetchone()[0]
+    return queue.Lease(lease_id, item_id, annotator, now, now + timedelta(minutes=minutes))

@@ -1,0 +1,133 @@
+"""The SME labelling page through AppTest: blinded storage, order, skip/flag, refusal of half-filled forms, roles."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from calib import demo, labelling, store, users
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LABEL = str(ROOT / "pages" / "1_Label.py")
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    path = tmp_path / "label.duckdb"
+    con = store.connect(path)
+    demo.load_demo(con, 120, seed=5)
+    users.add_user(con, "ana", "sme", "password-ana")
+    users.add_user(con, "lee", "lead", "password-lee")
+    con.close()
+    monkeypatch.setenv("TIEBREAK_DB", str(path))
+    monkeypatch.chdir(ROOT)
+    return path
+
+
+def _app(role="sme", user="ana"):
+    at = AppTest.from_file(LABEL, default_timeout=60)
+    at.session_state["auth_user"] = user
+    at.session_state["auth_role"] = role
+    return at
+
+
+def _con(db):
+    from pages.shared import ui
+
+    return ui._connection(str(db)).cursor()
+
+
+def _fill(at, answers=None):
+    """Answer every radio of the rating form (first option unless told)."""
+    for r in at.radio:
+        if r.key and r.key.startswith("label_") and r.value is None:
+            r.set_value((answers or {}).get(r.key.split("_", 2)[2], r.options[0]))
+
+
+def test_submit_stores_one_label_per_dimension_and_side_with_the_true_mapping(db):
+    at = _app()
+    at.run()
+    assert not at.exception
+    item = at.caption[0].value.split()[1]
+    _fill(at, {"correctness_left": "Pass", "correctness_right": "Fail"})
+    at.get("form_submit_button")[0].click().run()
+    assert not at.exception
+    con = _con(db)
+    rows = con.execute("SELECT model, dimension, verdict, side, annotator FROM labels WHERE item_id = ?", [item]).fetchall()
+    assert len(rows) == 6 and {(r[0], r[1]) for r in rows} == {(m, d) for m in demo.MODELS for d in demo.DIMENSIONS}
+    left, right = labelling.blind_order(item, "ana", demo.MODELS)
+    by = {(r[0], r[1]): r for r in rows}
+    assert by[(left, "correctness")][2] is True and by[(left, "correctness")][3] == "left"
+    assert by[(right, "correctness")][2] is False and by[(right, "correctness")][3] == "right"
+    pref = con.execute("SELECT preference, strength, left_model FROM pair_labels WHERE item_id = ?", [item]).fetchone()
+    assert pref[2] == left  # "Left much better" is the first option
+    assert pref[0] == ("baseline" if left == demo.BASELINE else "candidate") and pref[1] == 2
+    # the next item appears at once
+    assert at.caption[0].value.split()[1] != item
+
+
+def test_half_filled_form_is_refused(db):
+    at = _app()
+    at.run()
+    first = [r for r in at.radio if r.key and r.key.startswith("label_")][0]
+    first.set_value(first.options[0])
+    at.get("form_submit_button")[0].click().run()
+    assert any("please answer" in e.value for e in at.error)
+    assert _con(db).execute("SELECT count(*) FROM labels").fetchone()[0] == 0
+
+
+def test_left_right_order_varies_across_items():
+    lefts = {labelling.blind_order(f"q{i:07d}", "ana", demo.MODELS)[0] for i in range(40)}
+    assert lefts == set(demo.MODELS)
+    assert labelling.blind_order("q1", "ana", demo.MODELS) == labelling.blind_order("q1", "ana", demo.MODELS[::-1])
+
+
+def test_skip_and_flag_are_recorded(db):
+    at = _app()
+    at.run()
+    first = at.caption[0].value.split()[1]
+    next(b for b in at.button if b.label.startswith("Skip")).click().run()
+    second = at.caption[0].value.split()[1]
+    assert second != first
+    next(b for b in at.button if b.label.startswith("Flag")).click().run()
+    con = _con(db)
+    got = con.execute("SELECT item_id, outcome, reason FROM leases WHERE outcome IN ('skipped', 'flagged') ORDER BY lease_id").fetchall()
+    assert got == [(first, "skipped", "Outside my expertise"), (second, "flagged", "Needs a lead's look")]
+
+
+def test_model_names_and_judges_hidden_from_smes(db):
+    at = _app()
+    at.run()
+    shown = " ".join(str(e.value) for e in [*at.markdown, *at.code, *at.caption])
+    assert demo.BASELINE not in shown and demo.CANDIDATE not in shown
+    assert not any("Judge scores" in e.label for e in at.expander)
+
+
+def test_sme_cannot_open_lead_pages_and_anonymous_sees_sign_in(db):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state["auth_user"], at.session_state["auth_role"] = "ana", "sme"
+    at.run()
+    assert not at.metric or all(m.label != "Items" for m in at.metric)
+    anon = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    anon.run()
+    assert [t.label for t in anon.text_input][:2] == ["User name", "Password"]
+    anon.text_input[0].set_value("ana")
+    anon.text_input[1].set_value("password-ana")
+    anon.get("form_submit_button")[0].click().run()
+    assert anon.session_state["auth_role"] == "sme"
+
+
+def test_undo_reopens_previous_item_and_appends(db):
+    at = _app()
+    at.run()
+    item = at.caption[0].value.split()[1]
+    _fill(at)
+    at.get("form_submit_button")[0].click().run()
+    next(b for b in at.button if b.label.startswith("Undo")).click().run()
+    assert at.caption[0].value.split()[1] == item
+    _fill(at, {f"{d}_{s}": labelling.options_for(d)[1] for d in demo.DIMENSIONS for s in ("left", "right")})
+    at.get("form_submit_button")[0].click().run()
+    n = _con(db).execute("SELECT count(*) FROM labels WHERE item_id = ?", [item]).fetchone()[0]
+    assert n == 12  # the correction is appended; history kept
