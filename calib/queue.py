@@ -200,24 +200,40 @@ def _insert_queue(con, rows) -> None:
 
 # --------------------------------------------------------------------------- serving
 
-# Serving state comes from the small leases table in one pass (labels can be many): how many SMEs
-# labelled the item, how many hold it now, whether this SME has seen it, whether it awaits review.
-SERVABLE = """
-    WITH st AS (
+# Serving looks at the open head of the queue (items still needing an SME, second opinions first,
+# then by priority) and, for those only, at the leases: who holds the item now, whether this SME
+# has seen it, whether it awaits a lead's review. HEAD rows are enough unless this SME has skipped
+# or holds them all; then the whole queue is searched.
+_SERVABLE_TEMPLATE = """
+    WITH cand AS (
+        SELECT * FROM queue WHERE n_done < CASE WHEN overlap THEN 2 ELSE 1 END
+        ORDER BY (n_done > 0) DESC, priority DESC NULLS LAST, queue_id {head}),
+    st AS (
         SELECT item_id,
-               count(DISTINCT annotator) FILTER (WHERE outcome = 'labelled') AS done,
                count(*) FILTER (WHERE ended_at IS NULL AND expires_at > ?) AS active,
                bool_or(annotator = ? AND (outcome IN ('labelled', 'skipped', 'flagged')
                                           OR (ended_at IS NULL AND expires_at > ?))) AS mine,
                bool_or(outcome = 'flagged' AND lease_id NOT IN (
                    SELECT lease_id FROM flag_reviews WHERE decision = 'return')) AS blocked
-        FROM leases GROUP BY item_id)
+        FROM leases WHERE item_id IN (SELECT item_id FROM cand) GROUP BY item_id)
     SELECT q.item_id, q.inclusion_prob, q.reason, q.priority, q.overlap, q.queue_id
-    FROM queue q LEFT JOIN st USING (item_id)
+    FROM cand q LEFT JOIN st USING (item_id)
     WHERE NOT coalesce(st.mine, FALSE) AND NOT coalesce(st.blocked, FALSE)
-      AND coalesce(st.done, 0) + coalesce(st.active, 0) < CASE WHEN q.overlap THEN 2 ELSE 1 END
-    ORDER BY (coalesce(st.done, 0) > 0) DESC, q.priority DESC NULLS LAST, q.queue_id
+      AND q.n_done + coalesce(st.active, 0) < CASE WHEN q.overlap THEN 2 ELSE 1 END
+    ORDER BY (q.n_done > 0) DESC, q.priority DESC NULLS LAST, q.queue_id
 """
+HEAD = 200
+SERVABLE_HEAD = _SERVABLE_TEMPLATE.format(head=f"LIMIT {HEAD}")
+SERVABLE = _SERVABLE_TEMPLATE.format(head="")
+
+
+def _first_servable(con, annotator: str, now: datetime):
+    row = con.execute(SERVABLE_HEAD + " LIMIT 1", [now, annotator, now]).fetchone()
+    if row is None:
+        row = con.execute(SERVABLE + " LIMIT 1", [now, annotator, now]).fetchone()
+    return row
+
+
 _SWEEP_EVERY_S = 60.0
 _last_sweep = [0.0]
 
@@ -260,7 +276,7 @@ def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | No
                 con.execute("UPDATE leases SET ended_at = expires_at, outcome = 'expired' "
                             "WHERE ended_at IS NULL AND expires_at <= ?", [now])
                 _last_sweep[0] = time.monotonic()
-            row = con.execute(SERVABLE + " LIMIT 1", [now, annotator, now]).fetchone()
+            row = _first_servable(con, annotator, now)
             if row is None:
                 return None
             expires = now + timedelta(minutes=minutes)
@@ -333,15 +349,18 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
             raise TiebreakError(f"lease {lease_id} belongs to {owner}, not {annotator}")
         if outcome == "labelled":
             raise TiebreakError(f"lease {lease_id} was already submitted")
-        models = [m for (m,) in con.execute("SELECT model FROM outputs WHERE item_id = ?", [item_id]).fetchall()]
+        models = {m for (m,) in con.execute("SELECT model FROM outputs WHERE item_id = ?", [item_id]).fetchall()}
+        rows = []
         for (m, dim), (verdict, kind) in verdicts.items():
             if m not in models or dim not in s["dimensions"]:
                 raise TiebreakError(f"unknown model/dimension {m}/{dim} for item {item_id}")
             side = None if left_model is None else ("left" if m == left_model else "right")
+            rows += [item_id, m, dim, bool(verdict), kind, annotator, now, note, duration_ms, lease_id, side]
+        if rows:
             con.execute(
-                """INSERT INTO labels (item_id, model, dimension, verdict, kind, annotator, created_at, note, source,
-                       duration_ms, lease_id, side) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'app', ?, ?, ?)""",
-                [item_id, m, dim, bool(verdict), kind, annotator, now, note, duration_ms, lease_id, side])
+                "INSERT INTO labels (item_id, model, dimension, verdict, kind, annotator, created_at, note, source, "
+                "duration_ms, lease_id, side) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, 'app', ?, ?, ?)"] * len(verdicts)), rows)
         if preference is not None:
             if preference not in ("candidate", "baseline", "tie"):
                 raise TiebreakError(f"preference {preference!r} must be candidate, baseline or tie")
@@ -353,4 +372,8 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
                     [item_id, s["baseline"], cand, preference, strength, annotator, now, note, duration_ms, lease_id,
                      left_model])
         con.execute("UPDATE leases SET ended_at = ?, outcome = 'labelled' WHERE lease_id = ?", [now, lease_id])
+        con.execute(
+            """UPDATE queue SET n_done = (SELECT count(DISTINCT annotator) FROM leases
+                                          WHERE item_id = ? AND outcome = 'labelled')
+               WHERE item_id = ?""", [item_id, item_id])
     return len(verdicts)

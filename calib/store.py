@@ -253,8 +253,14 @@ def _m005_label_cells(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m006_queue_progress(con: duckdb.DuckDBPyConnection) -> None:
+    """How many SMEs have labelled each queued item, kept up to date on submit, so serving looks
+    only at the open head of the queue."""
+    con.execute("ALTER TABLE queue ADD COLUMN n_done INTEGER DEFAULT 0")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
-    _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells,
+    _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
 ]
 
 

@@ -184,6 +184,7 @@ EXPECTED_SCHEMA = {
         ("batch_id", "BIGINT", True),
         ("overlap", "BOOLEAN", False),
         ("created_at", "TIMESTAMP", False),
+        ("n_done", "INTEGER", True),
     ],
     "settings": [
         ("key", "VARCHAR", False),

@@ -1,0 +1,120 @@
+"""End to end in a real browser: `streamlit run` on 127.0.0.1, Debian's chromium driven by Playwright.
+
+An SME signs in and rates items with the keyboard only; the labels are then found in DuckDB.
+Reports the median time from submit to the next item shown (printed; quoted in the notes) and
+saves screenshots under tests/_artifacts/. Skipped when chromium or playwright is missing
+(.ci/run installs both).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from calib import demo, store, users
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ART = ROOT / "tests" / "_artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.slow
+
+playwright = pytest.importorskip("playwright.sync_api")
+if not os.path.exists(CHROMIUM):
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    db = tmp_path / "browser.duckdb"
+    con = store.connect(db)
+    demo.load_demo(con, 150, seed=8)
+    users.add_user(con, "ana", "sme", "ana-password")
+    con.close()
+    port = _free_port()
+    env = {**os.environ, "TIEBREAK_DB": str(db)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    yield url, proc, db
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _item(page) -> str:
+    return page.locator("text=/^Item q\\d+/").first.inner_text().split()[1]
+
+
+def test_sign_in_and_rate_with_the_keyboard_only(server):
+    url, proc, db = server
+    ART.mkdir(parents=True, exist_ok=True)
+    dims = len(demo.DIMENSIONS)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(url)
+        page.get_by_label("User name").wait_for(timeout=60_000)
+        page.get_by_label("User name").focus()
+        page.keyboard.type("ana")
+        page.keyboard.press("Tab")
+        page.keyboard.type("ana-password")
+        page.keyboard.press("Enter")
+        page.locator("text=/^Item q\\d+/").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)  # the shortcut script loads with the page
+        rated, times = [], []
+        for n in range(6):
+            item = _item(page)
+            page.locator("body").click(position={"x": 5, "y": 5})  # focus the page, not a text box
+            for _ in range(2 * dims):
+                page.keyboard.press("1")
+            page.keyboard.press("3")  # about the same
+            if n == 0:
+                page.screenshot(path=str(ART / "label_filled.png"), full_page=True)
+            t0 = time.perf_counter()
+            page.keyboard.press("Control+Enter")
+            page.wait_for_function(
+                "old => { const e = [...document.querySelectorAll('p, div')].find(x => /^Item q\\\\d+/.test(x.innerText));"
+                " return e && !e.innerText.startsWith('Item ' + old); }", arg=item, timeout=20_000)
+            times.append(time.perf_counter() - t0)
+            rated.append(item)
+        page.screenshot(path=str(ART / "label_next.png"), full_page=True)
+        browser.close()
+    proc.terminate()
+    proc.wait(10)
+    con = store.connect(db, read_only=True)
+    rows = con.execute("SELECT item_id, count(*), bool_and(verdict) FROM labels WHERE annotator = 'ana' GROUP BY item_id").fetchall()
+    assert {r[0] for r in rows} == set(rated)
+    assert all(r[1] == 2 * dims and r[2] for r in rows)
+    prefs = con.execute("SELECT DISTINCT preference FROM pair_labels WHERE annotator = 'ana'").fetchall()
+    assert prefs == [("tie",)]
+    median_ms = 1000 * statistics.median(times)
+    (ART / "timing.txt").write_text(f"submit to next item: median {median_ms:.0f} ms, all {[round(1000 * t) for t in times]}\n")
+    print(f"\nsubmit to next item: median {median_ms:.0f} ms over {len(times)} items")
