@@ -67,6 +67,13 @@ def server(tmp_path):
         proc.wait(10)
 
 
+NEXT_ITEM_JS = r"""old => {
+    const e = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+        .find(x => /^Item q\d+/.test(x.innerText));
+    return e && !e.innerText.startsWith('Item ' + old + ' ');
+}"""
+
+
 def _item(page) -> str:
     return page.locator("text=/^Item q\\d+/").first.inner_text().split()[1]
 
@@ -81,18 +88,18 @@ def test_sign_in_and_rate_with_the_keyboard_only(server):
             "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.goto(url)
-        page.get_by_label("User name").wait_for(timeout=60_000)
-        page.get_by_label("User name").focus()
+        page.get_by_role("textbox", name="User name").wait_for(timeout=60_000)
+        page.get_by_role("textbox", name="User name").focus()
         page.keyboard.type("ana")
         page.keyboard.press("Tab")
         page.keyboard.type("ana-password")
         page.keyboard.press("Enter")
         page.locator("text=/^Item q\\d+/").first.wait_for(timeout=60_000)
-        page.wait_for_timeout(1500)  # the shortcut script loads with the page
+        page.wait_for_function("() => document.__tiebreakKeys === true", timeout=30_000)  # shortcuts loaded
         rated, times = [], []
         for n in range(6):
             item = _item(page)
-            page.locator("body").click(position={"x": 5, "y": 5})  # focus the page, not a text box
+            page.evaluate("document.activeElement && document.activeElement.blur()")  # not in a text box
             for _ in range(2 * dims):
                 page.keyboard.press("1")
             page.keyboard.press("3")  # about the same
@@ -100,9 +107,7 @@ def test_sign_in_and_rate_with_the_keyboard_only(server):
                 page.screenshot(path=str(ART / "label_filled.png"), full_page=True)
             t0 = time.perf_counter()
             page.keyboard.press("Control+Enter")
-            page.wait_for_function(
-                "old => { const e = [...document.querySelectorAll('p, div')].find(x => /^Item q\\\\d+/.test(x.innerText));"
-                " return e && !e.innerText.startsWith('Item ' + old); }", arg=item, timeout=20_000)
+            page.wait_for_function(NEXT_ITEM_JS, arg=item, timeout=20_000)
             times.append(time.perf_counter() - t0)
             rated.append(item)
         page.screenshot(path=str(ART / "label_next.png"), full_page=True)

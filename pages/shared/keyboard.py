@@ -22,15 +22,16 @@ _SCRIPT = """
 <script>
 (function () {
   const doc = window.parent.document;
-  if (doc.__tiebreakKeys) return;
-  doc.__tiebreakKeys = true;
+  // A rerun may re-create this frame, and a listener owned by a removed frame stops working:
+  // every load replaces the previous handler.
+  if (doc.__tiebreakHandler) doc.removeEventListener('keydown', doc.__tiebreakHandler, true);
   const click = (prefix) => {
     const b = [...doc.querySelectorAll('button')].find(x => x.innerText.trim().startsWith(prefix));
     if (b) { b.click(); return true; } return false;
   };
   const groups = () => [...doc.querySelectorAll('[data-testid="stForm"] [role="radiogroup"]')];
   const answered = (g) => !!g.querySelector('input:checked');
-  doc.addEventListener('keydown', (e) => {
+  const handler = (e) => {
     const t = e.target;
     const typing = t && (t.tagName === 'TEXTAREA' || (t.tagName === 'INPUT' && t.type !== 'radio'));
     if (e.ctrlKey && e.key === 'Enter') { if (click('Submit')) e.preventDefault(); return; }
@@ -53,12 +54,15 @@ _SCRIPT = """
       const i = parseInt(e.key, 10) - 1;
       if (i < opts.length) { opts[i].click(); e.preventDefault(); }
     }
-  }, true);
+  };
+  doc.__tiebreakHandler = handler;
+  doc.addEventListener('keydown', handler, true);
+  doc.__tiebreakKeys = true;
 })();
 </script>
 """
 
 
 def install() -> None:
-    """Add the shortcut listener to the page (once per browser tab)."""
+    """Add (or refresh) the shortcut listener on the page."""
     components.html(_SCRIPT, height=0)
