@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--store", default=str(Path(__file__).parent / "out" / "scale.duckdb"))
     ap.add_argument("--seconds", type=float, default=300)
     ap.add_argument("--smes", type=int, default=8)
-    ap.add_argument("--think", type=float, default=0.2, help="mean think time per item, seconds")
+    ap.add_argument("--think", type=float, default=2.0, help="mean think time per item, seconds (0.2 = stress)")
     args = ap.parse_args()
     src = Path(args.store)
     if not src.exists():
