@@ -240,6 +240,14 @@ def _raise_first_bad(con, view, path, checks) -> None:
         raise InputError(str(path), r, col, f"{msg} (got {shown})")
 
 
+def _number_checks(col: str, typ: str, lo: float, hi: float, what: str, hint: str = "") -> list[tuple[str, str, str]]:
+    """Checks that a staged column holds numbers within [lo, hi] (empty cells allowed)."""
+    e = _num_expr(col, typ)
+    return [(col, f"s.{_q(col)} IS NOT NULL AND {e} IS NULL", f"{what} is not a number"),
+            (col, f"{e} IS NOT NULL AND (isnan({e}) OR {e} < {lo} OR {e} > {hi})",
+             f"{what} out of range [{lo:g}, {hi:g}]{hint}")]
+
+
 def _require(path, columns: list[str], required: list[str]) -> None:
     for col in required:
         if col not in columns:
@@ -302,10 +310,7 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -
 
     checks = [(c, f"{_text_expr(c)} IS NULL", "must not be empty") for c in OUTPUT_REQUIRED]
     for c in judge_cols:
-        e = _num_expr(c, types[c])
-        checks.append((c, f"s.{_q(c)} IS NOT NULL AND {e} IS NULL", "judge score is not a number"))
-        checks.append((c, f"{e} IS NOT NULL AND (isnan({e}) OR {e} < {SCORE_MIN} OR {e} > {SCORE_MAX})",
-                       f"judge score out of range [{SCORE_MIN:g}, {SCORE_MAX:g}]"))
+        checks += _number_checks(c, types[c], SCORE_MIN, SCORE_MAX, "judge score")
     for c in OUTPUT_OPTIONAL_NUM:
         if c in columns:
             e = _num_expr(c, types[c])
@@ -425,10 +430,7 @@ def _import_pair_prefs(con, path: Path, columns: list[str]) -> ImportReport:
     types = _column_types(con, "_stage")
     checks = [(c, f"{_text_expr(c)} IS NULL", "must not be empty") for c in PREF_REQUIRED]
     for c in pref_cols:
-        e = _num_expr(c, types[c])
-        checks.append((c, f"s.{_q(c)} IS NOT NULL AND {e} IS NULL", "preference is not a number"))
-        checks.append((c, f"{e} IS NOT NULL AND (isnan({e}) OR {e} < 0 OR {e} > 1)",
-                       "preference out of range [0, 1] (1 = candidate better, 0.5 = tie)"))
+        checks += _number_checks(c, types[c], 0, 1, "preference", " (1 = candidate better, 0.5 = tie)")
     checks.append(("item_id", f"{_text_expr('item_id')} NOT IN (SELECT item_id FROM items)", "unknown item_id"))
     for c in ("baseline", "candidate"):
         checks.append((c, f"NOT EXISTS (SELECT 1 FROM outputs o WHERE o.item_id = {_text_expr('item_id')} "
