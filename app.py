@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from calib import store
+from calib import queue, store
 from pages.shared import ui
 
 st.set_page_config(page_title="Tiebreak", page_icon=":material/balance:", layout="wide")
 if st.session_state.get("auth_role") == "sme":
     st.switch_page("pages/1_Label.py")
-ui.require("lead", "admin")
+user, role = ui.require("lead", "admin")
 cur = ui.cursor()
 st.title("Tiebreak")
 st.caption("Replace a production LLM with statistical confidence: automated judges, calibrated on SME labels.")
@@ -43,3 +43,30 @@ if s["labels"] or s["pair_labels"]:
     st.dataframe(s["labels"] + s["pair_labels"], hide_index=True, width="stretch")
 else:
     st.info("No SME labels yet.")
+
+st.subheader("Queue")
+left, right = st.columns(2)
+with left:
+    st.markdown("**Queued items by reason**")
+    summary = queue.queue_summary(cur)
+    if summary:
+        st.dataframe(summary, hide_index=True, width="stretch")
+    else:
+        st.info("Nothing queued yet: the labelling page fills the queue, or run `tiebreak queue`.")
+with right:
+    st.markdown("**Where the judges disagree most**")
+    st.dataframe(queue.top_disagreements(cur, 15), hide_index=True, width="stretch")
+
+st.subheader("Flagged by SMEs")
+flagged = queue.review_list(cur)
+if not flagged:
+    st.caption("No flagged items waiting.")
+for f in flagged:
+    c1, c2, c3 = st.columns([4, 1, 1])
+    c1.text(f"{f['item_id']} flagged by {f['annotator']}: {f['reason']}")
+    if c2.button("Return to queue", key=f"home_return_{f['lease_id']}"):
+        queue.review_flag(ui.cursor(), f["lease_id"], user, "return")
+        st.rerun()
+    if c3.button("Drop", key=f"home_drop_{f['lease_id']}"):
+        queue.review_flag(ui.cursor(), f["lease_id"], user, "drop")
+        st.rerun()

@@ -161,6 +161,11 @@ def cmd_queue(args) -> int:
     from calib import queue
 
     con = store.connect(args.db)
+    if args.segment or args.topic or args.judge_fail:
+        batch = queue.queue_filtered(con, n=args.n, segment=args.segment, topic=args.topic,
+                                     judge_fail=args.judge_fail, seed=args.seed)
+        print(f"queued {batch.selected} of {batch.eligible} matching unlabelled items (recorded as a lead filter)",
+              file=sys.stderr)
     have = queue.servable(con, args.lease or "", limit=args.n)
     tries = 0
     while len(have) < args.n and tries < 20:
@@ -289,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--random-share", type=float, help="share chosen uniformly at random (default: setting, 0.2)")
     c.add_argument("--format", choices=["csv", "json"], default="csv")
     c.add_argument("--lease", metavar="ANNOTATOR", help="lease the printed items to this annotator")
+    c.add_argument("--segment", help="lead filter: queue N random unlabelled items of this segment")
+    c.add_argument("--topic", help="lead filter: ... of this topic")
+    c.add_argument("--judge-fail", metavar="JUDGE", help="lead filter: ... that this judge fails on some dimension")
     _db_arg(c)
     c.set_defaults(func=cmd_queue)
 

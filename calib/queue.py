@@ -322,6 +322,26 @@ def review_flag(con: duckdb.DuckDBPyConnection, lease_id: int, reviewer: str, de
         con.execute("INSERT INTO flag_reviews VALUES (?, ?, ?, ?, current_timestamp)", [lease_id, reviewer, decision, note])
 
 
+def top_disagreements(con: duckdb.DuckDBPyConnection, n: int = 20) -> list[dict]:
+    """The items where the judges disagree most (within an output, or between the two models)."""
+    engine.ensure_cells(con)
+    rows = con.execute(
+        """SELECT item_id, segment, topic, within_judges, between_models, score FROM item_disagreement
+           ORDER BY score DESC, item_id LIMIT ?""", [n]).fetchall()
+    return [{"item_id": r[0], "segment": r[1], "topic": r[2], "judges_disagree": round(r[3], 3),
+             "models_differ": round(r[4], 3), "score": round(r[5], 3)} for r in rows]
+
+
+def queue_summary(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Queued items by reason: how many, how many done, mean inclusion probability."""
+    rows = con.execute(
+        """SELECT reason, count(*), count(*) FILTER (WHERE n_done >= CASE WHEN overlap THEN 2 ELSE 1 END),
+                  avg(inclusion_prob), count(*) FILTER (WHERE overlap)
+           FROM queue GROUP BY reason ORDER BY 2 DESC""").fetchall()
+    return [{"reason": r[0], "queued": r[1], "done": r[2], "mean_inclusion_prob": round(r[3], 5), "overlap": r[4]}
+            for r in rows]
+
+
 def review_list(con: duckdb.DuckDBPyConnection) -> list[dict]:
     """Flagged items awaiting a lead's decision."""
     rows = con.execute(

@@ -37,3 +37,20 @@ def test_home_shows_counts(demo_db):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Items"] == "200" and metrics["Outputs"] == "400"
     assert any("support-legacy-v1" in t.value for t in at.text)
+
+
+def test_home_review_list_returns_flagged_item(demo_db):
+    from calib import queue, store
+
+    from pages.shared import ui
+
+    con = ui._connection(str(demo_db)).cursor()
+    queue.refill(con, 5, seed=1)
+    lease = queue.next_item(con, "ana")
+    queue.flag(con, lease.lease_id, "ana", "personal data in prompt")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    assert any("personal data in prompt" in t.value for t in at.text)
+    next(b for b in at.button if b.label == "Return to queue").click().run()
+    assert queue.review_list(con) == []
+    assert store.get_settings(con)["baseline"]

@@ -159,3 +159,12 @@ def test_filtered_queue_is_recorded_as_such(demo_con):
     assert len(rows) == 5 == batch.selected
     assert all(r[0] == "lead filter: segment=eu" and r[1] == "filtered" and r[3] == "eu" for r in rows)
     assert rows[0][2] == pytest.approx(5 / batch.eligible)
+
+
+def test_lead_views_and_cli_filter(demo_con, tmp_path):
+    assert len(queue.top_disagreements(demo_con, 5)) == 5
+    top = queue.top_disagreements(demo_con, 5)
+    assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
+    queue.refill(demo_con, 20, seed=1)
+    assert sum(r["queued"] for r in queue.queue_summary(demo_con)) == demo_con.execute(
+        "SELECT count(*) FROM queue").fetchone()[0]
