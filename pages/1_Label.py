@@ -57,30 +57,26 @@ def on_undo() -> None:
                            if lease else "Nothing to undo yet.")
 
 
-# ---- the item
-lease = queue.next_item(cur, user)
-if lease is None:
-    queue.refill(cur, 20)
+# ---- the item, the form and progress: a fragment, so a submit re-renders only this part
+
+
+@st.fragment
+def labelling_area() -> None:
+    cur = ui.cursor()
     lease = queue.next_item(cur, user)
-if lease is None:
-    st.success("Nothing left to label. Thank you!")
-    st.stop()
-ss["label_started"].setdefault(lease.lease_id, time.time())
-view = labelling.item_view(cur, lease.item_id, user, show_judges=settings["show_judges_to_sme"])
-
-with st.sidebar:
-    p = labelling.progress(cur, user)
-    st.metric("Labelled today", p["labelled_today"])
-    st.metric("Left in queue", p["left_in_queue"])
-    st.metric("Agreement with others", "-" if p["agreement"] is None else f"{p['agreement']:.0%}",
-              help=f"on {p['agreement_pairs']} overlapping verdicts")
-
-main, side = st.columns([3, 1])
-with main:
+    if lease is None:
+        queue.refill(cur, 20)
+        lease = queue.next_item(cur, user)
+    if lease is None:
+        st.success("Nothing left to label. Thank you!")
+        return
+    ss["label_started"].setdefault(lease.lease_id, time.time())
+    view = labelling.item_view(cur, lease.item_id, user, show_judges=settings["show_judges_to_sme"])
     kind, text = ss["label_message"] or (None, None)
     if kind:
         getattr(st, kind)(text)
         ss["label_message"] = None
+    p = labelling.progress(cur, user)
     st.caption(f"Item {view.item_id} · segment {view.segment}")
     st.markdown("**Prompt**")
     st.code(view.prompt, language=None, wrap_lines=True)
@@ -96,7 +92,7 @@ with main:
     right.code(view.right_output, language=None, wrap_lines=True)
     if view.judges:
         with st.expander("Judge scores (shown because a lead switched them on)"):
-            for sd, col in (("left", left), ("right", right)):
+            for sd in ("left", "right"):
                 st.caption(f"{sd}: " + "; ".join(f"{d}: " + ", ".join(f"{j} {v:g}" for j, v in js.items())
                                                  for d, js in view.judges[sd].items()))
 
@@ -122,7 +118,16 @@ with main:
     b2.button("Flag (Alt+F)", on_click=on_flag, args=(lease.lease_id,))
     b3.caption("Rated the previous item wrongly?")
     b3.button("Undo last (Alt+U)", on_click=on_undo)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Labelled today", p["labelled_today"])
+    m2.metric("Left in queue", p["left_in_queue"])
+    m3.metric("Agreement with others", "-" if p["agreement"] is None else f"{p['agreement']:.0%}",
+              help=f"on {p['agreement_pairs']} overlapping verdicts")
 
+
+main, side = st.columns([3, 1])
+with main:
+    labelling_area()
 with side:
     st.markdown("**Keyboard**")
     st.table({"key": [k for k, _ in keyboard.CHEATSHEET], "does": [v for _, v in keyboard.CHEATSHEET]})

@@ -74,6 +74,13 @@ NEXT_ITEM_JS = r"""old => {
 }"""
 
 
+FORM_READY_JS = r"""n => {
+    const groups = document.querySelectorAll('[data-testid="stForm"] [role="radiogroup"]');
+    return groups.length === n && !document.querySelector('[data-testid="stForm"] input:checked')
+        && document.__tiebreakKeys === true;
+}"""
+
+
 def _item(page) -> str:
     return page.locator("text=/^Item q\\d+/").first.inner_text().split()[1]
 
@@ -97,7 +104,8 @@ def test_sign_in_and_rate_with_the_keyboard_only(server):
         page.locator("text=/^Item q\\d+/").first.wait_for(timeout=60_000)
         page.wait_for_function("() => document.__tiebreakKeys === true", timeout=30_000)  # shortcuts loaded
         rated, times = [], []
-        for n in range(6):
+        for n in range(10):
+            page.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)  # typing before it would be lost
             item = _item(page)
             page.evaluate("document.activeElement && document.activeElement.blur()")  # not in a text box
             for _ in range(2 * dims):

@@ -131,3 +131,14 @@ def test_undo_reopens_previous_item_and_appends(db):
     at.get("form_submit_button")[0].click().run()
     n = _con(db).execute("SELECT count(*) FROM labels WHERE item_id = ?", [item]).fetchone()[0]
     assert n == 12  # the correction is appended; history kept
+
+
+def test_left_right_order_varies_across_items_on_the_page(db):
+    at = _app()
+    at.run()
+    for _ in range(8):
+        _fill(at)
+        at.get("form_submit_button")[0].click().run()
+    sides = _con(db).execute(
+        "SELECT DISTINCT side FROM labels WHERE model = ? AND dimension = 'correctness'", [demo.BASELINE]).fetchall()
+    assert {s[0] for s in sides} == {"left", "right"}
