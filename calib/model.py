@@ -448,6 +448,19 @@ def _pair_nlp(params, X, y, F):
     return -(ll + prior)
 
 
+def _pair_nlp_draws(th, X, y, F):
+    """``_pair_nlp`` for many parameter draws at once (rows of ``th``)."""
+    gamma, c0, lg = th[:, :F], th[:, [F]], th[:, [F + 1]]
+    c1 = c0 + np.exp(lg)
+    eta = gamma @ X.T  # (D, K)
+    lp0 = log_expit(c0 - eta)
+    lp2 = log_expit(eta - c1)
+    p1 = np.clip(expit(c1 - eta) - expit(c0 - eta), 1e-300, None)
+    ll = np.where(y == 0, lp0, np.where(y == 2, lp2, np.log(p1))).sum(1)
+    prior = -0.5 * (gamma ** 2).sum(1) - 0.5 * (c0[:, 0] / 2.0) ** 2 - 0.5 * lg[:, 0] ** 2
+    return -(ll + prior)
+
+
 def _num_hessian(f, x, h=1e-4):
     P = len(x)
     H = np.empty((P, P))
@@ -459,7 +472,8 @@ def _num_hessian(f, x, h=1e-4):
 
 
 def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0) -> np.ndarray:
-    """Laplace fit of the ordered-logistic preference model; returns win-rate draws (D,).
+    """Laplace fit of the ordered-logistic preference model, importance-reweighted to the exact
+    posterior; returns win-rate draws (D,).
 
     Win rate = P(candidate better) + P(tie) / 2 over the population, labelled items counted
     with their observed preference.
@@ -475,7 +489,14 @@ def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0) -> np.ndarray:
         L = np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:
         L = np.linalg.cholesky(np.linalg.inv(H + 1e-6 * np.eye(len(res.x))))
-    th = res.x + rng.standard_normal((draws, len(res.x))) @ L.T
+    # Gaussian proposal, importance-reweighted to the exact posterior (as in fit_laplace)
+    proposal = int(1.5 * draws)
+    z = rng.standard_normal((proposal, len(res.x)))
+    th = res.x + z @ L.T
+    lw = -_pair_nlp_draws(th, X, data.obs_y, F) + 0.5 * (z ** 2).sum(1)
+    wi = np.exp(lw - lw.max())
+    wi = np.minimum(wi, wi.mean() * np.sqrt(len(wi)))
+    th = th[rng.choice(proposal, size=draws, p=wi / wi.sum())]
     eta = th[:, :F] @ data.cell_x.T  # (D, C)
     c0 = th[:, [F]]
     c1 = c0 + np.exp(th[:, [F + 1]])
