@@ -260,41 +260,45 @@ def _pad(K: int) -> int:
 
 
 def _obs_arrays(data: CellData, K_pad: int) -> dict[str, np.ndarray]:
-    K, J = len(data.obs_cell), len(data.judges)
-    om = np.zeros(K_pad, dtype=np.int64)
-    os_ = np.zeros(K_pad, dtype=np.int64)
-    ox = np.zeros((K_pad, J))
+    """Labelled cells as NUTS data: the unscaled design (padded with empty rows), passes, labels."""
+    K = len(data.obs_cell)
+    X = np.zeros((K_pad, data.n_params))
+    X[:K] = _design_unscaled(data, data.obs_cell)
     ok = np.zeros(K_pad, dtype=np.int64)
     on = np.zeros(K_pad, dtype=np.int64)
-    c = data.obs_cell
-    om[:K], os_[:K], ox[:K] = data.cell_model[c], data.cell_segment[c], data.cell_x[c]
     ok[:K], on[:K] = data.obs_k, data.obs_n
-    return {"obs_model": om, "obs_segment": os_, "obs_x": ox, "obs_k": ok, "obs_n": on}
+    return {"obs_X": X, "obs_k": ok, "obs_n": on}
 
 
 def build_pymc_model(data: CellData, K_pad: int | None = None):
-    """The generative model of the module docstring as a PyMC model (labelled cells as data)."""
-    import pymc as pm
+    """The generative model of the module docstring as a PyMC model (labelled cells as data).
 
+    The zero-sum deviations are written in the same orthonormal basis as the fast fit
+    (z ~ Normal(0, 1), d = Q z: PyMC's ZeroSumNormal), so eta is one product of the design with
+    [mu, b, tau * z_d, sigma * z_a]: a cheap gradient, and draws in the fast fit's layout.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    M, S, J = len(data.models), len(data.segments), len(data.judges)
     K_pad = K_pad or _pad(len(data.obs_cell))
     arr = _obs_arrays(data, K_pad)
-    coords = {"model": data.models, "segment": data.segments, "judge": data.judges, "obs": np.arange(K_pad)}
+    coords = {"model": data.models, "segment": data.segments, "judge": data.judges, "obs": np.arange(K_pad),
+              "param": np.arange(data.n_params)}
     with pm.Model(coords=coords) as model:
-        om = pm.Data("obs_model", arr["obs_model"], dims="obs")
-        os_ = pm.Data("obs_segment", arr["obs_segment"], dims="obs")
-        ox = pm.Data("obs_x", arr["obs_x"], dims=("obs", "judge"))
+        X = pm.Data("obs_X", arr["obs_X"], dims=("obs", "param"))
         on = pm.Data("obs_n", arr["obs_n"], dims="obs")
         ok = pm.Data("obs_k", arr["obs_k"], dims="obs")
         mu = pm.Normal("mu", 0.0, MU_SD, dims="model")
         b = pm.Normal("b_judge", 0.0, BETA_SD, dims="judge")
         tau = pm.HalfNormal("tau_judge", TAU_SCALE)
-        d = pm.ZeroSumNormal("d_judge", sigma=1.0, dims=("judge", "model"))  # sums to zero over models
-        beta = pm.Deterministic("beta", b[None, :] + tau * d.T, dims=("model", "judge"))
-        eta = mu[om] + (beta[om] * ox).sum(axis=-1)
-        if len(data.segments) > 1:
+        z_d = pm.Normal("z_judge", 0.0, 1.0, shape=(M - 1) * J)  # d[:, j] = Q_M z_d[:, j]: zero-sum over models
+        parts = [mu, b, tau * z_d]
+        if S > 1:
             sigma = pm.HalfNormal("sigma_segment", SIGMA_SCALE)
-            a = pm.ZeroSumNormal("a_segment", sigma=1.0, dims=("model", "segment"))  # zero over segments
-            eta = eta + sigma * a[om, os_]
+            z_a = pm.Normal("z_segment", 0.0, 1.0, shape=M * (S - 1))  # a[m] = Q_S z_a[m]: zero-sum over segments
+            parts.append(sigma * z_a)
+        eta = pt.dot(X, pt.concatenate(parts))
         # Binomial log-likelihood without its constant binomial coefficient (gammaln on every gradient)
         pm.Potential("k", (ok * eta - on * pm.math.log1pexp(eta)).sum())
     return model
@@ -323,12 +327,10 @@ def fit_nuts(data: CellData, draws: int = 800, tune: int = 800, chains: int = 2,
     post = idata.posterior
     mu = post["mu"].values.reshape(-1, M)
     b = post["b_judge"].values.reshape(-1, J)
-    d = post["d_judge"].values.reshape(-1, J, M)  # (draws, judge, model)
-    z_d = np.einsum("djm,mk->dkj", d, zero_sum_basis(M)).reshape(-1, (M - 1) * J)
+    z_d = post["z_judge"].values.reshape(-1, (M - 1) * J)
     tau = post["tau_judge"].values.reshape(-1)
     if S > 1:
-        a = post["a_segment"].values.reshape(-1, M, S)
-        z_a = np.einsum("dms,sk->dmk", a, zero_sum_basis(S)).reshape(-1, M * (S - 1))
+        z_a = post["z_segment"].values.reshape(-1, M * (S - 1))
         sigma = post["sigma_segment"].values.reshape(-1)
     else:
         z_a, sigma = np.zeros((len(mu), 0)), np.zeros(len(mu))
@@ -344,7 +346,7 @@ def convergence(idata, has_segments: bool = True) -> dict:
         warnings.simplefilter("ignore")
         import arviz as az
 
-        names = ["mu", "b_judge", "tau_judge", "d_judge"] + (["sigma_segment", "a_segment"] if has_segments else [])
+        names = ["mu", "b_judge", "tau_judge", "z_judge"] + (["sigma_segment", "z_segment"] if has_segments else [])
         rhat = az.rhat(idata, var_names=names)
         ess = az.ess(idata, var_names=names, method="bulk")
     max_rhat = float(max(np.nanmax(rhat[v].values) for v in names))
