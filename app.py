@@ -13,7 +13,7 @@ cur = ui.cursor()
 st.title("Tiebreak")
 st.caption("Replace a production LLM with statistical confidence: automated judges, calibrated on SME labels.")
 
-s = store.status(cur)
+s = ui.cached_status(ui.db_path())
 settings = store.get_settings(cur)
 st.subheader("Project")
 left, right = st.columns(2)
@@ -55,7 +55,7 @@ with left:
         st.info("Nothing queued yet: the labelling page fills the queue, or run `tiebreak queue`.")
 with right:
     st.markdown("**Where the judges disagree most**")
-    st.dataframe(queue.top_disagreements(cur, 15), hide_index=True, width="stretch")
+    st.dataframe(ui.cached_disagreements(ui.db_path(), 15), hide_index=True, width="stretch")
 
 st.subheader("Flagged by SMEs")
 flagged = queue.review_list(cur)

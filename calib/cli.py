@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -312,13 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     _db_arg(ul)
     ul.set_defaults(func=cmd_users_list)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
     return p
-
-
-# Other modules (fit, queue, ...) add their commands here, so this file stays the one entry point.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def command_names(parser: argparse.ArgumentParser | None = None) -> list[str]:

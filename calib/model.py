@@ -44,7 +44,6 @@ on the per-judge score differences and the judges' pairwise preferences (``fit_p
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 
@@ -511,6 +510,3 @@ def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0) -> np.ndarray:
     var = ((p_cand + 0.25 * p_tie - win ** 2) * unl).sum(1)
     return np.clip((mean + np.sqrt(np.maximum(var, 0)) * rng.standard_normal(draws)) / N, 0, 1)
 
-
-def logit(p: float) -> float:
-    return math.log(p / (1 - p))

@@ -33,6 +33,19 @@ def _connection(path: str) -> duckdb.DuckDBPyConnection:
     return store.connect(path)
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def cached_status(path: str) -> dict:
+    """Project counts (read-only; cached 30 s: counting millions of rows on every rerun is waste)."""
+    return store.status(_connection(path).cursor())
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def cached_disagreements(path: str, n: int) -> list[dict]:
+    from calib import queue
+
+    return queue.top_disagreements(_connection(path).cursor(), n)
+
+
 def cursor() -> duckdb.DuckDBPyConnection:
     """A fresh cursor on the process-wide connection (never share one cursor across threads)."""
     try:
