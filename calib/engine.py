@@ -467,3 +467,10 @@ def fits_history(con: duckdb.DuckDBPyConnection) -> list[dict]:
             out.append({"fit_id": fid, "created_at": at, "kind": kind, "n_labels": n, "seconds": secs,
                         **{k: d[k] for k in ("dimension", "candidate", "mean", "lo", "hi", "p_noninferior", "decision")}})
     return out
+
+
+def latest_fit(con: duckdb.DuckDBPyConnection, kind: str | None = None) -> dict | None:
+    """The newest recorded fit's result (of ``kind`` when given), or None."""
+    sql = "SELECT result FROM fits" + (" WHERE kind = ?" if kind else "") + " ORDER BY fit_id DESC LIMIT 1"
+    row = con.execute(sql, [kind] if kind else []).fetchall()
+    return json.loads(row[0][0]) if row else None

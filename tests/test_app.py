@@ -54,3 +54,23 @@ def test_home_review_list_returns_flagged_item(demo_db):
     next(b for b in at.button if b.label == "Return to queue").click().run()
     assert queue.review_list(con) == []
     assert store.get_settings(con)["baseline"]
+
+
+def test_decision_page_shows_what_fit_says(demo_db):
+    from calib import engine
+
+    from pages.shared import ui
+
+    con = ui._connection(str(demo_db)).cursor()
+    con.execute("""INSERT INTO labels (item_id, model, dimension, verdict, kind, annotator, created_at, source)
+                   SELECT item_id, model, dimension, verdict, kind, 'sim', current_timestamp, 'test' FROM sim_truth
+                   WHERE item_id IN (SELECT item_id FROM items ORDER BY item_id LIMIT 60)""")
+    fit = engine.fit_project(con, "fast")
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Decision.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    cards = {m.label: m.value for m in at.metric}
+    assert cards == {d["dimension"]: d["decision"].upper() for d in fit["diffs"]}
+    n_before = len(engine.fits_history(con))
+    next(b for b in at.button if b.label.startswith("Refit")).click().run()
+    assert len(engine.fits_history(con)) == n_before + len(fit["diffs"])  # a new fit adds one point per dimension

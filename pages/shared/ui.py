@@ -60,6 +60,7 @@ def cursor() -> duckdb.DuckDBPyConnection:
 PAGES = [  # (path, label, roles)
     ("app.py", "Home", ("lead", "admin")),
     ("pages/1_Label.py", "Label", ("sme", "lead", "admin")),
+    ("pages/2_Decision.py", "Decision", ("lead", "admin")),
 ]
 
 
