@@ -233,7 +233,6 @@ def load_dimension(con, dimension: str, models: list[str]) -> tuple[model.CellDa
     mi = {m: i for i, m in enumerate(models)}
     si = {s: i for i, s in enumerate(segments)}
     keep = [r for r in mc if r[1] in mi]
-    cell_index = {r[0]: k for k, r in enumerate(keep)}
     C = len(keep)
     cell_model = np.array([mi[r[1]] for r in keep], np.int64)
     cell_segment = np.array([si[r[2]] for r in keep], np.int64)
@@ -445,7 +444,9 @@ def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_wi
             bi, ci = models.index(base), models.index(c)
             delta = rates.overall[c] - rates.overall[base]
             mean, sd = float(delta.mean()), float(delta.std())
-            sd_fn = lambda k: forecast.delta_sd_after(data, post, [k], bi, ci, current_sd=sd)[0]  # noqa: E731
+            def sd_fn(k, data=data, post=post, bi=bi, ci=ci, sd=sd):  # bound now, not at call time
+                return forecast.delta_sd_after(data, post, [k], bi, ci, current_sd=sd)[0]
+
             sds = forecast.delta_sd_after(data, post, extra, bi, ci, current_sd=sd)
             out["forecasts"].append({
                 "dimension": dim, "baseline": base, "candidate": c, "mean": mean, "width_now": 2 * z * sd,

@@ -17,7 +17,6 @@ File kinds are told apart by their columns:
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -341,7 +340,7 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -
                 WHERE k > 1 AND rn > 1 ORDER BY _row LIMIT 1"""
         ).fetchone()
         if bad:
-            raise InputError(str(path), bad[0], col, f"differs from an earlier row of the same item_id")
+            raise InputError(str(path), bad[0], col, "differs from an earlier row of the same item_id")
         bad = con.execute(
             f"""SELECT min(c._row) FROM _clean c JOIN items i USING (item_id) WHERE c.{col} <> i.{col}"""
         ).fetchone()

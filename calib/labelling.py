@@ -106,7 +106,7 @@ def progress(con: duckdb.DuckDBPyConnection, annotator: str) -> dict:
     today = con.execute(
         "SELECT count(DISTINCT item_id) FROM labels WHERE annotator = ? AND created_at >= current_date",
         [annotator]).fetchone()[0]
-    left = len(queue.servable(con, annotator, limit=100000))
+    left = queue.servable_count(con, annotator)
     agree = con.execute(
         """WITH latest AS (
                SELECT item_id, model, dimension, annotator, verdict FROM labels

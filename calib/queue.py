@@ -238,6 +238,12 @@ _SWEEP_EVERY_S = 60.0
 _last_sweep = [0.0]
 
 
+def servable_count(con: duckdb.DuckDBPyConnection, annotator: str = "", now: datetime | None = None) -> int:
+    """How many items this annotator could still be served (a count, not the list)."""
+    now = now or _now()
+    return con.execute(f"SELECT count(*) FROM ({SERVABLE})", [now, annotator, now]).fetchone()[0]
+
+
 def servable(con: duckdb.DuckDBPyConnection, annotator: str = "", limit: int = 10, now: datetime | None = None) -> list[dict]:
     """The next items this annotator would be served, in order (second-opinion overlap items first)."""
     now = now or _now()

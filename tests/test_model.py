@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from calib import cells, crosscheck, demo, engine, forecast, ingest, model, store

@@ -122,7 +122,7 @@ def test_overlap_items_go_to_exactly_two_smes(demo_con):
     share = demo_con.execute("SELECT avg(overlap::INT) FROM queue").fetchone()[0]
     assert 0.15 < share < 0.45
     counts: dict[str, int] = {}
-    for rnd in range(40):
+    for _ in range(40):
         for name in ("ana", "bo", "cy"):
             lease = queue.next_item(demo_con, name, reuse_active=False)
             if lease:
@@ -168,3 +168,9 @@ def test_lead_views_and_cli_filter(demo_con, tmp_path):
     queue.refill(demo_con, 20, seed=1)
     assert sum(r["queued"] for r in queue.queue_summary(demo_con)) == demo_con.execute(
         "SELECT count(*) FROM queue").fetchone()[0]
+
+
+def test_servable_count_matches_the_list(demo_con):
+    queue.refill(demo_con, 30, seed=2)
+    queue.next_item(demo_con, "ana")
+    assert queue.servable_count(demo_con, "bo") == len(queue.servable(demo_con, "bo", limit=10_000))
