@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -101,6 +102,11 @@ def test_nuts_agrees_with_fast_fit():
     width = a[2] - a[1]
     assert max(abs(x - y) for x, y in zip(a, b)) <= 0.15 * width
     assert set(nuts.diagnostics) >= {"max_rhat", "min_ess_bulk", "divergences", "warnings"}
+    # a refit with a different number of labelled cells reuses the compiled model
+    compiled = dict(model._COMPILED)
+    fewer = dataclasses.replace(data, obs_cell=data.obs_cell[:-7], obs_k=data.obs_k[:-7], obs_n=data.obs_n[:-7])
+    again = model.fit_nuts(fewer, draws=100, tune=100, seed=2)
+    assert model._COMPILED == compiled and again.theta.shape == (200, data.n_params)
 
 
 def test_pairwise_win_rate_covers_truth():
