@@ -6,3 +6,10 @@ computes.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# No run may reach the internet except a configured provider: litellm fetches its price map at
+# import unless told to use its bundled copy, and token counting may try the Hugging Face hub.
+_os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+_os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -10,6 +10,8 @@ import argparse
 import json
 import os
 import sys
+import threading
+import time
 from typing import Sequence
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -222,6 +224,73 @@ def cmd_users_list(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _judge_run(args, generate: bool) -> int:
+    from calib import judge_config, judges
+
+    cfg = judge_config.load_config(args.config)
+    con = store.connect(args.db)
+    last = [0.0]
+
+    def show(p: judges.Progress) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0 or p.done == p.total:
+            last[0] = now
+            print(f"\r{p.done}/{p.total} calls, {p.ok} ok, {p.failed} failed, ${p.cost_usd:.4f}", end="",
+                  file=sys.stderr, flush=True)
+
+    stop = threading.Event()
+    try:
+        p = judges.run(con, cfg, limit=args.limit, generate=generate, concurrency=args.concurrency,
+                       stop=stop, on_progress=show)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    print(file=sys.stderr)
+    what = "outputs generated" if generate else "judge calls"
+    print(f"{what}: {p.ok} ok, {p.failed} failed, {p.skipped} already done (skipped); "
+          f"cost ${p.cost_usd:.4f}; {p.finished - p.started:.1f} s")
+    for f in p.last_failures:
+        print(f"  failed: {f}")
+    if p.error:
+        print(f"  {p.error}")
+    elif p.stopped:
+        print("  stopped before the end: re-run to go on")
+    if p.failed:
+        print("  re-run the same command to retry the failed calls (done ones are skipped)")
+    return 0
+
+
+def cmd_judge_run(args) -> int:
+    return _judge_run(args, generate=False)
+
+
+def cmd_judge_generate(args) -> int:
+    return _judge_run(args, generate=True)
+
+
+def cmd_judge_report(args) -> int:
+    from calib import judges
+
+    con = store.connect(args.db, read_only=args.read_only)
+    out = {"calls": judges.call_summary(con), "position_bias": judges.position_bias(con)}
+    if args.json:
+        _print_json(out)
+        return 0
+    print(f"{'judge':<20} {'task':<9} {'ok':>6} {'failed':>6} {'tokens in/out':>16} {'cost $':>9} {'p50 ms':>7} {'p95 ms':>7}")
+    for r in out["calls"]:
+        tok = f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}"
+        cost = f"{r['cost_usd']:.4f}" if r["cost_usd"] is not None else "-"
+        p50 = f"{r['latency_p50_ms']:.0f}" if r["latency_p50_ms"] is not None else "-"
+        p95 = f"{r['latency_p95_ms']:.0f}" if r["latency_p95_ms"] is not None else "-"
+        print(f"{r['judge']:<20} {r['task']:<9} {r['ok']:>6} {r['failed']:>6} {tok:>16} {cost:>9} {p50:>7} {p95:>7}")
+    for r in out["position_bias"]:
+        if r["first_position_rate"] is not None:
+            print(f"position bias {r['judge']} / {r['dimension']}: picks the first answer in "
+                  f"{r['first_position_rate']:.0%} [{r['lo']:.0%}, {r['hi']:.0%}] of decided calls; "
+                  f"orders agree on {r['order_consistency'] or 0:.0%} of {r['pairs_both_orders']} pairs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tiebreak",
@@ -299,6 +368,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--judge-fail", metavar="JUDGE", help="lead filter: ... that this judge fails on some dimension")
     _db_arg(c)
     c.set_defaults(func=cmd_queue)
+
+    jd = sub.add_parser("judge", help="run automated judges (litellm or offline) and generate candidate outputs")
+    jsub = jd.add_subparsers(dest="judge_command", metavar="ACTION", required=True)
+    for name, func, hlp in (
+            ("run", cmd_judge_run, "score every output with the configured judges (resumable: done calls are skipped)"),
+            ("generate", cmd_judge_generate, "generate the [generate] model's outputs for every item (streams; records latency, time to first token, tokens, cost)")):
+        jr = jsub.add_parser(name, help=hlp)
+        jr.add_argument("--config", required=True, help="judges TOML file (see data/judges.example.toml)")
+        jr.add_argument("--limit", type=int, help="only the first N items (by id)")
+        jr.add_argument("--concurrency", type=int, help="calls in flight (default: the file's [run] concurrency, 8)")
+        _db_arg(jr)
+        jr.set_defaults(func=func)
+    jr = jsub.add_parser("report", help="calls, failures, tokens, cost and latency per judge; pairwise position bias")
+    jr.add_argument("--json", action="store_true", help="print JSON")
+    jr.add_argument("--read-only", action="store_true", help="open read-only")
+    _db_arg(jr)
+    jr.set_defaults(func=cmd_judge_report)
 
     us = sub.add_parser("users", help="manage app users (sme, lead, admin)")
     usub = us.add_subparsers(dest="users_command", metavar="ACTION", required=True)

@@ -357,7 +357,7 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -
            ORDER BY _row"""
     )
     con.execute(
-        """INSERT INTO outputs
+        """INSERT INTO outputs (item_id, model, output, latency_ms, input_tokens, output_tokens, cost_usd)
            SELECT item_id, model, output, latency_ms, input_tokens, output_tokens, cost_usd FROM _clean c
            WHERE NOT EXISTS (SELECT 1 FROM outputs o WHERE o.item_id = c.item_id AND o.model = c.model)
            ORDER BY _row"""

@@ -259,8 +259,43 @@ def _m006_queue_progress(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE queue ADD COLUMN n_done INTEGER DEFAULT 0")
 
 
+def _m007_judge_calls(con: duckdb.DuckDBPyConnection) -> None:
+    """Append-only log of every judge or generation call Tiebreak makes through litellm (or an
+    offline judge): the resumable cache (``call_key`` = hash of the judge's configuration and the
+    exact input) and the record of tokens, cost and latency. Time to first token for outputs."""
+    con.execute(
+        """CREATE SEQUENCE judge_call_seq START 1;
+           CREATE TABLE judge_calls (
+               call_id BIGINT PRIMARY KEY DEFAULT nextval('judge_call_seq'),
+               call_key VARCHAR NOT NULL,
+               task VARCHAR NOT NULL CHECK (task IN ('score', 'pair', 'generate')),
+               judge VARCHAR NOT NULL,
+               item_id VARCHAR NOT NULL,
+               model VARCHAR,
+               other_model VARCHAR,
+               dimension VARCHAR,
+               position VARCHAR,
+               status VARCHAR NOT NULL CHECK (status IN ('ok', 'failed')),
+               score DOUBLE,
+               verdict VARCHAR,
+               rationale VARCHAR,
+               raw VARCHAR,
+               error VARCHAR,
+               attempts INTEGER NOT NULL,
+               input_tokens BIGINT,
+               output_tokens BIGINT,
+               cost_usd DOUBLE,
+               latency_ms DOUBLE,
+               ttft_ms DOUBLE,
+               created_at TIMESTAMP NOT NULL
+           );
+           ALTER TABLE outputs ADD COLUMN ttft_ms DOUBLE;"""
+    )
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
+    _m007_judge_calls,
 ]
 
 

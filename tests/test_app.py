@@ -74,3 +74,23 @@ def test_decision_page_shows_what_fit_says(demo_db):
     n_before = len(engine.fits_history(con))
     next(b for b in at.button if b.label.startswith("Refit")).click().run()
     assert len(engine.fits_history(con)) == n_before + len(fit["diffs"])  # a new fit adds one point per dimension
+
+
+def test_run_judges_page_runs_offline_judges_to_the_end(demo_db):
+    import time
+
+    from pages.shared import ui
+
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Run_judges.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    next(b for b in at.button if b.label == "Start").click().run()
+    con = ui._connection(str(demo_db)).cursor()
+    for _ in range(100):  # the run is on its own thread
+        if con.execute("SELECT count(*) FROM judge_calls").fetchone()[0] == 1200:
+            break
+        time.sleep(0.1)
+    assert con.execute("SELECT count(*) FROM judge_scores WHERE judge = 'lexical-similarity'").fetchone()[0] == 400
+    at.run()
+    assert not at.exception
+    assert any(m.label == "OK" and m.value == "1,200" for m in at.metric)

@@ -61,6 +61,7 @@ PAGES = [  # (path, label, roles)
     ("app.py", "Home", ("lead", "admin")),
     ("pages/1_Label.py", "Label", ("sme", "lead", "admin")),
     ("pages/2_Decision.py", "Decision", ("lead", "admin")),
+    ("pages/5_Run_judges.py", "Run judges", ("lead", "admin")),
 ]
 
 

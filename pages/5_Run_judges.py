@@ -1,0 +1,83 @@
+"""Lead/admin page: run the automated judges (or generate candidate outputs) from a TOML file, with
+a live progress bar, the cost so far and a stop button. Layout only: calib.judges does the work."""
+
+import streamlit as st
+
+from calib import judge_config, judges, store
+from calib.errors import TiebreakError
+from pages.shared import ui
+
+st.set_page_config(page_title="Run judges · Tiebreak", page_icon=":material/smart_toy:", layout="wide")
+user, role = ui.require("lead", "admin")
+st.title("Run judges")
+st.caption("Score every output with LLM judges through litellm (or offline judges), resumable: calls already "
+           "done are skipped, failed ones are retried on the next run. Same as `tiebreak judge run`.")
+
+
+@st.cache_resource
+def _runs() -> dict:
+    """Runs in this process by database path (a run outlives the page's reruns and sessions)."""
+    return {}
+
+
+db = ui.db_path()
+st.session_state.setdefault("runj_config", str(store.REPO_ROOT / "data" / "judges.offline.toml"))
+path = st.text_input("Judges file (TOML)", key="runj_config",
+                     help="See data/judges.example.toml for every option; data/judges.offline.toml needs no API key.")
+try:
+    cfg = judge_config.load_config(path)
+except TiebreakError as exc:
+    st.error(str(exc))
+    st.stop()
+st.dataframe([{"judge": j.name, "kind": j.kind, "model / method": j.model or j.method,
+               "dimensions": ", ".join(j.dimensions), "api_base": j.api_base or ""} for j in cfg.judges],
+             hide_index=True, width="stretch")
+c1, c2, c3 = st.columns(3)
+limit = c1.number_input("Only the first N items (0 = all)", min_value=0, value=0, step=10, key="runj_limit")
+concurrency = c2.number_input("Calls in flight", min_value=1, max_value=256, value=cfg.run.concurrency, key="runj_conc")
+generate = c3.checkbox("Generate candidate outputs ([generate])", key="runj_generate", disabled=cfg.generate is None)
+
+current = _runs().get(db)
+busy = current is not None and current.running
+if st.button("Start", type="primary", key="runj_start", disabled=busy):
+    _runs()[db] = judges.BackgroundRun(ui._connection(db), cfg, limit=int(limit) or None,
+                                       concurrency=int(concurrency), generate=generate)
+    st.rerun()
+
+
+@st.fragment(run_every=1.0)
+def live() -> None:
+    run = _runs().get(db)
+    if run is None:
+        st.caption("No run started in this app yet.")
+        return
+    p = run.progress
+    st.progress(p.fraction, text=f"{p.done:,} of {p.total:,} calls ({p.skipped:,} already done, skipped)")
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("OK", f"{p.ok:,}")
+    m2.metric("Failed", f"{p.failed:,}")
+    m3.metric("Cost so far", f"${p.cost_usd:,.4f}")
+    m4.metric("Elapsed", f"{((p.finished or __import__('time').time()) - p.started):.0f} s")
+    for f in p.last_failures:
+        st.text(f"failed: {f}")  # provider text is shown as plain text, never as markdown
+    if p.error:
+        st.error(p.error)
+    if run.running:
+        if st.button("Stop", key="runj_stop"):
+            run.stop()
+            st.toast("Stopping after the calls in flight; results so far are kept.")
+    elif p.finished:
+        st.success("Finished." if not p.stopped else "Stopped: start again to go on where it stopped.")
+
+
+live()
+
+st.subheader("Calls so far")
+cur = ui.cursor()
+st.dataframe(judges.call_summary(cur), hide_index=True, width="stretch")
+bias = judges.position_bias(cur)
+if bias:
+    st.subheader("Pairwise judges: position bias")
+    st.caption("Share of decided calls in which the judge picked the answer shown first (0.5 = no bias; each pair "
+               "is judged in both orders, so the stored preference cancels it).")
+    st.dataframe(bias, hide_index=True, width="stretch")
