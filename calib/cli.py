@@ -291,6 +291,32 @@ def cmd_judge_report(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from calib import engine, report
+
+    con = store.connect(args.db)
+    fit = engine.fit_project(con, args.fit) if args.fit else None
+    text = report.build_report(con, fit, db_label=str(store.resolve_db(args.db)))
+    Path(args.out).write_text(text, encoding="utf-8")
+    print(f"{args.out}: sign-off report written ({len(text) / 1e6:.1f} MB, self-contained)")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from calib import engine, simulate
+
+    con = store.connect(args.db)
+    n = simulate.simulate_sme(con, args.items, annotator=args.annotator, seed=args.seed)
+    print(f"{n} items labelled by the simulated SME {args.annotator!r}")
+    if args.fit:
+        fit = engine.fit_project(con, "fast")
+        for d in fit["diffs"]:
+            print(f"  {d['dimension']:<14} Delta {_fmt_ci(d)}  P(not worse) {d['p_noninferior']:.3f}  {d['decision']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tiebreak",
@@ -385,6 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
     jr.add_argument("--read-only", action="store_true", help="open read-only")
     _db_arg(jr)
     jr.set_defaults(func=cmd_judge_report)
+
+    c = sub.add_parser("report", help="write the self-contained HTML sign-off report (decisions, plots, settings, fingerprint)")
+    c.add_argument("--out", required=True, help="the HTML file to write")
+    c.add_argument("--fit", choices=["fast", "nuts"], help="fit anew first (default: the latest fit, refitted fast if labels arrived since)")
+    _db_arg(c)
+    c.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("simulate", help="demo: label N items as a simulated SME answering from the demo's hidden truth")
+    c.add_argument("--items", type=int, default=20, help="items to label (default 20)")
+    c.add_argument("--annotator", default="demo-sme", help="the simulated SME's name (default demo-sme)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--fit", action="store_true", help="refit (fast) afterwards and print the decisions")
+    _db_arg(c)
+    c.set_defaults(func=cmd_simulate)
 
     us = sub.add_parser("users", help="manage app users (sme, lead, admin)")
     usub = us.add_subparsers(dest="users_command", metavar="ACTION", required=True)

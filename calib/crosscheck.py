@@ -38,7 +38,8 @@ def wilson_interval(k: float, n: float, mass: float = 0.95) -> tuple[float, floa
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(p), float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # the Wilson interval always contains p; min/max only absorb rounding at p = 0 or 1
+    return float(p), float(max(0.0, min(p, centre - half))), float(min(1.0, max(p, centre + half)))
 
 
 def weighted_mean_interval(y: np.ndarray, w: np.ndarray | None = None, mass: float = 0.95) -> tuple[float, float, float]:

@@ -204,9 +204,12 @@ class LabelledOutputs:
 
 
 LATEST_LABELS = """
-    SELECT item_id, model, annotator, verdict FROM labels WHERE dimension = ?
+    SELECT item_id, model, annotator, verdict FROM labels WHERE dimension = ? AND label_id <= ?
     QUALIFY row_number() OVER (PARTITION BY item_id, model, annotator ORDER BY created_at DESC, label_id DESC) = 1
 """
+
+
+MAX_ID = 2 ** 62
 
 
 def _weights(con, item_ids: np.ndarray, n_pop: int) -> np.ndarray:
@@ -220,8 +223,10 @@ def _weights(con, item_ids: np.ndarray, n_pop: int) -> np.ndarray:
     return 1.0 / np.clip(pi, 1e-6, 1.0)
 
 
-def load_dimension(con, dimension: str, models: list[str]) -> tuple[model.CellData, LabelledOutputs, dict]:
-    """CellData for one dimension (cells from DuckDB, labels joined), with cross-check inputs."""
+def load_dimension(con, dimension: str, models: list[str], max_label_id: int | None = None
+                   ) -> tuple[model.CellData, LabelledOutputs, dict]:
+    """CellData for one dimension (cells from DuckDB, labels joined), with cross-check inputs;
+    ``max_label_id`` counts only the labels written up to that one (a replay of the history)."""
     mc = con.execute(
         "SELECT cell_id, model, segment, x, n, sum_f FROM model_cells WHERE dimension = ? ORDER BY cell_id",
         [dimension]).fetchall()
@@ -248,7 +253,7 @@ def load_dimension(con, dimension: str, models: list[str]) -> tuple[model.CellDa
             FROM ({LATEST_LABELS}) l JOIN label_cells c
               ON c.item_id = l.item_id AND c.model = l.model AND c.dimension = ?
             GROUP BY l.item_id, l.model ORDER BY l.item_id, l.model""",
-        [dimension, dimension]).fetch_df()
+        [dimension, MAX_ID if max_label_id is None else int(max_label_id), dimension]).fetch_df()
     per_out = per_out[per_out["model"].isin(list(mi))]
     pos = np.full(int(cell_ids_all.max()) + 1 if len(cell_ids_all) else 1, -1, np.int64)
     pos[cell_ids_all] = np.arange(C)
@@ -319,7 +324,8 @@ def _interval_dict(draws, mass):
 
 
 def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: float | None = None,
-                seed: int = 0, record: bool = True, draws: int | None = None) -> dict:
+                seed: int = 0, record: bool = True, draws: int | None = None,
+                max_label_id: int | None = None, forecast_extra: list[int] | None = None) -> dict:
     """Fit every dimension (``kind`` = "fast" Laplace or "nuts"), compute estimands, cross-checks and
     decisions, and record the fit in ``fits``. Returns the JSON-able result (as ``tiebreak fit --json``)."""
     t0 = time.perf_counter()
@@ -332,13 +338,14 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
         raise TiebreakError("need a baseline and at least one candidate model (import outputs of two models)")
     cands = [m for m in models if m != base]
     ensure_cells(con)
+    label_high_water = label_watermark(con)
     result = {"kind": kind, "interval": mass, "margin": margin, "decide_prob": threshold,
               "baseline": base, "candidates": cands, "rates": [], "diffs": [],
               "segment_diffs": [], "preference": [], "cross_checks": [], "warnings": [], "diagnostics": {}}
     labelled_items: set = set()
     n_label_rows = 0
     for dim in s["dimensions"]:
-        data, lab, f_pop = load_dimension(con, dim, models)
+        data, lab, f_pop = load_dimension(con, dim, models, max_label_id)
         labelled_items |= set(lab.item_id.tolist())
         n_label_rows += data.n_labels
         if data.n_labels == 0:
@@ -350,6 +357,10 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
         result["warnings"] += [f"{dim}: {w}" for w in post.diagnostics.get("warnings", [])]
         result["diagnostics"][dim] = post.diagnostics
         rates = model.population_rate_draws(data, post, seed=seed)
+        if forecast_extra is not None and post.mode is not None:
+            result.setdefault("forecasts", []).extend(_forecast_dimension(
+                dim, data, post, rates, models, base, forecast_extra, s["target_width"], margin, threshold,
+                crosscheck._z(mass)))
         for m in models:
             result["rates"].append({"dimension": dim, "model": m, "segment": None, **_interval_dict(rates.overall[m], mass)})
             for seg, d in rates.by_segment[m].items():
@@ -382,6 +393,7 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             result["preference"].append({"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(win, mass),
                                          "n_labels": int(len(pdata.obs_y))})
     result["n_labels"] = len(labelled_items)
+    result["max_label_id"] = max_label_id if max_label_id is not None else label_high_water
     result["n_label_rows"] = n_label_rows
     result["seconds"] = time.perf_counter() - t0
     if record:
@@ -423,6 +435,13 @@ def _cross_checks(con, dim, data, lab, f_pop, models, base, cand, mass) -> list[
 # --------------------------------------------------------------------------- forecast
 
 
+def label_watermark(con: duckdb.DuckDBPyConnection) -> int:
+    """The newest label id (pointwise or pairwise): a fit records it, so a page knows whether
+    labels arrived since."""
+    return int(con.execute("SELECT coalesce(max(label_id), 0) FROM labels").fetchone()[0]
+               + con.execute("SELECT coalesce(max(label_id), 0) FROM pair_labels").fetchone()[0])
+
+
 def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_width: float | None = None,
                      margin: float | None = None, seed: int = 0) -> dict:
     """Expected interval width of Delta after each number of extra labelled items, the chance of a
@@ -439,22 +458,28 @@ def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_wi
         data, _, _ = load_dimension(con, dim, models)
         post = model.fit_laplace(data, draws=2000, seed=seed)
         rates = model.population_rate_draws(data, post, seed=seed)
-        unl_items = int((data.cell_n - data.cell_lab_items)[data.cell_model == 0].sum())
-        for c in models[1:]:
-            bi, ci = models.index(base), models.index(c)
-            delta = rates.overall[c] - rates.overall[base]
-            mean, sd = float(delta.mean()), float(delta.std())
-            def sd_fn(k, data=data, post=post, bi=bi, ci=ci, sd=sd):  # bound now, not at call time
-                return forecast.delta_sd_after(data, post, [k], bi, ci, current_sd=sd)[0]
+        out["forecasts"] += _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin,
+                                                s["decide_prob"], z)
+    return out
 
-            sds = forecast.delta_sd_after(data, post, extra, bi, ci, current_sd=sd)
-            out["forecasts"].append({
-                "dimension": dim, "baseline": base, "candidate": c, "mean": mean, "width_now": 2 * z * sd,
-                "steps": [{"extra": k, "width": 2 * z * v,
-                           "p_decision": forecast.decision_probability(mean, sd, v, margin, s["decide_prob"])}
-                          for k, v in zip(extra, sds)],
-                "labels_for_target_width": forecast.labels_for_width(sd_fn, target, unl_items, z),
-            })
+
+def _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin, decide_prob, z) -> list[dict]:
+    """Forecast entries of one dimension from a Laplace posterior (see ``forecast_project``)."""
+    out = []
+    unl_items = int((data.cell_n - data.cell_lab_items)[data.cell_model == 0].sum())
+    for c in models[1:]:
+        bi, ci = models.index(base), models.index(c)
+        delta = rates.overall[c] - rates.overall[base]
+        mean, sd = float(delta.mean()), float(delta.std())
+        sd_fn = forecast.delta_sd_function(data, post, bi, ci, current_sd=sd)
+        out.append({
+            "dimension": dim, "baseline": base, "candidate": c, "mean": mean, "width_now": 2 * z * sd,
+            "target_width": target,
+            "steps": [{"extra": k, "width": 2 * z * sd_fn(k),
+                       "p_decision": forecast.decision_probability(mean, sd, sd_fn(k), margin, decide_prob)}
+                      for k in extra],
+            "labels_for_target_width": forecast.labels_for_width(sd_fn, target, unl_items, z),
+        })
     return out
 
 

@@ -41,6 +41,14 @@ def selection_shares(data: CellData, random_share: float = 0.2) -> np.ndarray:
 def delta_sd_after(data: CellData, post: Posterior, extra: list[int], baseline: int, candidate: int,
                    shares: np.ndarray | None = None, current_sd: float | None = None) -> list[float]:
     """Forecast posterior sd of Delta after each number of extra labelled items (each item labels every model)."""
+    sd = delta_sd_function(data, post, baseline, candidate, shares, current_sd)
+    return [sd(k) for k in extra]
+
+
+def delta_sd_function(data: CellData, post: Posterior, baseline: int, candidate: int,
+                      shares: np.ndarray | None = None, current_sd: float | None = None):
+    """The forecast sd of Delta as a function of the number of extra labelled items k (the design
+    and the information per item computed once, so many k are cheap)."""
     if post.mode is None:
         raise ValueError("forecast needs a Laplace posterior (fit_laplace)")
     cells = np.arange(len(data.cell_n))
@@ -69,7 +77,7 @@ def delta_sd_after(data: CellData, post: Posterior, extra: list[int], baseline: 
 
     v0 = var_at(0)
     scale = (current_sd ** 2 / v0) if current_sd else 1.0
-    return [float(np.sqrt(var_at(k) * scale)) for k in extra]
+    return lambda k: float(np.sqrt(var_at(k) * scale))
 
 
 def decision_probability(mean: float, sd_now: float, sd_after: float, margin: float, threshold: float = 0.95) -> float:

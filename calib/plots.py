@@ -5,8 +5,11 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 
-def shrinkage_figure(history: list[dict], dimension: str) -> go.Figure:
-    """The 95% interval of Delta against the number of labelled items, one point per recorded fit."""
+def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None = None,
+                     margin: float | None = None) -> go.Figure:
+    """The 95% interval of Delta against the number of labelled items, one point per recorded fit;
+    with ``forecast`` (one entry of ``engine.forecast_project``) the expected interval after more
+    labels, the target width and the labels needed to reach it."""
     rows = sorted((h for h in history if h["dimension"] == dimension), key=lambda h: (h["n_labels"], h["fit_id"]))
     x = [h["n_labels"] for h in rows]
     fig = go.Figure()
@@ -15,7 +18,27 @@ def shrinkage_figure(history: list[dict], dimension: str) -> go.Figure:
                              fillcolor="rgba(99, 110, 250, 0.25)"))
     fig.add_trace(go.Scatter(x=x, y=[h["mean"] for h in rows], mode="lines+markers", name="posterior mean"))
     fig.add_hline(y=0, line_dash="dot", line_color="grey")
-    fig.update_layout(title=f"{dimension}: Delta (candidate - baseline) as labels arrive",
+    if margin is not None:
+        fig.add_hline(y=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})",
+                      annotation_position="bottom left")
+    title = f"{dimension}: Delta (candidate - baseline) as labels arrive"
+    if forecast and rows:
+        n0, m0 = rows[-1]["n_labels"], forecast["mean"]
+        fx = [n0] + [n0 + st["extra"] for st in forecast["steps"]]
+        half = [forecast["width_now"] / 2] + [st["width"] / 2 for st in forecast["steps"]]
+        fig.add_trace(go.Scatter(x=fx + fx[::-1], y=[m0 + h for h in half] + [m0 - h for h in half][::-1],
+                                 fill="toself", mode="lines", line={"width": 1, "dash": "dash", "color": "orange"},
+                                 fillcolor="rgba(255, 165, 0, 0.12)", name="forecast (expected 95% interval)",
+                                 hoverinfo="skip"))
+        need = forecast.get("labels_for_target_width")
+        target = forecast.get("target_width")
+        if need is not None and target:
+            fig.add_vline(x=n0 + need, line_dash="dot", line_color="orange",
+                          annotation_text=f"width {target:g} after ~{need} more")
+            title += f"; ~{need} more labels to width {target:g}"
+        elif target:
+            title += f"; width {target:g} not reached within the forecast"
+    fig.update_layout(title=title,
                       xaxis_title="labelled items", yaxis_title="Delta in pass rate (share of outputs)",
                       height=340, margin={"t": 50, "b": 40, "l": 60, "r": 20})
     return fig
@@ -32,4 +55,53 @@ def forest_figure(segment_diffs: list[dict], dimension: str, margin: float) -> g
     fig.add_vline(x=0, line_dash="dot", line_color="grey")
     fig.update_layout(title=f"{dimension}: Delta by segment", xaxis_title="Delta in pass rate (share of outputs)",
                       yaxis_title="segment", height=320, margin={"t": 50, "b": 40, "l": 80, "r": 20})
+    return fig
+
+
+def calibration_figure(curve: list[dict], judge: str, dimension: str) -> go.Figure:
+    """SME pass rate (95% Wilson interval) against the judge's score, one line per model."""
+    fig = go.Figure()
+    for m in sorted({r["model"] for r in curve}):
+        rows = [r for r in curve if r["model"] == m]
+        fig.add_trace(go.Scatter(
+            x=[r["score_mean"] for r in rows], y=[r["sme_pass_rate"] for r in rows], mode="lines+markers", name=m,
+            error_y={"type": "data", "symmetric": False, "array": [r["hi"] - r["sme_pass_rate"] for r in rows],
+                     "arrayminus": [r["sme_pass_rate"] - r["lo"] for r in rows]},
+            text=[f"n = {r['n']}" for r in rows]))
+    fig.update_layout(title=f"{judge} on {dimension}: SME pass rate by judge score",
+                      xaxis_title=f"{judge} score (judge's own units, bin mean)",
+                      yaxis_title="SME pass rate (share of outputs)", yaxis_range=[0, 1.02], height=340,
+                      margin={"t": 50, "b": 40, "l": 60, "r": 20})
+    return fig
+
+
+def replay_figure(replay: list[dict], dimension: str, margin: float | None = None) -> go.Figure:
+    """An animation of the label history: frame k shows the intervals of Delta up to replay step k."""
+    rows = sorted((r for r in replay if r["dimension"] == dimension), key=lambda r: r["step"])
+    if not rows:
+        return go.Figure().update_layout(title=f"{dimension}: no labels to replay")
+
+    def traces(upto):
+        sub = [r for r in rows if r["step"] <= upto]
+        x = [r["n_labels"] for r in sub]
+        return [go.Scatter(x=x + x[::-1], y=[r["hi"] for r in sub] + [r["lo"] for r in sub][::-1], fill="toself",
+                           mode="lines", line={"width": 0}, fillcolor="rgba(99, 110, 250, 0.25)", name="95% interval"),
+                go.Scatter(x=x, y=[r["mean"] for r in sub], mode="lines+markers", name="posterior mean")]
+
+    steps = sorted({r["step"] for r in rows})
+    lo = min(r["lo"] for r in rows)
+    hi = max(r["hi"] for r in rows)
+    pad = 0.1 * (hi - lo + 1e-9)
+    fig = go.Figure(data=traces(steps[0]), frames=[go.Frame(data=traces(k), name=str(k)) for k in steps])
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    if margin is not None:
+        fig.add_hline(y=-margin, line_dash="dash", line_color="red")
+    fig.update_layout(
+        title=f"{dimension}: replay of the label history", xaxis_title="labelled items",
+        yaxis_title="Delta in pass rate (share of outputs)", height=360,
+        xaxis_range=[0, max(r["n_labels"] for r in rows) * 1.05], yaxis_range=[lo - pad, hi + pad],
+        updatemenus=[{"type": "buttons", "showactive": False, "x": 0, "y": 1.15, "xanchor": "left",
+                      "buttons": [{"label": "Play", "method": "animate",
+                                   "args": [None, {"frame": {"duration": 600, "redraw": True}, "fromcurrent": True}]}]}],
+        margin={"t": 70, "b": 40, "l": 60, "r": 20})
     return fig

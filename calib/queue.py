@@ -360,7 +360,7 @@ def review_list(con: duckdb.DuckDBPyConnection) -> list[dict]:
 def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
            verdicts: dict[tuple[str, str], tuple[bool, str | None]], preference: str | None = None,
            strength: int | None = None, note: str | None = None, duration_ms: int | None = None,
-           left_model: str | None = None, now: datetime | None = None) -> int:
+           left_model: str | None = None, now: datetime | None = None, source: str = "app") -> int:
     """Write one SME's rating of a leased item in one transaction: a label per (model, dimension),
     the pairwise preference, and the lease closed. A late submission (lease expired) is still kept:
     a rating is never lost. Returns the number of label rows written."""
@@ -386,7 +386,8 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
             con.execute(
                 "INSERT INTO labels (item_id, model, dimension, verdict, kind, annotator, created_at, note, source, "
                 "duration_ms, lease_id, side) VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, 'app', ?, ?, ?)"] * len(verdicts)), rows)
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(verdicts)),
+                [v for i in range(0, len(rows), 11) for v in (*rows[i:i + 8], source, *rows[i + 8:i + 11])])
         if preference is not None:
             if preference not in ("candidate", "baseline", "tie"):
                 raise TiebreakError(f"preference {preference!r} must be candidate, baseline or tie")
@@ -394,9 +395,9 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
                 con.execute(
                     """INSERT INTO pair_labels (item_id, baseline, candidate, dimension, preference, strength, annotator,
                            created_at, note, source, duration_ms, lease_id, left_model)
-                       VALUES (?, ?, ?, 'overall', ?, ?, ?, ?, ?, 'app', ?, ?, ?)""",
-                    [item_id, s["baseline"], cand, preference, strength, annotator, now, note, duration_ms, lease_id,
-                     left_model])
+                       VALUES (?, ?, ?, 'overall', ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    [item_id, s["baseline"], cand, preference, strength, annotator, now, note, source, duration_ms,
+                     lease_id, left_model])
         con.execute("UPDATE leases SET ended_at = ?, outcome = 'labelled' WHERE lease_id = ?", [now, lease_id])
         con.execute(
             """UPDATE queue SET n_done = (SELECT count(DISTINCT annotator) FROM leases

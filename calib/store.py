@@ -41,6 +41,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "show_judges_to_sme": False,
     "demo_mode": False,
     "target_width": 0.05,  # interval width of Delta at which a lead may stop
+    "signoff_max_p95_latency_ms": 0.0,  # the candidate's p95 latency must not exceed this (0 = no limit)
+    "signoff_max_cost_per_1k_usd": 0.0,  # the candidate's cost per 1,000 requests must not exceed this (0 = no limit)
+    "demo_pace": 1.0,  # demo mode: simulated SME items per second
 }
 
 

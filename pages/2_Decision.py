@@ -1,42 +1,149 @@
-"""Lead page: the decision per dimension from the latest fit, and how the interval has shrunk.
-Layout only: fits, estimates and figures come from calib.engine and calib.plots."""
+"""Lead page: the live decision per dimension, how the interval has shrunk and will shrink, the
+models side by side on quality, latency and cost, the authoritative fit, and the exports.
+Layout only: every number comes from calib (engine, dashboard, plots, report)."""
 
+import tempfile
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
-from calib import engine, plots
+from calib import dashboard, engine, ingest, plots, report, store
 from pages.shared import ui
 
 st.set_page_config(page_title="Decision · Tiebreak", page_icon=":material/gavel:", layout="wide")
 user, role = ui.require("lead", "admin")
-cur = ui.cursor()
 st.title("Decision")
+db = ui.db_path()
 
-if st.button("Refit now (fast)", key="decision_refit"):
-    with st.spinner("Fitting ..."):
-        engine.fit_project(ui.cursor(), "fast")
-fit = engine.latest_fit(cur)
-if fit is None:
-    st.info("No fit yet: label some items, then press Refit (or run `tiebreak fit`).")
-    st.stop()
 
-st.caption(f"{fit['kind']} fit on {fit['n_labels']} labelled items; {fit['interval']:.0%} credible intervals; "
-           f"margin {fit['margin']}; decision when P >= {fit['decide_prob']}")
-cols = st.columns(max(1, len(fit["diffs"])))
-for col, d in zip(cols, fit["diffs"]):
-    col.metric(d["dimension"], d["decision"].upper(),
-               f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off")
-    col.caption(f"P(not worse by more than {fit['margin']}) = {d['p_noninferior']:.3f}")
-for w in fit["warnings"]:
-    st.warning(w)
+@st.cache_resource
+def _nuts_runs() -> dict:
+    """The background NUTS fit per database, shared by every session of this process."""
+    return {}
 
-history = engine.fits_history(cur)
-for d in fit["diffs"]:
-    left, right = st.columns(2)
-    left.plotly_chart(plots.shrinkage_figure(history, d["dimension"]), key=f"decision_shrink_{d['dimension']}")
-    right.plotly_chart(plots.forest_figure(fit.get("segment_diffs", []), d["dimension"], fit["margin"]),
-                       key=f"decision_forest_{d['dimension']}")
 
-st.subheader("Pass rates")
-st.dataframe([r for r in fit["rates"] if r["segment"] is None], hide_index=True, width="stretch")
-st.subheader("Cross-checks")
-st.dataframe(fit["cross_checks"], hide_index=True, width="stretch")
+@st.cache_data(ttl=600, show_spinner=False)
+def _comparison_outputs(path: str, version: str) -> list[dict]:
+    """Latency, tokens and cost per model (scans every output: cached per data version)."""
+    return dashboard.model_comparison(ui._connection(path).cursor(), None)
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _forecast(path: str, watermark: int) -> dict:
+    return engine.forecast_project(ui._connection(path).cursor(), dashboard.FORECAST_EXTRA)
+
+
+def _with_rates(rows: list[dict], fit: dict) -> list[dict]:
+    out = []
+    for r in rows:
+        r = dict(r)
+        for x in fit["rates"]:
+            if x["model"] == r["model"] and x["segment"] is None:
+                r[f"pass {x['dimension']}"] = f"{x['mean']:.3f} [{x['lo']:.3f}, {x['hi']:.3f}]"
+        out.append(r)
+    return out
+
+
+@st.fragment(run_every=5)
+def live() -> None:
+    """Refits (fast) when labels arrived since the last fit, then redraws: runs every 5 s."""
+    cur = ui.cursor()
+    fit = dashboard.refresh(cur)
+    if fit is None:
+        st.info("No labels and no fit yet.")
+        return
+    settings = store.get_settings(cur)
+    comparison = _with_rates(_comparison_outputs(db, engine._fingerprint(cur)), fit)
+    sign = dashboard.signoff(fit, comparison, settings)
+    colour = {"sign off": "green", "do not sign off": "red", "label more": "orange"}[sign["recommendation"]]
+    st.markdown(f"### Recommendation: :{colour}[{sign['recommendation'].upper()}]")
+    st.caption(f"{fit['kind']} fit on {fit['n_labels']} labelled items; {fit['interval']:.0%} credible intervals; "
+               f"margin {fit['margin']}; a decision needs P >= {fit['decide_prob']}. Refreshes every 5 s; "
+               f"refits (fast) when labels arrive.")
+    cols = st.columns(max(1, len(fit["diffs"])))
+    for col, d in zip(cols, fit["diffs"]):
+        col.metric(d["dimension"], d["decision"].upper(),
+                   f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off")
+        col.caption(f"P(not worse by more than {fit['margin']}) = {d['p_noninferior']:.3f}")
+    for w in fit["warnings"]:
+        st.warning(w)
+
+    forecasts = fit.get("forecasts") or _forecast(db, engine.label_watermark(cur))["forecasts"]
+    fc = {f["dimension"]: f for f in forecasts}
+    history = engine.fits_history(cur)
+    for d in fit["diffs"]:
+        left, right = st.columns(2)
+        left.plotly_chart(plots.shrinkage_figure(history, d["dimension"], fc.get(d["dimension"]), fit["margin"]),
+                          key=f"decision_shrink_{d['dimension']}")
+        right.plotly_chart(plots.forest_figure(fit.get("segment_diffs", []), d["dimension"], fit["margin"]),
+                           key=f"decision_forest_{d['dimension']}")
+        f = fc.get(d["dimension"])
+        if f:
+            need = f["labels_for_target_width"]
+            left.caption(f"Forecast: width {f['width_now']:.3f} now; "
+                         + (f"about {need} more labelled items reach the target width {f['target_width']:g}; "
+                            if need is not None else f"the target width {f['target_width']:g} is out of reach; ")
+                         + "chance of a decision after " + ", ".join(
+                             f"{s['extra']}: {s['p_decision']:.0%}" for s in f["steps"][:4]))
+
+    st.subheader("Quality, latency and cost")
+    st.dataframe(comparison, hide_index=True, width="stretch")
+    st.caption("Sign-off thresholds (settings): p95 latency <= "
+               f"{settings['signoff_max_p95_latency_ms'] or 'no limit'} ms, cost per 1,000 requests <= "
+               f"{settings['signoff_max_cost_per_1k_usd'] or 'no limit'} USD. " + " · ".join(sign["blockers"]))
+    if fit.get("preference"):
+        st.subheader("Pairwise win rate of the candidate")
+        st.dataframe(fit["preference"], hide_index=True, width="stretch")
+    st.subheader("Cross-checks")
+    st.dataframe(fit["cross_checks"], hide_index=True, width="stretch")
+
+
+live()
+
+st.subheader("Authoritative fit (NUTS)")
+run = _nuts_runs().get(db)
+c1, c2 = st.columns([1, 3])
+if c1.button("Run NUTS in the background", key="decision_nuts", disabled=bool(run and run.running)):
+    _nuts_runs()[db] = dashboard.BackgroundFit(ui._connection(db), "nuts")
+    st.rerun()
+
+
+@st.fragment(run_every=2)
+def nuts_status() -> None:
+    run = _nuts_runs().get(db)
+    if run is not None and run.running:
+        st.info("NUTS is running in the background (about 5 s warm, 25 s the first time in a process); "
+                "this page stays usable.")
+    elif run is not None and run.error:
+        st.error(f"NUTS failed: {run.error}")
+    last = engine.latest_fit(ui.cursor(), kind="nuts")
+    if last is None:
+        st.caption("No NUTS fit yet.")
+        return
+    rows = [{"dimension": dim, "max R-hat": d.get("max_rhat"), "min bulk ESS": d.get("min_ess_bulk"),
+             "divergences": d.get("divergences"), "ok": not d.get("warnings")} for dim, d in last["diagnostics"].items()]
+    st.caption(f"Latest NUTS fit: {last['n_labels']} labelled items, {last.get('seconds', 0):.1f} s. "
+               "Converged when R-hat < 1.01, bulk ESS > 400 and no divergences.")
+    st.dataframe(rows, hide_index=True, width="stretch")
+
+
+with c2:
+    nuts_status()
+
+with st.expander("Exports"):
+    cur = ui.cursor()
+    with tempfile.TemporaryDirectory() as tmp:
+        for suffix, mime in ((".csv", "text/csv"), (".parquet", "application/octet-stream")):
+            path = Path(tmp) / f"labels{suffix}"
+            ingest.export_labels(cur, path)
+            st.download_button(f"Labels ({suffix[1:]})", path.read_bytes(), file_name=f"tiebreak-labels{suffix}",
+                               mime=mime, key=f"decision_dl_labels{suffix}")
+    st.download_button("Fits history (csv)", pd.DataFrame(engine.fits_history(cur)).to_csv(index=False),
+                       file_name="tiebreak-fits.csv", mime="text/csv", key="decision_dl_fits")
+    if st.button("Build the sign-off report", key="decision_build_report"):
+        with st.spinner("Building the report ..."):
+            st.session_state["decision_report"] = report.build_report(ui.cursor(), db_label=db)
+    if st.session_state.get("decision_report"):
+        st.download_button("Sign-off report (HTML)", st.session_state["decision_report"],
+                           file_name="tiebreak-report.html", mime="text/html", key="decision_dl_report")

@@ -56,24 +56,102 @@ def test_home_review_list_returns_flagged_item(demo_db):
     assert store.get_settings(con)["baseline"]
 
 
+def _label_truth(con, n_items: int, offset: int = 0) -> None:
+    con.execute(f"""INSERT INTO labels (item_id, model, dimension, verdict, kind, annotator, created_at, source)
+                   SELECT item_id, model, dimension, verdict, kind, 'sim', current_timestamp, 'test' FROM sim_truth
+                   WHERE item_id IN (SELECT item_id FROM items ORDER BY item_id LIMIT {n_items} OFFSET {offset})""")
+
+
 def test_decision_page_shows_what_fit_says(demo_db):
+    """The verdict cards are what `tiebreak fit --json` says for the same database."""
+    import json
+
+    from pages.shared import ui
+
+    con = ui._connection(str(demo_db)).cursor()
+    _label_truth(con, 60)
+    from calib import engine
+
+    engine.fit_project(con, "fast", forecast_extra=[25, 50])  # the page shows the latest fit while no label arrives
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Decision.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    cards = {m.label: m.value for m in at.metric}
+    import contextlib
+    import io
+
+    from calib import cli
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli.main(["fit", "--json", "--fast", "--db", str(demo_db)]) == 0
+    cli_fit = json.loads(buf.getvalue())
+    assert cards == {d["dimension"]: d["decision"].upper() for d in cli_fit["diffs"]}
+    assert any("Recommendation" in m.value for m in at.markdown)
+
+
+def test_new_label_moves_the_shrinkage_curve_by_one_point(demo_db):
     from calib import engine
 
     from pages.shared import ui
 
     con = ui._connection(str(demo_db)).cursor()
-    con.execute("""INSERT INTO labels (item_id, model, dimension, verdict, kind, annotator, created_at, source)
-                   SELECT item_id, model, dimension, verdict, kind, 'sim', current_timestamp, 'test' FROM sim_truth
-                   WHERE item_id IN (SELECT item_id FROM items ORDER BY item_id LIMIT 60)""")
-    fit = engine.fit_project(con, "fast")
+    _label_truth(con, 40)
     at = AppTest.from_file(str(ROOT / "pages" / "2_Decision.py"), default_timeout=60)
+    at.run()  # labels arrived and no fit yet: the page fits
+    assert not at.exception
+    before = engine.fits_history(con)
+    n_dims = len({h["dimension"] for h in before})
+    at.run()  # nothing new: no refit
+    assert len(engine.fits_history(con)) == len(before)
+    _label_truth(con, 1, offset=40)  # one more labelled item
+    at.run()
+    after = engine.fits_history(con)
+    assert len(after) == len(before) + n_dims  # one new point per dimension
+    assert max(h["n_labels"] for h in after) == max(h["n_labels"] for h in before) + 1
+
+
+@pytest.mark.parametrize("role", ["sme", "lead", "admin"])
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_for_each_role(demo_db, page, role):
+    """Signed in with each role: a page either renders or says it is not for this role, never raises."""
+    from calib import users
+
+    from pages.shared import ui
+
+    con = ui._connection(str(demo_db)).cursor()
+    users.add_user(con, f"u-{role}", role, "pw-123456")
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    at.session_state["auth_user"], at.session_state["auth_role"] = f"u-{role}", role
+    at.run()
+    assert not at.exception, at.exception
+    allowed = next(r for p, _, r in ui.PAGES if p == page)
+    if role not in allowed and page != "app.py":
+        assert any("this page is for" in e.value for e in at.error)
+
+
+def test_demo_mode_adds_labels_and_refits(demo_db):
+    from calib import engine, store
+
+    from pages.shared import ui
+
+    con = ui._connection(str(demo_db)).cursor()
+    at = AppTest.from_file(str(ROOT / "pages" / "6_Demo.py"), default_timeout=60)
     at.run()
     assert not at.exception
-    cards = {m.label: m.value for m in at.metric}
-    assert cards == {d["dimension"]: d["decision"].upper() for d in fit["diffs"]}
-    n_before = len(engine.fits_history(con))
-    next(b for b in at.button if b.label.startswith("Refit")).click().run()
-    assert len(engine.fits_history(con)) == n_before + len(fit["diffs"])  # a new fit adds one point per dimension
+    next(b for b in at.button if b.label == "Switch demo mode on").click().run()
+    assert store.get_settings(con)["demo_mode"] is True
+    next(b for b in at.button if b.label == "Start").click().run()
+    assert not at.exception
+    n1 = con.execute("SELECT count(DISTINCT item_id) FROM labels WHERE source = 'demo'").fetchone()[0]
+    fits1 = len(engine.fits_history(con))
+    assert n1 >= 1 and fits1 >= 1
+    at.session_state["demo_last"] = at.session_state["demo_last"] - 3  # three seconds pass
+    at.run()
+    n2 = con.execute("SELECT count(DISTINCT item_id) FROM labels WHERE source = 'demo'").fetchone()[0]
+    assert n2 > n1 and len(engine.fits_history(con)) > fits1
+    next(b for b in at.button if b.label == "Replay the label history").click().run()
+    assert not at.exception
 
 
 def test_run_judges_page_runs_offline_judges_to_the_end(demo_db):

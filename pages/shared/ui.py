@@ -61,7 +61,10 @@ PAGES = [  # (path, label, roles)
     ("app.py", "Home", ("lead", "admin")),
     ("pages/1_Label.py", "Label", ("sme", "lead", "admin")),
     ("pages/2_Decision.py", "Decision", ("lead", "admin")),
+    ("pages/3_Judges.py", "Judges", ("lead", "admin")),
+    ("pages/4_Annotators.py", "Annotators", ("lead", "admin")),
     ("pages/5_Run_judges.py", "Run judges", ("lead", "admin")),
+    ("pages/6_Demo.py", "Demo", ("lead", "admin")),
 ]
 
 

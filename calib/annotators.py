@@ -1,0 +1,116 @@
+"""SME diagnostics: inter-annotator agreement (Krippendorff's alpha with a bootstrap interval),
+throughput and time per item, position bias (left-side preference) and drift over a session."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from calib.crosscheck import wilson_interval
+
+BOOT = 500
+
+
+def krippendorff_alpha_nominal(units: list[list]) -> float:
+    """Krippendorff's alpha for nominal data; ``units`` holds each unit's values (one per coder,
+    missing coders left out). Units with fewer than two values carry no information and are dropped.
+    alpha = 1 - D_o / D_e from the coincidence matrix (Krippendorff 2011, "Computing Krippendorff's
+    alpha-reliability")."""
+    o: Counter = Counter()
+    for vals in units:
+        m = len(vals)
+        if m < 2:
+            continue
+        counts = Counter(vals)
+        for c, nc in counts.items():
+            for k, nk in counts.items():
+                o[(c, k)] += nc * (nk - (c == k)) / (m - 1)
+    if not o:
+        return float("nan")
+    cats = sorted({c for c, _ in o})
+    n_c = {c: sum(o[(c, k)] for k in cats) for c in cats}
+    n = sum(n_c.values())
+    d_o = sum(o[(c, k)] for c in cats for k in cats if c != k) / n
+    d_e = sum(n_c[c] * n_c[k] for c in cats for k in cats if c != k) / (n * (n - 1))
+    return float(1 - d_o / d_e) if d_e > 0 else float("nan")
+
+
+def _latest_pointwise(con) -> pd.DataFrame:
+    return con.execute(
+        """SELECT item_id, model, dimension, annotator, verdict, created_at, duration_ms, label_id FROM labels
+           QUALIFY row_number() OVER (PARTITION BY item_id, model, dimension, annotator
+                                      ORDER BY created_at DESC, label_id DESC) = 1""").fetch_df()
+
+
+def agreement(con: duckdb.DuckDBPyConnection, seed: int = 0) -> list[dict]:
+    """Per dimension: Krippendorff's alpha over outputs labelled by two or more SMEs, with a 95%
+    bootstrap interval (resampling those outputs), and how many such outputs exist."""
+    df = _latest_pointwise(con)
+    rng = np.random.default_rng(seed)
+    out = []
+    for dim, g in df.groupby("dimension", sort=True):
+        units = [list(v) for v in g.groupby(["item_id", "model"]).verdict.agg(list) if len(v) >= 2]
+        row = {"dimension": dim, "units": len(units), "alpha": float("nan"), "lo": float("nan"), "hi": float("nan")}
+        if units:
+            row["alpha"] = krippendorff_alpha_nominal(units)
+            boots = [krippendorff_alpha_nominal([units[i] for i in rng.integers(0, len(units), len(units))])
+                     for _ in range(BOOT)]
+            boots = np.array([b for b in boots if not np.isnan(b)])
+            if len(boots):
+                row["lo"], row["hi"] = (float(x) for x in np.quantile(boots, [0.025, 0.975]))
+        out.append(row)
+    return out
+
+
+def throughput(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Per SME: items rated, labels, median and p90 seconds per item (the form's timer), items per
+    hour of rating time, first and last rating."""
+    rows = con.execute(
+        """WITH per_item AS (
+               SELECT annotator, lease_id, item_id, max(duration_ms) AS ms, min(created_at) AS t_first, count(*) AS labels
+               FROM labels GROUP BY annotator, lease_id, item_id)
+           SELECT annotator, count(*) AS items, sum(labels) AS labels,
+                  median(ms) / 1000 AS median_s, quantile_cont(ms, 0.9) / 1000 AS p90_s,
+                  3600 * count(ms) / nullif(sum(ms) / 1000, 0) AS items_per_hour, min(t_first) AS first_at, max(t_first) AS last_at
+           FROM per_item GROUP BY annotator ORDER BY items DESC, annotator""").fetchall()
+    keys = ["annotator", "items", "labels", "median_s", "p90_s", "items_per_hour", "first_at", "last_at"]
+    return [dict(zip(keys, r)) for r in rows]
+
+
+def position_bias(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Per SME: how often the preferred answer was the one shown on the left (ties left out), with a
+    Wilson 95% interval; 0.5 is no bias (sides are random per item and SME)."""
+    rows = con.execute(
+        """SELECT annotator,
+                  count(*) FILTER (WHERE preference <> 'tie' AND left_model IS NOT NULL) AS decided,
+                  count(*) FILTER (WHERE (preference = 'candidate' AND left_model = candidate)
+                                      OR (preference = 'baseline' AND left_model = baseline)) AS left_chosen
+           FROM pair_labels GROUP BY annotator ORDER BY annotator""").fetchall()
+    out = []
+    for ann, decided, left in rows:
+        if decided:
+            mean, lo, hi = wilson_interval(float(left), float(decided))
+            out.append({"annotator": ann, "decided": decided, "left_rate": mean, "lo": lo, "hi": hi,
+                        "biased": bool(lo > 0.5 or hi < 0.5)})
+    return out
+
+
+def drift(con: duckdb.DuckDBPyConnection, parts: int = 3) -> list[dict]:
+    """Per SME and dimension: pass rate and median seconds per item in the first and the last
+    ``parts``-th of their labels (in time order), and the change, to spot fatigue or a shifting bar."""
+    df = _latest_pointwise(con).sort_values(["annotator", "created_at", "label_id"])
+    out = []
+    for (ann, dim), g in df.groupby(["annotator", "dimension"], sort=True):
+        if len(g) < 2 * parts:
+            continue
+        k = len(g) // parts
+        first, last = g.iloc[:k], g.iloc[-k:]
+        out.append({"annotator": ann, "dimension": dim, "labels": len(g),
+                    "pass_rate_first": float(first.verdict.mean()), "pass_rate_last": float(last.verdict.mean()),
+                    "pass_rate_change": float(last.verdict.mean() - first.verdict.mean()),
+                    "median_s_first": float(first.duration_ms.median() / 1000) if first.duration_ms.notna().any() else None,
+                    "median_s_last": float(last.duration_ms.median() / 1000) if last.duration_ms.notna().any() else None})
+    return out

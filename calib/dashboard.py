@@ -1,0 +1,116 @@
+"""What the lead's dashboard shows, computed without Streamlit: the models side by side (quality,
+latency, cost), the sign-off recommendation, whether a refit is due, and the forecast curve."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import duckdb
+
+from calib import engine, store
+
+
+def model_comparison(con: duckdb.DuckDBPyConnection, fit: dict | None) -> list[dict]:
+    """Per model: population pass rate per dimension (from ``fit``), latency median and p95, time to
+    first token, mean tokens and cost per 1,000 requests (from the outputs' recorded figures)."""
+    rows = con.execute(
+        """SELECT model, count(*), median(latency_ms), quantile_cont(latency_ms, 0.95), median(ttft_ms),
+                  avg(input_tokens), avg(output_tokens), 1000 * avg(cost_usd), count(cost_usd)
+           FROM outputs GROUP BY model""").fetchall()
+    by = {r[0]: r for r in rows}
+    out = []
+    for m in store.models(con):
+        r = by.get(m)
+        if r is None:
+            continue
+        row = {"model": m, "role": "baseline" if m == store.get_settings(con)["baseline"] else "candidate",
+               "outputs": r[1], "latency_p50_ms": r[2], "latency_p95_ms": r[3], "ttft_p50_ms": r[4],
+               "input_tokens_mean": r[5], "output_tokens_mean": r[6],
+               "cost_per_1k_usd": r[7] if r[8] else None}
+        for x in (fit or {}).get("rates", []):
+            if x["model"] == m and x["segment"] is None:
+                row[f"pass_{x['dimension']}"] = x["mean"]
+                row[f"pass_{x['dimension']}_lo"] = x["lo"]
+                row[f"pass_{x['dimension']}_hi"] = x["hi"]
+        out.append(row)
+    return out
+
+
+def signoff(fit: dict, comparison: list[dict], settings: dict) -> dict:
+    """The recommendation on all three axes: quality (every dimension 'not worse'), latency and cost
+    (the candidate within the sign-off thresholds, where set). 'sign off', 'do not sign off' (a
+    dimension is worse or a threshold is broken) or 'label more', with the reasons."""
+    reasons, blockers, pending = [], [], []
+    for d in fit["diffs"]:
+        line = (f"{d['dimension']}: Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}], "
+                f"P(not worse by more than {fit['margin']:g}) = {d['p_noninferior']:.3f} -> {d['decision']}")
+        reasons.append(line)
+        if d["decision"] == "worse":
+            blockers.append(line)
+        elif d["decision"] == "label more":
+            pending.append(line)
+    lat, cost = settings.get("signoff_max_p95_latency_ms") or 0, settings.get("signoff_max_cost_per_1k_usd") or 0
+    for row in comparison:
+        if row["role"] != "candidate":
+            continue
+        if lat and row["latency_p95_ms"] is not None:
+            ok = row["latency_p95_ms"] <= lat
+            line = f"{row['model']}: p95 latency {row['latency_p95_ms']:.0f} ms ({'within' if ok else 'over'} {lat:g} ms)"
+            reasons.append(line)
+            if not ok:
+                blockers.append(line)
+        if cost and row["cost_per_1k_usd"] is not None:
+            ok = row["cost_per_1k_usd"] <= cost
+            line = f"{row['model']}: ${row['cost_per_1k_usd']:.2f} per 1,000 requests ({'within' if ok else 'over'} ${cost:g})"
+            reasons.append(line)
+            if not ok:
+                blockers.append(line)
+    verdict = "do not sign off" if blockers else ("label more" if pending else "sign off")
+    return {"recommendation": verdict, "reasons": reasons, "blockers": blockers, "pending": pending}
+
+
+def refit_due(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when labels arrived since the latest recorded fit (or there is no fit yet)."""
+    fit = engine.latest_fit(con)
+    return fit is None or fit.get("max_label_id") != engine.label_watermark(con)
+
+
+FORECAST_EXTRA = [25, 50, 100, 200, 400, 800]
+_REFIT_LOCK = threading.Lock()
+
+
+def refresh(con: duckdb.DuckDBPyConnection) -> dict:
+    """One dashboard refresh: a fast fit (with the forecast, from the same posterior) if labels
+    arrived since the latest fit, else the latest fit. Several open dashboards refit once."""
+    with _REFIT_LOCK:
+        if refit_due(con):
+            return engine.fit_project(con, "fast", forecast_extra=FORECAST_EXTRA)
+    return engine.latest_fit(con)
+
+
+class BackgroundFit:
+    """The authoritative NUTS fit on its own thread (a page never waits for it); the fit is
+    recorded in ``fits`` when done, ``error`` says why it failed."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, kind: str = "nuts"):
+        self.started = time.time()
+        self.finished: float | None = None
+        self.error: str | None = None
+        self.result: dict | None = None
+        self._thread = threading.Thread(target=self._target, args=(con, kind), daemon=True)
+        self._thread.start()
+
+    def _target(self, con, kind) -> None:
+        cur = con.cursor()
+        try:
+            self.result = engine.fit_project(cur, kind)
+        except Exception as exc:  # noqa: BLE001 - shown on the page
+            self.error = str(exc)
+        finally:
+            self.finished = time.time()
+            cur.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()

@@ -1,0 +1,68 @@
+"""Lead page: how far each automated judge can be trusted, measured against the SMEs. Layout only:
+the numbers come from calib.diagnostics."""
+
+import streamlit as st
+
+from calib import diagnostics, engine, plots
+from pages.shared import ui
+
+st.set_page_config(page_title="Judges · Tiebreak", page_icon=":material/balance:", layout="wide")
+user, role = ui.require("lead", "admin")
+st.title("Judges")
+db = ui.db_path()
+cur = ui.cursor()
+
+
+@st.cache_data(ttl=60, show_spinner="Comparing judges with SMEs ...")
+def _agreement(path: str, watermark: int) -> tuple[list[dict], list[dict]]:
+    c = ui._connection(path).cursor()
+    return diagnostics.judge_agreement(c), diagnostics.judge_bias_by_model(c)
+
+
+@st.cache_data(ttl=600, show_spinner="Comparing judges with each other ...")
+def _disagreement(path: str, version: str) -> list[dict]:
+    return diagnostics.judge_disagreement(ui._connection(path).cursor())
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _curve(path: str, watermark: int, judge: str, dimension: str) -> list[dict]:
+    return diagnostics.calibration_curve(ui._connection(path).cursor(), judge, dimension)
+
+
+wm = engine.label_watermark(cur)
+agreement, bias = _agreement(db, wm)
+if not agreement:
+    st.info("No SME labels yet: agreement with SMEs appears once items are labelled.")
+else:
+    st.subheader("Agreement with SMEs")
+    st.caption("Cohen's kappa of the judge's pass/fail (score >= its threshold) with the SME majority verdict on the "
+               "labelled outputs, 95% bootstrap interval; the confusion matrix counts outputs.")
+    st.dataframe(agreement, hide_index=True, width="stretch",
+                 column_config={"kappa": st.column_config.NumberColumn(format="%.3f"),
+                                "kappa_lo": st.column_config.NumberColumn(format="%.3f"),
+                                "kappa_hi": st.column_config.NumberColumn(format="%.3f"),
+                                "accuracy": st.column_config.NumberColumn(format="%.3f")})
+
+    st.subheader("Does a judge's bias differ between the models?")
+    st.caption("Bias = judge pass rate - SME pass rate on the same labelled outputs. A difference between the models "
+               "(interval excluding 0) is why the calibration is fitted per model: a judge-only comparison would be "
+               "off by that much.")
+    for b in bias:
+        if b["differs"]:
+            st.warning(f"{b['judge']} on {b['dimension']}: bias {b['bias_candidate']:+.3f} on {b['candidate']} vs "
+                       f"{b['bias_baseline']:+.3f} on {b['baseline']} (difference {b['bias_difference']:+.3f}, "
+                       f"95% [{b['lo']:+.3f}, {b['hi']:+.3f}])")
+    st.dataframe(bias, hide_index=True, width="stretch")
+
+    st.subheader("Calibration curve")
+    pairs = sorted({(a["judge"], a["dimension"]) for a in agreement})
+    st.session_state.setdefault("judges_pick", 0)
+    pick = st.selectbox("Judge and dimension", range(len(pairs)), format_func=lambda i: f"{pairs[i][0]} / {pairs[i][1]}",
+                        key="judges_pick")
+    judge, dim = pairs[pick]
+    st.plotly_chart(plots.calibration_figure(_curve(db, wm, judge, dim), judge, dim), key="judges_curve")
+
+st.subheader("Judge-judge disagreement")
+st.caption("Over a uniform sample of up to 200,000 outputs: how often two judges' pass/fail verdicts differ, and "
+           "their kappa. Items where judges disagree are what the queue sends to SMEs first.")
+st.dataframe(_disagreement(db, engine._fingerprint(cur)), hide_index=True, width="stretch")

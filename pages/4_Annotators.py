@@ -1,0 +1,41 @@
+"""Lead page: the SMEs as raters: agreement, throughput, position bias and drift. Layout only: the
+numbers come from calib.annotators."""
+
+import streamlit as st
+
+from calib import annotators, engine
+from pages.shared import ui
+
+st.set_page_config(page_title="Annotators · Tiebreak", page_icon=":material/groups:", layout="wide")
+user, role = ui.require("lead", "admin")
+st.title("Annotators")
+db = ui.db_path()
+cur = ui.cursor()
+
+
+@st.cache_data(ttl=60, show_spinner="Computing agreement ...")
+def _agreement(path: str, watermark: int) -> list[dict]:
+    return annotators.agreement(ui._connection(path).cursor())
+
+
+st.subheader("Inter-annotator agreement")
+st.caption("Krippendorff's alpha (nominal) per dimension over outputs rated by two or more SMEs (the queue's overlap "
+           "share), with a 95% bootstrap interval. Above 0.8 is good agreement; below 0.67, revisit the guidelines.")
+st.dataframe(_agreement(db, engine.label_watermark(cur)), hide_index=True, width="stretch")
+
+st.subheader("Throughput")
+st.dataframe(annotators.throughput(cur), hide_index=True, width="stretch")
+
+st.subheader("Position bias")
+st.caption("Share of decided preferences that went to the answer shown on the left (sides are random per item and "
+           "SME, so 0.5 is no bias). A Wilson interval excluding 0.5 is flagged.")
+bias = annotators.position_bias(cur)
+for b in bias:
+    if b["biased"]:
+        st.warning(f"{b['annotator']} prefers the left answer in {b['left_rate']:.0%} "
+                   f"[{b['lo']:.0%}, {b['hi']:.0%}] of {b['decided']} decided items")
+st.dataframe(bias, hide_index=True, width="stretch")
+
+st.subheader("Drift over the session")
+st.caption("Pass rate and seconds per item in the first and the last third of each SME's labels.")
+st.dataframe(annotators.drift(cur), hide_index=True, width="stretch")

@@ -1,0 +1,89 @@
+"""Demo mode for stakeholders: a simulated SME labels items from the demo data's hidden truth at a
+chosen pace while the decision refits live, and a replay animates how the interval shrank.
+Layout only: calib.simulate labels and replays, calib.dashboard refits."""
+
+import time
+
+import streamlit as st
+
+from calib import dashboard, engine, plots, simulate, store
+from pages.shared import ui
+
+st.set_page_config(page_title="Demo · Tiebreak", page_icon=":material/play_circle:", layout="wide")
+user, role = ui.require("lead", "admin")
+st.title("Demo")
+db = ui.db_path()
+cur = ui.cursor()
+ss = st.session_state
+settings = store.get_settings(cur)
+
+if not settings["demo_mode"]:
+    st.info("Demo mode is off. It lets a simulated SME label items from a demo database's hidden truth "
+            "(`tiebreak settings set demo_mode true`, or the button).")
+    if st.button("Switch demo mode on", key="demo_switch_on"):
+        store.set_settings(ui.cursor(), demo_mode=True)
+        st.rerun()
+    st.stop()
+if not simulate.has_truth(cur):
+    st.warning("This database has no hidden truth, so no simulated SME can label it: start the app on a demo "
+               "database (`tiebreak demo --db demo.duckdb`).")
+    st.stop()
+
+ss.setdefault("demo_running", False)
+ss.setdefault("demo_credit", 0.0)
+ss.setdefault("demo_last", time.time())
+ss.setdefault("demo_pace", float(settings["demo_pace"]))
+c1, c2, c3 = st.columns([2, 1, 1])
+c1.slider("Simulated SME pace (items per second)", 0.2, 5.0, step=0.2, key="demo_pace")
+if c2.button("Start", type="primary", key="demo_start", disabled=ss["demo_running"]):
+    ss["demo_running"], ss["demo_credit"], ss["demo_last"] = True, 1.0, time.time()
+if c3.button("Stop", key="demo_stop", disabled=not ss["demo_running"]):
+    ss["demo_running"] = False
+
+
+@st.fragment(run_every=1.0)
+def demo_live() -> None:
+    """Each second: the simulated SME labels what its pace allows, then the decision refits."""
+    cur = ui.cursor()
+    if ss["demo_running"]:
+        now = time.time()
+        due = ss["demo_credit"] + ss["demo_pace"] * (now - ss["demo_last"])
+        n = int(due)
+        ss["demo_credit"], ss["demo_last"] = due - n, now
+        if n and simulate.simulate_sme(cur, n, seed=int(now)) < n:
+            ss["demo_running"] = False
+            st.toast("Every item is labelled: the demo is over.")
+    fit = dashboard.refresh(cur)
+    if fit is None:
+        st.caption("Press Start: the simulated SME begins labelling.")
+        return
+    st.caption(f"{fit['n_labels']} labelled items; the simulated SME is "
+               + ("labelling." if ss["demo_running"] else "paused."))
+    cols = st.columns(max(1, len(fit["diffs"])))
+    for col, d in zip(cols, fit["diffs"]):
+        col.metric(d["dimension"], d["decision"].upper(),
+                   f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off")
+    history = engine.fits_history(cur)
+    fc = {f["dimension"]: f for f in fit.get("forecasts", [])}
+    cols = st.columns(max(1, len(fit["diffs"])))
+    for col, d in zip(cols, fit["diffs"]):
+        col.plotly_chart(plots.shrinkage_figure(history, d["dimension"], fc.get(d["dimension"]), fit["margin"]),
+                         key=f"demo_shrink_{d['dimension']}")
+
+
+demo_live()
+
+
+@st.cache_data(ttl=600, show_spinner="Replaying the label history (a fast fit per step) ...")
+def _replay(path: str, watermark: int) -> list[dict]:
+    return simulate.replay(ui._connection(path).cursor(), points=12)
+
+
+st.subheader("Replay")
+st.caption("Refits at 12 moments of this project's label history, each counting only the labels written by then; "
+           "press Play on a chart to watch the interval shrink.")
+if st.button("Replay the label history", key="demo_replay"):
+    rows = _replay(db, engine.label_watermark(cur))
+    margin = settings["margin"]
+    for dim in settings["dimensions"]:
+        st.plotly_chart(plots.replay_figure(rows, dim, margin), key=f"demo_replay_{dim}")
