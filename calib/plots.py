@@ -21,26 +21,27 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
     if margin is not None:
         fig.add_hline(y=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})",
                       annotation_position="bottom left")
-    title = f"{dimension}: Delta (candidate - baseline) as labels arrive"
+    title = f"{dimension}: 95% interval of Delta vs labels"
     if forecast and rows:
         n0, m0 = rows[-1]["n_labels"], forecast["mean"]
-        fx = [n0] + [n0 + st["extra"] for st in forecast["steps"]]
-        half = [forecast["width_now"] / 2] + [st["width"] / 2 for st in forecast["steps"]]
+        target = forecast.get("target_width")
+        steps = forecast["steps"]
+        if target:  # the forecast up to the first step that reaches the target width (the rest adds nothing)
+            reach = next((i for i, st in enumerate(steps) if st["width"] <= target), len(steps) - 1)
+            steps = steps[:reach + 1]
+        fx = [n0] + [n0 + st["extra"] for st in steps]
+        half = [forecast["width_now"] / 2] + [st["width"] / 2 for st in steps]
         fig.add_trace(go.Scatter(x=fx + fx[::-1], y=[m0 + h for h in half] + [m0 - h for h in half][::-1],
                                  fill="toself", mode="lines", line={"width": 1, "dash": "dash", "color": "orange"},
                                  fillcolor="rgba(255, 165, 0, 0.12)", name="forecast (expected 95% interval)",
                                  hoverinfo="skip"))
         need = forecast.get("labels_for_target_width")
-        target = forecast.get("target_width")
-        if need is not None and target:
+        if need is not None and target and need <= fx[-1] - n0:
             fig.add_vline(x=n0 + need, line_dash="dot", line_color="orange",
-                          annotation_text=f"width {target:g} after ~{need} more")
-            title += f"; ~{need} more labels to width {target:g}"
-        elif target:
-            title += f"; width {target:g} not reached within the forecast"
+                          annotation_text=f"width {target:g}: ~{need} more", annotation_position="top left")
     fig.update_layout(title=title,
                       xaxis_title="labelled items", yaxis_title="Delta in pass rate (share of outputs)",
-                      height=340, margin={"t": 50, "b": 40, "l": 60, "r": 20})
+                      legend={"orientation": "h", "y": -0.3}, height=400, margin={"t": 50, "b": 100, "l": 60, "r": 20})
     return fig
 
 

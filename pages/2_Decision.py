@@ -64,7 +64,8 @@ def live() -> None:
     cols = st.columns(max(1, len(fit["diffs"])))
     for col, d in zip(cols, fit["diffs"]):
         col.metric(d["dimension"], d["decision"].upper(),
-                   f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off")
+                   f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off",
+                   delta_arrow="off", border=True)
         col.caption(f"P(not worse by more than {fit['margin']}) = {d['p_noninferior']:.3f}")
     for w in fit["warnings"]:
         st.warning(w)

@@ -62,7 +62,8 @@ def demo_live() -> None:
     cols = st.columns(max(1, len(fit["diffs"])))
     for col, d in zip(cols, fit["diffs"]):
         col.metric(d["dimension"], d["decision"].upper(),
-                   f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off")
+                   f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off",
+                   delta_arrow="off", border=True)
     history = engine.fits_history(cur)
     fc = {f["dimension"]: f for f in fit.get("forecasts", [])}
     cols = st.columns(max(1, len(fit["diffs"])))

@@ -131,3 +131,63 @@ def test_sign_in_and_rate_with_the_keyboard_only(server):
     median_ms = 1000 * statistics.median(times)
     (ART / "timing.txt").write_text(f"submit to next item: median {median_ms:.0f} ms, all {[round(1000 * t) for t in times]}\n")
     print(f"\nsubmit to next item: median {median_ms:.0f} ms over {len(times)} items")
+
+
+@pytest.fixture
+def lead_server(tmp_path):
+    """A demo project with a history: three fits as a simulated SME labels 20, 40, 60 items."""
+    from calib import engine, simulate
+
+    db = tmp_path / "lead.duckdb"
+    con = store.connect(db)
+    demo.load_demo(con, 300, seed=5)
+    users.add_user(con, "lea", "lead", "lea-password")
+    for _ in range(3):
+        simulate.simulate_sme(con, 20)
+        engine.fit_project(con, "fast", forecast_extra=[25, 50, 100, 200, 400, 800])
+    con.close()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env={**os.environ, "TIEBREAK_DB": str(db)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_lead_sees_the_decision_page_and_shrinkage_plot(lead_server):
+    """Screenshots of the decision page and of the shrinkage plot (tests/_artifacts/), looked at by
+    a person; the test checks the verdict cards and the charts are drawn."""
+    ART.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(lead_server)
+        page.get_by_role("textbox", name="User name").wait_for(timeout=60_000)
+        page.get_by_role("textbox", name="User name").fill("lea")
+        page.get_by_role("textbox", name="Password").fill("lea-password")
+        page.keyboard.press("Enter")
+        page.get_by_role("link", name="Decision").wait_for(timeout=60_000)
+        page.get_by_role("link", name="Decision").click()
+        page.locator("text=/Recommendation/").first.wait_for(timeout=60_000)
+        charts = page.locator('[data-testid="stPlotlyChart"]')
+        charts.nth(5).wait_for(timeout=60_000)  # shrinkage + forest per dimension
+        page.wait_for_timeout(1500)  # let plotly finish drawing
+        assert page.locator('[data-testid="stMetric"]').count() == len(demo.DIMENSIONS)
+        page.screenshot(path=str(ART / "decision_page.png"), full_page=True)
+        charts.first.screenshot(path=str(ART / "shrinkage_plot.png"))
+        assert page.locator(".js-plotly-plot .scatterlayer").count() >= 3
+        browser.close()
