@@ -1,0 +1,103 @@
+"""Dashboard refresh time with 2,000 labelled items on the 5.3M-output store (issue target <= 1.5 s).
+
+Uses bench/out/refit.duckdb (made by bench/refit_speed.py: the 5.3M store plus 2,000 labelled items).
+After each of N new labelled items it times:
+- the live refresh: what the decision page's 5-second fragment does (a fast refit with the forecast
+  from the same posterior, the fits history, the sign-off, and the plotly figures for three dimensions);
+  the latency/cost scan of the outputs is cached per data version, and is timed once separately;
+- a full rerun of pages/2_Decision.py through Streamlit's AppTest (script, widgets, exports, charts).
+
+    .venv/bin/python bench/dashboard_refresh.py [--db bench/out/refit.duckdb] [--n 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+from calib import dashboard, engine, plots, store  # noqa: E402
+
+
+def add_label(con, seed: int) -> None:
+    con.execute(f"SELECT setseed({(seed % 1000) / 1000})")
+    con.execute(
+        f"""INSERT INTO labels (item_id, model, dimension, verdict, annotator, created_at, source)
+            SELECT s.item_id, s.model, s.dimension, random() < s.score, 'bench', current_timestamp, 'bench'
+            FROM judge_scores s WHERE s.judge = 'judge-strict' AND s.item_id IN (
+                SELECT item_id FROM items WHERE item_id NOT IN (SELECT DISTINCT item_id FROM labels)
+                USING SAMPLE 1 ROWS (reservoir, {seed}))""")
+
+
+def live_refresh(con, comparison_rows) -> None:
+    fit = dashboard.refresh(con)
+    history = engine.fits_history(con)
+    dashboard.signoff(fit, comparison_rows, store.get_settings(con))
+    fc = {f["dimension"]: f for f in fit.get("forecasts", [])}
+    for d in fit["diffs"]:
+        plots.shrinkage_figure(history, d["dimension"], fc.get(d["dimension"]), fit["margin"]).to_plotly_json()
+        plots.forest_figure(fit["segment_diffs"], d["dimension"], fit["margin"]).to_plotly_json()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", default=str(ROOT / "bench" / "out" / "refit.duckdb"))
+    ap.add_argument("--n", type=int, default=10)
+    args = ap.parse_args()
+    src = Path(args.db)
+    if not src.exists():
+        raise SystemExit(f"{src} missing: run bench/import_scale.py then bench/refit_speed.py first")
+    db = src.with_name("dashboard.duckdb")
+    shutil.copy(src, db)
+    con = store.connect(db)
+    n_out = con.execute("SELECT count(*) FROM outputs").fetchone()[0]
+    n_lab = con.execute("SELECT count(DISTINCT item_id) FROM labels").fetchone()[0]
+    print(f"store: {n_out:,} outputs, {n_lab:,} labelled items")
+    engine.ensure_cells(con)
+    t = time.perf_counter()
+    comparison = dashboard.model_comparison(con, None)
+    print(f"latency/cost scan of every output (cached per data version): {time.perf_counter() - t:.2f} s")
+    live_refresh(con, comparison)  # warm: first fit in the process
+    times = []
+    for i in range(args.n):
+        add_label(con, 500 + i)
+        t = time.perf_counter()
+        live_refresh(con, comparison)
+        times.append(time.perf_counter() - t)
+    print(f"live refresh after each new label: p50 {np.percentile(times, 50):.2f} s, p95 {np.percentile(times, 95):.2f} s, "
+          f"max {max(times):.2f} s (n={len(times)})")
+    t = time.perf_counter()
+    live_refresh(con, comparison)
+    print(f"live refresh with no new label (no refit): {time.perf_counter() - t:.3f} s")
+    con.close()
+
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["TIEBREAK_DB"] = str(db)
+    os.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Decision.py"), default_timeout=300)
+    at.run()
+    from pages.shared import ui
+
+    cur = ui._connection(str(db)).cursor()
+    page = []
+    for i in range(5):
+        add_label(cur, 900 + i)
+        t = time.perf_counter()
+        at.run()
+        page.append(time.perf_counter() - t)
+        assert not at.exception, at.exception
+    print(f"full page rerun (AppTest) after each new label: p50 {np.percentile(page, 50):.2f} s, "
+          f"max {max(page):.2f} s (n={len(page)})")
+
+
+if __name__ == "__main__":
+    main()
