@@ -13,3 +13,28 @@ def test_shrinkage_and_forest_figures():
     seg = [{"dimension": "style", "segment": s, "mean": 0.0, "lo": -0.1, "hi": 0.1} for s in ("eu", "na")]
     fig = plots.forest_figure(seg, "style", 0.02)
     assert list(fig.data[0].y) == ["eu", "na"] and fig.layout.xaxis.title.text.startswith("Delta")
+
+
+def test_shrinkage_figure_with_forecast():
+    hist = [{"dimension": "style", "n_labels": n, "fit_id": i, "mean": 0.05, "lo": 0.05 - w, "hi": 0.05 + w}
+            for i, (n, w) in enumerate([(50, 0.1), (100, 0.06)])]
+    fc = {"mean": 0.05, "width_now": 0.12, "target_width": 0.05, "labels_for_target_width": 180,
+          "steps": [{"extra": k, "width": w} for k, w in [(50, 0.1), (100, 0.08), (200, 0.048), (400, 0.03)]]}
+    fig = plots.shrinkage_figure(hist, "style", fc, margin=0.02)
+    band = fig.data[2]
+    assert band.name.startswith("forecast")
+    assert max(band.x) == 100 + 200  # stops at the first step that reaches the target width
+    assert any("~180 more" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_calibration_and_replay_figures_have_titles_and_axes():
+    curve = [{"model": m, "bin": b, "score_mean": b / 4, "score_lo": 0, "score_hi": 1, "n": 10,
+              "sme_pass_rate": 0.2 + 0.2 * b, "lo": 0.1 + 0.2 * b, "hi": 0.3 + 0.2 * b} for m in ("a", "b") for b in range(4)]
+    fig = plots.calibration_figure(curve, "judge-x", "style")
+    assert len(fig.data) == 2 and "judge-x" in fig.layout.title.text
+    assert "score" in fig.layout.xaxis.title.text and "share of outputs" in fig.layout.yaxis.title.text
+    rep = [{"step": s, "n_labels": 20 * (s + 1), "dimension": "style", "mean": 0.0, "lo": -0.2 / (s + 1),
+            "hi": 0.2 / (s + 1)} for s in range(4)]
+    fig = plots.replay_figure(rep, "style", 0.02)
+    assert len(fig.frames) == 4 and list(fig.frames[-1].data[1].x) == [20, 40, 60, 80]
+    assert fig.layout.xaxis.title.text == "labelled items" and "share of outputs" in fig.layout.yaxis.title.text
