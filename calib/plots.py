@@ -16,7 +16,10 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
     fig.add_trace(go.Scatter(x=x + x[::-1], y=[h["hi"] for h in rows] + [h["lo"] for h in rows][::-1],
                              fill="toself", mode="lines", line={"width": 0}, name="95% interval", hoverinfo="skip",
                              fillcolor="rgba(99, 110, 250, 0.25)"))
-    fig.add_trace(go.Scatter(x=x, y=[h["mean"] for h in rows], mode="lines+markers", name="posterior mean"))
+    fig.add_trace(go.Scatter(
+        x=x, y=[h["mean"] for h in rows], mode="lines+markers", name="posterior mean",
+        error_y={"type": "data", "symmetric": False, "array": [h["hi"] - h["mean"] for h in rows],
+                 "arrayminus": [h["mean"] - h["lo"] for h in rows], "thickness": 1, "width": 2}))
     fig.add_hline(y=0, line_dash="dot", line_color="grey")
     if margin is not None:
         fig.add_hline(y=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})",

@@ -83,7 +83,7 @@ def _replay(path: str, watermark: int) -> list[dict]:
 st.subheader("Replay")
 st.caption("Refits at 12 moments of this project's label history, each counting only the labels written by then; "
            "press Play on a chart to watch the interval shrink.")
-if st.button("Replay the label history", key="demo_replay"):
+if st.toggle("Replay the label history", key="demo_replay"):
     rows = _replay(db, engine.label_watermark(cur))
     margin = settings["margin"]
     for dim in settings["dimensions"]:

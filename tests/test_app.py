@@ -150,8 +150,9 @@ def test_demo_mode_adds_labels_and_refits(demo_db):
     at.run()
     n2 = con.execute("SELECT count(DISTINCT item_id) FROM labels WHERE source = 'demo'").fetchone()[0]
     assert n2 > n1 and len(engine.fits_history(con)) > fits1
-    next(b for b in at.button if b.label == "Replay the label history").click().run()
-    assert not at.exception
+    n_charts = len(at.get("plotly_chart"))
+    at.toggle(key="demo_replay").set_value(True).run()
+    assert not at.exception and len(at.get("plotly_chart")) == n_charts + 3  # one replay per dimension
 
 
 def test_run_judges_page_runs_offline_judges_to_the_end(demo_db):
