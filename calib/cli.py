@@ -16,7 +16,6 @@ from typing import Sequence
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PYTENSOR_FLAGS", "blas__ldflags=-lopenblas")
 
 from calib import store  # noqa: E402
 from calib.errors import TiebreakError  # noqa: E402

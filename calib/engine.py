@@ -351,7 +351,7 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
         if data.n_labels == 0:
             result["warnings"].append(f"{dim}: no SME labels yet: intervals are the priors projected through the judges")
         if kind == "nuts":
-            post = model.fit_nuts(data, draws=draws or 600, seed=seed)
+            post = model.fit_nuts(data, draws=draws or 800, seed=seed)
         else:
             post = model.fit_laplace(data, draws=draws or 1000, seed=seed)
         result["warnings"] += [f"{dim}: {w}" for w in post.diagnostics.get("warnings", [])]

@@ -35,10 +35,12 @@ Two fits share this model and the estimand code:
   weighted by the Laplace marginal likelihood times the prior, as in INLA; the Gaussian draws are
   then importance-reweighted to the exact posterior (truncated weights), which fixes the skew
   when failures are rare. Tens of milliseconds.
-- ``fit_nuts`` (authoritative): NUTS with nutpie on ``build_pymc_model``, compiled once and reused
-  with new data; the same density, reparameterised with the fast fit's help (each deviation
-  partially centred by how strongly the labels inform it, then all coordinates whitened by the
-  fast fit's draws), which halves the leapfrog steps and doubles the ESS per draw.
+- ``fit_nuts`` (authoritative): NUTS with nutpie on the density of ``build_pymc_model``,
+  reparameterised with the fast fit's help (each deviation partially centred by how strongly the
+  labels inform it, then all coordinates whitened by the fast fit's draws), which halves the
+  leapfrog steps and doubles the ESS per draw; the density is evaluated by a fused numba kernel
+  (``calib.nuts_kernel``, tested equal to the PyMC model's) compiled once per process and reused
+  with new data.
 
 The pairwise preference (baseline better / tie / candidate better) is an ordered-logistic model
 on the per-judge score differences and the judges' pairwise preferences (``fit_pairwise``).
@@ -269,12 +271,18 @@ def _hyper_blocks(data: CellData) -> tuple[slice, slice]:
     return slice(M + J, M + J + nd), slice(M + J + nd, P)
 
 
+CENTRING_SHRINK = 0.5
+
+
 def centring(data: CellData, fast: Posterior) -> np.ndarray:
     """Per-parameter centring lambda in [0, 1] for the deviations z_d (scale tau) and z_a (scale
     sigma): lambda = kappa h^2 / (1 + kappa h^2), with kappa the likelihood's curvature in the
     deviation (from the fast fit's Hessian at its mode) and h the hyperparameter's posterior median.
     Centred (1) where the labels pin a deviation down, non-centred (0) where the prior dominates:
-    the optimum for a normal hierarchy (Gorinova et al. 2020, "Automatic reparameterisation")."""
+    the optimum for a normal hierarchy (Gorinova et al. 2020, "Automatic reparameterisation"),
+    shrunk halfway toward non-centred (``CENTRING_SHRINK``): with the logistic likelihood the full
+    optimum left 1-37 divergences per fit at 2,000 labels, half of it 0-7 and a higher ESS
+    (bench/refit_speed.py data; 0.3 lowered the ESS again)."""
     lam = np.zeros(data.n_params)
     if fast.hessian is None:
         return lam
@@ -282,7 +290,7 @@ def centring(data: CellData, fast: Posterior) -> np.ndarray:
     for block, mode_h, h in ((_hyper_blocks(data)[0], fast.mode_tau, fast.tau),
                              (_hyper_blocks(data)[1], fast.mode_sigma, fast.sigma)):
         kh2 = kappa[block] / max(mode_h or 0.0, 1e-3) ** 2 * float(np.median(h)) ** 2
-        lam[block] = kh2 / (1.0 + kh2)
+        lam[block] = CENTRING_SHRINK * kh2 / (1.0 + kh2)
     return lam
 
 
@@ -363,23 +371,44 @@ _COMPILED: dict[tuple, object] = {}
 _COMPILE_LOCK = threading.Lock()
 
 
-def fit_nuts(data: CellData, draws: int = 600, tune: int = 250, chains: int = 2, seed: int = 0,
-             target_accept: float = 0.9, init: Posterior | None = None) -> Posterior:
-    """Authoritative fit: NUTS (nutpie) on the exact posterior, compiled once per (models, segments,
-    judges) and reused with ``with_data``; the fast fit (``init``, else run here) only shapes the
-    parameterisation (centring and whitening), never the target density."""
+def _nuts_shared(data: CellData, loc: np.ndarray, chol: np.ndarray, lam: np.ndarray) -> dict[str, np.ndarray]:
+    """The numba kernel's data: whitening, centring, prior precisions, blocks, labelled cells."""
+    bt, bs = _hyper_blocks(data)
+    block = np.zeros(data.n_params, np.int64)
+    block[bt], block[bs] = 1, 2
+    arr = _obs_arrays(data)
+    return {"loc": loc, "chol": np.ascontiguousarray(chol), "lam": lam, "prec": _prior_precision(data),
+            "block": block, "XT": np.ascontiguousarray(arr["obs_X"].T), "k": arr["obs_k"].astype(float),
+            "n": arr["obs_n"].astype(float), "scales": np.array([TAU_SCALE, SIGMA_SCALE])}
+
+
+def fit_nuts(data: CellData, draws: int = 800, tune: int = 250, chains: int = 2, seed: int = 0,
+             target_accept: float = 0.9, init: Posterior | None = None, backend: str = "numba") -> Posterior:
+    """Authoritative fit: NUTS (nutpie) on the exact posterior. ``backend`` "numba" evaluates the
+    density with the fused kernel of ``calib.nuts_kernel`` (tested equal to the PyMC model's);
+    "pymc" compiles ``build_pymc_model`` (once per models x segments x judges, reused with
+    ``with_data``). The fast fit (``init``, else run here) only shapes the parameterisation
+    (centring and whitening), never the target density."""
     import nutpie
 
-    key = (len(data.models), len(data.segments), len(data.judges))
+    fast = init if init is not None else fit_laplace(data, draws=600, seed=seed)
+    lam = centring(data, fast)
+    loc, chol = whitening(_to_nuts_space(data, fast, lam))
+    key = (backend, len(data.models), len(data.segments), len(data.judges))
     with _COMPILE_LOCK:
         compiled = _COMPILED.get(key)
         if compiled is None:
-            compiled = nutpie.compile_pymc_model(build_pymc_model(data))
+            if backend == "numba":
+                from calib import nuts_kernel
+
+                compiled = nuts_kernel.compiled_model(data.n_params + 2, _nuts_shared(data, loc, chol, lam))
+            else:
+                compiled = nutpie.compile_pymc_model(build_pymc_model(data))
             _COMPILED[key] = compiled
-    fast = init if init is not None else fit_laplace(data, draws=1000, seed=seed)
-    lam = centring(data, fast)
-    loc, chol = whitening(_to_nuts_space(data, fast, lam))
-    compiled = compiled.with_data(**_obs_arrays(data), w_loc=loc, w_chol=chol, lam=lam)
+    if backend == "numba":
+        compiled = compiled.with_data(**_nuts_shared(data, loc, chol, lam))
+    else:
+        compiled = compiled.with_data(**_obs_arrays(data), w_loc=loc, w_chol=chol, lam=lam)
     idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False,
                           target_accept=target_accept)
     w = idata.posterior["w"].values  # (chains, draws, P + 2)

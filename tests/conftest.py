@@ -7,7 +7,6 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PYTENSOR_FLAGS", "blas__ldflags=-lopenblas")
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
