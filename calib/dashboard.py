@@ -50,22 +50,20 @@ def signoff(fit: dict, comparison: list[dict], settings: dict) -> dict:
             blockers.append(line)
         elif d["decision"] == "label more":
             pending.append(line)
-    lat, cost = settings.get("signoff_max_p95_latency_ms") or 0, settings.get("signoff_max_cost_per_1k_usd") or 0
+    checks = (  # (setting, column, how a value reads)
+        ("signoff_max_p95_latency_ms", "latency_p95_ms", lambda v: f"p95 latency {v:.0f} ms"),
+        ("signoff_max_cost_per_1k_usd", "cost_per_1k_usd", lambda v: f"${v:.2f} per 1,000 requests"))
     for row in comparison:
         if row["role"] != "candidate":
             continue
-        if lat and row["latency_p95_ms"] is not None:
-            ok = row["latency_p95_ms"] <= lat
-            line = f"{row['model']}: p95 latency {row['latency_p95_ms']:.0f} ms ({'within' if ok else 'over'} {lat:g} ms)"
-            reasons.append(line)
-            if not ok:
-                blockers.append(line)
-        if cost and row["cost_per_1k_usd"] is not None:
-            ok = row["cost_per_1k_usd"] <= cost
-            line = f"{row['model']}: ${row['cost_per_1k_usd']:.2f} per 1,000 requests ({'within' if ok else 'over'} ${cost:g})"
-            reasons.append(line)
-            if not ok:
-                blockers.append(line)
+        for key, col, show in checks:
+            limit = settings.get(key) or 0
+            if limit and row.get(col) is not None:
+                ok = row[col] <= limit
+                line = f"{row['model']}: {show(row[col])} ({'within' if ok else 'over'} the limit {show(limit)})"
+                reasons.append(line)
+                if not ok:
+                    blockers.append(line)
     verdict = "do not sign off" if blockers else ("label more" if pending else "sign off")
     return {"recommendation": verdict, "reasons": reasons, "blockers": blockers, "pending": pending}
 

@@ -38,6 +38,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start_app(db) -> tuple[str, subprocess.Popen]:
+    """`streamlit run app.py` on a free 127.0.0.1 port against ``db``; returns (url, process) once healthy."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env={**os.environ, "TIEBREAK_DB": str(db)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                return url, proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+
+
 @pytest.fixture
 def server(tmp_path):
     db = tmp_path / "browser.duckdb"
@@ -45,22 +63,7 @@ def server(tmp_path):
     demo.load_demo(con, 150, seed=8)
     users.add_user(con, "ana", "sme", "ana-password")
     con.close()
-    port = _free_port()
-    env = {**os.environ, "TIEBREAK_DB": str(db)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    url, proc = _start_app(db)
     yield url, proc, db
     if proc.poll() is None:
         proc.terminate()
@@ -146,21 +149,7 @@ def lead_server(tmp_path):
         simulate.simulate_sme(con, 20)
         engine.fit_project(con, "fast", forecast_extra=[25, 50, 100, 200, 400, 800])
     con.close()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env={**os.environ, "TIEBREAK_DB": str(db)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    url, proc = _start_app(db)
     yield url
     proc.terminate()
     proc.wait(10)
