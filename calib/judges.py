@@ -32,7 +32,24 @@ from calib.errors import TiebreakError
 from calib.judge_config import Generator, Judge, JudgeConfig, call_key, render
 
 RETRYABLE = ("RateLimitError", "InternalServerError", "ServiceUnavailableError", "APIConnectionError",
-             "Timeout", "BadGatewayError", "APIError")
+             "Timeout", "APITimeoutError", "BadGatewayError")
+NOT_RETRYABLE = ("AuthenticationError", "PermissionDeniedError", "BadRequestError", "NotFoundError",
+                 "ContextWindowExceededError", "ContentPolicyViolationError", "UnprocessableEntityError",
+                 "UnsupportedParamsError", "BudgetExceededError")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Rate limits, server errors, timeouts and dropped connections are worth another try; a wrong
+    key, a bad request or an unknown model are not (the same call would fail the same way)."""
+    if isinstance(exc, (_EmptyReply, asyncio.TimeoutError)):
+        return True
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & set(NOT_RETRYABLE):
+        return False
+    if names & set(RETRYABLE):
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and (status in (408, 409, 429) or status >= 500)
 
 
 class ReplyError(ValueError):
@@ -340,8 +357,7 @@ async def call_with_retries(cfg, messages, max_retries: int, backoff: float, str
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - provider errors come in many classes
-            names = {c.__name__ for c in type(exc).__mro__}
-            retryable = bool(names & set(RETRYABLE)) or isinstance(exc, (_EmptyReply, asyncio.TimeoutError))
+            retryable = is_retryable(exc)
             if not retryable or attempt > max_retries or (stop is not None and stop.is_set()):
                 return CallResult(attempts=attempt, error=_reason(exc) + ("" if retryable else " (not retried)"))
             wait = min(30.0, backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)

@@ -20,9 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class FakeLLM:
     def __init__(self, latency: float = 0.0, p429: float = 0.0, p500: float = 0.0, phang: float = 0.0,
-                 pmalformed: float = 0.0, hang_seconds: float = 5.0, seed: int = 0):
+                 pmalformed: float = 0.0, hang_seconds: float = 5.0, seed: int = 0, always: int | None = None):
         self.latency, self.p429, self.p500, self.phang, self.pmalformed = latency, p429, p500, phang, pmalformed
         self.hang_seconds = hang_seconds
+        self.always = always  # answer every request with this HTTP status (e.g. 401)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.requests = 0
@@ -90,6 +91,9 @@ class FakeLLM:
             self.requests += 1
             u = self.rng.random()
         time.sleep(self.latency)
+        if self.always is not None:
+            self.statuses[self.always] += 1
+            return self._send(h, self.always, {"error": {"message": f"status {self.always}", "type": "invalid_request"}})
         if u < self.p429:
             self.statuses[429] += 1
             return self._send(h, 429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0"})

@@ -205,6 +205,15 @@ def test_faulty_server_every_call_ends_once_and_a_rerun_takes_only_the_missing(s
     assert n_ok == small.execute("SELECT count(*) FROM judge_calls WHERE status = 'ok'").fetchone()[0]
 
 
+def test_wrong_key_is_not_retried_and_a_dead_provider_stops_the_run(small, tmp_path):
+    with FakeLLM(always=401) as f:
+        p = judges.run(small, _server_config(tmp_path, f, concurrency=2))
+        assert p.error and "in a row failed" in p.error and p.stopped  # stopped early, with a reason
+        rows = small.execute("SELECT attempts, error FROM judge_calls").fetchall()
+        assert rows and all(a == 1 and "not retried" in e for a, e in rows)
+        assert f.requests == len(rows) < p.total  # one request per call, and not every call was tried
+
+
 def test_stop_keeps_results_and_a_rerun_finishes(small, tmp_path):
     with FakeLLM(latency=0.02) as f:
         cfg = _server_config(tmp_path, f, concurrency=2)
