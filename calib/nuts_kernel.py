@@ -20,7 +20,7 @@ import numpy as np
 SHARED = ("loc", "chol", "lam", "prec", "block", "XT", "k", "n", "scales")
 
 
-@numba.njit(fastmath=True, nogil=True, cache=False)
+@numba.njit(fastmath=True, nogil=True, cache=True)
 def logp_grad(w, loc, chol, lam, prec, block, XT, k, n, scales):  # pragma: no cover - numba
     """(log density, gradient in w). ``block[i]`` is 0 (no hyperparameter), 1 (tau) or 2 (sigma);
     ``scales`` = [tau's half-normal scale, sigma's half-normal scale]."""
@@ -88,7 +88,7 @@ def logp_grad(w, loc, chol, lam, prec, block, XT, k, n, scales):  # pragma: no c
     return lp, g_w
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=True)
 def _expand(w, loc, chol, lam, prec, block, XT, k, n, scales):  # pragma: no cover - numba
     return (w.copy(),)
 
