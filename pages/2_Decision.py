@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from calib import dashboard, engine, ingest, plots, report, store
+from calib.errors import TiebreakError
 from pages.shared import ui
 
 st.set_page_config(page_title="Decision · Tiebreak", page_icon=":material/gavel:", layout="wide")
@@ -49,7 +50,11 @@ def _with_rates(rows: list[dict], fit: dict) -> list[dict]:
 def live() -> None:
     """Refits (fast) when labels arrived since the last fit, then redraws: runs every 5 s."""
     cur = ui.cursor()
-    fit = dashboard.refresh(cur)
+    try:
+        fit = dashboard.refresh(cur)
+    except TiebreakError as exc:  # e.g. an empty project: say what is missing
+        st.info(str(exc))
+        return
     if fit is None:
         st.info("No labels and no fit yet.")
         return

@@ -7,6 +7,7 @@ import time
 import streamlit as st
 
 from calib import dashboard, engine, plots, simulate, store
+from calib.errors import TiebreakError
 from pages.shared import ui
 
 st.set_page_config(page_title="Demo · Tiebreak", page_icon=":material/play_circle:", layout="wide")
@@ -53,7 +54,11 @@ def demo_live() -> None:
         if n and simulate.simulate_sme(cur, n, seed=int(now)) < n:
             ss["demo_running"] = False
             st.toast("Every item is labelled: the demo is over.")
-    fit = dashboard.refresh(cur)
+    try:
+        fit = dashboard.refresh(cur)
+    except TiebreakError as exc:
+        st.info(str(exc))
+        return
     if fit is None:
         st.caption("Press Start: the simulated SME begins labelling.")
         return

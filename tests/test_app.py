@@ -173,3 +173,17 @@ def test_run_judges_page_runs_offline_judges_to_the_end(demo_db):
     at.run()
     assert not at.exception
     assert any(m.label == "OK" and m.value == "1,200" for m in at.metric)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_on_an_empty_project(tmp_path, monkeypatch, page):
+    """A new database with nothing imported: every page explains instead of failing."""
+    from calib import store
+
+    path = tmp_path / "empty.duckdb"
+    store.connect(path).close()
+    monkeypatch.setenv("TIEBREAK_DB", str(path))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
