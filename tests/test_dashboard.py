@@ -67,10 +67,10 @@ def test_annotator_position_bias_throughput_and_drift(demo_con):
 
     queue.refill(demo_con, 60, seed=1)
     # a left-biased SME: always prefers the answer on the left
-    for _ in range(30):
+    for i in range(30):
         lease = queue.next_item(demo_con, "lefty")
-        left, right = "support-legacy-v1", "support-nova-v2"
-        pref = "baseline"  # left is the baseline here
+        left = ("support-legacy-v1", "support-nova-v2")[i % 2]  # sides alternate ...
+        pref = "baseline" if left == "support-legacy-v1" else "candidate"  # ... and the left one always wins
         queue.submit(demo_con, lease.lease_id, "lefty", {(left, "correctness"): (True, None)}, preference=pref,
                      duration_ms=30_000, left_model=left)
     bias = {b["annotator"]: b for b in annotators.position_bias(demo_con)}
