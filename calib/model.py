@@ -414,7 +414,9 @@ def fit_nuts(data: CellData, draws: int = 800, tune: int = 250, chains: int = 2,
     w = idata.posterior["w"].values  # (chains, draws, P + 2)
     u = loc + w @ chol.T
     post = _from_nuts_space(data, u.reshape(-1, u.shape[-1]), lam)
-    post.diagnostics = convergence(u, idata.sample_stats["diverging"].values)
+    # with one segment sigma appears nowhere in the likelihood: its prior-only draws are not checked
+    checked = u if len(data.segments) > 1 else u[..., :-1]
+    post.diagnostics = convergence(checked, idata.sample_stats["diverging"].values)
     return post
 
 
