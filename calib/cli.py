@@ -116,7 +116,8 @@ def cmd_fit(args) -> int:
     from calib import engine
 
     con = store.connect(args.db)
-    res = engine.fit_project(con, kind="fast" if args.fast else "nuts", margin=args.margin, seed=args.seed)
+    res = engine.fit_project(con, kind="fast" if args.fast else "nuts", margin=args.margin, seed=args.seed,
+                             draws=args.draws)
     if args.json:
         _print_json(res)
         return 0
@@ -370,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON (n_labels, interval, rates, diffs, preference, cross_checks)")
     c.add_argument("--margin", type=float, help="non-inferiority margin (default: the project setting, 0.02)")
     c.add_argument("--fast", action="store_true", help="fast fit (Laplace + importance sampling) instead of NUTS")
+    c.add_argument("--draws", type=int, help="draws per chain (NUTS default 800; more when a fit warns of low ESS "
+                                             "or R-hat) or from the fast fit (default 1000)")
     c.add_argument("--seed", type=int, default=0)
     _db_arg(c)
     c.set_defaults(func=cmd_fit)

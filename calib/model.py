@@ -437,9 +437,9 @@ def convergence(u: np.ndarray, diverging: np.ndarray) -> dict:
     div = int(np.sum(diverging))
     warns = []
     if max_rhat >= 1.01:
-        warns.append(f"R-hat {max_rhat:.3f} >= 1.01: chains disagree; refit with more tuning")
+        warns.append(f"R-hat {max_rhat:.3f} >= 1.01: chains disagree; refit with more draws (tiebreak fit --draws 2000)")
     if min_ess <= 400:
-        warns.append(f"bulk ESS {min_ess:.0f} <= 400: too few effective draws")
+        warns.append(f"bulk ESS {min_ess:.0f} <= 400: too few effective draws; refit with more (tiebreak fit --draws 2000)")
     if div:
         warns.append(f"{div} divergent transitions")
     return {"max_rhat": max_rhat, "min_ess_bulk": min_ess, "divergences": div, "warnings": warns}
