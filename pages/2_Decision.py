@@ -109,8 +109,9 @@ live()
 
 st.subheader("Authoritative fit (NUTS)")
 run = _nuts_runs().get(db)
+st.session_state["decision_nuts_busy"] = bool(run and run.running)
 c1, c2 = st.columns([1, 3])
-if c1.button("Run NUTS in the background", key="decision_nuts", disabled=bool(run and run.running)):
+if c1.button("Run NUTS in the background", key="decision_nuts", disabled=st.session_state["decision_nuts_busy"]):
     _nuts_runs()[db] = dashboard.BackgroundFit(ui._connection(db), "nuts")
     st.rerun()
 
@@ -123,6 +124,9 @@ def nuts_status() -> None:
                 "this page stays usable.")
     elif run is not None and run.error:
         st.error(f"NUTS failed: {run.error}")
+    if run is not None and not run.running and st.session_state.get("decision_nuts_busy"):
+        st.session_state["decision_nuts_busy"] = False  # finished: redraw the page (button, verdicts)
+        st.rerun(scope="app")
     last = engine.latest_fit(ui.cursor(), kind="nuts")
     if last is None:
         st.caption("No NUTS fit yet.")

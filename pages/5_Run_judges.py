@@ -1,6 +1,8 @@
 """Lead/admin page: run the automated judges (or generate candidate outputs) from a TOML file, with
 a live progress bar, the cost so far and a stop button. Layout only: calib.judges does the work."""
 
+import time
+
 import streamlit as st
 
 from calib import judge_config, judges, store
@@ -39,6 +41,7 @@ generate = c3.checkbox("Generate candidate outputs ([generate])", key="runj_gene
 
 current = _runs().get(db)
 busy = current is not None and current.running
+st.session_state["runj_busy"] = busy
 if st.button("Start", type="primary", key="runj_start", disabled=busy):
     _runs()[db] = judges.BackgroundRun(ui._connection(db), cfg, limit=int(limit) or None,
                                        concurrency=int(concurrency), generate=generate)
@@ -50,34 +53,36 @@ def live() -> None:
     run = _runs().get(db)
     if run is None:
         st.caption("No run started in this app yet.")
-        return
-    p = run.progress
-    st.progress(p.fraction, text=f"{p.done:,} of {p.total:,} calls ({p.skipped:,} already done, skipped)")
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("OK", f"{p.ok:,}")
-    m2.metric("Failed", f"{p.failed:,}")
-    m3.metric("Cost so far", f"${p.cost_usd:,.4f}")
-    m4.metric("Elapsed", f"{((p.finished or __import__('time').time()) - p.started):.0f} s")
-    for f in p.last_failures:
-        st.text(f"failed: {f}")  # provider text is shown as plain text, never as markdown
-    if p.error:
-        st.error(p.error)
-    if run.running:
-        if st.button("Stop", key="runj_stop"):
-            run.stop()
-            st.toast("Stopping after the calls in flight; results so far are kept.")
-    elif p.finished:
-        st.success("Finished." if not p.stopped else "Stopped: start again to go on where it stopped.")
+    else:
+        p = run.progress
+        st.progress(p.fraction, text=f"{p.done:,} of {p.total:,} calls ({p.skipped:,} already done, skipped)")
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("OK", f"{p.ok:,}")
+        m2.metric("Failed", f"{p.failed:,}")
+        m3.metric("Cost so far", f"${p.cost_usd:,.4f}")
+        m4.metric("Elapsed", f"{((p.finished or time.time()) - p.started):.0f} s")
+        for f in p.last_failures:
+            st.text(f"failed: {f}")  # provider text is shown as plain text, never as markdown
+        if p.error:
+            st.error(p.error)
+        if run.running:
+            if st.button("Stop", key="runj_stop"):
+                run.stop()
+                st.toast("Stopping after the calls in flight; results so far are kept.")
+        elif p.finished:
+            st.success("Finished." if not p.stopped else "Stopped: start again to go on where it stopped.")
+            if st.session_state.get("runj_busy"):  # the page drew Start disabled: redraw it enabled
+                st.session_state["runj_busy"] = False
+                st.rerun(scope="app")
+    cur = ui.cursor()
+    st.subheader("Calls so far")
+    st.dataframe(judges.call_summary(cur), hide_index=True, width="stretch")
+    bias = judges.position_bias(cur)
+    if bias:
+        st.subheader("Pairwise judges: position bias")
+        st.caption("Share of decided calls in which the judge picked the answer shown first (0.5 = no bias; each "
+                   "pair is judged in both orders, so the stored preference cancels it).")
+        st.dataframe(bias, hide_index=True, width="stretch")
 
 
 live()
-
-st.subheader("Calls so far")
-cur = ui.cursor()
-st.dataframe(judges.call_summary(cur), hide_index=True, width="stretch")
-bias = judges.position_bias(cur)
-if bias:
-    st.subheader("Pairwise judges: position bias")
-    st.caption("Share of decided calls in which the judge picked the answer shown first (0.5 = no bias; each pair "
-               "is judged in both orders, so the stored preference cancels it).")
-    st.dataframe(bias, hide_index=True, width="stretch")
