@@ -95,9 +95,11 @@ def live() -> None:
 
     st.subheader("Quality, latency and cost")
     st.dataframe(comparison, hide_index=True, width="stretch")
-    st.caption("Sign-off thresholds (settings): p95 latency <= "
-               f"{settings['signoff_max_p95_latency_ms'] or 'no limit'} ms, cost per 1,000 requests <= "
-               f"{settings['signoff_max_cost_per_1k_usd'] or 'no limit'} USD. " + " · ".join(sign["blockers"]))
+    lat, cost = settings["signoff_max_p95_latency_ms"], settings["signoff_max_cost_per_1k_usd"]
+    st.caption("Sign-off thresholds for the candidate (settings `signoff_max_p95_latency_ms`, "
+               "`signoff_max_cost_per_1k_usd`): p95 latency " + (f"<= {lat:g} ms" if lat else "no limit")
+               + ", cost per 1,000 requests " + (f"<= ${cost:g}" if cost else "no limit") + ". "
+               + " · ".join(sign["blockers"]))
     if fit.get("preference"):
         st.subheader("Pairwise win rate of the candidate")
         st.dataframe(fit["preference"], hide_index=True, width="stretch")
