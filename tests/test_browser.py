@@ -56,6 +56,14 @@ def _start_app(db) -> tuple[str, subprocess.Popen]:
     pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
 
 
+def _open(p):
+    """Debian's chromium, headless, with nothing that calls out (this machine's network is closed)."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+    return browser, browser.new_page(viewport={"width": 1500, "height": 1100})
+
+
 @pytest.fixture
 def server(tmp_path):
     db = tmp_path / "browser.duckdb"
@@ -93,10 +101,7 @@ def test_sign_in_and_rate_with_the_keyboard_only(server):
     ART.mkdir(parents=True, exist_ok=True)
     dims = len(demo.DIMENSIONS)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        browser, page = _open(p)
         page.goto(url)
         page.get_by_role("textbox", name="User name").wait_for(timeout=60_000)
         page.get_by_role("textbox", name="User name").focus()
@@ -160,10 +165,7 @@ def test_lead_sees_the_decision_page_and_shrinkage_plot(lead_server):
     a person; the test checks the verdict cards and the charts are drawn."""
     ART.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        browser, page = _open(p)
         page.goto(lead_server)
         page.get_by_role("textbox", name="User name").wait_for(timeout=60_000)
         page.get_by_role("textbox", name="User name").fill("lea")
