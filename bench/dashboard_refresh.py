@@ -13,6 +13,7 @@ After each of N new labelled items it times:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import sys
@@ -26,15 +27,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))
 from calib import dashboard, engine, plots, store  # noqa: E402
 
+_spec = importlib.util.spec_from_file_location("refit_speed", Path(__file__).with_name("refit_speed.py"))
+refit_speed = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(refit_speed)
+
 
 def add_label(con, seed: int) -> None:
-    con.execute(f"SELECT setseed({(seed % 1000) / 1000})")
-    con.execute(
-        f"""INSERT INTO labels (item_id, model, dimension, verdict, annotator, created_at, source)
-            SELECT s.item_id, s.model, s.dimension, random() < s.score, 'bench', current_timestamp, 'bench'
-            FROM judge_scores s WHERE s.judge = 'judge-strict' AND s.item_id IN (
-                SELECT item_id FROM items WHERE item_id NOT IN (SELECT DISTINCT item_id FROM labels)
-                USING SAMPLE 1 ROWS (reservoir, {seed}))""")
+    """One more labelled item, as bench/refit_speed.py adds them."""
+    refit_speed.add_labels(con, 1, seed)
 
 
 def live_refresh(con, comparison_rows) -> None:

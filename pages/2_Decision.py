@@ -143,16 +143,29 @@ def nuts_status() -> None:
 with c2:
     nuts_status()
 
+@st.cache_data(ttl=300, show_spinner=False)
+def _exports(path: str, watermark: int, n_fits: int) -> dict[str, bytes]:
+    """Labels (CSV, Parquet) and the fits history (CSV), rebuilt only when labels or fits change."""
+    cur = ui._connection(path).cursor()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for suffix in (".csv", ".parquet"):
+            f = Path(tmp) / f"labels{suffix}"
+            ingest.export_labels(cur, f)
+            out[f"labels{suffix}"] = f.read_bytes()
+    out["fits.csv"] = pd.DataFrame(engine.fits_history(cur)).to_csv(index=False).encode()
+    return out
+
+
 with st.expander("Exports"):
     cur = ui.cursor()
-    with tempfile.TemporaryDirectory() as tmp:
-        for suffix, mime in ((".csv", "text/csv"), (".parquet", "application/octet-stream")):
-            path = Path(tmp) / f"labels{suffix}"
-            ingest.export_labels(cur, path)
-            st.download_button(f"Labels ({suffix[1:]})", path.read_bytes(), file_name=f"tiebreak-labels{suffix}",
-                               mime=mime, key=f"decision_dl_labels{suffix}")
-    st.download_button("Fits history (csv)", pd.DataFrame(engine.fits_history(cur)).to_csv(index=False),
-                       file_name="tiebreak-fits.csv", mime="text/csv", key="decision_dl_fits")
+    files = _exports(db, engine.label_watermark(cur), cur.execute("SELECT count(*) FROM fits").fetchone()[0])
+    st.download_button("Labels (csv)", files["labels.csv"], file_name="tiebreak-labels.csv", mime="text/csv",
+                       key="decision_dl_labels.csv")
+    st.download_button("Labels (parquet)", files["labels.parquet"], file_name="tiebreak-labels.parquet",
+                       mime="application/octet-stream", key="decision_dl_labels.parquet")
+    st.download_button("Fits history (csv)", files["fits.csv"], file_name="tiebreak-fits.csv", mime="text/csv",
+                       key="decision_dl_fits")
     if st.button("Build the sign-off report", key="decision_build_report"):
         with st.spinner("Building the report ..."):
             st.session_state["decision_report"] = report.build_report(ui.cursor(), db_label=db)
