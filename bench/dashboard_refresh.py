@@ -37,10 +37,10 @@ def add_label(con, seed: int) -> None:
     refit_speed.add_labels(con, 1, seed)
 
 
-def live_refresh(con, comparison_rows) -> None:
+def live_refresh(con, output_stats) -> None:
     fit = dashboard.refresh(con)
     history = engine.fits_history(con)
-    dashboard.signoff(fit, comparison_rows, store.get_settings(con))
+    dashboard.signoff(fit, dashboard.with_pass_rates(output_stats, fit), store.get_settings(con))
     fc = {f["dimension"]: f for f in fit.get("forecasts", [])}
     for d in fit["diffs"]:
         plots.shrinkage_figure(history, d["dimension"], fc.get(d["dimension"]), fit["margin"]).to_plotly_json()
@@ -63,7 +63,7 @@ def main() -> None:
     print(f"store: {n_out:,} outputs, {n_lab:,} labelled items")
     engine.ensure_cells(con)
     t = time.perf_counter()
-    comparison = dashboard.model_comparison(con, None)
+    comparison = dashboard.output_stats(con)
     print(f"latency/cost scan of every output (cached per data version): {time.perf_counter() - t:.2f} s")
     live_refresh(con, comparison)  # warm: first fit in the process
     times = []

@@ -11,30 +11,39 @@ import duckdb
 from calib import engine, store
 
 
-def model_comparison(con: duckdb.DuckDBPyConnection, fit: dict | None) -> list[dict]:
-    """Per model: population pass rate per dimension (from ``fit``), latency median and p95, time to
-    first token, mean tokens and cost per 1,000 requests (from the outputs' recorded figures)."""
+def output_stats(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Per model, baseline first: latency median and p95, time to first token, mean tokens and cost
+    per 1,000 requests, from the outputs' recorded figures (a scan of every output: cache it)."""
     rows = con.execute(
         """SELECT model, count(*), median(latency_ms), quantile_cont(latency_ms, 0.95), median(ttft_ms),
                   avg(input_tokens), avg(output_tokens), 1000 * avg(cost_usd), count(cost_usd)
            FROM outputs GROUP BY model""").fetchall()
     by = {r[0]: r for r in rows}
+    base = store.get_settings(con)["baseline"]
+    return [{"model": m, "role": "baseline" if m == base else "candidate", "outputs": r[1],
+             "latency_p50_ms": r[2], "latency_p95_ms": r[3], "ttft_p50_ms": r[4], "input_tokens_mean": r[5],
+             "output_tokens_mean": r[6], "cost_per_1k_usd": r[7] if r[8] else None}
+            for m in store.models(con) if (r := by.get(m)) is not None]
+
+
+def with_pass_rates(stats: list[dict], fit: dict | None) -> list[dict]:
+    """``output_stats`` rows with each model's population pass rate per dimension from ``fit``
+    (``pass_<dimension>`` and its ``_lo``/``_hi``)."""
     out = []
-    for m in store.models(con):
-        r = by.get(m)
-        if r is None:
-            continue
-        row = {"model": m, "role": "baseline" if m == store.get_settings(con)["baseline"] else "candidate",
-               "outputs": r[1], "latency_p50_ms": r[2], "latency_p95_ms": r[3], "ttft_p50_ms": r[4],
-               "input_tokens_mean": r[5], "output_tokens_mean": r[6],
-               "cost_per_1k_usd": r[7] if r[8] else None}
+    for row in stats:
+        row = dict(row)
         for x in (fit or {}).get("rates", []):
-            if x["model"] == m and x["segment"] is None:
+            if x["model"] == row["model"] and x["segment"] is None:
                 row[f"pass_{x['dimension']}"] = x["mean"]
                 row[f"pass_{x['dimension']}_lo"] = x["lo"]
                 row[f"pass_{x['dimension']}_hi"] = x["hi"]
         out.append(row)
     return out
+
+
+def model_comparison(con: duckdb.DuckDBPyConnection, fit: dict | None) -> list[dict]:
+    """The models side by side: quality (pass rates from ``fit``), latency and cost."""
+    return with_pass_rates(output_stats(con), fit)
 
 
 def signoff(fit: dict, comparison: list[dict], settings: dict) -> dict:

@@ -25,25 +25,14 @@ def _nuts_runs() -> dict:
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def _comparison_outputs(path: str, version: str) -> list[dict]:
+def _output_stats(path: str, version: str) -> list[dict]:
     """Latency, tokens and cost per model (scans every output: cached per data version)."""
-    return dashboard.model_comparison(ui._connection(path).cursor(), None)
+    return dashboard.output_stats(ui._connection(path).cursor())
 
 
 @st.cache_data(ttl=600, show_spinner=False)
 def _forecast(path: str, watermark: int) -> dict:
     return engine.forecast_project(ui._connection(path).cursor(), dashboard.FORECAST_EXTRA)
-
-
-def _with_rates(rows: list[dict], fit: dict) -> list[dict]:
-    out = []
-    for r in rows:
-        r = dict(r)
-        for x in fit["rates"]:
-            if x["model"] == r["model"] and x["segment"] is None:
-                r[f"pass {x['dimension']}"] = f"{x['mean']:.3f} [{x['lo']:.3f}, {x['hi']:.3f}]"
-        out.append(r)
-    return out
 
 
 @st.fragment(run_every=5)
@@ -59,7 +48,7 @@ def live() -> None:
         st.info("No labels and no fit yet.")
         return
     settings = store.get_settings(cur)
-    comparison = _with_rates(_comparison_outputs(db, engine._fingerprint(cur)), fit)
+    comparison = dashboard.with_pass_rates(_output_stats(db, engine._fingerprint(cur)), fit)
     sign = dashboard.signoff(fit, comparison, settings)
     colour = {"sign off": "green", "do not sign off": "red", "label more": "orange"}[sign["recommendation"]]
     st.markdown(f"### Recommendation: :{colour}[{sign['recommendation'].upper()}]")

@@ -124,6 +124,13 @@ def test_model_comparison_has_latency_and_cost(demo_con):
     assert [r["role"] for r in rows] == ["baseline", "candidate"]
     for r in rows:
         assert r["latency_p50_ms"] <= r["latency_p95_ms"] and r["cost_per_1k_usd"] > 0
+    _label_truth(demo_con, 30)
+    fit = engine.fit_project(demo_con, "fast", record=False)
+    with_rates = dashboard.with_pass_rates(rows, fit)
+    rate = next(x for x in fit["rates"] if x["model"] == rows[1]["model"] and x["dimension"] == "style"
+                and x["segment"] is None)
+    assert with_rates[1]["pass_style"] == rate["mean"] and with_rates[1]["latency_p95_ms"] == rows[1]["latency_p95_ms"]
+    assert "pass_style" not in rows[1]  # the cached stats are not modified
 
 
 def test_background_fit_records_and_never_blocks(demo_con, monkeypatch):
