@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from calib import queue, store
+from calib.data import store
+from calib.review import queue
 from pages.shared import ui
 
 st.set_page_config(page_title="Tiebreak", page_icon=":material/balance:", layout="wide")

@@ -1,9 +1,9 @@
 """Coverage study of the calibration model against a known truth (slow; not in the test suite).
 
-Simulation: the demo generator (calib.demo) makes a fresh project per replicate: 2,000 items in
+Simulation: the demo generator (calib.data.demo) makes a fresh project per replicate: 2,000 items in
 six regions with different base rates, a judge lenient toward the candidate only, judge-to-human
 links that are not logistic (a probit of a noisy latent, a thresholded latent, a rounded Likert).
-Labels are drawn by the project's own sampler (calib.queue): the first 50 items by judge
+Labels are drawn by the project's own sampler (calib.review.queue): the first 50 items by judge
 disagreement, each later batch by the expected reduction of Var(Delta) under the current fit,
 both with a 20% random share and a per-segment floor, each batch's inclusion probabilities kept
 as design weights for the human-only and PPI++ cross-checks; sizes 50, 100, 200, 400 labelled
@@ -34,7 +34,9 @@ import pandas as pd
 # package that numba probes; put the project root there instead.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from calib import cells, crosscheck, demo, forecast, model, queue, sampling  # noqa: E402
+from calib.data import cells, demo  # noqa: E402
+from calib.stats import crosscheck, forecast, model, sampling  # noqa: E402
+from calib.review import queue  # noqa: E402
 
 SIZES = [50, 100, 200, 400]
 

@@ -25,7 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
-from calib import dashboard, engine, plots, store  # noqa: E402
+from calib.data import cells, store  # noqa: E402
+from calib.stats import engine  # noqa: E402
+from calib.insight import dashboard, plots  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("refit_speed", Path(__file__).with_name("refit_speed.py"))
 refit_speed = importlib.util.module_from_spec(_spec)
@@ -61,7 +63,7 @@ def main() -> None:
     n_out = con.execute("SELECT count(*) FROM outputs").fetchone()[0]
     n_lab = con.execute("SELECT count(DISTINCT item_id) FROM labels").fetchone()[0]
     print(f"store: {n_out:,} outputs, {n_lab:,} labelled items")
-    engine.ensure_cells(con)
+    cells.ensure_cells(con)
     t = time.perf_counter()
     comparison = dashboard.output_stats(con)
     print(f"latency/cost scan of every output (cached per data version): {time.perf_counter() - t:.2f} s")

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 # bench/ holds coverage.py, which would shadow the `coverage` package numba probes: drop bench/ from the path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from calib import demo  # noqa: E402
+from calib.data import demo  # noqa: E402
 
 
 def make_parquet(path: Path, n_outputs: int, chunk_items: int = 250_000) -> None:

@@ -20,7 +20,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 import calib  # noqa: E402,F401  (sets LITELLM_LOCAL_MODEL_COST_MAP and HF_HUB_OFFLINE)
-from calib import demo, judge_config, judges, store  # noqa: E402
+from calib.data import demo, store  # noqa: E402
+from calib.judges import config as judge_config, run as judges  # noqa: E402
 from fake_llm import serve_in_subprocess  # noqa: E402
 
 

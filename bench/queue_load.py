@@ -1,7 +1,7 @@
 """Queue under load: 8 SMEs lease and label for 5 minutes against one DuckDB file (slow; not a test).
 
 Each SME is a thread with its own cursor on the one process-wide connection (as the app does),
-going through calib.queue: next_item (lease), read the item and both outputs (what the page
+going through calib.review.queue: next_item (lease), read the item and both outputs (what the page
 shows), a short think time, then submit a rating of every dimension and a preference; 5% of the
 time a skip, 2% a flag. Checks at the end:
 - labels lost: label rows in the database vs what the SMEs submitted (must be 0);
@@ -27,7 +27,8 @@ import numpy as np
 # bench/ holds coverage.py, which would shadow the `coverage` package numba probes: drop bench/ from the path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from calib import queue, store  # noqa: E402
+from calib.data import store  # noqa: E402
+from calib.review import queue  # noqa: E402
 
 
 def read_item(cur, item_id: str):

@@ -24,7 +24,8 @@ import numpy as np
 # bench/ holds coverage.py, which would shadow the `coverage` package numba probes: drop bench/ from the path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from calib import engine, store  # noqa: E402
+from calib.data import cells, store  # noqa: E402
+from calib.stats import engine  # noqa: E402
 
 
 def add_labels(con, n_items: int, seed: int) -> None:
@@ -54,11 +55,11 @@ def main() -> None:
     n_out = con.execute("SELECT count(*) FROM outputs").fetchone()[0]
     add_labels(con, args.labels, 1)
     t = time.perf_counter()
-    engine.ensure_cells(con)
+    cells.ensure_cells(con)
     print(f"store: {n_out:,} outputs; {args.labels} labelled items")
     print(f"cell build (once per import):  {time.perf_counter() - t:6.2f} s")
-    cells = con.execute("SELECT dimension, count(*) FROM model_cells GROUP BY ALL ORDER BY ALL").fetchall()
-    print("cells per dimension:", ", ".join(f"{d} {n}" for d, n in cells))
+    per_dim = con.execute("SELECT dimension, count(*) FROM model_cells GROUP BY ALL ORDER BY ALL").fetchall()
+    print("cells per dimension:", ", ".join(f"{d} {n}" for d, n in per_dim))
 
     t = time.perf_counter()
     engine.fit_project(con, "fast")

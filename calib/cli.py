@@ -17,7 +17,7 @@ from typing import Sequence
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from calib import store  # noqa: E402
+from calib.data import demo, store  # noqa: E402
 from calib.errors import TiebreakError  # noqa: E402
 
 
@@ -33,32 +33,32 @@ def _print_json(obj) -> None:
 
 
 def cmd_import(args) -> int:
-    from calib import ingest
+    from calib.data import ingest
 
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     print(ingest.import_file(con, args.file, baseline=args.baseline).summary())
     return 0
 
 
 def cmd_labels_import(args) -> int:
-    from calib import ingest
+    from calib.data import ingest
 
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     print(ingest.import_labels(con, args.file, source=args.source).summary())
     return 0
 
 
 def cmd_labels_export(args) -> int:
-    from calib import ingest
+    from calib.data import ingest
 
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     n = ingest.export_labels(con, args.file)
     print(f"{args.file}: wrote {n} labels (full history, corrections included)")
     return 0
 
 
 def cmd_status(args) -> int:
-    con = store.connect(args.db, read_only=args.read_only)
+    con = demo.open_db(args.db, read_only=args.read_only)
     st = store.status(con)
     if args.json:
         _print_json(st)
@@ -82,9 +82,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from calib import demo
-
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     have = con.execute("SELECT count(*) FROM items").fetchone()[0]
     if have:
         raise TiebreakError(f"{store.resolve_db(args.db)} already holds {have} items; give a new --db path for a demo")
@@ -95,13 +93,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_settings_show(args) -> int:
-    con = store.connect(args.db, read_only=args.read_only)
+    con = demo.open_db(args.db, read_only=args.read_only)
     _print_json(store.get_settings(con))
     return 0
 
 
 def cmd_settings_set(args) -> int:
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     with store.transaction(con):
         store.set_settings(con, **{args.key: store.parse_setting(args.key, args.value)})
     print(f"{args.key} = {json.dumps(store.get_settings(con)[args.key])}")
@@ -113,9 +111,9 @@ def _fmt_ci(r: dict) -> str:
 
 
 def cmd_fit(args) -> int:
-    from calib import engine
+    from calib.stats import engine
 
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     res = engine.fit_project(con, kind="fast" if args.fast else "nuts", margin=args.margin, seed=args.seed,
                              draws=args.draws)
     if args.json:
@@ -137,13 +135,13 @@ def cmd_fit(args) -> int:
 
 
 def cmd_forecast(args) -> int:
-    from calib import engine
+    from calib.stats import engine
 
     try:
         extra = [int(x) for x in args.extra.split(",") if x.strip()]
     except ValueError:
         raise TiebreakError(f"--extra {args.extra!r}: give whole numbers separated by commas, e.g. 50,100,200") from None
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     res = engine.forecast_project(con, extra, target_width=args.target_width, margin=args.margin)
     if args.json:
         _print_json(res)
@@ -160,9 +158,9 @@ def cmd_forecast(args) -> int:
 def cmd_queue(args) -> int:
     import csv as _csv
 
-    from calib import queue
+    from calib.review import queue
 
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     if args.segment or args.topic or args.judge_fail:
         batch = queue.queue_filtered(con, n=args.n, segment=args.segment, topic=args.topic,
                                      judge_fail=args.judge_fail, seed=args.seed)
@@ -199,23 +197,23 @@ def cmd_queue(args) -> int:
 def cmd_users_add(args) -> int:
     import getpass
 
-    from calib import users
+    from calib.review import users
 
     password = args.password or os.environ.get("TIEBREAK_PASSWORD")
     if not password:
         if not sys.stdin.isatty():
             raise TiebreakError("no password: give --password, set TIEBREAK_PASSWORD, or run in a terminal")
         password = getpass.getpass(f"password for {args.name}: ")
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     users.add_user(con, args.name, args.role, password)
     print(f"user {args.name} ({args.role}) saved")
     return 0
 
 
 def cmd_users_list(args) -> int:
-    from calib import users
+    from calib.review import users
 
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     for u in users.list_users(con):
         print(f"{u['name']:<24} {u['role']:<6} {u['created_at']}")
     return 0
@@ -225,10 +223,10 @@ def cmd_users_list(args) -> int:
 
 
 def _judge_run(args, generate: bool) -> int:
-    from calib import judge_config, judges
+    from calib.judges import config as judge_config, run as judges
 
     cfg = judge_config.load_config(args.config)
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     last = [0.0]
 
     def show(p: judges.Progress) -> None:
@@ -269,9 +267,9 @@ def cmd_judge_generate(args) -> int:
 
 
 def cmd_judge_report(args) -> int:
-    from calib import judges
+    from calib.judges import run as judges
 
-    con = store.connect(args.db, read_only=args.read_only)
+    con = demo.open_db(args.db, read_only=args.read_only)
     out = {"calls": judges.call_summary(con), "position_bias": judges.position_bias(con)}
     if args.json:
         _print_json(out)
@@ -294,9 +292,10 @@ def cmd_judge_report(args) -> int:
 def cmd_report(args) -> int:
     from pathlib import Path
 
-    from calib import engine, report
+    from calib.stats import engine
+    from calib.insight import report
 
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     fit = engine.fit_project(con, args.fit) if args.fit else None
     text = report.build_report(con, fit, db_label=str(store.resolve_db(args.db)))
     Path(args.out).write_text(text, encoding="utf-8")
@@ -305,9 +304,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from calib import engine, simulate
+    from calib.stats import engine
+    from calib.review import simulate
 
-    con = store.connect(args.db)
+    con = demo.open_db(args.db)
     n = simulate.simulate_sme(con, args.items, annotator=args.annotator, seed=args.seed)
     print(f"{n} items labelled by the simulated SME {args.annotator!r}")
     if args.fit:

@@ -1,11 +1,12 @@
 """SME labelling: one leased item, two blinded outputs side by side, a rating form. Layout only:
-leasing, blinding and storing are in calib.queue and calib.labelling."""
+leasing, blinding and storing are in calib.review.queue and calib.review.labelling."""
 
 import time
 
 import streamlit as st
 
-from calib import labelling, queue, store, users
+from calib.data import store
+from calib.review import labelling, queue, users
 from calib.errors import TiebreakError
 from pages.shared import keyboard, ui
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from calib import dashboard, engine, ingest, plots, report, store
+from calib.data import cells, ingest, store
+from calib.stats import engine
+from calib.insight import dashboard, plots, report
 from calib.errors import TiebreakError
 from pages.shared import ui
 
@@ -48,7 +50,7 @@ def live() -> None:
         st.info("No labels and no fit yet.")
         return
     settings = store.get_settings(cur)
-    comparison = dashboard.with_pass_rates(_output_stats(db, engine._fingerprint(cur)), fit)
+    comparison = dashboard.with_pass_rates(_output_stats(db, cells.fingerprint(cur)), fit)
     sign = dashboard.signoff(fit, comparison, settings)
     colour = {"sign off": "green", "do not sign off": "red", "label more": "orange"}[sign["recommendation"]]
     st.markdown(f"### Recommendation: :{colour}[{sign['recommendation'].upper()}]")

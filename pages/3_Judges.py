@@ -1,9 +1,11 @@
 """Lead page: how far each automated judge can be trusted, measured against the SMEs. Layout only:
-the numbers come from calib.diagnostics."""
+the numbers come from calib.insight.diagnostics."""
 
 import streamlit as st
 
-from calib import diagnostics, engine, plots
+from calib.data import cells
+from calib.stats import engine
+from calib.insight import diagnostics, plots
 from pages.shared import ui
 
 st.set_page_config(page_title="Judges · Tiebreak", page_icon=":material/balance:", layout="wide")
@@ -65,4 +67,4 @@ else:
 st.subheader("Judge-judge disagreement")
 st.caption("Over a uniform sample of up to 200,000 outputs: how often two judges' pass/fail verdicts differ, and "
            "their kappa. Items where judges disagree are what the queue sends to SMEs first.")
-st.dataframe(_disagreement(db, engine._fingerprint(cur)), hide_index=True, width="stretch")
+st.dataframe(_disagreement(db, cells.fingerprint(cur)), hide_index=True, width="stretch")

@@ -1,9 +1,10 @@
 """Lead page: the SMEs as raters: agreement, throughput, position bias and drift. Layout only: the
-numbers come from calib.annotators."""
+numbers come from calib.insight.annotators."""
 
 import streamlit as st
 
-from calib import annotators, engine
+from calib.stats import engine
+from calib.insight import annotators
 from pages.shared import ui
 
 st.set_page_config(page_title="Annotators · Tiebreak", page_icon=":material/groups:", layout="wide")

@@ -1,11 +1,12 @@
 """Lead/admin page: run the automated judges (or generate candidate outputs) from a TOML file, with
-a live progress bar, the cost so far and a stop button. Layout only: calib.judges does the work."""
+a live progress bar, the cost so far and a stop button. Layout only: calib.judges.run does the work."""
 
 import time
 
 import streamlit as st
 
-from calib import judge_config, judges, store
+from calib.data import store
+from calib.judges import config as judge_config, run as judges
 from calib.errors import TiebreakError
 from pages.shared import ui
 

@@ -1,12 +1,15 @@
 """Demo mode for stakeholders: a simulated SME labels items from the demo data's hidden truth at a
 chosen pace while the decision refits live, and a replay animates how the interval shrank.
-Layout only: calib.simulate labels and replays, calib.dashboard refits."""
+Layout only: calib.review.simulate labels and replays, calib.insight.dashboard refits."""
 
 import time
 
 import streamlit as st
 
-from calib import dashboard, engine, plots, simulate, store
+from calib.data import store
+from calib.stats import engine
+from calib.review import simulate
+from calib.insight import dashboard, plots
 from calib.errors import TiebreakError
 from pages.shared import ui
 

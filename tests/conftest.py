@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from calib import demo, store  # noqa: E402
+from calib.data import demo, store  # noqa: E402
 
 
 def write_table(df: pd.DataFrame, path: Path) -> Path:

@@ -13,7 +13,7 @@ PAGES = ["app.py"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").g
 
 @pytest.fixture
 def demo_db(tmp_path, monkeypatch):
-    from calib import demo, store
+    from calib.data import demo, store
 
     path = tmp_path / "app.duckdb"
     con = store.connect(path)
@@ -40,7 +40,8 @@ def test_home_shows_counts(demo_db):
 
 
 def test_home_review_list_returns_flagged_item(demo_db):
-    from calib import queue, store
+    from calib.data import store
+    from calib.review import queue
 
     from pages.shared import ui
 
@@ -70,7 +71,7 @@ def test_decision_page_shows_what_fit_says(demo_db):
 
     con = ui._connection(str(demo_db)).cursor()
     _label_truth(con, 60)
-    from calib import engine
+    from calib.stats import engine
 
     engine.fit_project(con, "fast", forecast_extra=[25, 50])  # the page shows the latest fit while no label arrives
     at = AppTest.from_file(str(ROOT / "pages" / "2_Decision.py"), default_timeout=60)
@@ -91,7 +92,7 @@ def test_decision_page_shows_what_fit_says(demo_db):
 
 
 def test_new_label_moves_the_shrinkage_curve_by_one_point(demo_db):
-    from calib import engine
+    from calib.stats import engine
 
     from pages.shared import ui
 
@@ -115,7 +116,7 @@ def test_new_label_moves_the_shrinkage_curve_by_one_point(demo_db):
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_runs_for_each_role(demo_db, page, role):
     """Signed in with each role: a page either renders or says it is not for this role, never raises."""
-    from calib import users
+    from calib.review import users
 
     from pages.shared import ui
 
@@ -131,7 +132,8 @@ def test_every_page_runs_for_each_role(demo_db, page, role):
 
 
 def test_demo_mode_adds_labels_and_refits(demo_db):
-    from calib import engine, store
+    from calib.data import store
+    from calib.stats import engine
 
     from pages.shared import ui
 
@@ -178,7 +180,7 @@ def test_run_judges_page_runs_offline_judges_to_the_end(demo_db):
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_runs_on_an_empty_project(tmp_path, monkeypatch, page):
     """A new database with nothing imported: every page explains instead of failing."""
-    from calib import store
+    from calib.data import store
 
     path = tmp_path / "empty.duckdb"
     store.connect(path).close()

@@ -20,7 +20,8 @@ import urllib.request
 
 import pytest
 
-from calib import demo, store, users
+from calib.data import demo, store
+from calib.review import users
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ART = ROOT / "tests" / "_artifacts"
@@ -144,7 +145,8 @@ def test_sign_in_and_rate_with_the_keyboard_only(server):
 @pytest.fixture
 def lead_server(tmp_path):
     """A demo project with a history: three fits as a simulated SME labels 20, 40, 60 items."""
-    from calib import engine, simulate
+    from calib.stats import engine
+    from calib.review import simulate
 
     db = tmp_path / "lead.duckdb"
     con = store.connect(db)

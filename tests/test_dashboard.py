@@ -8,7 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from calib import annotators, cli, dashboard, diagnostics, engine, report, simulate, store
+from calib import cli
+from calib.data import store
+from calib.stats import engine
+from calib.review import simulate
+from calib.insight import annotators, dashboard, diagnostics, report
 
 
 def _label_truth(con, n_items: int, offset: int = 0, annotator: str = "sim") -> None:
@@ -63,7 +67,7 @@ def test_judge_bias_toward_the_candidate_is_found(demo_con):
 
 
 def test_annotator_position_bias_throughput_and_drift(demo_con):
-    from calib import queue
+    from calib.review import queue
 
     queue.refill(demo_con, 60, seed=1)
     # a left-biased SME: always prefers the answer on the left
@@ -134,7 +138,7 @@ def test_model_comparison_has_latency_and_cost(demo_con):
 
 
 def test_background_fit_records_and_never_blocks(demo_con, monkeypatch):
-    from calib import model
+    from calib.stats import model
 
     _label_truth(demo_con, 30)
     monkeypatch.setattr(model, "fit_nuts", lambda data, draws=600, seed=0: (time.sleep(0.3), model.fit_laplace(data, 300, seed))[1])
@@ -191,7 +195,7 @@ def test_report_has_every_dimension_decision_and_is_self_contained(demo_con):
 
 
 def test_cli_report(tmp_path, capsys):
-    from calib import demo
+    from calib.data import demo
 
     db = tmp_path / "r.duckdb"
     con = store.connect(db)

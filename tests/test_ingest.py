@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from calib import ingest, store
+from calib.data import ingest, store
 from calib.errors import InputError
 from tests.conftest import write_table
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from calib import cli, demo, judge_config, judges, store
+from calib import cli
+from calib.data import demo, store
+from calib.judges import config as judge_config, run as judges
 from calib.errors import InputError
 from fake_llm import FakeLLM
 
@@ -109,7 +111,7 @@ def test_offline_run_scores_everything_once_and_feeds_the_model(tmp_path):
     assert n == 180
     again = judges.run(con, cfg)
     assert (again.total, again.skipped) == (0, 180)
-    from calib import engine
+    from calib.stats import engine
 
     fit = engine.fit_project(con, "fast", record=False)  # the new judges enter the calibration model
     assert {d["dimension"] for d in fit["diffs"]} == {"correctness", "refusal", "style"}

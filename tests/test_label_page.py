@@ -7,7 +7,8 @@ import pathlib
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from calib import demo, labelling, store, users
+from calib.data import demo, store
+from calib.review import labelling, users
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LABEL = str(ROOT / "pages" / "1_Label.py")

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from calib import cells, crosscheck, demo, engine, forecast, ingest, model, store
+from calib.data import cells, demo, ingest, store
+from calib.stats import crosscheck, engine, forecast, model
 
 
 def _sim_cells(seed: int, n_items: int, n_labels: int, dim: str, width: float = cells.BIN):
@@ -115,7 +116,7 @@ def test_nuts_kernel_is_the_pymc_density_and_its_gradient():
     differences."""
     import pymc as pm
 
-    from calib import nuts_kernel
+    from calib.stats import nuts_kernel
 
     data, _ = _sim_cells(5, 400, 120, "correctness")
     fast = model.fit_laplace(data, draws=400, seed=0)
@@ -224,7 +225,7 @@ def _label_from_truth(con, n_items: int, seed: int = 0) -> None:
 
 
 def test_duckdb_cells_match_numpy_cells(demo_con):
-    engine.ensure_cells(demo_con)
+    cells.ensure_cells(demo_con)
     out = demo_con.execute("SELECT * FROM outputs JOIN items USING (item_id) ORDER BY item_id, model").fetch_df()
     scores = demo_con.execute(
         "SELECT item_id, model, judge, dimension, score FROM judge_scores").fetch_df()
@@ -264,15 +265,15 @@ def test_fit_project_records_history_and_moves_with_labels(demo_con, monkeypatch
 
 
 def test_cells_rebuilt_only_when_data_change(demo_con, tmp_path):
-    assert engine.ensure_cells(demo_con) is True
-    assert engine.ensure_cells(demo_con) is False
+    assert cells.ensure_cells(demo_con) is True
+    assert cells.ensure_cells(demo_con) is False
     _label_from_truth(demo_con, 10)
-    assert engine.ensure_cells(demo_con) is False  # labels do not touch the population cells
+    assert cells.ensure_cells(demo_con) is False  # labels do not touch the population cells
     extra = demo.generate(5, seed=99, start=900000).outputs
     path = tmp_path / "more.parquet"
     extra.to_parquet(path)
     ingest.import_file(demo_con, path)
-    assert engine.ensure_cells(demo_con) is True
+    assert cells.ensure_cells(demo_con) is True
 
 
 def test_cli_fit_and_forecast_json(tmp_path):

@@ -1,6 +1,6 @@
 """Figures for the lead pages: titles, axis labels with units, one point per recorded fit."""
 
-from calib import plots
+from calib.insight import plots
 
 
 def test_shrinkage_and_forest_figures():

@@ -8,7 +8,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from calib import demo, queue, sampling, store
+from calib.data import demo, store
+from calib.stats import sampling
+from calib.review import queue
 from calib.errors import TiebreakError
 
 ALL = {(m, d): (True, None) for m in demo.MODELS for d in demo.DIMENSIONS}

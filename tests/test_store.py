@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from calib import store
+from calib.data import store
 from calib.errors import TiebreakError
 
 EXPECTED_SCHEMA = {

@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import duckdb  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from calib import store  # noqa: E402
+from calib.data import demo, store  # noqa: E402
 from calib.errors import TiebreakError  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def db_path() -> str:
 
 @st.cache_resource(show_spinner="Opening the database ...")
 def _connection(path: str) -> duckdb.DuckDBPyConnection:
-    return store.connect(path)
+    return demo.open_db(path)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -41,7 +41,7 @@ def cached_status(path: str) -> dict:
 
 @st.cache_data(ttl=30, show_spinner=False)
 def cached_disagreements(path: str, n: int) -> list[dict]:
-    from calib import queue
+    from calib.review import queue
 
     return queue.top_disagreements(_connection(path).cursor(), n)
 
@@ -74,7 +74,7 @@ def _users_exist(cur) -> bool:
 
 def sign_in_form(cur) -> None:
     """The sign-in form; on success the user and role go to session state and the page reruns."""
-    from calib import users
+    from calib.review import users
 
     st.title("Tiebreak")
     with st.form("auth_form"):

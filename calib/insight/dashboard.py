@@ -8,7 +8,8 @@ import time
 
 import duckdb
 
-from calib import engine, store
+from calib.data import store
+from calib.stats import engine
 
 
 def output_stats(con: duckdb.DuckDBPyConnection) -> list[dict]:

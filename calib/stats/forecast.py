@@ -21,7 +21,7 @@ import numpy as np
 from scipy import stats
 from scipy.special import expit
 
-from calib.model import CellData, Posterior, _design
+from calib.stats.model import CellData, Posterior, _design
 
 
 def selection_shares(data: CellData, random_share: float = 0.2) -> np.ndarray:

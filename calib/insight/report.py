@@ -11,12 +11,14 @@ from datetime import datetime, timezone
 
 import duckdb
 
-from calib import dashboard, engine, plots, store
+from calib.data import cells, store
+from calib.stats import engine
+from calib.insight import dashboard, plots
 
 
 def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     """A short hash of what the decision rests on: the data version and every label row."""
-    base = engine._fingerprint(con)
+    base = cells.fingerprint(con)
     labels = con.execute("SELECT count(*), coalesce(max(label_id), 0), coalesce(sum(hash(item_id, model, dimension, "
                          "verdict, annotator)), 0) FROM labels").fetchone()
     pairs = con.execute("SELECT count(*), coalesce(max(label_id), 0) FROM pair_labels").fetchone()
@@ -28,12 +30,12 @@ def _table(rows: list[dict], cols: list[str], fmt: dict | None = None) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []
     for r in rows:
-        cells = []
+        tds = []
         for c in cols:
             v = r.get(c)
             text = "" if v is None else (fmt[c](v) if c in fmt else (f"{v:.4f}" if isinstance(v, float) else str(v)))
-            cells.append(f"<td>{html.escape(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+            tds.append(f"<td>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 

@@ -21,13 +21,19 @@ labels, so the demo's simulated SME can answer from them. Three judges score eve
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr
+
+from calib.data import ingest, store
+
+DEMO_DIR = store.REPO_ROOT / "data" / "demo"
 
 BASELINE = "support-legacy-v1"
 CANDIDATE = "support-nova-v2"
@@ -279,14 +285,35 @@ def write_demo(folder: str | Path, n_items: int, seed: int = 0) -> Path:
     data.truth.to_parquet(folder / "truth.parquet", index=False)
     data.truth_pairs.to_parquet(folder / "truth_pairs.parquet", index=False)
     meta = {"items": n_items, "seed": seed, "baseline": BASELINE, "candidates": [CANDIDATE],
-            "dimensions": DIMENSIONS, "judges": JUDGES, "generator": "calib.demo.generate"}
+            "dimensions": DIMENSIONS, "judges": JUDGES, "generator": "calib.data.demo.generate"}
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 
 
+def build_demo_db(path: Path) -> None:
+    """Create the demo database from the shipped Parquet files (no generation at start-up)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".building.duckdb")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        store.migrate(con)
+        ingest.load_demo_files(con, DEMO_DIR)
+    finally:
+        con.close()
+    tmp.replace(path)
+
+
+def open_db(db: str | os.PathLike | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """``store.connect`` for the app and the CLI: the bundled demo database (the default when no
+    database is named) is built from ``data/demo/*.parquet`` the first time it is used."""
+    path = store.resolve_db(db)
+    if path == store.DEMO_DB and not path.exists():
+        build_demo_db(path)
+    return store.connect(path, read_only=read_only)
+
+
 def load_demo(con, n_items: int, seed: int = 0) -> None:
     """Generate a demo of any size and load it (outputs, preferences, hidden truth) into ``con``."""
-    from calib import ingest
-
     with tempfile.TemporaryDirectory() as tmp:
         ingest.load_demo_files(con, write_demo(tmp, n_items, seed))

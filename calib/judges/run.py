@@ -27,9 +27,9 @@ from typing import Callable
 
 import duckdb
 
-from calib import store
+from calib.data import store
 from calib.errors import TiebreakError
-from calib.judge_config import Generator, Judge, JudgeConfig, call_key, render
+from calib.judges.config import Generator, Judge, JudgeConfig, call_key, render
 
 RETRYABLE = ("RateLimitError", "InternalServerError", "ServiceUnavailableError", "APIConnectionError",
              "Timeout", "APITimeoutError", "BadGatewayError")
@@ -599,7 +599,7 @@ class BackgroundRun:
 def position_bias(con: duckdb.DuckDBPyConnection) -> list[dict]:
     """Per pairwise judge and dimension: how often it picked the answer shown first (0.5 = no bias,
     ties left out), with a 95% Wilson interval, and how often its two orders agreed."""
-    from calib.crosscheck import wilson_interval
+    from calib.stats.crosscheck import wilson_interval
 
     rows = con.execute(
         """WITH c AS (

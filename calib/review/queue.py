@@ -3,7 +3,7 @@
 Choosing (``refill``): every unlabelled, unqueued item gets a priority, the expected reduction of
 Var(Delta) summed over dimensions and both outputs when it is labelled, from the current fast fit
 (before any label, its judge disagreement). Inclusion probabilities mix a uniform random share
-with priority-proportional sampling (``calib.sampling.inclusion_probabilities``), raised where a
+with priority-proportional sampling (``calib.stats.sampling.inclusion_probabilities``), raised where a
 segment would otherwise expect fewer than ``MIN_PER_SEGMENT`` items; items are then drawn by
 Poisson sampling with a seeded generator, so each item's probability of selection is exactly
 the recorded ``inclusion_prob`` of its batch. A share of the chosen items (``overlap_share``) is
@@ -27,7 +27,9 @@ import duckdb
 import numpy as np
 from scipy.special import expit
 
-from calib import engine, model, sampling, store
+from calib.data import store
+from calib.data.cells import ensure_cells
+from calib.stats import engine, model, sampling
 from calib.errors import TiebreakError
 
 MIN_PER_SEGMENT = 2.0
@@ -61,7 +63,7 @@ def variance_reduction_by_cell(data: model.CellData, post: model.Posterior, base
 
 def item_priorities(con: duckdb.DuckDBPyConnection) -> tuple[str, "np.ndarray", "np.ndarray", "np.ndarray"]:
     """(policy, item_ids, segments, priority) for every unlabelled item not yet queued."""
-    engine.ensure_cells(con)
+    ensure_cells(con)
     s = store.get_settings(con)
     models = store.models(con)
     n_labels = con.execute("SELECT count(*) FROM labels").fetchone()[0]
@@ -151,7 +153,7 @@ def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment
                    topic: str | None = None, judge_fail: str | None = None, seed: int = 0) -> Batch:
     """Queue a lead-chosen subset (a segment, a topic, items a judge fails), recorded as such: a simple
     random sample of ``n`` of the matching items (all when n is None), inclusion_prob = n / matching."""
-    engine.ensure_cells(con)
+    ensure_cells(con)
     where, params, what = ["d.item_id NOT IN (SELECT item_id FROM labels)", "d.item_id NOT IN (SELECT item_id FROM queue)"], [], []
     if segment:
         where.append("d.segment = ?"); params.append(segment); what.append(f"segment={segment}")  # noqa: E702
@@ -330,7 +332,7 @@ def review_flag(con: duckdb.DuckDBPyConnection, lease_id: int, reviewer: str, de
 
 def top_disagreements(con: duckdb.DuckDBPyConnection, n: int = 20) -> list[dict]:
     """The items where the judges disagree most (within an output, or between the two models)."""
-    engine.ensure_cells(con)
+    ensure_cells(con)
     rows = con.execute(
         """SELECT item_id, segment, topic, within_judges, between_models, score FROM item_disagreement
            ORDER BY score DESC, item_id LIMIT ?""", [n]).fetchall()

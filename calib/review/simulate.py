@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import duckdb
 
-from calib import engine, labelling, queue, store
+from calib.data import store
+from calib.stats import engine
+from calib.review import labelling, queue
 from calib.errors import TiebreakError
 
 DEMO_SME = "demo-sme"

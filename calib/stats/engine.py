@@ -1,8 +1,8 @@
-"""The calibration engine over a Tiebreak database: cells in DuckDB, fits, cross-checks, forecasts.
+"""Fits over a Tiebreak project: loads cells and labels, fits, cross-checks, forecasts, fit history.
 
-Population cells are built in DuckDB once per data version (a fingerprint of the outputs and
-judge tables) and kept in ``model_cells``/``output_cells``; a fit then reads only the cells and
-the labels, so its cost does not grow with the number of unlabelled outputs.
+Population cells are built in DuckDB once per data version by ``calib.data.cells.ensure_cells`` and
+kept in ``model_cells``/``output_cells``; a fit then reads only the cells and the labels, so its
+cost does not grow with the number of unlabelled outputs.
 """
 
 from __future__ import annotations
@@ -13,180 +13,13 @@ from dataclasses import dataclass
 
 import duckdb
 import numpy as np
-from scipy.special import ndtri
 
-from calib import crosscheck, forecast, model, store
-from calib.cells import BIN, PAIR_BIN
+from calib.data import store
+from calib.data.cells import ensure_cells
+from calib.stats import crosscheck, forecast, model
 from calib.errors import TiebreakError
 
 PREF_CODE = {"baseline": 0, "tie": 1, "candidate": 2}
-
-
-# --------------------------------------------------------------------------- cells in DuckDB
-
-
-def _fingerprint(con) -> str:
-    one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
-    s = store.get_settings(con)
-    return json.dumps([one("SELECT count(*) FROM outputs"), one("SELECT count(*) FROM judge_scores"),
-                       one("SELECT count(*) FROM items"), one("SELECT count(*) FROM pair_judge_prefs"),
-                       s["baseline"], s["candidates"], BIN, PAIR_BIN, 5])
-
-
-def ensure_cells(con: duckdb.DuckDBPyConnection) -> bool:
-    """Rebuild the cell tables if the data changed since they were built, and look up the cells of
-    newly labelled outputs; True when the cells were rebuilt."""
-    fp = _fingerprint(con)
-    row = con.execute("SELECT value FROM cache_state WHERE key = 'cells'").fetchone()
-    rebuilt = not (row and row[0] == fp)
-    if rebuilt:
-        with store.transaction(con):
-            _build_cells(con)
-            con.execute("INSERT OR REPLACE INTO cache_state VALUES ('cells', ?)", [fp])
-    new = con.execute(
-        """SELECT count(*) FROM (SELECT DISTINCT item_id, model FROM labels
-                                 EXCEPT SELECT item_id, model FROM label_cells)""").fetchone()[0]
-    if new:
-        with store.transaction(con):
-            con.execute(
-                """INSERT INTO label_cells
-                   SELECT c.item_id, c.model, c.dimension, c.cell_id, c.f FROM output_cells c
-                   SEMI JOIN (SELECT DISTINCT item_id, model FROM labels
-                              EXCEPT SELECT item_id, model FROM label_cells) n
-                     ON c.item_id = n.item_id AND c.model = n.model""")
-    return rebuilt
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _build_cells(con) -> None:
-    for t in ("judge_scale", "judge_naive", "model_cells", "output_cells", "pair_cells", "item_pair_cells",
-              "item_disagreement", "label_cells"):
-        con.execute(f"DELETE FROM {t}")
-    con.execute(
-        """INSERT INTO judge_scale
-           SELECT judge, dimension, avg(score), coalesce(nullif(stddev_pop(score), 0), 1), min(score), max(score),
-                  CASE WHEN max(score) <= 1 THEN 0.5 ELSE min(score) + 0.75 * (max(score) - min(score)) END
-           FROM judge_scores GROUP BY judge, dimension"""
-    )
-    con.execute(
-        """INSERT INTO judge_naive
-           SELECT s.judge, s.dimension, s.model, avg(CASE WHEN s.score >= k.threshold THEN 1.0 ELSE 0.0 END)
-           FROM judge_scores s JOIN judge_scale k USING (judge, dimension) GROUP BY ALL"""
-    )
-    # Common scale: rank-based normal scores, computed on the distinct scores (a small table) in numpy,
-    # since DuckDB has no inverse normal CDF; ties share their mid-rank.
-    ns = con.execute(
-        "SELECT judge, dimension, score, count(*) AS cnt FROM judge_scores GROUP BY ALL ORDER BY judge, dimension, score"
-    ).fetch_df()
-    if len(ns):
-        grp = ns.groupby(["judge", "dimension"], sort=False)["cnt"]
-        before = grp.cumsum() - ns["cnt"]
-        total = grp.transform("sum")
-        ns["z"] = ndtri((before + (ns["cnt"] + 1) / 2) / (total + 1))
-    else:
-        ns["z"] = []
-    store.register(con, "_normal_scores", ns[["judge", "dimension", "score", "z"]])
-    dims = [r[0] for r in con.execute("SELECT DISTINCT dimension FROM judge_scale ORDER BY 1").fetchall()]
-    for dim in dims:
-        judges = [r[0] for r in con.execute(
-            "SELECT judge FROM judge_scale WHERE dimension = ? ORDER BY judge", [dim]).fetchall()]
-        cols = ", ".join(
-            f"coalesce(max(b) FILTER (WHERE judge = {_q(j)}), 0) AS b{i}" for i, j in enumerate(judges))
-        bcols = ", ".join(f"b{i}" for i in range(len(judges)))
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE _w AS
-                SELECT w.*, i.segment,
-                       dense_rank() OVER (ORDER BY w.model, i.segment, {bcols}) - 1 AS cell_id
-                FROM (SELECT item_id, model, {cols}, avg(pass) AS f FROM (
-                        SELECT s.item_id, s.model, s.judge,
-                               round(z.z / {BIN})::INTEGER AS b,
-                               CASE WHEN s.score >= k.threshold THEN 1.0 ELSE 0.0 END AS pass
-                        FROM judge_scores s JOIN judge_scale k USING (judge, dimension)
-                        JOIN _normal_scores z USING (judge, dimension, score)
-                        WHERE s.dimension = {_q(dim)})
-                      GROUP BY item_id, model) w
-                JOIN items i USING (item_id)"""
-        )
-        # sorted by item so look-ups of a few labelled items are pruned by DuckDB's zone maps
-        con.execute(f"INSERT INTO output_cells SELECT item_id, model, {_q(dim)}, cell_id, f FROM _w ORDER BY item_id, model")
-        xlist = "[" + ", ".join(f"b{i} * {BIN}" for i in range(len(judges))) + "]"
-        con.execute(
-            f"""INSERT INTO model_cells
-                SELECT {_q(dim)}, cell_id, any_value(model), any_value(segment), any_value({xlist}::DOUBLE[]),
-                       count(*), sum(f)
-                FROM _w GROUP BY cell_id"""
-        )
-        con.execute("DROP TABLE _w")
-    con.unregister("_normal_scores")
-    _build_pair_cells(con, dims)
-    _build_disagreement(con)
-
-
-def _build_disagreement(con) -> None:
-    """Per item: spread of the judges on the same output (sd of their normal scores, averaged over
-    outputs and dimensions) plus |consensus(candidate) - consensus(baseline)| averaged over
-    dimensions (a possible regression)."""
-    s = store.get_settings(con)
-    base = s["baseline"]
-    cand = s["candidates"][0] if s["candidates"] else None
-    con.execute(
-        f"""INSERT INTO item_disagreement
-            SELECT w.item_id, i.segment, i.topic, w.within_judges, coalesce(b.between_models, 0),
-                   w.within_judges + coalesce(b.between_models, 0)
-            FROM (SELECT oc.item_id, avg(CASE WHEN len(mc.x) > 1 THEN sqrt(list_var_pop(mc.x)) ELSE 0 END) AS within_judges
-                  FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id) GROUP BY oc.item_id) w
-            JOIN items i USING (item_id)
-            LEFT JOIN (SELECT item_id, avg(abs(c - b)) AS between_models FROM (
-                          SELECT oc.item_id, oc.dimension,
-                                 avg(list_avg(mc.x)) FILTER (WHERE oc.model = {_q(cand or '')}) AS c,
-                                 avg(list_avg(mc.x)) FILTER (WHERE oc.model = {_q(base or '')}) AS b
-                          FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id) GROUP BY ALL)
-                       GROUP BY item_id) b USING (item_id)"""
-    )
-
-
-def _build_pair_cells(con, dims: list[str]) -> None:
-    s = store.get_settings(con)
-    base = s["baseline"]
-    if not base:
-        return
-    for cand in s["candidates"]:
-        prefs = con.execute(
-            "SELECT DISTINCT judge, dimension FROM pair_judge_prefs WHERE baseline = ? AND candidate = ? ORDER BY ALL",
-            [base, cand]).fetchall()
-        feats = [
-            f"""round((avg(list_avg(mc.x)) FILTER (WHERE oc.dimension = {_q(d)} AND oc.model = {_q(cand)})
-                 - avg(list_avg(mc.x)) FILTER (WHERE oc.dimension = {_q(d)} AND oc.model = {_q(base)})) / {PAIR_BIN})
-                 * {PAIR_BIN}""" for d in dims]
-        pref_cols = [f"coalesce(round((p{i} - 0.5) * 4 / {PAIR_BIN}) * {PAIR_BIN}, 0)" for i in range(len(prefs))]
-        pref_sel = ", ".join(
-            f"max(preference) FILTER (WHERE judge = {_q(j)} AND dimension = {_q(d)}) AS p{i}"
-            for i, (j, d) in enumerate(prefs))
-        pref_join = (f"""LEFT JOIN (SELECT item_id, {pref_sel} FROM pair_judge_prefs
-                         WHERE baseline = {_q(base)} AND candidate = {_q(cand)} GROUP BY item_id) p USING (item_id)"""
-                     if prefs else "")
-        fcols = ", ".join(f"f{i}" for i in range(len(feats) + len(prefs)))
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE _pw AS
-                SELECT item_id, {fcols}, dense_rank() OVER (ORDER BY {fcols}) - 1 AS cell_id FROM (
-                  SELECT d.item_id, {', '.join(f'coalesce(d.f{i}, 0) AS f{i}' for i in range(len(feats)))}
-                         {''.join(f', {c} AS f{len(feats) + i}' for i, c in enumerate(pref_cols))}
-                  FROM (SELECT oc.item_id, {', '.join(f'{f} AS f{i}' for i, f in enumerate(feats))}
-                        FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id)
-                        WHERE oc.model IN ({_q(base)}, {_q(cand)})
-                        GROUP BY oc.item_id
-                        HAVING count(DISTINCT oc.model) = 2) d
-                  {pref_join})"""
-        )
-        con.execute(f"INSERT INTO item_pair_cells SELECT item_id, {_q(base)}, {_q(cand)}, cell_id FROM _pw")
-        con.execute(
-            f"""INSERT INTO pair_cells SELECT {_q(base)}, {_q(cand)}, cell_id, any_value([{fcols}]::DOUBLE[]), count(*)
-                FROM _pw GROUP BY cell_id"""
-        )
-        con.execute("DROP TABLE _pw")
 
 
 # --------------------------------------------------------------------------- loading a dimension

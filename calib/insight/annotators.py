@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from calib.crosscheck import wilson_interval
+from calib.stats.crosscheck import wilson_interval
 
 BOOT = 500
 

@@ -6,7 +6,7 @@ simonw/llm), so opening an old file upgrades it and opening a current one does n
 
 Big tables (items, outputs, judge_scores) carry no PRIMARY KEY: DuckDB's ART index makes bulk
 loads of millions of rows slow and memory hungry, so uniqueness is enforced by the importer
-(``calib.ingest``) with anti-joins inside the import transaction. Labels are append-only: no code
+(``calib.data.ingest``) with anti-joins inside the import transaction. Labels are append-only: no code
 path issues UPDATE or DELETE on ``labels`` or ``pair_labels``; a correction is a new row and the
 newest row per (item, model/pair, dimension, annotator) counts.
 """
@@ -24,8 +24,7 @@ import duckdb
 
 from calib.errors import TiebreakError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = REPO_ROOT / "data" / "demo"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_DB = REPO_ROOT / "data" / "demo.duckdb"
 
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -340,11 +339,10 @@ def resolve_db(db: str | os.PathLike | None) -> Path:
 def connect(db: str | os.PathLike | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (creating and migrating) a Tiebreak database; a lock held elsewhere is a plain error.
 
-    The bundled demo database is built from ``data/demo/*.parquet`` the first time it is used.
+    The bundled demo database is built by ``calib.data.demo.open_db`` (the owner of the demo files),
+    which the app and the CLI call instead of this.
     """
     path = resolve_db(db)
-    if path == DEMO_DB and not path.exists():
-        build_demo_db(path)
     if read_only and not path.exists():
         raise TiebreakError(f"{path}: no such database (import data or run `tiebreak demo` first)")
     try:
@@ -364,22 +362,6 @@ def connect(db: str | os.PathLike | None = None, read_only: bool = False) -> duc
     if not read_only:
         migrate(con)
     return con
-
-
-def build_demo_db(path: Path) -> None:
-    """Create the demo database from the shipped Parquet files (no generation at start-up)."""
-    from calib import ingest  # local import: ingest imports store
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".building.duckdb")
-    tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
-    try:
-        migrate(con)
-        ingest.load_demo_files(con, DEMO_DIR)
-    finally:
-        con.close()
-    tmp.replace(path)
 
 
 @contextmanager

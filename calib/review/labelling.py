@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from calib import queue, store
+from calib.data import store
+from calib.review import queue
 from calib.errors import TiebreakError
 
 PASS_FAIL = ["Pass", "Fail"]

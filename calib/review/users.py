@@ -12,7 +12,7 @@ import re
 import bcrypt
 import duckdb
 
-from calib import store
+from calib.data import store
 from calib.errors import TiebreakError
 
 ROLES = ("sme", "lead", "admin")

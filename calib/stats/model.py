@@ -39,7 +39,7 @@ Two fits share this model and the estimand code:
   reparameterised with the fast fit's help (each deviation partially centred by how strongly the
   labels inform it, then all coordinates whitened by the fast fit's draws), which halves the
   leapfrog steps and doubles the ESS per draw; the density is evaluated by a fused numba kernel
-  (``calib.nuts_kernel``, tested equal to the PyMC model's) compiled once per process and reused
+  (``calib.stats.nuts_kernel``, tested equal to the PyMC model's) compiled once per process and reused
   with new data.
 
 The pairwise preference (baseline better / tie / candidate better) is an ordered-logistic model
@@ -55,37 +55,11 @@ import numpy as np
 from scipy import optimize
 from scipy.special import expit, log_expit
 
+from calib.data.cells import CellData, PairData  # noqa: F401  (re-exported: model.CellData)
+
 MU_SD, BETA_SD, SIGMA_SCALE, TAU_SCALE = 5.0, 2.5, 0.5, 1.0  # Gelman et al. (2008) scales, standardised inputs
 SIGMA_GRID = np.array([0.02, 0.08, 0.16, 0.27, 0.4, 0.6, 0.9, 1.4])
 TAU_GRID = np.array([0.05, 0.2, 0.45, 0.8, 1.3, 2.0])
-
-
-@dataclass
-class CellData:
-    """One dimension's population cells and labels (arrays indexed by cell c or observation o)."""
-
-    models: list[str]
-    segments: list[str]
-    judges: list[str]
-    cell_model: np.ndarray  # (C,) int
-    cell_segment: np.ndarray  # (C,) int
-    cell_x: np.ndarray  # (C, J) standardised, binned judge scores
-    cell_n: np.ndarray  # (C,) outputs in the population
-    cell_lab_items: np.ndarray  # (C,) labelled outputs
-    cell_lab_y: np.ndarray  # (C,) sum over labelled outputs of their mean verdict
-    obs_cell: np.ndarray  # (K,) labelled cells (likelihood)
-    obs_k: np.ndarray  # (K,) passes
-    obs_n: np.ndarray  # (K,) labels
-    cell_ids: np.ndarray | None = None  # (C,) the cells' ids in DuckDB's model_cells, when loaded from there
-
-    @property
-    def n_params(self) -> int:
-        M, S, J = len(self.models), len(self.segments), len(self.judges)
-        return M + J + (M - 1) * J + M * (S - 1)
-
-    @property
-    def n_labels(self) -> int:
-        return int(self.obs_n.sum())
 
 
 @dataclass
@@ -385,7 +359,7 @@ def _nuts_shared(data: CellData, loc: np.ndarray, chol: np.ndarray, lam: np.ndar
 def fit_nuts(data: CellData, draws: int = 800, tune: int = 250, chains: int = 2, seed: int = 0,
              target_accept: float = 0.9, init: Posterior | None = None, backend: str = "numba") -> Posterior:
     """Authoritative fit: NUTS (nutpie) on the exact posterior. ``backend`` "numba" evaluates the
-    density with the fused kernel of ``calib.nuts_kernel`` (tested equal to the PyMC model's);
+    density with the fused kernel of ``calib.stats.nuts_kernel`` (tested equal to the PyMC model's);
     "pymc" compiles ``build_pymc_model`` (once per models x segments x judges, reused with
     ``with_data``). The fast fit (``init``, else run here) only shapes the parameterisation
     (centring and whitening), never the target density."""
@@ -399,7 +373,7 @@ def fit_nuts(data: CellData, draws: int = 800, tune: int = 250, chains: int = 2,
         compiled = _COMPILED.get(key)
         if compiled is None:
             if backend == "numba":
-                from calib import nuts_kernel
+                from calib.stats import nuts_kernel
 
                 compiled = nuts_kernel.compiled_model(data.n_params + 2, _nuts_shared(data, loc, chol, lam))
             else:
@@ -506,19 +480,6 @@ def decide(p_noninf: float, threshold: float = 0.95) -> str:
 
 
 # --------------------------------------------------------------------------- pairwise
-
-
-@dataclass
-class PairData:
-    """Pairwise cells for one (baseline, candidate, dimension): features, population, labels."""
-
-    features: list[str]
-    cell_x: np.ndarray  # (C, F)
-    cell_n: np.ndarray  # (C,)
-    cell_lab_items: np.ndarray  # (C,)
-    cell_lab_win: np.ndarray  # (C,) sum of labelled items' win score (1 candidate, 0.5 tie, 0 baseline)
-    obs_cell: np.ndarray  # (K,)
-    obs_y: np.ndarray  # (K,) 0 baseline better, 1 tie, 2 candidate better
 
 
 def _pair_nlp(params, X, y, F):

@@ -13,15 +13,16 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from calib import engine, store
-from calib.crosscheck import wilson_interval
+from calib.data import cells, store
+from calib.stats import engine
+from calib.stats.crosscheck import wilson_interval
 
 BOOT = 400
 
 
 def labelled_judgements(con: duckdb.DuckDBPyConnection, max_label_id: int | None = None) -> pd.DataFrame:
     """One row per labelled (item, model, dimension, judge): SME verdict, judge score, judge pass."""
-    engine.ensure_cells(con)
+    cells.ensure_cells(con)
     return con.execute(
         """WITH latest AS (
                SELECT item_id, model, dimension, annotator, verdict FROM labels WHERE label_id <= ?
@@ -123,7 +124,7 @@ def judge_bias_by_model(con: duckdb.DuckDBPyConnection, seed: int = 0) -> list[d
 def judge_disagreement(con: duckdb.DuckDBPyConnection, sample: int = 200_000) -> list[dict]:
     """Per dimension and pair of judges, over (a uniform sample of up to ``sample``) outputs: how
     often their pass/fail verdicts differ, and Cohen's kappa between them."""
-    engine.ensure_cells(con)
+    cells.ensure_cells(con)
     n = con.execute("SELECT count(*) FROM outputs").fetchone()[0]
     pct = min(100.0, 100.0 * sample / max(n, 1))
     df = con.execute(

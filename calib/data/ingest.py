@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from calib import store
+from calib.data import store
 from calib.errors import InputError, TiebreakError
 
 JUDGE_PREFIX, PREF_PREFIX, RATIONALE_PREFIX = "judge:", "pref:", "rationale:"
@@ -589,7 +589,7 @@ def export_labels(con: duckdb.DuckDBPyConnection, path: str | Path) -> int:
 
 
 def load_demo_files(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
-    """Load a demo folder (outputs.parquet, prefs.parquet, truth*.parquet) written by calib.demo."""
+    """Load a demo folder (outputs.parquet, prefs.parquet, truth*.parquet) written by calib.data.demo."""
     import_file(con, folder / "outputs.parquet", baseline=json.loads((folder / "meta.json").read_text())["baseline"])
     import_file(con, folder / "prefs.parquet")
     with store.transaction(con):

@@ -1,0 +1,1 @@
+"""What leads see: the decision dashboard, judge and annotator diagnostics, plots, the sign-off report. The top library layer."""

@@ -1,0 +1,1 @@
+"""Statistics: the calibration model, fits over a project, cross-checks, forecasts, sampling. Imports only calib.data."""
