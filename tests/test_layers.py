@@ -1,7 +1,8 @@
 """The layering of ``calib/`` stays true: no module imports from a layer above its own.
 
 Layers, lowest first: data (DuckDB, files), stats (model, fits), review (SME workflow), judges
-(litellm), insight (what leads see); ``calib.errors`` sits below them all and ``calib.cli`` above.
+(litellm), insight (what leads see); ``calib.errors`` and ``calib.safetext`` sit below them all and
+``calib.cli`` above.
 Streamlit is imported by no module of ``calib``; litellm only by ``calib.judges``.
 """
 
@@ -11,7 +12,7 @@ import ast
 from pathlib import Path
 
 CALIB = Path(__file__).resolve().parent.parent / "calib"
-RANK = {"errors": -1, "data": 0, "stats": 1, "review": 2, "judges": 3, "insight": 4, "cli": 5}
+RANK = {"errors": -1, "safetext": -1, "data": 0, "stats": 1, "review": 2, "judges": 3, "insight": 4, "cli": 5}
 
 
 def _layer(module: str) -> str:

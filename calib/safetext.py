@@ -1,0 +1,65 @@
+"""Untrusted text made safe to show: every string that comes from data or users (prompts, outputs,
+item ids, segments, topics, model, judge and dimension names, notes, reasons, user names,
+rationales) goes through one of these before it reaches a page, a plot or the report.
+
+- ``clean``: the text itself, with the characters that change how *other* text is displayed made
+  visible: bidi controls (a right-to-left override turns ``gnp.exe`` into what looks like
+  ``exe.png``) become ``[U+202E]``; other control characters (NUL, escape ...) become ``[U+0000]``.
+  Tabs and newlines stay.
+- ``md``: for a Streamlit markdown string (``st.markdown``, ``st.caption``, ``st.subheader``, widget
+  labels, ``st.warning``...): ``clean`` plus a backslash before every ASCII punctuation character,
+  so no link, image, emphasis, heading, HTML tag, ``:material/...:`` icon or ``:red[...]`` colour
+  directive from the data is ever interpreted.
+- ``html``: for HTML (the report) and Plotly (titles, axes, legends, hover, annotations, which
+  render ``<b>``, ``<a href>`` and ``<br>``): ``clean`` plus HTML escaping.
+
+No Streamlit here: this module sits below every layer (like ``calib.errors``) so plots, the report
+and the pages use the same rules.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import re
+import string
+import unicodedata
+
+# Bidi embedding/override/isolate controls and marks, plus zero-width and line/paragraph separators
+# that can hide or reorder text.
+_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_INVISIBLE = "\u200b\u200c\u200d\u2028\u2029\u2060\ufeff"
+_SHOWN = re.compile(f"[{_BIDI}{_INVISIBLE}]")
+_MD_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
+
+
+def _visible(ch: str) -> str:
+    return f"[U+{ord(ch):04X}]"
+
+
+def clean(value: object) -> str:
+    """``str(value)`` with bidi controls, invisible formatting characters and control characters
+    (except tab and newline) shown as ``[U+XXXX]``; None is the empty string."""
+    if value is None:
+        return ""
+    text = str(value)
+    text = _SHOWN.sub(lambda m: _visible(m.group(0)), text)
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
+        text = "".join(_visible(c) if unicodedata.category(c) == "Cc" and c not in "\n\t" else c for c in text)
+    return text
+
+
+def md(value: object) -> str:
+    """Text for a Streamlit markdown context: nothing in it is interpreted (see module doc)."""
+    return _MD_SPECIAL.sub(r"\\\1", clean(value))
+
+
+def html(value: object) -> str:
+    """Text for HTML or a Plotly label: escaped, so no tag or entity from the data is interpreted."""
+    return _html.escape(clean(value), quote=True)
+
+
+def one_line(value: object, limit: int = 120) -> str:
+    """``clean`` on one line (newlines as spaces), cut to ``limit`` characters with an ellipsis:
+    for names and ids in headings and table cells."""
+    text = " ".join(clean(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
