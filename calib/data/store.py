@@ -43,6 +43,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "signoff_max_p95_latency_ms": 0.0,  # the candidate's p95 latency must not exceed this (0 = no limit)
     "signoff_max_cost_per_1k_usd": 0.0,  # the candidate's cost per 1,000 requests must not exceed this (0 = no limit)
     "demo_pace": 1.0,  # demo mode: simulated SME items per second
+    "min_decision_items": 20,  # fewest items labelled for both models before "not worse"/"worse" is announced
 }
 
 

@@ -9,7 +9,8 @@ Poisson sampling with a seeded generator, so each item's probability of selectio
 the recorded ``inclusion_prob`` of its batch. A share of the chosen items (``overlap_share``) is
 marked for a second SME, for inter-annotator agreement. Leads can also queue a filtered set.
 
-Serving (``next_item``): one queued item to one SME at a time; a lease expires after
+Serving (``next_item``): one queued item to one SME at a time, oldest batch first and in a random
+order within a batch (so the labelled part of a batch is a uniform subsample of it); a lease expires after
 ``lease_minutes`` and the item returns; an item goes to a second SME only when chosen for
 overlap; skipped items return to the queue for others; flagged items wait for a lead's review.
 Lease operations hold a process-wide lock (DuckDB allows one writing process), so concurrent SMEs
@@ -203,13 +204,15 @@ def _insert_queue(con, rows) -> None:
 # --------------------------------------------------------------------------- serving
 
 # Serving looks at the open head of the queue (items still needing an SME, second opinions first,
-# then by priority) and, for those only, at the leases: who holds the item now, whether this SME
+# then the oldest batch first, in a random order within the batch: served highest priority first, a
+# partly served batch would over-represent its top items, and the labelled items would no longer be
+# a probability sample at the recorded inclusion probabilities) and, for those only, at the leases: who holds the item now, whether this SME
 # has seen it, whether it awaits a lead's review. HEAD rows are enough unless this SME has skipped
 # or holds them all; then the whole queue is searched.
 _SERVABLE_TEMPLATE = """
     WITH cand AS (
         SELECT * FROM queue WHERE n_done < CASE WHEN overlap THEN 2 ELSE 1 END
-        ORDER BY (n_done > 0) DESC, priority DESC NULLS LAST, queue_id {head}),
+        ORDER BY (n_done > 0) DESC, batch_id NULLS LAST, hash(queue_id), queue_id {head}),
     st AS (
         SELECT item_id,
                count(*) FILTER (WHERE ended_at IS NULL AND expires_at > ?) AS active,
@@ -222,7 +225,7 @@ _SERVABLE_TEMPLATE = """
     FROM cand q LEFT JOIN st USING (item_id)
     WHERE NOT coalesce(st.mine, FALSE) AND NOT coalesce(st.blocked, FALSE)
       AND q.n_done + coalesce(st.active, 0) < CASE WHEN q.overlap THEN 2 ELSE 1 END
-    ORDER BY (q.n_done > 0) DESC, q.priority DESC NULLS LAST, q.queue_id
+    ORDER BY (q.n_done > 0) DESC, q.batch_id NULLS LAST, hash(q.queue_id), q.queue_id
 """
 HEAD = 200
 SERVABLE_HEAD = _SERVABLE_TEMPLATE.format(head=f"LIMIT {HEAD}")

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import duckdb
 import numpy as np
+from scipy.special import expit
 
 from calib.data import store
 from calib.data.cells import ensure_cells
-from calib.stats import crosscheck, forecast, model
+from calib.stats import crosscheck, design, forecast, model
 from calib.errors import TiebreakError
 
 PREF_CODE = {"baseline": 0, "tie": 1, "candidate": 2}
@@ -34,6 +35,14 @@ class LabelledOutputs:
     y: np.ndarray
     f: np.ndarray
     w: np.ndarray
+    cell: np.ndarray | None = None  # position of the output's cell in CellData
+    k: np.ndarray | None = None  # passes among the output's latest labels (one per SME)
+    n: np.ndarray | None = None  # labels (SMEs) of the output
+    design_note: str = "none"  # how the labelled items were chosen (see ``design_weights``)
+
+    def labelled_set(self) -> design.LabelledSet:
+        return design.LabelledSet(item_id=self.item_id, model=self.model, cell=self.cell,
+                                  k=self.k.astype(float), n=self.n.astype(float), w=self.w)
 
 
 LATEST_LABELS = """
@@ -45,15 +54,34 @@ LATEST_LABELS = """
 MAX_ID = 2 ** 62
 
 
-def _weights(con, item_ids: np.ndarray, n_pop: int) -> np.ndarray:
-    """Design weights 1/pi from the queue's recorded inclusion probabilities (uniform otherwise)."""
+def design_weights(con, item_ids: np.ndarray, n_pop: int) -> tuple[np.ndarray, str]:
+    """Design weights 1/pi of labelled items, and a description of the design.
+
+    An item chosen by the queue has the inclusion probability of its batch (Poisson sampling),
+    times the share of its batch served so far: batches are served in a random order within the
+    batch (``calib.review.queue``), so the labelled part of a partly served batch is a uniform
+    subsample of it. Labels with no queue record (imported, or labelled outside the queue) are
+    declared a uniform sample of the items: pi = (such items) / (population)."""
     if not len(item_ids):
-        return np.zeros(0)
-    rows = dict(con.execute(
-        "SELECT item_id, arg_max(inclusion_prob, created_at) FROM queue GROUP BY item_id").fetchall())
-    default = len(set(item_ids)) / max(n_pop, 1)
-    pi = np.array([rows.get(i, default) or default for i in item_ids], float)
-    return 1.0 / np.clip(pi, 1e-6, 1.0)
+        return np.zeros(0), "none"
+    rows = {r[0]: (r[1], r[2]) for r in con.execute(
+        """WITH q AS (SELECT item_id, arg_max(inclusion_prob, queue_id) AS pi, arg_max(batch_id, queue_id) AS b
+                      FROM queue GROUP BY item_id),
+                served AS (SELECT q.b, count(*) FILTER (WHERE q.item_id IN (SELECT item_id FROM labels)
+                                                         OR q.item_id IN (SELECT item_id FROM pair_labels))
+                                       / count(*) AS share
+                           FROM q GROUP BY q.b)
+           SELECT q.item_id, q.pi, served.share FROM q JOIN served USING (b)""").fetchall()}
+    uniq = set(item_ids.tolist())
+    outside = [i for i in uniq if i not in rows]
+    default = len(outside) / max(n_pop, 1)
+    pi = np.array([rows[i][0] * max(rows[i][1] or 1.0, 1e-6) if i in rows else default for i in item_ids], float)
+    kinds = []
+    if len(outside) < len(uniq):
+        kinds.append("queue (inclusion probabilities recorded per batch)")
+    if outside:
+        kinds.append(f"{len(outside)} items labelled outside the queue, taken as a uniform random sample")
+    return 1.0 / np.clip(pi, 1e-6, 1.0), "; ".join(kinds)
 
 
 def load_dimension(con, dimension: str, models: list[str], max_label_id: int | None = None
@@ -106,9 +134,11 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
     )
     item_ids = per_out["item_id"].to_numpy(object)
     n_pop = int(cell_n[cell_model == 0].sum()) if C else 0
+    w, how = design_weights(con, item_ids, n_pop)
     lab = LabelledOutputs(
         item_id=item_ids, model=per_out["model"].map(mi).to_numpy(np.int64),
-        y=per_out["y"].to_numpy(float), f=per_out["f"].to_numpy(float), w=_weights(con, item_ids, n_pop),
+        y=per_out["y"].to_numpy(float), f=per_out["f"].to_numpy(float), w=w,
+        cell=ci.astype(np.int64), k=k_out, n=n_out, design_note=how,
     )
     return data, lab, f_pop
 
@@ -174,7 +204,8 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
     label_high_water = label_watermark(con)
     result = {"kind": kind, "interval": mass, "margin": margin, "decide_prob": threshold,
               "baseline": base, "candidates": cands, "rates": [], "diffs": [],
-              "segment_diffs": [], "preference": [], "cross_checks": [], "warnings": [], "diagnostics": {}}
+              "segment_diffs": [], "preference": [], "cross_checks": [], "warnings": [], "diagnostics": {},
+              "estimator": {}}
     labelled_items: set = set()
     n_label_rows = 0
     for dim in s["dimensions"]:
@@ -189,7 +220,9 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             post = model.fit_laplace(data, draws=draws or 1000, seed=seed)
         result["warnings"] += [f"{dim}: {w}" for w in post.diagnostics.get("warnings", [])]
         result["diagnostics"][dim] = post.diagnostics
-        rates = model.population_rate_draws(data, post, seed=seed)
+        model_rates = model.population_rate_draws(data, post, seed=seed)
+        rates = design_rates(data, post, lab, model_rates, seed)
+        result["estimator"][dim] = {**rates.info, "design": lab.design_note}
         if forecast_extra is not None and post.mode is not None:
             result.setdefault("forecasts", []).extend(_forecast_dimension(
                 dim, data, post, rates, models, base, forecast_extra, s["target_width"], margin, threshold,
@@ -203,7 +236,17 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             pn = model.p_noninferior(delta, margin)
             row = {"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(delta, mass),
                    "sd": float(np.std(delta)), "p_noninferior": pn, "decision": model.decide(pn, threshold)}
+            n_both = _items_labelled_for_both(lab, models.index(base), models.index(c))
+            row["n_items"] = n_both
+            if n_both < s["min_decision_items"] and row["decision"] != "label more":
+                row["decision"] = "label more"
+                row["note"] = (f"only {n_both} items labelled for both models: a decision needs at least "
+                               f"{s['min_decision_items']} (setting min_decision_items)")
             result["diffs"].append(row)
+            md = model_rates.overall[c] - model_rates.overall[base]
+            result["cross_checks"].append({"dimension": dim, "baseline": base, "candidate": c, "method": "model-only",
+                                           **_interval_dict(md, mass),
+                                           "note": "the calibration model's posterior alone (no design correction)"})
             for seg in data.segments:
                 if seg in rates.by_segment[c] and seg in rates.by_segment[base]:
                     sd = rates.by_segment[c][seg] - rates.by_segment[base][seg]
@@ -233,6 +276,23 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
         con.execute("INSERT INTO fits (created_at, kind, n_labels, seconds, result) VALUES (current_timestamp, ?, ?, ?, ?)",
                     [kind, result["n_labels"], result["seconds"], json.dumps(result)])
     return result
+
+
+def design_rates(data: model.CellData, post: model.Posterior, lab: LabelledOutputs, model_rates: model.RateDraws,
+                 seed: int = 0) -> design.DesignRates:
+    """The reported rates: the model's projection corrected by the labelled items' honest residuals,
+    weighted by the design (``calib.stats.design``); domains with too few labels keep the model's draws."""
+    sub = min(len(post.theta), 250)  # the posterior mean per cell needs few draws
+    p_cells = design.cell_probabilities(data, model.eta_draws(data, model.Posterior(
+        theta=post.theta[:sub], sigma=post.sigma[:sub], tau=post.tau[:sub], kind=post.kind)))
+    cells = lab.cell if lab.cell is not None else np.zeros(0, np.int64)
+    p_lab = expit(model.eta_draws(data, post, cells=cells)) if len(cells) else np.zeros((len(post.theta), 0))
+    return design.design_rate_draws(data, p_cells, p_lab, lab.labelled_set(), model_rates.overall,
+                                    model_rates.by_segment, seed=seed)
+
+
+def _items_labelled_for_both(lab: LabelledOutputs, bi: int, ci: int) -> int:
+    return len(set(lab.item_id[lab.model == bi].tolist()) & set(lab.item_id[lab.model == ci].tolist()))
 
 
 def _cross_checks(con, dim, data, lab, f_pop, models, base, cand, mass) -> list[dict]:

@@ -1,0 +1,209 @@
+"""Design-consistent pass rates: the calibration model's projection corrected by the labelled items.
+
+The Bayesian calibration model (``calib.stats.model``) is the *working model*: it pools judges,
+models and segments, so its prediction of every unlabelled output's verdict is good. But when it is
+misspecified (real judges are rarely logistic in their normal scores) its projection is biased, and
+its posterior interval does not know. The estimate reported to the lead is therefore model-assisted
+(a difference / AIPW estimator, Särndal et al. 1992; as in prediction-powered inference):
+
+    theta_m = (1/N_m) [ sum_{labelled i} y_i  +  sum_{unlabelled i} p_i  +  R_m ]
+
+where p_i is the model's posterior-mean pass probability of output i (through its cell), and R_m
+estimates the unlabelled outputs' total residual sum_{unlabelled} (y_i - p_i) from the labelled
+items' residuals, weighted by their inclusion probabilities (Hajek form: R_m = N_unl * sum_S
+(w_i - 1) e_i / sum_S (w_i - 1), w_i = 1 / pi_i). This is design-consistent whatever the model:
+a wrong model costs width, not coverage.
+
+- Residuals are *honest*: e_i = y_i - p_(-i), the leave-one-out prediction of output i, by
+  importance sampling over the posterior draws (the draws reweighted by 1 / likelihood of the
+  output's own labels). In-sample residuals are shrunk towards 0 by the fit and would make the
+  interval too narrow at small n.
+- Variance: the linearised design variance with a finite-population correction (Poisson / SRS),
+  V = (1/N^2) n/(n-1) sum_S (1 - pi_i) w_i^2 (e_i - e_bar)^2, jointly for all models of an item
+  (Delta's variance uses the paired residuals: the two outputs of an item were labelled together).
+- Small samples: the empirical residual variance is pooled with the model's own expected
+  residual variance p(1-p) as ``PRIOR_N`` pseudo-items (an honest prior: a handful of labels that
+  happen to agree with the model do not make a zero-width interval), and the interval uses a
+  Student-t with n - 1 degrees of freedom.
+- Draws: the estimate is returned as draws from the multivariate t, so every downstream consumer
+  (intervals, P(not worse), Delta, segments) works unchanged.
+
+A domain (a model, or a model within a segment) with fewer than ``MIN_ITEMS`` labelled items has no
+design-based estimate; it keeps the model's posterior draws and is reported as model-based.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import expit, logsumexp
+
+from calib.data.cells import CellData
+
+PRIOR_N = 2.0  # pseudo-items of model-implied residual variance pooled into the empirical variance
+MIN_ITEMS = 2  # fewest labelled items for a design-based estimate of a domain
+
+
+@dataclass
+class LabelledSet:
+    """One dimension's labelled outputs, item-aligned for the design estimator.
+
+    ``cell`` indexes ``CellData`` cells; ``k``/``n`` are the output's passes and labels (several
+    SMEs); ``y = k / n``; ``w = 1 / pi`` is the item's design weight."""
+
+    item_id: np.ndarray  # (L,) object
+    model: np.ndarray  # (L,) int, index into data.models
+    cell: np.ndarray  # (L,) int
+    k: np.ndarray  # (L,) float
+    n: np.ndarray  # (L,) float
+    w: np.ndarray  # (L,) float
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.k / np.maximum(self.n, 1)
+
+
+@dataclass
+class DesignRates:
+    """Draws of each model's pass rate (overall and per segment) from the design-consistent
+    estimator, with what was used (per domain: labelled items, residual sd, "design" or "model")."""
+
+    overall: dict[str, np.ndarray]
+    by_segment: dict[str, dict[str, np.ndarray]]
+    info: dict = field(default_factory=dict)
+
+
+def loo_predictions(p_draws: np.ndarray, k: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Leave-one-out pass probability of each labelled output, by importance sampling.
+
+    ``p_draws`` (D, L): each draw's pass probability of the labelled outputs' cells. Each draw is
+    reweighted by 1 / p^k (1-p)^(n-k), the likelihood of the output's own labels, which removes
+    them from the posterior (Gelfand 1992); weights are truncated at sqrt(D) times their mean
+    (as in truncated importance sampling, Ionides 2008) so one extreme draw cannot dominate.
+    """
+    p = np.clip(p_draws.astype(float), 1e-9, 1 - 1e-9)
+    ll = k * np.log(p) + (n - k) * np.log1p(-p)  # (D, L)
+    lw = -ll
+    lw = lw - logsumexp(lw, axis=0)
+    D = p.shape[0]
+    cap = np.log(np.sqrt(D) / D)
+    lw = np.minimum(lw, cap)
+    w = np.exp(lw)
+    return (w * p).sum(0) / w.sum(0)
+
+
+def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.ndarray, n_unl: np.ndarray,
+                     e: np.ndarray, v_model: np.ndarray, present: np.ndarray, w: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean (M,) and covariance (M, M) of the models' rates in one domain; ``e``/``v_model``/
+    ``present`` are (I, M) per labelled item (residual, model variance p(1-p), output labelled),
+    ``w`` (I,) the items' design weights. Returns (mean, cov, items)."""
+    I, M = e.shape
+    # Calibrate the weights to the domain's size: each queue batch's probabilities describe a sample
+    # of the whole population, so the labelled items of several batches carry weights summing to
+    # several times N; rescaled, the labelled items stand for the domain exactly once (and within a
+    # segment this post-stratifies the sample).
+    w = w * N.max() / max(w.sum(), 1e-12)
+    wm1 = np.maximum(w - 1.0, 0.0)[:, None] * present  # each labelled item stands for w - 1 unlabelled ones
+    denom = wm1.sum(0)
+    ebar_unl = np.where(denom > 0, (wm1 * e).sum(0) / np.where(denom > 0, denom, 1), 0.0)
+    R = n_unl * ebar_unl
+    mean = (y_lab_total + pred_unl_total + R) / np.where(N > 0, N, 1)
+    # linearised variance (Hajek residuals centred by their weighted mean), jointly over models
+    pi = 1.0 / np.maximum(w, 1.0)
+    wp = w[:, None] * present
+    ebar = np.where(wp.sum(0) > 0, (wp * e).sum(0) / np.maximum(wp.sum(0), 1e-12), 0.0)
+    r = present * w[:, None] * (e - ebar)  # (I, M)
+    scale = (1.0 - pi)[:, None]
+    fpc = I / max(I - 1, 1)
+    V_emp = fpc * (r * scale).T @ r
+    r_mod = present * w[:, None] * np.sqrt(v_model)
+    V_mod = fpc * np.diag(((r_mod ** 2) * scale).sum(0))
+    V = (I * V_emp + PRIOR_N * V_mod) / (I + PRIOR_N)
+    Nn = np.where(N > 0, N, 1)
+    return mean, V / np.outer(Nn, Nn), I
+
+
+def _t_draws(mean: np.ndarray, cov: np.ndarray, df: int, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """(draws, M) multivariate-t draws with the given centre, scale matrix and degrees of freedom."""
+    M = len(mean)
+    L = np.linalg.cholesky(cov + 1e-15 * np.eye(M))
+    z = rng.standard_normal((draws, M)) @ L.T
+    g = np.sqrt(df / rng.chisquare(df, size=(draws, 1)))
+    return np.clip(mean + z * g, 0.0, 1.0)
+
+
+def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarray, lab: LabelledSet,
+                      model_overall: dict[str, np.ndarray], model_by_segment: dict[str, dict[str, np.ndarray]],
+                      seed: int = 0) -> DesignRates:
+    """The design-consistent rate draws of every model, overall and per segment.
+
+    ``p_cells`` (C,): the posterior-mean pass probability of each cell; ``p_lab_draws`` (D, L):
+    posterior draws of the labelled outputs' cell probabilities (for the leave-one-out residuals);
+    ``model_overall``/``model_by_segment``: the model-based draws, kept for domains with too few
+    labelled items. Draws have the same count as the model-based ones.
+    """
+    rng = np.random.default_rng([seed, 0xD51])
+    M, S = len(data.models), len(data.segments)
+    D = len(next(iter(model_overall.values()))) if model_overall else 1000
+    p_loo = loo_predictions(p_lab_draws, lab.k, lab.n) if len(lab.k) else np.zeros(0)
+    e_out = lab.y - p_loo
+    v_out = np.clip(p_cells[lab.cell] * (1 - p_cells[lab.cell]), 1e-6, None) if len(lab.k) else np.zeros(0)
+    # item-aligned arrays
+    items, item_idx = np.unique(lab.item_id.astype(str), return_inverse=True) if len(lab.k) else (np.zeros(0), np.zeros(0, int))
+    I = len(items)
+    E = np.zeros((I, M))
+    Vm = np.zeros((I, M))
+    P = np.zeros((I, M))
+    W = np.ones(I)
+    SEG = np.zeros(I, np.int64)
+    if I:
+        E[item_idx, lab.model] = e_out
+        Vm[item_idx, lab.model] = v_out
+        P[item_idx, lab.model] = 1.0
+        W[item_idx] = lab.w
+        SEG[item_idx] = data.cell_segment[lab.cell]
+    unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(float)
+
+    def totals(cell_mask):
+        N = np.bincount(data.cell_model[cell_mask], weights=data.cell_n[cell_mask].astype(float), minlength=M)
+        n_unl = np.bincount(data.cell_model[cell_mask], weights=unl[cell_mask], minlength=M)
+        pred = np.bincount(data.cell_model[cell_mask], weights=(unl * p_cells)[cell_mask], minlength=M)
+        ylab = np.bincount(data.cell_model[cell_mask], weights=data.cell_lab_y[cell_mask], minlength=M)
+        return N, n_unl, pred, ylab
+
+    info: dict = {"domains": {}}
+
+    def estimate(cell_mask, item_mask, fallback: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+        N, n_unl, pred, ylab = totals(cell_mask)
+        n_items = int(item_mask.sum())
+        # every model of the domain needs MIN_ITEMS labelled outputs for a design-based estimate
+        per_model = (P[item_mask] > 0).sum(0)
+        have = [m for m in range(M) if N[m] > 0]
+        if not have or min(per_model[m] for m in have) < MIN_ITEMS:
+            info["domains"][key] = {"estimator": "model", "items": n_items}
+            return dict(fallback)
+        mean, cov, n = _domain_estimate(ylab, pred, N, n_unl, E[item_mask], Vm[item_mask], P[item_mask], W[item_mask])
+        sub = np.array(have)
+        dr = _t_draws(mean[sub], cov[np.ix_(sub, sub)], max(n - 1, 1), D, rng)
+        info["domains"][key] = {"estimator": "design", "items": n,
+                                "sd": {data.models[m]: float(np.sqrt(cov[m, m])) for m in have}}
+        return {data.models[m]: dr[:, j] for j, m in enumerate(have)}
+
+    all_cells = np.ones(len(data.cell_n), bool)
+    overall = estimate(all_cells, np.ones(I, bool), model_overall, "overall")
+    by_seg: dict[str, dict[str, np.ndarray]] = {m: {} for m in data.models}
+    for si, s in enumerate(data.segments):
+        fb = {m: model_by_segment[m][s] for m in data.models if s in model_by_segment.get(m, {})}
+        est = estimate(data.cell_segment == si, SEG == si, fb, f"segment:{s}")
+        for m, d in est.items():
+            by_seg[m][s] = d
+    info["labelled_items"] = I
+    info["estimator"] = info["domains"]["overall"]["estimator"]
+    return DesignRates(overall, by_seg, info)
+
+
+def cell_probabilities(data: CellData, eta_draws: np.ndarray) -> np.ndarray:
+    """Posterior-mean pass probability of every cell from linear-predictor draws (D, C)."""
+    return expit(eta_draws).mean(0)
