@@ -35,7 +35,7 @@ import pandas as pd
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from calib.data import cells, demo  # noqa: E402
-from calib.stats import crosscheck, forecast, model, sampling  # noqa: E402
+from calib.stats import engine, crosscheck, forecast, model, sampling  # noqa: E402
 from calib.review import queue  # noqa: E402
 
 SIZES = [50, 100, 200, 400]
@@ -85,10 +85,10 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
             elig = np.flatnonzero(~selected)
             if fits:
                 prio = np.zeros(N)
-                for data, post, out_cell, _ in fits.values():
-                    vr = queue.variance_reduction_by_cell(data, post, 0, 1)
+                for data, post, out_cell, *_ in fits.values():
+                    vr = queue.residual_variance_by_cell(data, post)
                     prio += np.bincount(oi, weights=vr[out_cell], minlength=N)
-                prio = prio[elig]
+                prio = np.sqrt(prio[elig])
             else:
                 prio = dis[elig]
             pi = queue.stratified_inclusion(prio, item_seg[elig], n - selected.sum(), 0.2)
@@ -98,10 +98,9 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
             if fits and kind == "fast":
                 pi_item = np.zeros(N)
                 pi_item[elig] = pi
-                for dim, (pdata, ppost, pcell, psd) in fits.items():
-                    shares = np.bincount(pcell, weights=pi_item[oi], minlength=len(pdata.cell_n))
-                    fsd = forecast.delta_sd_after(pdata, ppost, [len(new)], 0, 1, shares=shares, current_sd=psd)[0]
-                    fits[dim] = (pdata, ppost, pcell, psd, fsd)
+                for dim, (pdata, ppost, pcell, psd, n_prev) in fits.items():
+                    fsd = forecast.design_sd_function(psd, n_prev, N, 0.5)(len(new))
+                    fits[dim] = (pdata, ppost, pcell, psd, n_prev, fsd)
             selected[new] = True
             w_item[new] = 1.0 / pi[hit]
             lab_out = np.flatnonzero(selected[oi])
@@ -110,7 +109,12 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
                 data, out_cell = cells.cells_from_arrays(demo.MODELS, demo.REGIONS, demo.JUDGES, om, os_, Z, lab_out,
                                                          y[lab_out], return_index=True)
                 post = _fit(kind, data, seed)
-                rates = model.population_rate_draws(data, post, seed=seed)
+                # the product's estimate: the model's projection corrected by the design (calib.stats.design)
+                lab = engine.LabelledOutputs(
+                    item_id=oi[lab_out].astype(str).astype(object), model=om[lab_out], y=y[lab_out], f=f[lab_out],
+                    w=w_item[oi[lab_out]], cell=out_cell[lab_out].astype(np.int64), k=y[lab_out].astype(np.int64),
+                    n=np.ones(len(lab_out), np.int64))
+                rates = engine.design_rates(data, post, lab, model.population_rate_draws(data, post, seed=seed), seed)
                 for mi, m in enumerate(demo.MODELS):
                     _, lo, hi = model.posterior_interval(rates.overall[m])
                     res[n]["rate_cover"].append(lo <= y[om == mi].mean() <= hi)
@@ -131,9 +135,9 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
                 res[n]["cover_human"].append(hlo <= true_delta <= hhi)
                 res[n]["cover_ppi"].append(ppi["lo"] <= true_delta <= ppi["hi"])
                 sd = float(np.std(delta))
-                if dim in fits and len(fits[dim]) == 5:
-                    res[n]["fc_err"].append(abs(fits[dim][4] - sd) / sd)
-                fits[dim] = (data, post, out_cell, sd)
+                if dim in fits and len(fits[dim]) == 6:
+                    res[n]["fc_err"].append(abs(fits[dim][5] - sd) / sd)
+                fits[dim] = (data, post, out_cell, sd, int(selected.sum()))
         if (r + 1) % 10 == 0:
             print(f"  {r + 1}/{reps} replicates, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     return res

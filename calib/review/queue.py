@@ -1,8 +1,9 @@
 """The SME queue: choosing items (with recorded inclusion probabilities) and leasing them to SMEs.
 
-Choosing (``refill``): every unlabelled, unqueued item gets a priority, the expected reduction of
-Var(Delta) summed over dimensions and both outputs when it is labelled, from the current fast fit
-(before any label, its judge disagreement). Inclusion probabilities mix a uniform random share
+Choosing (``refill``): every unlabelled, unqueued item gets a priority, the square root of its
+predicted residual variance (the model's p (1 - p) summed over its outputs and the undecided
+dimensions, from the current fast fit): the Neyman allocation for the design-consistent estimate
+(``calib.stats.design``); before any label, its judge disagreement. Inclusion probabilities mix a uniform random share
 with priority-proportional sampling (``calib.stats.sampling.inclusion_probabilities``), raised where a
 segment would otherwise expect fewer than ``MIN_PER_SEGMENT`` items; items are then drawn by
 Poisson sampling with a seeded generator, so each item's probability of selection is exactly
@@ -76,13 +77,12 @@ def item_priorities(con: duckdb.DuckDBPyConnection) -> tuple[str, "np.ndarray", 
         return ("disagreement", rows["item_id"].to_numpy(object), rows["segment"].to_numpy(object),
                 rows["score"].to_numpy(float))
     parts = []
+    weight = dimension_weights(con, s["dimensions"])
     for dim in s["dimensions"]:
         data, _, _ = engine.load_dimension(con, dim, models)
         post = model.fit_laplace(data, draws=200)
-        vr = np.zeros(len(data.cell_n))
-        for c in range(1, len(models)):
-            vr += variance_reduction_by_cell(data, post, 0, c)
-        parts.append({"dimension": dim, "cell_id": data.cell_ids, "vr": vr})
+        parts.append({"dimension": dim, "cell_id": data.cell_ids,
+                      "vr": weight[dim] * residual_variance_by_cell(data, post)})
     import pandas as pd
 
     cell_scores = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
@@ -96,8 +96,31 @@ def item_priorities(con: duckdb.DuckDBPyConnection) -> tuple[str, "np.ndarray", 
         ).fetch_df()
     finally:
         con.unregister("_cell_vr")
+    # Neyman allocation for the design-consistent estimate: its variance is sum (1 - pi) / pi * E[r^2]
+    # over items, minimised at fixed sample size by pi proportional to sqrt(E[r^2]), the item's
+    # predicted residual variance summed over its outputs and the (undecided) dimensions.
     return ("variance-reduction", rows["item_id"].to_numpy(object), rows["segment"].to_numpy(object),
-            rows["vr"].to_numpy(float))
+            np.sqrt(rows["vr"].to_numpy(float)))
+
+
+def residual_variance_by_cell(data: model.CellData, post: model.Posterior) -> np.ndarray:
+    """Predicted variance p (1 - p) of an SME verdict in each cell, at the posterior mode: the
+    expected squared residual of a label there under the working model."""
+    X = model._design(data, np.arange(len(data.cell_n)), post.mode_sigma, post.mode_tau)
+    p = expit(X @ post.mode)
+    return p * (1 - p)
+
+
+def dimension_weights(con: duckdb.DuckDBPyConnection, dimensions: list[str]) -> dict[str, float]:
+    """How much each dimension still needs labels: 1 while any candidate is undecided there (or no
+    fit exists yet), 0.1 once every candidate has a decision (a little, to keep the estimate
+    honest as it moves)."""
+    fit = engine.latest_fit(con)
+    if not fit:
+        return {d: 1.0 for d in dimensions}
+    undecided = {r["dimension"] for r in fit.get("diffs", []) if r.get("decision") == "label more"}
+    decided = {r["dimension"] for r in fit.get("diffs", [])} - undecided
+    return {d: (0.1 if d in decided else 1.0) for d in dimensions}
 
 
 def stratified_inclusion(priority: np.ndarray, segments: np.ndarray, n: float, random_share: float) -> np.ndarray:

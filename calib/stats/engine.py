@@ -226,7 +226,7 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
         if forecast_extra is not None and post.mode is not None:
             result.setdefault("forecasts", []).extend(_forecast_dimension(
                 dim, data, post, rates, models, base, forecast_extra, s["target_width"], margin, threshold,
-                crosscheck._z(mass)))
+                crosscheck._z(mass), s["min_decision_items"]))
         for m in models:
             result["rates"].append({"dimension": dim, "model": m, "segment": None, **_interval_dict(rates.overall[m], mass)})
             for seg, d in rates.by_segment[m].items():
@@ -348,29 +348,48 @@ def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_wi
     z = crosscheck._z(s["interval"])
     out = {"extra": extra, "target_width": target, "margin": margin, "forecasts": []}
     for dim in s["dimensions"]:
-        data, _, _ = load_dimension(con, dim, models)
+        data, lab, _ = load_dimension(con, dim, models)
         post = model.fit_laplace(data, draws=2000, seed=seed)
-        rates = model.population_rate_draws(data, post, seed=seed)
+        rates = design_rates(data, post, lab, model.population_rate_draws(data, post, seed=seed), seed)
         out["forecasts"] += _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin,
-                                                s["decide_prob"], z)
+                                                s["decide_prob"], z, s["min_decision_items"])
     return out
 
 
-def _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin, decide_prob, z) -> list[dict]:
-    """Forecast entries of one dimension from a Laplace posterior (see ``forecast_project``)."""
+def _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin, decide_prob, z,
+                        min_items: int = 0) -> list[dict]:
+    """Forecast entries of one dimension (see ``forecast_project``): the design-consistent Delta's
+    sd after k more labelled items (``forecast.design_sd_function``), and the chance of a decision
+    (preposterior normal; none before ``min_items`` labelled items, the decision rule's minimum)."""
     out = []
+    N = int(data.cell_n[data.cell_model == 0].sum())
     unl_items = int((data.cell_n - data.cell_lab_items)[data.cell_model == 0].sum())
+    info = getattr(rates, "info", {}) or {}
+    overall = info.get("domains", {}).get("overall", {})
+    n_now = int(overall.get("items", 0)) if overall.get("estimator") == "design" else 0
+    p = design.cell_probabilities(data, model.eta_draws(data, model.Posterior(
+        theta=post.theta[:200], sigma=post.sigma[:200], tau=post.tau[:200], kind=post.kind)))
     for c in models[1:]:
         bi, ci = models.index(base), models.index(c)
         delta = rates.overall[c] - rates.overall[base]
         mean, sd = float(delta.mean()), float(delta.std())
-        sd_fn = forecast.delta_sd_function(data, post, bi, ci, current_sd=sd)
+        # the model's residual variance of a paired item (baseline + candidate outputs)
+        v = p * (1 - p)
+        s2_model = sum(float((v * data.cell_n)[data.cell_model == m].sum() / max(data.cell_n[data.cell_model == m].sum(), 1))
+                       for m in (bi, ci))
+        sd_fn = forecast.design_sd_function(sd, n_now, N, s2_model, design.MIN_ITEMS)
+        # before a design estimate exists, today's uncertainty is at least that of two labels
+        sd_today = sd if n_now else max(sd, sd_fn(design.MIN_ITEMS - n_now))
+
+        def p_decision(k: int) -> float:
+            if n_now + k < min_items:
+                return 0.0
+            return forecast.decision_probability(mean, sd_today, sd_fn(k), margin, decide_prob)
         out.append({
             "dimension": dim, "baseline": base, "candidate": c, "mean": mean, "width_now": 2 * z * sd,
-            "target_width": target,
-            "steps": [{"extra": k, "width": 2 * z * sd_fn(k),
-                       "p_decision": forecast.decision_probability(mean, sd, sd_fn(k), margin, decide_prob)}
-                      for k in extra],
+            "target_width": target, "labelled_items": n_now,
+            "basis": "labels and judges" if n_now else "the judges alone (no design estimate before labels)",
+            "steps": [{"extra": k, "width": 2 * z * sd_fn(k), "p_decision": p_decision(k)} for k in extra],
             "labels_for_target_width": forecast.labels_for_width(sd_fn, target, unl_items, z),
         })
     return out

@@ -80,6 +80,25 @@ def delta_sd_function(data: CellData, post: Posterior, baseline: int, candidate:
     return lambda k: float(np.sqrt(var_at(k) * scale))
 
 
+def design_sd_function(sd_now: float, n_now: int, N: int, s2_model: float, min_items: int = 2):
+    """The forecast sd of the design-consistent Delta (``calib.stats.design``) after k more
+    labelled items: its variance is s^2 (1/n - 1/N) (finite-population), with s^2 the per-item
+    variance of the paired residual. With enough labels s^2 is backed out of today's sd; before
+    that it is the model's own residual variance ``s2_model`` (the forecast then rests on the
+    judges alone)."""
+    if n_now >= min_items and sd_now > 0 and n_now < N:
+        s2 = sd_now ** 2 / max(1.0 / n_now - 1.0 / N, 1e-12)
+    else:
+        s2 = s2_model
+
+    def sd(k: float) -> float:
+        n = n_now + k
+        if n <= 0:
+            return float(np.sqrt(s2))
+        return float(np.sqrt(max(s2 * (1.0 / n - 1.0 / N), 0.0)))
+    return sd
+
+
 def decision_probability(mean: float, sd_now: float, sd_after: float, margin: float, threshold: float = 0.95) -> float:
     """Chance that, after more labels, P(Delta >= -m) or P(Delta < -m) reaches ``threshold``."""
     z = stats.norm.ppf(threshold)
