@@ -95,3 +95,37 @@ def test_census_gives_the_truth_exactly():
     d = engine.design_rates(data, post, lab, mrates)
     mean, lo, hi = model.posterior_interval(d.overall["cand"] - d.overall["base"])
     assert abs(mean - (y[1].mean() - y[0].mean())) < 1e-3 and hi - lo < 1e-3
+
+
+def test_project_fit_reports_the_design_estimate_and_holds_decisions_on_few_labels(demo_con):
+    """Through the product: labels served by the queue give a design-based estimate for every
+    dimension and the win rate; with fewer labelled items than min_decision_items no decision
+    is announced, and the reason is given."""
+    from calib.data import store
+    from calib.review import simulate
+
+    store.set_settings(demo_con, min_decision_items=1000)
+    simulate.simulate_sme(demo_con, 30)
+    fit = engine.fit_project(demo_con, "fast")
+    for dim, est in fit["estimator"].items():
+        assert est["estimator"] == "design" and est["labelled_items"] == 30
+        assert "queue" in est["design"]
+    assert all(d["decision"] == "label more" and "min_decision_items" in d["note"] for d in fit["diffs"]
+               if "note" in d)
+    assert any(c["method"] == "model-only" for c in fit["cross_checks"])
+    assert fit["preference"] and fit["preference"][0]["estimator"]["estimator"] == "design"
+
+
+def test_labels_imported_without_a_queue_are_declared_a_uniform_sample(demo_con, tmp_path):
+    import pandas as pd
+
+    from calib.data import ingest
+
+    truth = demo_con.execute("SELECT item_id, model, dimension, verdict FROM sim_truth ORDER BY item_id LIMIT 120").fetch_df()
+    truth["verdict"] = truth["verdict"].map({True: "pass", False: "fail"})
+    truth["annotator"] = "outside"
+    path = tmp_path / "labels.csv"
+    truth.to_csv(path, index=False)
+    ingest.import_labels(demo_con, path)
+    fit = engine.fit_project(demo_con, "fast")
+    assert all("uniform random sample" in est["design"] for est in fit["estimator"].values())

@@ -63,6 +63,10 @@ class PairData:
     cell_lab_win: np.ndarray  # (C,) sum of labelled items' win score (1 candidate, 0.5 tie, 0 baseline)
     obs_cell: np.ndarray  # (K,)
     obs_y: np.ndarray  # (K,) 0 baseline better, 1 tie, 2 candidate better
+    # per labelled item (for the design-consistent estimate), when loaded from a project
+    item_id: np.ndarray | None = None  # (I,)
+    item_cell: np.ndarray | None = None  # (I,)
+    item_win: np.ndarray | None = None  # (I,) mean over SMEs of 1 / 0.5 / 0
 
 
 def normal_scores(scores: np.ndarray) -> np.ndarray:

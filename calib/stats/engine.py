@@ -175,7 +175,31 @@ def load_pairs(con, baseline: str, candidate: str, dimension: str) -> model.Pair
         features=[f"f{i}" for i in range(F)], cell_x=np.array([r[1] for r in rows], float).reshape(C, F),
         cell_n=np.array([r[2] for r in rows], np.int64), cell_lab_items=lab_items, cell_lab_win=lab_win,
         obs_cell=np.array([r[2] for r in labs], np.int64), obs_y=np.array([PREF_CODE[r[1]] for r in labs], np.int64),
+        item_id=np.array(list(per_item), dtype=object),
+        item_cell=np.array([v[0] for v in per_item.values()], np.int64),
+        item_win=np.array([np.mean(v[1]) for v in per_item.values()], float),
     )
+
+
+def pairwise_rate(con, pdata: model.PairData, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Win-rate draws of the candidate over the baseline: the pairwise model's projection corrected
+    by the labelled items' residuals, weighted by the design (as ``design_rates``; in-sample
+    residuals: the preference model has only a handful of parameters)."""
+    win_c, var_c = model.fit_pairwise(pdata, seed=seed, return_cells=True)
+    p = win_c.mean(0)
+    v = np.clip(var_c.mean(0), 1e-6, None)
+    N = float(pdata.cell_n.sum())
+    if pdata.item_id is None or len(pdata.item_id) < design.MIN_ITEMS:
+        return model.fit_pairwise(pdata, seed=seed), {"estimator": "model", "items": 0 if pdata.item_id is None
+                                                      else len(pdata.item_id)}
+    w, how = design_weights(con, pdata.item_id, int(N))
+    unl = np.maximum(pdata.cell_n - pdata.cell_lab_items, 0).astype(float)
+    e = (pdata.item_win - p[pdata.item_cell])[:, None]
+    mean, cov, n = design._domain_estimate(
+        np.array([pdata.cell_lab_win.sum()]), np.array([(unl * p).sum()]), np.array([N]), np.array([unl.sum()]),
+        e, v[pdata.item_cell][:, None], np.ones_like(e), w)
+    draws = design._t_draws(mean, cov, max(n - 1, 1), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
+    return draws, {"estimator": "design", "items": n, "sd": float(np.sqrt(cov[0, 0])), "design": how}
 
 
 # --------------------------------------------------------------------------- fit
@@ -265,9 +289,9 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             pdata = load_pairs(con, base, c, dim)
             if pdata is None:
                 continue
-            win = model.fit_pairwise(pdata, seed=seed)
+            win, how = pairwise_rate(con, pdata, seed=seed)
             result["preference"].append({"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(win, mass),
-                                         "n_labels": int(len(pdata.obs_y))})
+                                         "n_labels": int(len(pdata.obs_y)), "estimator": how})
     result["n_labels"] = len(labelled_items)
     result["max_label_id"] = max_label_id if max_label_id is not None else label_high_water
     result["n_label_rows"] = n_label_rows

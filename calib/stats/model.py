@@ -517,9 +517,18 @@ def _num_hessian(f, x, h=1e-4):
     return H
 
 
-def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0) -> np.ndarray:
+def _pair_cell_probs(th: np.ndarray, cell_x: np.ndarray, F: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P(candidate better), P(tie)) per draw and cell, each (D, C)."""
+    eta = th[:, :F] @ cell_x.T
+    c0 = th[:, [F]]
+    c1 = c0 + np.exp(th[:, [F + 1]])
+    return expit(eta - c1), expit(c1 - eta) - expit(c0 - eta)
+
+
+def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0, return_cells: bool = False):
     """Laplace fit of the ordered-logistic preference model, importance-reweighted to the exact
-    posterior; returns win-rate draws (D,).
+    posterior; returns win-rate draws (D,), or with ``return_cells`` each cell's win score and its
+    variance per draw, (D, C) each (for the design-consistent estimate).
 
     Win rate = P(candidate better) + P(tie) / 2 over the population, labelled items counted
     with their observed preference.
@@ -543,12 +552,10 @@ def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0) -> np.ndarray:
     wi = np.exp(lw - lw.max())
     wi = np.minimum(wi, wi.mean() * np.sqrt(len(wi)))
     th = th[rng.choice(proposal, size=draws, p=wi / wi.sum())]
-    eta = th[:, :F] @ data.cell_x.T  # (D, C)
-    c0 = th[:, [F]]
-    c1 = c0 + np.exp(th[:, [F + 1]])
-    p_cand = expit(eta - c1)
-    p_tie = expit(c1 - eta) - expit(c0 - eta)
+    p_cand, p_tie = _pair_cell_probs(th, data.cell_x, F)
     win = p_cand + 0.5 * p_tie
+    if return_cells:
+        return win, p_cand + 0.25 * p_tie - win ** 2
     unl = np.maximum(data.cell_n - data.cell_lab_items, 0)
     N = data.cell_n.sum()
     mean = (win * unl).sum(1) + data.cell_lab_win.sum()
