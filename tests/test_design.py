@@ -114,6 +114,9 @@ def test_project_fit_reports_the_design_estimate_and_holds_decisions_on_few_labe
                if "note" in d)
     assert any(c["method"] == "model-only" for c in fit["cross_checks"])
     assert fit["preference"] and fit["preference"][0]["estimator"]["estimator"] == "design"
+    for p in fit["preference"]:  # the side-by-side decision: P(win rate >= 1/2 - margin), held too
+        assert 0 <= p["p_noninferior"] <= 1 and p["decision"] == "label more"
+        assert ("note" in p) == (max(p["p_noninferior"], 1 - p["p_noninferior"]) >= fit["decide_prob"])
 
 
 def test_labels_imported_without_a_queue_are_declared_a_uniform_sample(demo_con, tmp_path):

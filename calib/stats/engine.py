@@ -290,8 +290,18 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             if pdata is None:
                 continue
             win, how = pairwise_rate(con, pdata, seed=seed)
-            result["preference"].append({"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(win, mass),
-                                         "n_labels": int(len(pdata.obs_y)), "estimator": how})
+            # the side-by-side decision: the win rate (ties half) not below 1/2 by more than the margin
+            pn = float(np.mean(win >= 0.5 - margin))
+            row = {"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(win, mass),
+                   "n_labels": int(len(pdata.obs_y)), "estimator": how, "p_noninferior": pn,
+                   "decision": model.decide(pn, threshold)}
+            n_pairs = int(how.get("items", 0)) if how.get("estimator") == "design" else 0
+            row["n_items"] = n_pairs
+            if n_pairs < s["min_decision_items"] and row["decision"] != "label more":
+                row["decision"] = "label more"
+                row["note"] = (f"only {n_pairs} pairs compared by SMEs: a decision needs at least "
+                               f"{s['min_decision_items']} (setting min_decision_items)")
+            result["preference"].append(row)
     result["n_labels"] = len(labelled_items)
     result["max_label_id"] = max_label_id if max_label_id is not None else label_high_water
     result["n_label_rows"] = n_label_rows
