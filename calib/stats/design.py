@@ -42,6 +42,7 @@ from scipy.special import expit, logsumexp
 from calib.data.cells import CellData
 
 PRIOR_N = 2.0  # pseudo-items of model-implied residual variance pooled into the empirical variance
+LEVEL_N = 4.0  # pseudo-items of the Agresti-Coull variance of the labelled pass share (rates near 0 or 1)
 MIN_ITEMS = 2  # fewest labelled items for a design-based estimate of a domain
 
 
@@ -94,11 +95,19 @@ def loo_predictions(p_draws: np.ndarray, k: np.ndarray, n: np.ndarray) -> np.nda
 
 
 def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.ndarray, n_unl: np.ndarray,
-                     e: np.ndarray, v_model: np.ndarray, present: np.ndarray, w: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, int]:
+                     e: np.ndarray, v_model: np.ndarray, present: np.ndarray, w: np.ndarray,
+                     y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean (M,) and covariance (M, M) of the models' rates in one domain; ``e``/``v_model``/
-    ``present`` are (I, M) per labelled item (residual, model variance p(1-p), output labelled),
-    ``w`` (I,) the items' design weights. Returns (mean, cov, items)."""
+    ``present``/``y`` are (I, M) per labelled item (residual, model variance p(1-p), output
+    labelled, observed pass share), ``w`` (I,) the items' design weights. Returns (mean, cov, items).
+
+    The empirical residual variance is pooled with two priors, as pseudo-items: ``PRIOR_N`` of the
+    model's own p(1-p), and ``LEVEL_N`` of the Agresti-Coull variance q(1-q) of the labelled pass
+    share (q = (passes + 2) / (labelled + 4)). The second matters for rates near 0 or 1: 20 labels
+    that all pass leave residuals with no variation, although the few failures of the population
+    may simply not have been drawn (SummEval: a 0.99 rate covered 68% of the time without it). Its
+    pseudo-residuals are perfectly correlated across models (a shared uncertainty about the level),
+    so Delta's variance grows only by (sqrt(q_c(1-q_c)) - sqrt(q_b(1-q_b)))^2 per pseudo-item."""
     I, M = e.shape
     # Calibrate the weights to the domain's size: each queue batch's probabilities describe a sample
     # of the whole population, so the labelled items of several batches carry weights summing to
@@ -121,6 +130,12 @@ def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.
     r_mod = present * w[:, None] * np.sqrt(v_model)
     V_mod = fpc * np.diag(((r_mod ** 2) * scale).sum(0))
     V = (I * V_emp + PRIOR_N * V_mod) / (I + PRIOR_N)
+    if y is not None and LEVEL_N > 0:
+        n_m = present.sum(0)
+        q = ((present * y).sum(0) + 2.0) / (n_m + 4.0)  # Agresti-Coull share per model
+        r_lvl = present * w[:, None] * np.sqrt(q * (1 - q))[None, :]
+        V_lvl = fpc * (r_lvl * scale).T @ r_lvl  # perfectly correlated across models within an item
+        V = ((I + PRIOR_N) * V + LEVEL_N * V_lvl) / (I + PRIOR_N + LEVEL_N)
     Nn = np.where(N > 0, N, 1)
     return mean, V / np.outer(Nn, Nn), I
 
@@ -156,12 +171,14 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
     E = np.zeros((I, M))
     Vm = np.zeros((I, M))
     P = np.zeros((I, M))
+    Y = np.zeros((I, M))
     W = np.ones(I)
     SEG = np.zeros(I, np.int64)
     if I:
         E[item_idx, lab.model] = e_out
         Vm[item_idx, lab.model] = v_out
         P[item_idx, lab.model] = 1.0
+        Y[item_idx, lab.model] = lab.y
         W[item_idx] = lab.w
         SEG[item_idx] = data.cell_segment[lab.cell]
     unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(float)
@@ -184,7 +201,8 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
         if not have or min(per_model[m] for m in have) < MIN_ITEMS:
             info["domains"][key] = {"estimator": "model", "items": n_items}
             return dict(fallback)
-        mean, cov, n = _domain_estimate(ylab, pred, N, n_unl, E[item_mask], Vm[item_mask], P[item_mask], W[item_mask])
+        mean, cov, n = _domain_estimate(ylab, pred, N, n_unl, E[item_mask], Vm[item_mask], P[item_mask], W[item_mask],
+                                        Y[item_mask])
         sub = np.array(have)
         dr = _t_draws(mean[sub], cov[np.ix_(sub, sub)], max(n - 1, 1), D, rng)
         info["domains"][key] = {"estimator": "design", "items": n,

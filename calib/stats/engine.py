@@ -197,7 +197,7 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0) -> tuple[np.ndarray
     e = (pdata.item_win - p[pdata.item_cell])[:, None]
     mean, cov, n = design._domain_estimate(
         np.array([pdata.cell_lab_win.sum()]), np.array([(unl * p).sum()]), np.array([N]), np.array([unl.sum()]),
-        e, v[pdata.item_cell][:, None], np.ones_like(e), w)
+        e, v[pdata.item_cell][:, None], np.ones_like(e), w, pdata.item_win[:, None])
     draws = design._t_draws(mean, cov, max(n - 1, 1), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
     return draws, {"estimator": "design", "items": n, "sd": float(np.sqrt(cov[0, 0])), "design": how}
 
