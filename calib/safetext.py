@@ -12,6 +12,10 @@ rationales) goes through one of these before it reaches a page, a plot or the re
   directive from the data is ever interpreted.
 - ``html``: for HTML (the report) and Plotly (titles, axes, legends, hover, annotations, which
   render ``<b>``, ``<a href>`` and ``<br>``): ``clean`` plus HTML escaping.
+- ``rows``: ``clean`` on every string (values and column names) of a table for ``st.dataframe``
+  (which shows text, but a bidi override would still reorder it).
+- ``guidelines``: the lead-written rubric stays markdown, but images (a remote image is a request
+  from every SME's browser), raw HTML and LaTeX are shown as text.
 
 No Streamlit here: this module sits below every layer (like ``calib.errors``) so plots, the report
 and the pages use the same rules.
@@ -63,3 +67,32 @@ def one_line(value: object, limit: int = 120) -> str:
     for names and ids in headings and table cells."""
     text = " ".join(clean(value).split())
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def rows(data):
+    """A table (list of dicts, or a pandas DataFrame) with ``clean`` applied to every string value
+    and column name; other values unchanged. Returns a new object of the same kind."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        out = data.rename(columns=lambda c: clean(c) if isinstance(c, str) else c)
+        for c in out.columns:
+            if pd.api.types.is_object_dtype(out[c]) or pd.api.types.is_string_dtype(out[c]):
+                out[c] = out[c].map(lambda v: clean(v) if isinstance(v, str) else v)
+        return out
+    return [{(clean(k) if isinstance(k, str) else k): (clean(v) if isinstance(v, str) else v) for k, v in r.items()}
+            for r in data]
+
+
+# ``![alt](url)`` and ``![alt][ref]`` (escaping the ``!`` leaves a link), raw HTML tags, autolinks and
+# LaTeX; backslashes just before are doubled so an escape in the text cannot cancel ours.
+_UNSAFE_MD = re.compile(r"(\\*)(!(?=\[)|[<>$])")
+
+
+def guidelines(value: object) -> str:
+    """Lead-written markdown with no image, raw HTML or math: ``clean``, then a backslash before
+    the ``!`` of image syntax and before every ``<``, ``>`` and ``$`` (inside code spans too, where
+    the backslash shows); headings, lists, emphasis, links and tables still render."""
+    return _UNSAFE_MD.sub(lambda m: m.group(1) * 2 + "\\" + m.group(2), clean(value))
