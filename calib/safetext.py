@@ -9,7 +9,8 @@ rationales) goes through one of these before it reaches a page, a plot or the re
 - ``md``: for a Streamlit markdown string (``st.markdown``, ``st.caption``, ``st.subheader``, widget
   labels, ``st.warning``...): ``clean`` plus a backslash before every ASCII punctuation character,
   so no link, image, emphasis, heading, HTML tag, ``:material/...:`` icon or ``:red[...]`` colour
-  directive from the data is ever interpreted.
+  directive from the data is ever interpreted; an invisible word joiner stops bare URLs and e-mail
+  addresses from becoming links.
 - ``html``: for HTML (the report) and Plotly (titles, axes, legends, hover, annotations, which
   render ``<b>``, ``<a href>`` and ``<br>``): ``clean`` plus HTML escaping.
 - ``rows``: ``clean`` on every string (values and column names) of a table for ``st.dataframe``
@@ -52,9 +53,17 @@ def clean(value: object) -> str:
     return text
 
 
+# GitHub-flavoured markdown turns ``http://...``, ``www.x.y`` and ``a@b.c`` in plain text into links
+# after escapes are resolved (so a backslash does not stop it): an invisible word joiner after
+# ``http``/``https``/``www`` and after ``@`` breaks the pattern and leaves the text as it looks.
+_AUTOLINK = re.compile(r"(?i)(\bhttps?(?=:)|\bwww(?=\.)|@)")
+_JOINER = "\u2060"
+
+
 def md(value: object) -> str:
-    """Text for a Streamlit markdown context: nothing in it is interpreted (see module doc)."""
-    return _MD_SPECIAL.sub(r"\\\1", clean(value))
+    """Text for a Streamlit markdown context: nothing in it is interpreted (see module doc), and no
+    URL or e-mail address in it becomes a link."""
+    return _MD_SPECIAL.sub(r"\\\1", _AUTOLINK.sub(lambda m: m.group(1) + _JOINER, clean(value)))
 
 
 def html(value: object) -> str:

@@ -45,7 +45,7 @@ def test_names_from_the_data_are_escaped_in_every_label():
     must arrive escaped (and with bidi controls visible)."""
     import json
 
-    bad = '<b>x</b><a href="http://127.0.0.1:9/p">l</a>\u202e'
+    bad = '\u202e<b>x</b><a href="http://127.0.0.1:9/p">l</a>'
     hist = [{"dimension": bad, "n_labels": 50, "fit_id": 1, "mean": 0.0, "lo": -0.1, "hi": 0.1}]
     seg = [{"dimension": bad, "segment": s, "mean": 0.0, "lo": -0.1, "hi": 0.1} for s in (bad, "1", "2")]
     curve = [{"model": bad, "bin": 0, "score_mean": 0.5, "score_lo": 0, "score_hi": 1, "n": 3,

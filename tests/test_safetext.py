@@ -47,3 +47,10 @@ def test_guidelines_keep_markdown_but_no_image_html_or_math():
     # an escape in the text cannot cancel ours: the backslash itself becomes literal
     assert safetext.guidelines("\\![x](u)") == "\\\\\\![x](u)"
     assert "\\[U+202E]" not in safetext.guidelines("\u202e") and safetext.guidelines("\u202e") == "[U+202E]"
+
+
+def test_md_stops_bare_urls_and_emails_from_becoming_links():
+    out = safetext.md("see http://127.0.0.1:9/p.png, www.example.com or ana@example.com")
+    for pattern in ("http\\:", "www\\.", "@example"):
+        assert pattern not in out  # GFM autolinks these even when escaped
+    assert out.replace("\u2060", "").replace("\\", "") == "see http://127.0.0.1:9/p.png, www.example.com or ana@example.com"
