@@ -18,6 +18,7 @@ import streamlit as st  # noqa: E402
 
 from calib.data import demo, store  # noqa: E402
 from calib.errors import TiebreakError  # noqa: E402
+from calib.safetext import md  # noqa: E402
 
 
 def db_path() -> str:
@@ -51,7 +52,7 @@ def cursor() -> duckdb.DuckDBPyConnection:
     try:
         return _connection(db_path()).cursor()
     except TiebreakError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         st.stop()
 
 
@@ -103,7 +104,7 @@ def require(*roles: str) -> tuple[str, str]:
         st.stop()
     nav(role)
     if role not in roles:
-        st.error(f"Signed in as {user} ({role}): this page is for {' or '.join(roles)}.")
+        st.error(f"Signed in as {md(user)} ({role}): this page is for {' or '.join(roles)}.")
         st.stop()
     return user, role
 
@@ -119,7 +120,7 @@ def nav(role: str) -> None:
             except StreamlitAPIException:  # a page run on its own (AppTest) knows no sibling pages
                 pass
     user = st.session_state.get("auth_user")
-    st.sidebar.caption(f"Signed in as {user} ({role})")
+    st.sidebar.caption(f"Signed in as {md(user)} ({role})")
     if user != "local" and st.sidebar.button("Sign out", key="auth_sign_out"):
         for k in ("auth_user", "auth_role"):
             st.session_state.pop(k, None)
