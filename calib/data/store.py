@@ -296,9 +296,41 @@ def _m007_judge_calls(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m008_sign_in_and_admin(con: duckdb.DuckDBPyConnection) -> None:
+    """Sign-in that holds across processes and restarts: failure counters per user name and per
+    client (backoff and lockout, ``calib.review.throttle``), users that can be deactivated, a
+    session epoch per user (bumped on password change or sign-out everywhere: older session tokens
+    stop working), the key that signs session cookies (generated once, here), and an append-only
+    log of what admins and leads did (users, settings, imports)."""
+    import secrets
+
+    con.execute(
+        """CREATE TABLE sign_in_throttle (
+               scope VARCHAR NOT NULL CHECK (scope IN ('user', 'client')),
+               key VARCHAR NOT NULL,
+               failures INTEGER NOT NULL,
+               last_failure_at DOUBLE,
+               locked BOOLEAN NOT NULL,
+               PRIMARY KEY (scope, key)
+           );
+           ALTER TABLE users ADD COLUMN active BOOLEAN DEFAULT TRUE;
+           ALTER TABLE users ADD COLUMN session_epoch INTEGER DEFAULT 0;
+           CREATE TABLE app_secrets (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+           CREATE SEQUENCE audit_seq START 1;
+           CREATE TABLE audit_log (
+               event_id BIGINT PRIMARY KEY DEFAULT nextval('audit_seq'),
+               created_at TIMESTAMP NOT NULL,
+               actor VARCHAR NOT NULL,
+               action VARCHAR NOT NULL,
+               detail VARCHAR
+           );"""
+    )
+    con.execute("INSERT INTO app_secrets VALUES ('session_key', ?)", [secrets.token_urlsafe(48)])
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
-    _m007_judge_calls,
+    _m007_judge_calls, _m008_sign_in_and_admin,
 ]
 
 
