@@ -323,10 +323,10 @@ def test_locked_database_gives_a_plain_message(tmp_path):
         assert holder.stdout.readline().strip() == "ok"
         with pytest.raises(TiebreakError, match=r"open for writing in another process \(PID \d+"):
             store.connect(path)
-        r = subprocess.run([sys.executable, "-m", "calib.cli", "status", "--db", str(path)],
+        r = subprocess.run([sys.executable, "-m", "calib.cli", "settings", "set", "margin", "0.03", "--db", str(path)],
                            capture_output=True, text=True)
         assert r.returncode == 2
-        assert "Traceback" not in r.stderr and "another process" in r.stderr
+        assert "Traceback" not in r.stderr and "another process" in r.stderr and "Admin page" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     finally:
         holder.kill()
