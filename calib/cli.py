@@ -29,13 +29,60 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+# While the app holds the database (DuckDB: one process per file), reads go to a snapshot and
+# writes say which page does the same thing.
+READS = {"status", "labels export", "fit", "forecast", "report", "settings show", "judge report", "users list"}
+WRITE_PAGES = {
+    "import": "upload the file on the Admin page (Imports tab)",
+    "labels import": "upload the file on the Admin page (Imports tab)",
+    "users add": "add or change users on the Admin page (Users tab)",
+    "settings set": "change settings on the Admin page (Settings tab)",
+    "queue": "SMEs are served from the queue on the Label page, which refills it",
+    "judge run": "run judges on the Run judges page",
+    "judge generate": "generate outputs on the Run judges page",
+    "simulate": "run the simulated SME on the Demo page",
+    "demo": "give a new --db path for a demo",
+}
+NOT_STORED = {"fit": " (the fit is not stored: the Decision page refits and stores while the app runs)"}
+
+
+def command_path(args) -> str:
+    """``labels import``, ``status`` ... from parsed arguments."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+
+def _open_db(args, read_only: bool = False):
+    """The project's database; when another process (the app) holds it, a read command works on a
+    fresh snapshot (said on stderr) and a write command stops with a pointer to the page."""
+    import atexit
+    import shutil
+    import tempfile
+
+    try:
+        return demo.open_db(args.db, read_only=read_only)
+    except store.DatabaseLocked as exc:
+        cmd = command_path(args)
+        if cmd not in READS:
+            where = WRITE_PAGES.get(cmd, "do the same from the app's pages")
+            raise TiebreakError(f"{exc} `tiebreak {cmd}` writes, so while the app runs {where}; "
+                                "or stop the app (Ctrl+C in its terminal) and run the command again.") from None
+        folder = tempfile.mkdtemp(prefix="tiebreak-snapshot-")
+        con, seconds = store.snapshot(exc.path, folder)
+        atexit.register(shutil.rmtree, folder, True)
+        atexit.register(con.close)
+        print(f"tiebreak: the app (PID {exc.pid}) holds {exc.path}: read a snapshot copied just now in "
+              f"{seconds:.2f} s{NOT_STORED.get(cmd, '')}", file=sys.stderr)
+        return con
+
+
 # --------------------------------------------------------------------------- commands
 
 
 def cmd_import(args) -> int:
     from calib.data import ingest
 
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     print(ingest.import_file(con, args.file, baseline=args.baseline).summary())
     return 0
 
@@ -43,7 +90,7 @@ def cmd_import(args) -> int:
 def cmd_labels_import(args) -> int:
     from calib.data import ingest
 
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     print(ingest.import_labels(con, args.file, source=args.source).summary())
     return 0
 
@@ -51,14 +98,14 @@ def cmd_labels_import(args) -> int:
 def cmd_labels_export(args) -> int:
     from calib.data import ingest
 
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     n = ingest.export_labels(con, args.file)
     print(f"{args.file}: wrote {n} labels (full history, corrections included)")
     return 0
 
 
 def cmd_status(args) -> int:
-    con = demo.open_db(args.db, read_only=args.read_only)
+    con = _open_db(args, read_only=args.read_only)
     st = store.status(con)
     if args.json:
         _print_json(st)
@@ -82,7 +129,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     have = con.execute("SELECT count(*) FROM items").fetchone()[0]
     if have:
         raise TiebreakError(f"{store.resolve_db(args.db)} already holds {have} items; give a new --db path for a demo")
@@ -93,13 +140,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_settings_show(args) -> int:
-    con = demo.open_db(args.db, read_only=args.read_only)
+    con = _open_db(args, read_only=args.read_only)
     _print_json(store.get_settings(con))
     return 0
 
 
 def cmd_settings_set(args) -> int:
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     with store.transaction(con):
         store.set_settings(con, **{args.key: store.parse_setting(args.key, args.value)})
     print(f"{args.key} = {json.dumps(store.get_settings(con)[args.key])}")
@@ -113,7 +160,7 @@ def _fmt_ci(r: dict) -> str:
 def cmd_fit(args) -> int:
     from calib.stats import engine
 
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     res = engine.fit_project(con, kind="fast" if args.fast else "nuts", margin=args.margin, seed=args.seed,
                              draws=args.draws)
     if args.json:
@@ -151,7 +198,7 @@ def cmd_forecast(args) -> int:
         extra = [int(x) for x in args.extra.split(",") if x.strip()]
     except ValueError:
         raise TiebreakError(f"--extra {args.extra!r}: give whole numbers separated by commas, e.g. 50,100,200") from None
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     res = engine.forecast_project(con, extra, target_width=args.target_width, margin=args.margin)
     if args.json:
         _print_json(res)
@@ -171,7 +218,7 @@ def cmd_queue(args) -> int:
 
     from calib.review import queue
 
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     if args.segment or args.topic or args.judge_fail:
         batch = queue.queue_filtered(con, n=args.n, segment=args.segment, topic=args.topic,
                                      judge_fail=args.judge_fail, seed=args.seed)
@@ -215,7 +262,7 @@ def cmd_users_add(args) -> int:
         if not sys.stdin.isatty():
             raise TiebreakError("no password: give --password, set TIEBREAK_PASSWORD, or run in a terminal")
         password = getpass.getpass(f"password for {args.name}: ")
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     users.add_user(con, args.name, args.role, password)
     print(f"user {args.name} ({args.role}) saved")
     return 0
@@ -224,7 +271,7 @@ def cmd_users_add(args) -> int:
 def cmd_users_list(args) -> int:
     from calib.review import users
 
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     for u in users.list_users(con):
         print(f"{u['name']:<24} {u['role']:<6} {u['created_at']}")
     return 0
@@ -237,7 +284,7 @@ def _judge_run(args, generate: bool) -> int:
     from calib.judges import config as judge_config, run as judges
 
     cfg = judge_config.load_config(args.config)
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     last = [0.0]
 
     def show(p: judges.Progress) -> None:
@@ -280,7 +327,7 @@ def cmd_judge_generate(args) -> int:
 def cmd_judge_report(args) -> int:
     from calib.judges import run as judges
 
-    con = demo.open_db(args.db, read_only=args.read_only)
+    con = _open_db(args, read_only=args.read_only)
     out = {"calls": judges.call_summary(con), "position_bias": judges.position_bias(con)}
     if args.json:
         _print_json(out)
@@ -306,7 +353,7 @@ def cmd_report(args) -> int:
     from calib.stats import engine
     from calib.insight import report
 
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     fit = engine.fit_project(con, args.fit) if args.fit else None
     text = report.build_report(con, fit, db_label=str(store.resolve_db(args.db)))
     Path(args.out).write_text(text, encoding="utf-8")
@@ -318,7 +365,7 @@ def cmd_simulate(args) -> int:
     from calib.stats import engine
     from calib.review import simulate
 
-    con = demo.open_db(args.db)
+    con = _open_db(args)
     n = simulate.simulate_sme(con, args.items, annotator=args.annotator, seed=args.seed)
     print(f"{n} items labelled by the simulated SME {args.annotator!r}")
     if args.fit:

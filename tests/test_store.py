@@ -14,6 +14,17 @@ EXPECTED_SCHEMA = {
         ("name", "VARCHAR", False),
         ("applied_at", "TIMESTAMP", False),
     ],
+    "app_secrets": [
+        ("name", "VARCHAR", False),
+        ("value", "VARCHAR", False),
+    ],
+    "audit_log": [
+        ("event_id", "BIGINT", False),
+        ("created_at", "TIMESTAMP", False),
+        ("actor", "VARCHAR", False),
+        ("action", "VARCHAR", False),
+        ("detail", "VARCHAR", True),
+    ],
     "cache_state": [
         ("key", "VARCHAR", False),
         ("value", "VARCHAR", False),
@@ -214,6 +225,13 @@ EXPECTED_SCHEMA = {
         ("key", "VARCHAR", False),
         ("value", "VARCHAR", False),
     ],
+    "sign_in_throttle": [
+        ("scope", "VARCHAR", False),
+        ("key", "VARCHAR", False),
+        ("failures", "INTEGER", False),
+        ("last_failure_at", "DOUBLE", True),
+        ("locked", "BOOLEAN", False),
+    ],
     "sim_truth": [
         ("item_id", "VARCHAR", False),
         ("model", "VARCHAR", False),
@@ -234,6 +252,8 @@ EXPECTED_SCHEMA = {
         ("role", "VARCHAR", False),
         ("password_hash", "VARCHAR", False),
         ("created_at", "TIMESTAMP", False),
+        ("active", "BOOLEAN", True),
+        ("session_epoch", "INTEGER", True),
     ],
 }
 
@@ -303,10 +323,10 @@ def test_locked_database_gives_a_plain_message(tmp_path):
         assert holder.stdout.readline().strip() == "ok"
         with pytest.raises(TiebreakError, match=r"open for writing in another process \(PID \d+"):
             store.connect(path)
-        r = subprocess.run([sys.executable, "-m", "calib.cli", "status", "--db", str(path)],
+        r = subprocess.run([sys.executable, "-m", "calib.cli", "settings", "set", "margin", "0.03", "--db", str(path)],
                            capture_output=True, text=True)
         assert r.returncode == 2
-        assert "Traceback" not in r.stderr and "another process" in r.stderr
+        assert "Traceback" not in r.stderr and "another process" in r.stderr and "Admin page" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     finally:
         holder.kill()

@@ -297,9 +297,41 @@ def _m007_judge_calls(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m008_sign_in_and_admin(con: duckdb.DuckDBPyConnection) -> None:
+    """Sign-in that holds across processes and restarts: failure counters per user name and per
+    client (backoff and lockout, ``calib.review.throttle``), users that can be deactivated, a
+    session epoch per user (bumped on password change or sign-out everywhere: older session tokens
+    stop working), the key that signs session cookies (generated once, here), and an append-only
+    log of what admins and leads did (users, settings, imports)."""
+    import secrets
+
+    con.execute(
+        """CREATE TABLE sign_in_throttle (
+               scope VARCHAR NOT NULL CHECK (scope IN ('user', 'client')),
+               key VARCHAR NOT NULL,
+               failures INTEGER NOT NULL,
+               last_failure_at DOUBLE,
+               locked BOOLEAN NOT NULL,
+               PRIMARY KEY (scope, key)
+           );
+           ALTER TABLE users ADD COLUMN active BOOLEAN DEFAULT TRUE;
+           ALTER TABLE users ADD COLUMN session_epoch INTEGER DEFAULT 0;
+           CREATE TABLE app_secrets (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+           CREATE SEQUENCE audit_seq START 1;
+           CREATE TABLE audit_log (
+               event_id BIGINT PRIMARY KEY DEFAULT nextval('audit_seq'),
+               created_at TIMESTAMP NOT NULL,
+               actor VARCHAR NOT NULL,
+               action VARCHAR NOT NULL,
+               detail VARCHAR
+           );"""
+    )
+    con.execute("INSERT INTO app_secrets VALUES ('session_key', ?)", [secrets.token_urlsafe(48)])
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
-    _m007_judge_calls,
+    _m007_judge_calls, _m008_sign_in_and_admin,
 ]
 
 
@@ -328,6 +360,16 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
 _LOCK_RE = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", re.S)
 
 
+class DatabaseLocked(TiebreakError):
+    """Another process (usually the app) holds the database: DuckDB lets one process open a file
+    for writing, and refuses every other process, read-only opens included."""
+
+    def __init__(self, path: Path, pid: int) -> None:
+        self.path, self.pid = path, pid
+        super().__init__(f"{path}: the database is open for writing in another process (PID {pid}, usually "
+                         "the Tiebreak app).")
+
+
 def resolve_db(db: str | os.PathLike | None) -> Path:
     """The database path: ``--db``, else ``$TIEBREAK_DB``, else the bundled demo database."""
     if db:
@@ -352,11 +394,7 @@ def connect(db: str | os.PathLike | None = None, read_only: bool = False) -> duc
     except duckdb.IOException as exc:  # lock held by another process, or unreadable file
         m = _LOCK_RE.search(str(exc))
         if m:
-            raise TiebreakError(
-                f"{path}: the database is open for writing in another process (PID {m.group(2)}, "
-                "usually the Tiebreak app). Stop that process (Ctrl+C in its terminal) and run the "
-                "command again, or do the same from the app's pages."
-            ) from None
+            raise DatabaseLocked(path, int(m.group(2))) from None
         raise TiebreakError(f"{path}: cannot open database: {exc}") from None
     # DuckDB defaults to 80% of RAM; cap it so big imports spill to disk instead (override with
     # TIEBREAK_MEMORY_LIMIT, e.g. "8GB").
@@ -364,6 +402,54 @@ def connect(db: str | os.PathLike | None = None, read_only: bool = False) -> duc
     if not read_only:
         migrate(con)
     return con
+
+
+def _stamp(path: Path) -> tuple:
+    """Size and modification time of the database file and its write-ahead log."""
+    out = []
+    for p in (path, Path(str(path) + ".wal")):
+        try:
+            st = p.stat()
+            out.append((st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+def snapshot(path: str | os.PathLike, folder: str | os.PathLike, tries: int = 8) -> tuple[duckdb.DuckDBPyConnection, float]:
+    """A private copy of a database another process holds, opened read-write (so fits and caches
+    can be computed on it), and the seconds the copy took.
+
+    DuckDB's lock is advisory: the file and its write-ahead log can still be read. DuckDB writes a
+    commit to the WAL and folds the WAL into the file at checkpoints; a copy of both taken while
+    neither changed is the database as of its last commit (opening the copy replays its WAL). So
+    the files' size and modification time are compared before and after the copy, and the copy is
+    taken again (after a short pause) until nothing moved during it.
+    """
+    import shutil
+    import time
+
+    path = Path(path)
+    dest = Path(folder) / path.name
+    t0 = time.perf_counter()
+    for attempt in range(tries):
+        before = _stamp(path)
+        shutil.copyfile(path, dest)
+        wal = Path(str(path) + ".wal")
+        dest_wal = Path(str(dest) + ".wal")
+        dest_wal.unlink(missing_ok=True)
+        if before[1] is not None:
+            try:
+                shutil.copyfile(wal, dest_wal)
+            except FileNotFoundError:  # checkpointed meanwhile: the stamps differ, copy again
+                pass
+        if _stamp(path) == before:
+            break
+        time.sleep(0.05 * (attempt + 1))
+    else:
+        raise TiebreakError(f"{path}: the database kept changing while it was copied; try again")
+    seconds = time.perf_counter() - t0
+    return connect(dest), seconds
 
 
 @contextmanager

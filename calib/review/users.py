@@ -1,22 +1,40 @@
-"""App users, roles and the project's labelling guidelines.
+"""App users, roles, sign-in and sessions, and the project's labelling guidelines.
 
 Roles: ``sme`` (labels; sees only the labelling page and own progress), ``lead`` and ``admin``
 (see everything; admins also manage users). Passwords are kept only as bcrypt hashes in the
 database; bcrypt is a well-kept, audited library, better than any hashing code of ours.
+
+Sign-in (``sign_in``) holds against guessing: failures are counted per user name and per client
+in the database (so the counts hold across reruns, tabs, processes and restarts), the pure rules of
+``calib.review.throttle`` decide the backoff and the lockout, and an unknown user name costs the
+same bcrypt check as a known one (against a dummy hash of the same cost), so the answer time does
+not tell which names exist.
+
+Sessions are signed, expiring tokens made with ``itsdangerous`` (the Pallets project's signing
+library, used by Flask for its session cookies): the app keeps one in a browser cookie so a reload
+or a new tab stays signed in. The token carries the user name and the user's session epoch; the
+role and the ``active`` flag are read from the database at every check, and bumping the epoch
+(password change, sign-out everywhere, deactivation) ends every older session.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from dataclasses import dataclass
 
 import bcrypt
 import duckdb
 
 from calib.data import store
 from calib.errors import TiebreakError
+from calib.review import throttle
 
 ROLES = ("sme", "lead", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+ROUNDS = 10  # bcrypt cost of every stored hash and of the dummy hash unknown names are checked against
+SESSION_HOURS = 12.0  # a session token expires this long after sign-in
+REFUSED = "Unknown user or wrong password."
 DEFAULT_GUIDELINES = """### How to rate
 - **Correctness**: pass when every fact in the answer is right for the customer's region and nothing needed is missing.
 - **Refusal**: *appropriate* when the assistant answers what it should and refuses only out-of-policy requests
@@ -28,32 +46,297 @@ Judge each answer on its own; the two sides are in random order and their models
 """
 
 
-def add_user(con: duckdb.DuckDBPyConnection, name: str, role: str, password: str) -> None:
-    """Create a user (or replace the password and role of an existing one)."""
+# --------------------------------------------------------------------------- users
+
+
+def _check_password_rules(password: str) -> None:
+    if len(password or "") < 8:
+        raise TiebreakError("the password must have at least 8 characters")
+    if len(password.encode()) > 72:
+        raise TiebreakError("the password must have at most 72 bytes (bcrypt reads no further)")
+
+
+def _hash(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=ROUNDS)).decode()
+
+
+def audit(con: duckdb.DuckDBPyConnection, actor: str, action: str, detail: str = "") -> None:
+    """Append one line to the admin log (who did what to users, settings and imports)."""
+    con.execute("INSERT INTO audit_log (created_at, actor, action, detail) VALUES (current_timestamp, ?, ?, ?)",
+                [actor, action, detail])
+
+
+def audit_log(con: duckdb.DuckDBPyConnection, limit: int = 50) -> list[dict]:
+    rows = con.execute("SELECT created_at, actor, action, detail FROM audit_log ORDER BY event_id DESC LIMIT ?",
+                       [limit]).fetchall()
+    return [{"at": a, "actor": u, "action": x, "detail": d} for a, u, x, d in rows]
+
+
+def _user(con, name: str) -> tuple | None:
+    rows = con.execute("SELECT role, password_hash, coalesce(active, TRUE), coalesce(session_epoch, 0) "
+                       "FROM users WHERE name = ?", [name or ""]).fetchall()
+    return rows[0] if rows else None
+
+
+def add_user(con: duckdb.DuckDBPyConnection, name: str, role: str, password: str, actor: str = "cli",
+             replace: bool = True) -> None:
+    """Create a user; an existing one gets the new role and password (and is reactivated, its
+    older sessions ended) unless ``replace`` is False, when an existing name is an error."""
     if not NAME_RE.match(name or ""):
         raise TiebreakError(f"user name {name!r}: use 1-64 letters, digits or . _ @ -")
     if role not in ROLES:
         raise TiebreakError(f"role {role!r} must be one of {', '.join(ROLES)}")
-    if len(password or "") < 8:
-        raise TiebreakError("the password must have at least 8 characters")
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    _check_password_rules(password)
+    hashed = _hash(password)
     with store.transaction(con):
-        con.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?, current_timestamp)", [name, role, hashed])
+        if _user(con, name) is None:
+            con.execute("INSERT INTO users (name, role, password_hash, created_at, active, session_epoch) "
+                        "VALUES (?, ?, ?, current_timestamp, TRUE, 0)", [name, role, hashed])
+            audit(con, actor, "user added", f"{name} ({role})")
+        elif not replace:
+            raise TiebreakError(f"user {name!r} already exists")
+        else:
+            con.execute("UPDATE users SET role = ?, password_hash = ?, active = TRUE, "
+                        "session_epoch = coalesce(session_epoch, 0) + 1 WHERE name = ?", [role, hashed, name])
+            audit(con, actor, "user replaced", f"{name} ({role})")
 
 
-def authenticate(con: duckdb.DuckDBPyConnection, name: str, password: str) -> str | None:
-    """The user's role when the password is right, else None (same answer for unknown users)."""
-    row = con.execute("SELECT role, password_hash FROM users WHERE name = ?", [name or ""]).fetchall()
-    if not row:
-        bcrypt.checkpw(b"x", bcrypt.hashpw(b"y", bcrypt.gensalt(rounds=10)))  # same cost either way
-        return None
-    role, hashed = row[0]
-    return role if bcrypt.checkpw((password or "").encode(), hashed.encode()) else None
+def _require_user(con, name: str) -> tuple:
+    row = _user(con, name)
+    if row is None:
+        raise TiebreakError(f"no user {name!r}")
+    return row
+
+
+def _other_active_admins(con, name: str) -> int:
+    return con.execute("SELECT count(*) FROM users WHERE role = 'admin' AND coalesce(active, TRUE) AND name <> ?",
+                       [name]).fetchone()[0]
+
+
+def set_role(con: duckdb.DuckDBPyConnection, name: str, role: str, actor: str) -> None:
+    """Change a user's role (the last active admin keeps theirs, so the Admin page stays reachable)."""
+    if role not in ROLES:
+        raise TiebreakError(f"role {role!r} must be one of {', '.join(ROLES)}")
+    old = _require_user(con, name)[0]
+    if old == "admin" and role != "admin" and not _other_active_admins(con, name):
+        raise TiebreakError(f"{name} is the last admin: make another admin first")
+    with store.transaction(con):
+        con.execute("UPDATE users SET role = ? WHERE name = ?", [role, name])
+        audit(con, actor, "role changed", f"{name}: {old} -> {role}")
+
+
+def reset_password(con: duckdb.DuckDBPyConnection, name: str, password: str, actor: str) -> None:
+    """An admin sets a new password; the user's open sessions end and a lockout is lifted."""
+    _require_user(con, name)
+    _check_password_rules(password)
+    hashed = _hash(password)
+    with store.transaction(con):
+        con.execute("UPDATE users SET password_hash = ?, session_epoch = coalesce(session_epoch, 0) + 1 "
+                    "WHERE name = ?", [hashed, name])
+        _save_counter(con, "user", name, throttle.Counter())
+        audit(con, actor, "password reset", name)
+
+
+def set_active(con: duckdb.DuckDBPyConnection, name: str, active: bool, actor: str) -> None:
+    """Deactivate (sign-in refused, sessions ended; labels kept) or reactivate a user."""
+    role = _require_user(con, name)[0]
+    if not active and role == "admin" and not _other_active_admins(con, name):
+        raise TiebreakError(f"{name} is the last admin: make another admin first")
+    with store.transaction(con):
+        con.execute("UPDATE users SET active = ?, session_epoch = coalesce(session_epoch, 0) + 1 WHERE name = ?",
+                    [bool(active), name])
+        audit(con, actor, "user reactivated" if active else "user deactivated", name)
+
+
+def change_password(con: duckdb.DuckDBPyConnection, name: str, old: str, new: str) -> str:
+    """The owner changes their password (the old one must be right); every other session of
+    theirs ends. Returns a fresh session token for the session that made the change."""
+    row = _user(con, name)
+    if row is None or not _password_ok(old, row[1]):
+        raise TiebreakError("the current password is wrong")
+    _check_password_rules(new)
+    hashed = _hash(new)
+    with store.transaction(con):
+        con.execute("UPDATE users SET password_hash = ?, session_epoch = coalesce(session_epoch, 0) + 1 "
+                    "WHERE name = ?", [hashed, name])
+        audit(con, name, "password changed", name)
+    return issue_token(con, name)
 
 
 def list_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    return [{"name": n, "role": r, "created_at": c} for n, r, c in
-            con.execute("SELECT name, role, created_at FROM users ORDER BY name").fetchall()]
+    rows = con.execute("SELECT u.name, u.role, coalesce(u.active, TRUE), u.created_at, "
+                       "coalesce(t.failures, 0), coalesce(t.locked, FALSE) FROM users u "
+                       "LEFT JOIN sign_in_throttle t ON t.scope = 'user' AND t.key = u.name ORDER BY u.name").fetchall()
+    return [{"name": n, "role": r, "active": a, "created_at": c, "failures": f, "locked": lk}
+            for n, r, a, c, f, lk in rows]
+
+
+# --------------------------------------------------------------------------- sign-in
+
+
+_DUMMY: list[bytes] = []
+
+
+def _dummy_hash() -> bytes:
+    """A bcrypt hash of a random password at the cost of real ones, made once per process: an
+    unknown name is checked against it so the refusal costs the same as a wrong password."""
+    if not _DUMMY:
+        import secrets
+
+        _DUMMY.append(bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=ROUNDS)))
+    return _DUMMY[0]
+
+
+def _password_ok(password: str, hashed: str | bytes) -> bool:
+    raw = (password or "").encode()
+    hashed = hashed.encode() if isinstance(hashed, str) else hashed
+    ok = bcrypt.checkpw(raw[:72], hashed)  # bcrypt 5 refuses longer input; the same work is done anyway
+    return ok and len(raw) <= 72
+
+
+def _load_counter(con, scope: str, key: str) -> throttle.Counter:
+    rows = con.execute("SELECT failures, last_failure_at, locked FROM sign_in_throttle WHERE scope = ? AND key = ?",
+                       [scope, key]).fetchall()
+    return throttle.Counter(*rows[0]) if rows else throttle.Counter()
+
+
+def _save_counter(con, scope: str, key: str, c: throttle.Counter) -> None:
+    if c == throttle.Counter():
+        con.execute("DELETE FROM sign_in_throttle WHERE scope = ? AND key = ?", [scope, key])
+    else:
+        con.execute("INSERT OR REPLACE INTO sign_in_throttle VALUES (?, ?, ?, ?, ?)",
+                    [scope, key, c.failures, c.last_failure_at, c.locked])
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """The outcome of one sign-in attempt: ``role`` is None when refused; ``message`` is what the
+    form shows (never says whether the name exists)."""
+
+    role: str | None
+    message: str = ""
+    wait_seconds: float = 0.0
+    locked: bool = False
+
+
+def _user_key(name: str) -> str:
+    return (name or "")[:128]
+
+
+def sign_in(con: duckdb.DuckDBPyConnection, name: str, password: str, client: str | None = None,
+            now: float | None = None, policy: throttle.Policy = throttle.DEFAULT_POLICY) -> SignIn:
+    """Check a sign-in with backoff and lockout (see the module doc). ``client`` names the
+    connection (an IP address, or "local"); ``now`` is the clock in seconds (tests pass it)."""
+    now = time.time() if now is None else now
+    ukey, ckey = _user_key(name), (client or "local")[:128]
+    ucount, ccount = _load_counter(con, "user", ukey), _load_counter(con, "client", ckey)
+    verdict = throttle.may_try(ucount, ccount, now, policy)
+    if verdict.locked:
+        return SignIn(None, "This account is locked after too many failed sign-ins: ask a lead or an admin "
+                            "to unlock it.", locked=True)
+    if not verdict.allowed:
+        return SignIn(None, f"Too many failed sign-ins: try again in {verdict.wait_seconds:.0f} s.",
+                      wait_seconds=verdict.wait_seconds)
+    row = _user(con, name)
+    ok = _password_ok(password, row[1] if row else _dummy_hash())
+    if ok and row is not None and row[2]:
+        with store.transaction(con):
+            _save_counter(con, "user", ukey, throttle.Counter())
+            _save_counter(con, "client", ckey, throttle.Counter())
+        return SignIn(row[0])
+    with store.transaction(con):
+        ucount = throttle.record_failure(ucount, now, True, policy)
+        ccount = throttle.record_failure(ccount, now, False, policy)
+        _save_counter(con, "user", ukey, ucount)
+        _save_counter(con, "client", ckey, ccount)
+    if ucount.locked:
+        return SignIn(None, REFUSED + " The account is now locked: ask a lead or an admin to unlock it.",
+                      locked=True)
+    wait = throttle.may_try(ucount, ccount, now, policy).wait_seconds
+    return SignIn(None, REFUSED + (f" Try again in {wait:.0f} s." if wait > 0 else ""), wait_seconds=wait)
+
+
+def authenticate(con: duckdb.DuckDBPyConnection, name: str, password: str, client: str | None = None) -> str | None:
+    """The user's role when the sign-in succeeds, else None (``sign_in`` with its throttling)."""
+    return sign_in(con, name, password, client).role
+
+
+def throttled(con: duckdb.DuckDBPyConnection, now: float | None = None,
+              policy: throttle.Policy = throttle.DEFAULT_POLICY) -> list[dict]:
+    """User names and clients with failures: counts, locks and the wait left, for the Admin page."""
+    now = time.time() if now is None else now
+    out = []
+    for scope, key, f, at, locked in con.execute(
+            "SELECT scope, key, failures, last_failure_at, locked FROM sign_in_throttle ORDER BY scope DESC, key"
+    ).fetchall():
+        c = throttle.current(throttle.Counter(f, at, locked), now, policy)
+        if c.failures or c.locked:
+            free = policy.free_failures if scope == "user" else policy.client_free_failures
+            out.append({"scope": scope, "key": key, "failures": c.failures, "locked": c.locked,
+                        "wait_seconds": round(throttle.wait_seconds(c, now, free, policy), 1)})
+    return out
+
+
+def unlock(con: duckdb.DuckDBPyConnection, key: str, actor: str, scope: str = "user") -> None:
+    """Lift a lockout (or a client's backoff): the counter starts again from zero."""
+    with store.transaction(con):
+        _save_counter(con, scope, key, throttle.Counter())
+        audit(con, actor, "unlocked", f"{scope} {key}")
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def _serializer(con):
+    from itsdangerous import URLSafeTimedSerializer
+
+    key = con.execute("SELECT value FROM app_secrets WHERE name = 'session_key'").fetchone()[0]
+    return URLSafeTimedSerializer(key, salt="tiebreak-session")
+
+
+def issue_token(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    """A signed token for ``name``'s session (URL-safe: letters, digits, ``-_.``), valid
+    ``SESSION_HOURS`` and until the user's session epoch changes."""
+    row = _require_user(con, name)
+    return _serializer(con).dumps({"u": name, "e": int(row[3])})
+
+
+def check_token(con: duckdb.DuckDBPyConnection, token: str | None,
+                max_age_seconds: float | None = None) -> tuple[str, str] | None:
+    """(user, role) of a valid session token, else None: bad signature, expired, user unknown or
+    deactivated, or the session epoch moved on (password changed, signed out everywhere)."""
+    from itsdangerous import BadData
+
+    if not token or len(token) > 1000:
+        return None
+    max_age = SESSION_HOURS * 3600 if max_age_seconds is None else max_age_seconds
+    try:
+        data = _serializer(con).loads(token, max_age=max_age)
+    except BadData:
+        return None
+    if not isinstance(data, dict):
+        return None
+    row = _user(con, str(data.get("u", "")))
+    if row is None or not row[2] or data.get("e") != int(row[3]):
+        return None
+    return str(data["u"]), row[0]
+
+
+def end_sessions(con: duckdb.DuckDBPyConnection, name: str, actor: str) -> None:
+    """Sign ``name`` out everywhere: every token issued so far stops working."""
+    _require_user(con, name)
+    with store.transaction(con):
+        con.execute("UPDATE users SET session_epoch = coalesce(session_epoch, 0) + 1 WHERE name = ?", [name])
+        audit(con, actor, "signed out everywhere", name)
+
+
+def rotate_session_key(con: duckdb.DuckDBPyConnection, actor: str) -> None:
+    """A new signing key: every session of every user ends (e.g. after a leaked cookie)."""
+    import secrets
+
+    with store.transaction(con):
+        con.execute("INSERT OR REPLACE INTO app_secrets VALUES ('session_key', ?)", [secrets.token_urlsafe(48)])
+        audit(con, actor, "session key rotated", "")
 
 
 def guidelines(con: duckdb.DuckDBPyConnection) -> str:

@@ -66,6 +66,7 @@ PAGES = [  # (path, label, roles)
     ("pages/4_Annotators.py", "Annotators", ("lead", "admin")),
     ("pages/5_Run_judges.py", "Run judges", ("lead", "admin")),
     ("pages/6_Demo.py", "Demo", ("lead", "admin")),
+    ("pages/7_Admin.py", "Admin", ("lead", "admin")),
 ]
 
 
@@ -74,34 +75,37 @@ def _users_exist(cur) -> bool:
 
 
 def sign_in_form(cur) -> None:
-    """The sign-in form; on success the user and role go to session state and the page reruns."""
-    from calib.review import users
+    """The sign-in form (pages/shared/auth.py: throttled, sets the session cookie)."""
+    from pages.shared import auth
 
-    st.title("Tiebreak")
-    with st.form("auth_form"):
-        name = st.text_input("User name", key="auth_name")
-        password = st.text_input("Password", type="password", key="auth_password")
-        if st.form_submit_button("Sign in", type="primary"):
-            role = users.authenticate(cur, name, password)
-            if role is None:
-                st.error("Unknown user or wrong password.")
-            else:
-                st.session_state["auth_user"], st.session_state["auth_role"] = name, role
-                st.rerun()
+    auth.sign_in_form(cur)
 
 
 def require(*roles: str) -> tuple[str, str]:
     """Sign-in gate for a page: returns (user, role) or stops the page. With no users in the
     database (a fresh local project) everyone acts as a local admin, and a banner says so."""
     cur = cursor()
-    if not _users_exist(cur):
+    users_exist = _users_exist(cur)
+    if not users_exist:
         st.session_state.setdefault("auth_user", "local")
         st.session_state.setdefault("auth_role", "admin")
-        st.sidebar.caption("No users yet: you act as a local admin. Add users with `tiebreak users add`.")
-    user, role = st.session_state.get("auth_user"), st.session_state.get("auth_role")
+        st.sidebar.caption("No users yet: you act as a local admin. Add users on the Admin page "
+                           "or with `tiebreak users add`.")
+    elif st.session_state.get("auth_user") == "local":  # users were added: sign in as one of them
+        for k in ("auth_user", "auth_role"):
+            st.session_state.pop(k, None)
+    from pages.shared import auth
+
+    if auth.restore(cur):  # a reload or a new tab: signed in again from the session cookie
+        st.rerun()
+    user = st.session_state.get("auth_user")
+    if user and user != "local" and not auth.still_valid(cur):
+        user = None
     if not user:
         sign_in_form(cur)
         st.stop()
+    role = st.session_state.get("auth_role")
+    auth.write_pending_cookie()
     nav(role)
     if role not in roles:
         st.error(f"Signed in as {md(user)} ({role}): this page is for {' or '.join(roles)}.")
@@ -119,9 +123,8 @@ def nav(role: str) -> None:
                 st.sidebar.page_link(path, label=label)
             except StreamlitAPIException:  # a page run on its own (AppTest) knows no sibling pages
                 pass
+    from pages.shared import auth
+
     user = st.session_state.get("auth_user")
     st.sidebar.caption(f"Signed in as {md(user)} ({role})")
-    if user != "local" and st.sidebar.button("Sign out", key="auth_sign_out"):
-        for k in ("auth_user", "auth_role"):
-            st.session_state.pop(k, None)
-        st.rerun()
+    auth.account_box(cursor())

@@ -1,0 +1,216 @@
+"""Admin: users, project settings, imports by upload and sign-in locks, while the app runs.
+
+Admins manage users; leads and admins change settings, import files and lift lockouts. Imports
+call exactly the CLI's functions (``calib.data.ingest.import_file`` / ``import_labels``): one
+transaction, the same one-line errors, nothing stored on error. Layout only.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from calib import safetext
+from calib.data import ingest, store
+from calib.errors import TiebreakError
+from calib.review import users
+from pages.shared import ui
+
+st.set_page_config(page_title="Admin · Tiebreak", page_icon="🛠️", layout="wide")
+user, role = ui.require("lead", "admin")
+st.title("Admin")
+st.caption("Users, project settings, imports and sign-in locks: everything the CLI does to a project, "
+           "without stopping the app.")
+is_admin = role == "admin"
+
+
+def _fail(exc: Exception) -> None:
+    st.error(safetext.md(str(exc)))
+
+
+tab_users, tab_settings, tab_imports, tab_locks, tab_log = st.tabs(
+    ["👥 Users", "⚙️ Settings", "📥 Imports", "🔒 Sign-in locks", "📜 Log"])
+
+# --------------------------------------------------------------------------- users
+with tab_users:
+    people = users.list_users(ui.cursor())
+    if people:
+        st.dataframe([{**u, "name": safetext.one_line(u["name"])} for u in people], hide_index=True,
+                     width="stretch")
+    else:
+        st.info("No users yet: everyone acts as a local admin until the first user is added.")
+    if not is_admin:
+        st.caption("Only admins add or change users; leads can lift sign-in locks (next tabs).")
+    else:
+        st.subheader("Add a user")
+        with st.form("admin_add_user", clear_on_submit=True):
+            c1, c2, c3 = st.columns(3)
+            name = c1.text_input("User name", key="admin_new_name")
+            new_role = c2.selectbox("Role", users.ROLES, key="admin_new_role")
+            password = c3.text_input("Initial password (8+ characters)", type="password", key="admin_new_pw")
+            if st.form_submit_button("➕ Add user", type="primary"):
+                try:
+                    users.add_user(ui.cursor(), name.strip(), new_role, password, actor=user, replace=False)
+                except TiebreakError as exc:
+                    _fail(exc)
+                else:
+                    st.success(safetext.md(f"User {name.strip()} ({new_role}) added."))
+                    st.rerun()
+        if people:
+            st.subheader("Change a user")
+            names = [u["name"] for u in people]
+            who = st.selectbox("User", names, key="admin_who", format_func=safetext.one_line)
+            current = next(u for u in people if u["name"] == who)
+            c1, c2, c3 = st.columns(3)
+            with c1:
+                r = st.selectbox("Role", users.ROLES, index=users.ROLES.index(current["role"]), key="admin_role")
+                if st.button("Save role", key="admin_save_role", disabled=r == current["role"]):
+                    try:
+                        users.set_role(ui.cursor(), who, r, actor=user)
+                        st.rerun()
+                    except TiebreakError as exc:
+                        _fail(exc)
+            with c2:
+                pw = st.text_input("New password", type="password", key="admin_reset_pw")
+                if st.button("Reset password", key="admin_reset"):
+                    try:
+                        users.reset_password(ui.cursor(), who, pw, actor=user)
+                        st.success("Password reset; the user's sessions were ended and any lock lifted.")
+                    except TiebreakError as exc:
+                        _fail(exc)
+            with c3:
+                if current["active"]:
+                    if st.button("⛔ Deactivate", key="admin_deactivate"):
+                        try:
+                            users.set_active(ui.cursor(), who, False, actor=user)
+                            st.rerun()
+                        except TiebreakError as exc:
+                            _fail(exc)
+                elif st.button("✅ Reactivate", key="admin_reactivate"):
+                    users.set_active(ui.cursor(), who, True, actor=user)
+                    st.rerun()
+                if st.button("Sign out everywhere", key="admin_end_sessions"):
+                    users.end_sessions(ui.cursor(), who, actor=user)
+                    st.success("Every session of this user was ended.")
+
+# --------------------------------------------------------------------------- settings
+with tab_settings:
+    cur = ui.cursor()
+    settings = store.get_settings(cur)
+    present_models = store.models(cur)
+    present_dims = sorted({r[0] for r in cur.execute("SELECT DISTINCT dimension FROM judge_scores").fetchall()}
+                          | set(settings["dimensions"]))
+    with st.form("admin_settings"):
+        new: dict = {}
+        c1, c2 = st.columns(2)
+        with c1:
+            models = sorted(set(present_models) | {m for m in [settings["baseline"], *settings["candidates"]] if m})
+            new["baseline"] = st.selectbox(
+                "Baseline (production model)", models, key="admin_set_baseline", format_func=safetext.one_line,
+                index=models.index(settings["baseline"]) if settings["baseline"] in models else None)
+            new["candidates"] = st.multiselect("Candidate models", models, default=settings["candidates"],
+                                               key="admin_set_candidates", format_func=safetext.one_line)
+            new["dimensions"] = st.multiselect("Dimensions SMEs rate", present_dims, default=settings["dimensions"],
+                                               key="admin_set_dimensions", format_func=safetext.one_line)
+            new["show_judges_to_sme"] = st.checkbox("Show judge scores to SMEs", settings["show_judges_to_sme"],
+                                                    key="admin_set_show_judges")
+            new["demo_mode"] = st.checkbox("Demo mode", settings["demo_mode"], key="admin_set_demo_mode")
+        with c2:
+            floats = [("margin", "Non-inferiority margin", 0.0, 1.0), ("decide_prob", "Probability for a decision", 0.5, 1.0),
+                      ("interval", "Credible interval mass", 0.5, 0.999), ("target_width", "Target interval width", 0.0, 2.0),
+                      ("random_share", "Share of the queue drawn at random", 0.0, 1.0),
+                      ("overlap_share", "Share served to a second SME", 0.0, 1.0),
+                      ("signoff_max_p95_latency_ms", "Sign-off: max p95 latency, ms (0 = none)", 0.0, 1e9),
+                      ("signoff_max_cost_per_1k_usd", "Sign-off: max cost per 1,000 requests, $ (0 = none)", 0.0, 1e9),
+                      ("demo_pace", "Demo pace, items per second", 0.01, 100.0)]
+            for key, label, lo, hi in floats:
+                new[key] = st.number_input(label, min_value=lo, max_value=hi, value=float(settings[key]),
+                                           format="%.4g", key=f"admin_set_{key}")
+            for key, label in (("lease_minutes", "Lease minutes"), ("min_decision_items", "Fewest items for a decision")):
+                new[key] = int(st.number_input(label, min_value=1, max_value=100_000, value=int(settings[key]),
+                                               step=1, key=f"admin_set_{key}"))
+        if st.form_submit_button("💾 Save settings", type="primary"):
+            changed = {k: v for k, v in new.items() if v != settings[k]}
+            if changed.get("baseline", settings["baseline"]) in changed.get("candidates", settings["candidates"]):
+                st.error("The baseline cannot also be a candidate.")
+            elif changed:
+                c = ui.cursor()
+                try:
+                    with store.transaction(c):
+                        store.set_settings(c, **changed)
+                        for k, v in changed.items():
+                            users.audit(c, user, "setting changed", f"{k} = {v!r}")
+                except TiebreakError as exc:
+                    _fail(exc)
+                else:
+                    st.cache_data.clear()
+                    st.success("Saved: " + safetext.md(", ".join(sorted(changed))))
+            else:
+                st.info("Nothing changed.")
+
+# --------------------------------------------------------------------------- imports
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+
+with tab_imports:
+    st.caption("The same checks as `tiebreak import` and `tiebreak labels import`: one transaction; the first "
+               "bad row is named and nothing from the file is stored. Labelling goes on meanwhile.")
+    kind = st.radio("What the file holds", ["Outputs with judge scores, or pairwise judge preferences",
+                                            "SME labels (pointwise and/or pairwise)"], key="admin_import_kind")
+    outputs = kind.startswith("Outputs")
+    up = st.file_uploader("File (.csv, .jsonl or .parquet)", type=["csv", "jsonl", "ndjson", "json", "parquet", "pq"],
+                          key="admin_import_file")
+    if outputs:
+        baseline = st.text_input("Baseline model (optional; default: kept, or the first model in the file)",
+                                 key="admin_import_baseline")
+    else:
+        source = st.text_input("Source recorded with each label", value="import", key="admin_import_source")
+    if st.button("📥 Import", key="admin_import_go", type="primary", disabled=up is None):
+        fname = _SAFE_NAME.sub("_", Path(up.name).name).strip() or "upload"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / fname
+            path.write_bytes(up.getvalue())
+            c = ui.cursor()
+            try:
+                if outputs:
+                    report = ingest.import_file(c, path, baseline=baseline.strip() or None)
+                else:
+                    report = ingest.import_labels(c, path, source=source.strip() or "import")
+            except TiebreakError as exc:
+                st.session_state["admin_import_result"] = ("error", str(exc).replace(tmp + "/", ""))
+            else:
+                users.audit(c, user, "imported", f"{fname}: {report.kind}, {report.rows} rows")
+                st.cache_data.clear()
+                st.session_state["admin_import_result"] = ("ok", report.summary().replace(tmp + "/", ""))
+    result = st.session_state.get("admin_import_result")
+    if result:
+        (st.error if result[0] == "error" else st.success)(safetext.md(result[1]))
+
+# --------------------------------------------------------------------------- sign-in locks
+with tab_locks:
+    rows = users.throttled(ui.cursor())
+    if not rows:
+        st.info("No failed sign-ins waiting: nobody is locked out or slowed down.")
+    for r in rows:
+        c1, c2 = st.columns([4, 1])
+        what = "locked" if r["locked"] else (f"waits {r['wait_seconds']:.0f} s" if r["wait_seconds"] else "counting")
+        c1.text(f"{r['scope']} {safetext.one_line(r['key'])}: {r['failures']} failed sign-ins, {what}")
+        if c2.button("🔓 Unlock", key=f"admin_unlock_{r['scope']}_{r['key']}"):
+            users.unlock(ui.cursor(), r["key"], actor=user, scope=r["scope"])
+            st.rerun()
+    if is_admin:
+        st.divider()
+        st.caption("Signs every user out (for instance after a session cookie leaked): a new signing key.")
+        if st.button("Sign everyone out", key="admin_rotate_key"):
+            users.rotate_session_key(ui.cursor(), actor=user)
+            st.rerun()
+
+# --------------------------------------------------------------------------- log
+with tab_log:
+    log = users.audit_log(ui.cursor(), 200)
+    if log:
+        st.dataframe([{k: safetext.clean(v) for k, v in e.items()} for e in log], hide_index=True, width="stretch")
+    else:
+        st.caption("Nothing yet: user changes, settings, imports and unlocks are logged here.")

@@ -1,0 +1,137 @@
+"""The Admin page (AppTest): add a user, change a setting, an upload with an error shows the CLI's
+one-line message and stores nothing, a good upload imports; leads do not manage users."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from calib.data import demo, store
+from calib.review import users
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages" / "7_Admin.py")
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    path = tmp_path / "admin.duckdb"
+    con = store.connect(path)
+    demo.load_demo(con, 60, seed=4)
+    users.add_user(con, "ada", "admin", "ada-password")
+    users.add_user(con, "lee", "lead", "lee-password")
+    con.close()
+    monkeypatch.setenv("TIEBREAK_DB", str(path))
+    monkeypatch.chdir(ROOT)
+    return path
+
+
+def _cur(path):
+    from pages.shared import ui
+
+    return ui._connection(str(path)).cursor()
+
+
+def _app(user="ada", role="admin") -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["auth_user"], at.session_state["auth_role"] = user, role
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _submit(at: AppTest, label: str) -> None:
+    next(b for b in at.get("form_submit_button") if b.label == label).click().run()
+    assert not at.exception, at.exception
+
+
+def test_admin_adds_a_user_who_can_then_sign_in(db):
+    at = _app()
+    at.text_input(key="admin_new_name").set_value("bob")
+    at.selectbox(key="admin_new_role").set_value("sme")
+    at.text_input(key="admin_new_pw").set_value("bob-password")
+    _submit(at, "➕ Add user")
+    cur = _cur(db)
+    assert {u["name"]: u["role"] for u in users.list_users(cur)}["bob"] == "sme"
+    assert users.sign_in(cur, "bob", "bob-password", "t").role == "sme"
+    at.text_input(key="admin_new_name").set_value("bob")
+    at.text_input(key="admin_new_pw").set_value("other-password")
+    _submit(at, "➕ Add user")
+    assert any("already exists" in e.value for e in at.error)
+
+
+def test_admin_changes_a_setting(db):
+    at = _app()
+    at.number_input(key="admin_set_margin").set_value(0.05)
+    at.checkbox(key="admin_set_show_judges").check()
+    _submit(at, "💾 Save settings")
+    s = store.get_settings(_cur(db))
+    assert s["margin"] == 0.05 and s["show_judges_to_sme"] is True
+    assert s["baseline"] == demo.BASELINE and s["candidates"] == [demo.CANDIDATE]  # untouched
+    assert any(e["action"] == "setting changed" and "margin" in e["detail"] for e in users.audit_log(_cur(db)))
+
+
+def test_upload_with_an_error_shows_one_line_and_stores_nothing(db, tmp_path):
+    from calib.data import ingest
+
+    cur = _cur(db)
+    before = store.status(cur)
+    rows = demo.generate(5, seed=9).outputs.head(6).copy()
+    rows["item_id"] = [f"new{i // 2}" for i in range(len(rows))]
+    judge_col = next(c for c in rows.columns if c.startswith("judge:"))
+    rows[judge_col] = rows[judge_col].astype(object)
+    rows.loc[rows.index[3], judge_col] = "lots"
+    data = rows.to_csv(index=False).encode()
+    # the CLI's message for the same file
+    (tmp_path / "new_outputs.csv").write_bytes(data)
+    with pytest.raises(Exception) as cli_error:
+        ingest.import_file(store.connect(tmp_path / "other.duckdb"), tmp_path / "new_outputs.csv")
+    at = _app()
+    at.file_uploader(key="admin_import_file").set_value(("new_outputs.csv", data, "text/csv"))
+    at.run()
+    at.button(key="admin_import_go").click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    shown = errors[0].replace("\\", "")
+    assert shown == str(cli_error.value).replace(str(tmp_path) + "/", "")
+    assert shown.startswith("new_outputs.csv") and "row 4" in shown and judge_col in shown
+    assert store.status(cur) == before  # nothing stored
+
+
+def test_good_upload_imports_labels(db):
+    cur = _cur(db)
+    item = cur.execute("SELECT item_id FROM items ORDER BY item_id LIMIT 1").fetchone()[0]
+    data = (f"item_id,model,dimension,verdict,annotator\n{item},{demo.BASELINE},correctness,pass,kim\n").encode()
+    at = _app(user="lee", role="lead")
+    at.radio(key="admin_import_kind").set_value("SME labels (pointwise and/or pairwise)")
+    at.run()
+    at.file_uploader(key="admin_import_file").set_value(("labels.csv", data, "text/csv"))
+    at.run()
+    at.button(key="admin_import_go").click().run()
+    assert not at.exception, at.exception
+    assert any("added 1" in s.value for s in at.success), [s.value for s in at.success]
+    assert cur.execute("SELECT count(*) FROM labels WHERE annotator = 'kim'").fetchone()[0] == 1
+
+
+def test_lead_cannot_manage_users_but_can_unlock(db):
+    cur = _cur(db)
+    for i in range(12):
+        users.sign_in(cur, "ada", "wrong", "10.1.1.1", now=1e9 + 1000.0 * i)
+    at = _app(user="lee", role="lead")
+    assert not any(b.label == "➕ Add user" for b in at.get("form_submit_button"))
+    assert any("ada" in t.value and "locked" in t.value for t in at.text)
+    at.button(key="admin_unlock_user_ada").click().run()
+    assert not any(r["key"] == "ada" and r["locked"] for r in users.throttled(cur))
+
+
+def test_smes_do_not_get_the_admin_page(db):
+    con = _cur(db)
+    users.add_user(con, "ana", "sme", "ana-password")
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["auth_user"], at.session_state["auth_role"] = "ana", "sme"
+    at.run()
+    assert any("this page is for" in e.value for e in at.error)
+    assert not [b for b in at.get("form_submit_button") if b.form_id.startswith("admin")]

@@ -1,0 +1,84 @@
+"""The CLI while another process (the app) holds the database: reads work on a snapshot that
+includes the holder's latest commits; writes stop with one line naming the page that does the same."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from calib.data import demo, store
+
+HOLDER = """
+import sys, time
+from calib.data import store
+con = store.connect(sys.argv[1])
+con.execute("INSERT INTO labels (item_id, model, dimension, verdict, annotator, created_at, source) "
+            "SELECT item_id, model, dimension, verdict, 'held', current_timestamp, 'test' FROM sim_truth "
+            "WHERE item_id IN (SELECT item_id FROM items ORDER BY item_id LIMIT 30)")
+print('ok', flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def held(tmp_path):
+    path = tmp_path / "held.duckdb"
+    con = store.connect(path)
+    demo.load_demo(con, 80, seed=5)
+    con.close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        yield path
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "calib.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_reads_work_on_a_snapshot_with_the_latest_commits(held, tmp_path):
+    with pytest.raises(store.DatabaseLocked):
+        store.connect(held, read_only=True)
+    r = _cli("status", "--json", "--db", str(held))
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert sum(x["labels"] for x in st["labels"]) == 30 * 2 * len(demo.DIMENSIONS)  # the holder's uncheckpointed insert
+    assert "snapshot" in r.stderr and "Traceback" not in r.stderr
+
+    out = tmp_path / "labels.csv"
+    r = _cli("labels", "export", str(out), "--db", str(held))
+    assert r.returncode == 0, r.stderr
+    assert len(out.read_text().strip().splitlines()) == 1 + 30 * 2 * len(demo.DIMENSIONS)
+
+    r = _cli("fit", "--fast", "--json", "--db", str(held))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n_labels"] > 0 and "not stored" in r.stderr
+
+    html = tmp_path / "report.html"
+    r = _cli("report", "--out", str(html), "--db", str(held))
+    assert r.returncode == 0, r.stderr
+    assert html.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, page", [
+    (["settings", "set", "margin", "0.03"], "Admin page (Settings tab)"),
+    (["users", "add", "bob", "--role", "sme", "--password", "bob-password"], "Admin page (Users tab)"),
+    (["labels", "import", "x.csv"], "Admin page (Imports tab)"),
+])
+def test_writes_name_the_page(held, tmp_path, args, page):
+    r = _cli(*args, "--db", str(held))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "another process" in r.stderr and page in r.stderr
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    con, _ = store.snapshot(held, snap)
+    assert store.get_settings(con)["margin"] == 0.02
+    assert con.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+    con.close()
