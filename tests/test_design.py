@@ -136,8 +136,8 @@ def test_labels_imported_without_a_queue_are_declared_a_uniform_sample(demo_con,
 
 def test_rate_near_one_still_covers_when_the_sample_holds_no_failure():
     """A 0.96 rate among 100 items, 20 labelled at random: many samples hold no failure, and the
-    residuals then show no variation; the Agresti-Coull level prior keeps the interval honest
-    (without it this covers 59%)."""
+    residuals then show no variation; the variance floor keeps the interval honest (without it
+    this covers 62%)."""
     rng = np.random.default_rng(5)
     N, n, reps = 100, 20, 400
     y_pop = np.zeros(N)

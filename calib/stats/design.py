@@ -42,7 +42,8 @@ from scipy.special import expit, logsumexp
 from calib.data.cells import CellData
 
 PRIOR_N = 2.0  # pseudo-items of model-implied residual variance pooled into the empirical variance
-LEVEL_N = 4.0  # pseudo-items of the Agresti-Coull variance of the labelled pass share (rates near 0 or 1)
+SURPRISE_PSEUDO = 2.0  # pseudo-items (half of them surprises) in the floor's surprise rate
+SURPRISE_SIZE = 0.25  # a surprise's squared residual, as a share of a full one, in the floor
 MIN_ITEMS = 2  # fewest labelled items for a design-based estimate of a domain
 
 
@@ -101,13 +102,9 @@ def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.
     ``present``/``y`` are (I, M) per labelled item (residual, model variance p(1-p), output
     labelled, observed pass share), ``w`` (I,) the items' design weights. Returns (mean, cov, items).
 
-    The empirical residual variance is pooled with two priors, as pseudo-items: ``PRIOR_N`` of the
-    model's own p(1-p), and ``LEVEL_N`` of the Agresti-Coull variance q(1-q) of the labelled pass
-    share (q = (passes + 2) / (labelled + 4)). The second matters for rates near 0 or 1: 20 labels
-    that all pass leave residuals with no variation, although the few failures of the population
-    may simply not have been drawn (SummEval: a 0.99 rate covered 68% of the time without it). Its
-    pseudo-residuals are perfectly correlated across models (a shared uncertainty about the level),
-    so Delta's variance grows only by (sqrt(q_c(1-q_c)) - sqrt(q_b(1-q_b)))^2 per pseudo-item."""
+    The empirical residual variance is pooled with ``PRIOR_N`` pseudo-items of the model's own
+    p(1-p), then floored per model (see the code: rates near 0 or 1; SummEval's 0.99 rate covered
+    50-68% of the time without the floor)."""
     I, M = e.shape
     # Calibrate the weights to the domain's size: each queue batch's probabilities describe a sample
     # of the whole population, so the labelled items of several batches carry weights summing to
@@ -130,12 +127,21 @@ def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.
     r_mod = present * w[:, None] * np.sqrt(v_model)
     V_mod = fpc * np.diag(((r_mod ** 2) * scale).sum(0))
     V = (I * V_emp + PRIOR_N * V_mod) / (I + PRIOR_N)
-    if y is not None and LEVEL_N > 0:
+    if y is not None:
+        # A variance floor per model, for rates near 0 or 1: labels that all agree with the model
+        # leave residuals with no variation, though the population's few failures may simply not
+        # have been drawn. The floor is the larger of the model's own expected residual variance
+        # p(1-p) and a "surprise" variance: wrong-side predictions (|e| > 1/2) at their
+        # Jeffreys-type rate (s + 1) / (n + 2), at a quarter of their full size (SURPRISE_SIZE).
+        # It is added as a component perfectly correlated across models (a shared uncertainty
+        # about the level), so Delta pays only (extra_c - extra_b)^2.
         n_m = present.sum(0)
-        q = ((present * y).sum(0) + 2.0) / (n_m + 4.0)  # Agresti-Coull share per model
-        r_lvl = present * w[:, None] * np.sqrt(q * (1 - q))[None, :]
-        V_lvl = fpc * (r_lvl * scale).T @ r_lvl  # perfectly correlated across models within an item
-        V = ((I + PRIOR_N) * V + LEVEL_N * V_lvl) / (I + PRIOR_N + LEVEL_N)
+        s_m = (present * (np.abs(e) > 0.5)).sum(0)
+        q = (s_m + SURPRISE_PSEUDO / 2) / (n_m + SURPRISE_PSEUDO)
+        per_item = fpc * ((present * w[:, None]) ** 2 * scale).sum(0)
+        F = np.maximum(np.diag(V_mod), per_item * q * (1 - q) * SURPRISE_SIZE)
+        extra = np.sqrt(np.maximum(F - np.diag(V), 0.0))
+        V = V + np.outer(extra, extra)
     Nn = np.where(N > 0, N, 1)
     return mean, V / np.outer(Nn, Nn), I
 
