@@ -331,8 +331,12 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
         assert f"segEU![x](http://127.0.0.1:{port}/pixel-segEU.png)" in forest and "<img src=/img-" in forest
         page.get_by_text("Exports").click()
         page.get_by_role("button", name="Build the sign-off report").click()
-        with page.expect_download(timeout=120_000) as dl:
-            page.get_by_role("button", name="Sign-off report (HTML)").click(timeout=120_000)
+        try:
+            page.get_by_role("button", name="Sign-off report (HTML)").wait_for(timeout=300_000)
+        finally:
+            page.screenshot(path=str(ART / "hostile_admin_exports.png"), full_page=True)
+        with page.expect_download(timeout=60_000) as dl:
+            page.get_by_role("button", name="Sign-off report (HTML)").click()
         report_file = ART / "hostile_report.html"
         dl.value.save_as(str(report_file))
         rpage = ctx.new_page()
