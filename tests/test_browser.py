@@ -230,7 +230,7 @@ def hostile_server(tmp_path):
     db = tmp_path / "hostile.duckdb"
     names = hostile.build(db, listener.port)
     url, proc = _start_app(db)
-    yield url, listener, names, db
+    yield url, listener, names, db, proc
     if proc.poll() is None:
         proc.terminate()
         proc.wait(10)
@@ -304,7 +304,7 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
     aimed at a listener on 127.0.0.1: an admin opens every page and the report, an SME labels with
     the keyboard (every shortcut); the listener hears nothing, no request leaves the app, no dialog
     opens, no image or link from the data is in the DOM, and the payloads are readable as text."""
-    url, listener, names, db = hostile_server
+    url, listener, names, db, proc = hostile_server
     ART.mkdir(parents=True, exist_ok=True)
     seen = {"foreign": [], "dialogs": []}
     port = listener.port
@@ -422,6 +422,8 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
     assert listener.hits == []
     assert seen["foreign"] == []
     assert seen["dialogs"] == []
+    proc.terminate()  # the app holds the database
+    proc.wait(10)
     con = store.connect(db, read_only=True)
     stored = {r[0] for r in con.execute("SELECT DISTINCT item_id FROM labels WHERE annotator = ?", [names["sme"]]).fetchall()}
     outcomes = {r[0] for r in con.execute("SELECT outcome FROM leases WHERE annotator = ?", [names["sme"]]).fetchall()}
