@@ -33,6 +33,7 @@ def scroll_text(text: str, max_height: int, where=st) -> None:
         where.code(text, language=None, wrap_lines=True)
     else:
         where.container(height=max_height, border=False).code(text, language=None, wrap_lines=True)
+        where.caption(f"{len(text):,} characters: scroll inside the box to read all of it.")
 
 
 def _values(lease_id: int) -> dict:

@@ -42,8 +42,8 @@ def build(path: Path, port: int, n_items: int = 40, n_labelled: int = 30, sme: s
     for i, item in enumerate(items):
         for m in models:
             out = payload(f"out{i}", port)
-            if i == 0 and m == models[1]:
-                out = out + "\n" + ("A very long output line that goes on. " * 1400)  # ~50 KB
+            if m == models[1]:  # every candidate output is ~50 KB: it must scroll in its box
+                out = out + "\n" + ("A very long output line that goes on. " * 1400)
             r = {"item_id": item, "model": m, "segment": segments[i % 2], "topic": payload("topic", port),
                  "prompt": payload(f"prompt{i}", port), "context": payload("ctx", port),
                  "reference": payload("ref", port), "output": out, "latency_ms": 100.0 + i}

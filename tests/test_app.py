@@ -216,3 +216,17 @@ def test_every_page_shows_hostile_names_as_text(hostile_db, page):
     at.run()
     assert not at.exception, at.exception
     assert hostile.audit(at) == []
+
+
+def test_nothing_in_the_app_is_fetched_from_the_internet():
+    """Streamlit fetches ``:material/...:`` page icons (favicons) from a font host, and a font set to
+    a URL in config.toml from wherever it points; the keyboard script is not on the deprecated
+    components API (removed after 2026-06-01)."""
+    import tomllib
+
+    for path in [ROOT / "app.py", *sorted((ROOT / "pages").rglob("*.py"))]:
+        text = path.read_text()
+        assert ":material/" not in text, path
+        assert "import streamlit.components" not in text and "components.html(" not in text, path
+    theme = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text()).get("theme", {})
+    assert not any("://" in str(v) for v in theme.values())
