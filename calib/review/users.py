@@ -98,6 +98,7 @@ def add_user(con: duckdb.DuckDBPyConnection, name: str, role: str, password: str
         else:
             con.execute("UPDATE users SET role = ?, password_hash = ?, active = TRUE, "
                         "session_epoch = coalesce(session_epoch, 0) + 1 WHERE name = ?", [role, hashed, name])
+            _save_counter(con, "user", name, throttle.Counter())
             audit(con, actor, "user replaced", f"{name} ({role})")
 
 
