@@ -118,17 +118,19 @@ with tab_settings:
             new["show_judges_to_sme"] = st.checkbox("Show judge scores to SMEs", settings["show_judges_to_sme"],
                                                     key="admin_set_show_judges")
             new["demo_mode"] = st.checkbox("Demo mode", settings["demo_mode"], key="admin_set_demo_mode")
+        right = [("margin", "Non-inferiority margin", 0.0, 1.0), ("decide_prob", "Probability for a decision", 0.5, 1.0),
+                 ("interval", "Credible interval mass", 0.5, 0.999), ("target_width", "Target interval width", 0.0, 2.0),
+                 ("random_share", "Share of the queue drawn at random", 0.0, 1.0),
+                 ("overlap_share", "Share served to a second SME", 0.0, 1.0)]
+        left = [("signoff_max_p95_latency_ms", "Sign-off: max p95 latency, ms (0 = none)", 0.0, 1e9),
+                ("signoff_max_cost_per_1k_usd", "Sign-off: max cost per 1,000 requests, $ (0 = none)", 0.0, 1e9),
+                ("demo_pace", "Demo pace, items per second", 0.01, 100.0)]
+        for col, floats in ((c1, left), (c2, right)):
+            with col:
+                for key, label, lo, hi in floats:
+                    new[key] = st.number_input(label, min_value=lo, max_value=hi, value=float(settings[key]),
+                                               format="%.4g", key=f"admin_set_{key}")
         with c2:
-            floats = [("margin", "Non-inferiority margin", 0.0, 1.0), ("decide_prob", "Probability for a decision", 0.5, 1.0),
-                      ("interval", "Credible interval mass", 0.5, 0.999), ("target_width", "Target interval width", 0.0, 2.0),
-                      ("random_share", "Share of the queue drawn at random", 0.0, 1.0),
-                      ("overlap_share", "Share served to a second SME", 0.0, 1.0),
-                      ("signoff_max_p95_latency_ms", "Sign-off: max p95 latency, ms (0 = none)", 0.0, 1e9),
-                      ("signoff_max_cost_per_1k_usd", "Sign-off: max cost per 1,000 requests, $ (0 = none)", 0.0, 1e9),
-                      ("demo_pace", "Demo pace, items per second", 0.01, 100.0)]
-            for key, label, lo, hi in floats:
-                new[key] = st.number_input(label, min_value=lo, max_value=hi, value=float(settings[key]),
-                                           format="%.4g", key=f"admin_set_{key}")
             for key, label in (("lease_minutes", "Lease minutes"), ("min_decision_items", "Fewest items for a decision")):
                 new[key] = int(st.number_input(label, min_value=1, max_value=100_000, value=int(settings[key]),
                                                step=1, key=f"admin_set_{key}"))
