@@ -264,7 +264,8 @@ def cmd_users_list(args) -> int:
 
     con = _open_db(args)
     for u in users.list_users(con):
-        print(f"{u['name']:<24} {u['role']:<6} {u['created_at']}")
+        state = "locked" if u["locked"] else ("active" if u["active"] else "deactivated")
+        print(f"{u['name']:<24} {u['role']:<6} {state:<11} {u['created_at']}")
     return 0
 
 
