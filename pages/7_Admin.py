@@ -7,6 +7,7 @@ transaction, the same one-line errors, nothing stored on error. Layout only.
 
 from __future__ import annotations
 
+import inspect
 import re
 import tempfile
 from pathlib import Path
@@ -164,9 +165,13 @@ with tab_imports:
     outputs = kind.startswith("Outputs")
     up = st.file_uploader("File (.csv, .jsonl or .parquet)", type=["csv", "jsonl", "ndjson", "json", "parquet", "pq"],
                           key="admin_import_file")
+    extra: dict = {}
     if outputs:
         baseline = st.text_input("Baseline model (optional; default: kept, or the first model in the file)",
                                  key="admin_import_baseline")
+        if "allow_new" in inspect.signature(ingest.import_file).parameters:  # the CLI's --allow-new
+            extra["allow_new"] = st.checkbox("Allow new models, judges or dimensions in an existing project",
+                                             key="admin_import_allow_new")
     else:
         source = st.text_input("Source recorded with each label", value="import", key="admin_import_source")
     if st.button("📥 Import", key="admin_import_go", type="primary", disabled=up is None):
@@ -177,7 +182,7 @@ with tab_imports:
             c = ui.cursor()
             try:
                 if outputs:
-                    report = ingest.import_file(c, path, baseline=baseline.strip() or None)
+                    report = ingest.import_file(c, path, baseline=baseline.strip() or None, **extra)
                 else:
                     report = ingest.import_labels(c, path, source=source.strip() or "import")
             except TiebreakError as exc:
