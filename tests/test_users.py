@@ -58,6 +58,13 @@ def test_client_backoff_catches_one_password_against_many_names():
     assert not v.allowed and v.wait_seconds == 4.0
 
 
+def test_client_key_trusts_only_the_proxys_own_entry():
+    assert throttle.client_key(None) == "local"
+    assert throttle.client_key("10.0.0.9") == "10.0.0.9"
+    assert throttle.client_key("10.0.0.1", "1.2.3.4, 203.0.113.7") == "203.0.113.7"  # a spoofed first entry is ignored
+    assert throttle.client_key("10.0.0.1", " ") == "10.0.0.1"
+
+
 # --------------------------------------------------------------------------- in the database
 
 
