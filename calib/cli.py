@@ -31,7 +31,8 @@ def _print_json(obj) -> None:
 
 # While the app holds the database (DuckDB: one process per file), reads go to a snapshot and
 # writes say which page does the same thing.
-READS = {"status", "labels export", "fit", "forecast", "report", "settings show", "judge report", "users list"}
+READS = {"status", "labels export", "fit", "forecast", "report", "settings show", "judge report", "users list",
+         "backup"}
 WRITE_PAGES = {
     "import": "upload the file on the Admin page (Imports tab)",
     "labels import": "upload the file on the Admin page (Imports tab)",
@@ -42,6 +43,7 @@ WRITE_PAGES = {
     "judge generate": "generate outputs on the Run judges page",
     "simulate": "run the simulated SME on the Demo page",
     "demo": "give a new --db path for a demo",
+    "users unlock": "unlock on the Admin page (Sign-in locks tab; leads can too)",
 }
 NOT_STORED = {"fit": " (the fit is not stored: the Decision page refits and stores while the app runs)"}
 
@@ -273,7 +275,37 @@ def cmd_users_list(args) -> int:
 
     con = _open_db(args)
     for u in users.list_users(con):
-        print(f"{u['name']:<24} {u['role']:<6} {u['created_at']}")
+        state = "locked" if u["locked"] else ("active" if u["active"] else "deactivated")
+        print(f"{u['name']:<24} {u['role']:<6} {state:<11} {u['created_at']}")
+    return 0
+
+
+def cmd_users_unlock(args) -> int:
+    from calib.review import users
+
+    con = _open_db(args)
+    users.unlock(con, args.name, actor="cli")
+    print(f"user {args.name}: failed sign-ins cleared, lock lifted")
+    return 0
+
+
+def cmd_backup(args) -> int:
+    """A consistent one-file copy of the database, also while the app holds it."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    src, out = store.resolve_db(args.db), Path(args.out)
+    if not src.exists():
+        raise TiebreakError(f"{src}: no such database")
+    if out.exists():
+        raise TiebreakError(f"{out}: already exists; give a new file name")
+    with tempfile.TemporaryDirectory(prefix="tiebreak-backup-", dir=out.parent if out.parent.exists() else None) as tmp:
+        con, seconds = store.snapshot(src, tmp)
+        con.execute("CHECKPOINT")  # fold the write-ahead log in: the backup is one file
+        con.close()
+        shutil.move(str(Path(tmp) / src.name), out)
+    print(f"{out}: backup of {src} ({out.stat().st_size / 1e6:.1f} MB, copied in {seconds:.2f} s)")
     return 0
 
 
@@ -497,6 +529,15 @@ def build_parser() -> argparse.ArgumentParser:
     ul = usub.add_parser("list", help="list users and roles")
     _db_arg(ul)
     ul.set_defaults(func=cmd_users_list)
+    uu = usub.add_parser("unlock", help="lift a sign-in lockout (after too many failed sign-ins)")
+    uu.add_argument("name")
+    _db_arg(uu)
+    uu.set_defaults(func=cmd_users_unlock)
+
+    c = sub.add_parser("backup", help="write a consistent one-file copy of the database (works while the app runs)")
+    c.add_argument("out", help="the backup file to write (must not exist)")
+    _db_arg(c)
+    c.set_defaults(func=cmd_backup)
 
     return p
 

@@ -7,6 +7,7 @@ transaction, the same one-line errors, nothing stored on error. Layout only.
 
 from __future__ import annotations
 
+import inspect
 import re
 import tempfile
 from pathlib import Path
@@ -118,17 +119,19 @@ with tab_settings:
             new["show_judges_to_sme"] = st.checkbox("Show judge scores to SMEs", settings["show_judges_to_sme"],
                                                     key="admin_set_show_judges")
             new["demo_mode"] = st.checkbox("Demo mode", settings["demo_mode"], key="admin_set_demo_mode")
+        right = [("margin", "Non-inferiority margin", 0.0, 1.0), ("decide_prob", "Probability for a decision", 0.5, 1.0),
+                 ("interval", "Credible interval mass", 0.5, 0.999), ("target_width", "Target interval width", 0.0, 2.0),
+                 ("random_share", "Share of the queue drawn at random", 0.0, 1.0),
+                 ("overlap_share", "Share served to a second SME", 0.0, 1.0)]
+        left = [("signoff_max_p95_latency_ms", "Sign-off: max p95 latency, ms (0 = none)", 0.0, 1e9),
+                ("signoff_max_cost_per_1k_usd", "Sign-off: max cost per 1,000 requests, $ (0 = none)", 0.0, 1e9),
+                ("demo_pace", "Demo pace, items per second", 0.01, 100.0)]
+        for col, floats in ((c1, left), (c2, right)):
+            with col:
+                for key, label, lo, hi in floats:
+                    new[key] = st.number_input(label, min_value=lo, max_value=hi, value=float(settings[key]),
+                                               format="%.4g", key=f"admin_set_{key}")
         with c2:
-            floats = [("margin", "Non-inferiority margin", 0.0, 1.0), ("decide_prob", "Probability for a decision", 0.5, 1.0),
-                      ("interval", "Credible interval mass", 0.5, 0.999), ("target_width", "Target interval width", 0.0, 2.0),
-                      ("random_share", "Share of the queue drawn at random", 0.0, 1.0),
-                      ("overlap_share", "Share served to a second SME", 0.0, 1.0),
-                      ("signoff_max_p95_latency_ms", "Sign-off: max p95 latency, ms (0 = none)", 0.0, 1e9),
-                      ("signoff_max_cost_per_1k_usd", "Sign-off: max cost per 1,000 requests, $ (0 = none)", 0.0, 1e9),
-                      ("demo_pace", "Demo pace, items per second", 0.01, 100.0)]
-            for key, label, lo, hi in floats:
-                new[key] = st.number_input(label, min_value=lo, max_value=hi, value=float(settings[key]),
-                                           format="%.4g", key=f"admin_set_{key}")
             for key, label in (("lease_minutes", "Lease minutes"), ("min_decision_items", "Fewest items for a decision")):
                 new[key] = int(st.number_input(label, min_value=1, max_value=100_000, value=int(settings[key]),
                                                step=1, key=f"admin_set_{key}"))
@@ -162,9 +165,13 @@ with tab_imports:
     outputs = kind.startswith("Outputs")
     up = st.file_uploader("File (.csv, .jsonl or .parquet)", type=["csv", "jsonl", "ndjson", "json", "parquet", "pq"],
                           key="admin_import_file")
+    extra: dict = {}
     if outputs:
         baseline = st.text_input("Baseline model (optional; default: kept, or the first model in the file)",
                                  key="admin_import_baseline")
+        if "allow_new" in inspect.signature(ingest.import_file).parameters:  # the CLI's --allow-new
+            extra["allow_new"] = st.checkbox("Allow new models, judges or dimensions in an existing project",
+                                             key="admin_import_allow_new")
     else:
         source = st.text_input("Source recorded with each label", value="import", key="admin_import_source")
     if st.button("📥 Import", key="admin_import_go", type="primary", disabled=up is None):
@@ -175,7 +182,7 @@ with tab_imports:
             c = ui.cursor()
             try:
                 if outputs:
-                    report = ingest.import_file(c, path, baseline=baseline.strip() or None)
+                    report = ingest.import_file(c, path, baseline=baseline.strip() or None, **extra)
                 else:
                     report = ingest.import_labels(c, path, source=source.strip() or "import")
             except TiebreakError as exc:

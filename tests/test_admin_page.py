@@ -135,3 +135,32 @@ def test_smes_do_not_get_the_admin_page(db):
     at.run()
     assert any("this page is for" in e.value for e in at.error)
     assert not [b for b in at.get("form_submit_button") if b.form_id.startswith("admin")]
+
+
+def test_deactivation_and_role_changes_act_on_open_sessions(db):
+    from pages.shared import ui  # noqa: F401 - the app's connection
+
+    cur = _cur(db)
+    at = _app(user="lee", role="lead")
+    assert not any("this page is for" in e.value for e in at.error)
+    users.set_role(cur, "lee", "sme", actor="ada")
+    at.run()
+    assert any("this page is for" in e.value for e in at.error)  # the role is read at every rerun
+    users.set_active(cur, "lee", False, actor="ada")
+    at.run()
+    assert [t.label for t in at.text_input][:2] == ["User name", "Password"]  # signed out
+
+
+def test_owner_changes_their_password_in_the_sidebar(db):
+    at = _app(user="lee", role="lead")
+    at.text_input(key="auth_pw_old").set_value("lee-password")
+    at.text_input(key="auth_pw_new").set_value("lee-new-password")
+    at.text_input(key="auth_pw_again").set_value("lee-new-password")
+    _submit(at, "Change password")
+    assert any("Password changed" in s.value for s in at.success)
+    cur = _cur(db)
+    assert users.sign_in(cur, "lee", "lee-new-password", "t").role == "lead"
+    assert users.check_token(cur, at.session_state["auth_token"]) == ("lee", "lead")
+    at.run()  # this session goes on with its fresh token
+    assert not any("this page is for" in e.value for e in at.error)
+    assert "auth_name" not in [t.key for t in at.text_input]

@@ -82,3 +82,14 @@ def test_writes_name_the_page(held, tmp_path, args, page):
     assert store.get_settings(con)["margin"] == 0.02
     assert con.execute("SELECT count(*) FROM users").fetchone()[0] == 0
     con.close()
+
+
+def test_backup_while_held_is_one_consistent_file(held, tmp_path):
+    out = tmp_path / "backup.duckdb"
+    r = _cli("backup", str(out), "--db", str(held))
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "backup.duckdb.wal").exists()
+    con = store.connect(out, read_only=True)
+    assert con.execute("SELECT count(*) FROM labels WHERE annotator = 'held'").fetchone()[0] == 30 * 2 * len(demo.DIMENSIONS)
+    con.close()
+    assert _cli("backup", str(out), "--db", str(held)).returncode == 2  # never overwrites

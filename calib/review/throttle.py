@@ -99,3 +99,15 @@ def may_try(user: Counter, client: Counter, now: float, policy: Policy = DEFAULT
     wait = max(wait_seconds(user, now, policy.free_failures, policy),
                wait_seconds(client, now, policy.client_free_failures, policy))
     return Verdict(wait <= 0, wait, False)
+
+
+def client_key(peer: str | None, forwarded: str | None = None) -> str:
+    """The address failures are counted against. ``peer`` is the connection's address (None on
+    localhost); ``forwarded`` is the value of the header a trusted reverse proxy sets (e.g.
+    ``X-Forwarded-For``), read only when the operator names that header: its last entry is the one
+    the proxy itself added, so a client cannot pick its own key by sending the header."""
+    if forwarded:
+        last = forwarded.split(",")[-1].strip()
+        if last:
+            return last[:128]
+    return (peer or "local")[:128]

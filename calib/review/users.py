@@ -98,6 +98,7 @@ def add_user(con: duckdb.DuckDBPyConnection, name: str, role: str, password: str
         else:
             con.execute("UPDATE users SET role = ?, password_hash = ?, active = TRUE, "
                         "session_epoch = coalesce(session_epoch, 0) + 1 WHERE name = ?", [role, hashed, name])
+            _save_counter(con, "user", name, throttle.Counter())
             audit(con, actor, "user replaced", f"{name} ({role})")
 
 
@@ -223,14 +224,33 @@ def _user_key(name: str) -> str:
     return (name or "")[:128]
 
 
+BUSY = "Another sign-in for this name or address is being checked: try again in a moment."
+_CONFLICTS = (duckdb.TransactionException, duckdb.ConstraintException)
+
+
 def sign_in(con: duckdb.DuckDBPyConnection, name: str, password: str, client: str | None = None,
             now: float | None = None, policy: throttle.Policy = throttle.DEFAULT_POLICY) -> SignIn:
     """Check a sign-in with backoff and lockout (see the module doc). ``client`` names the
-    connection (an IP address, or "local"); ``now`` is the clock in seconds (tests pass it)."""
+    connection (an IP address, or "local"); ``now`` is the clock in seconds (tests pass it).
+
+    The failure is recorded *before* the password is checked, in the same transaction as the
+    throttle check, and undone on success: parallel attempts for one name or address conflict in
+    DuckDB (one is refused) instead of all passing the same check, so backoff cannot be outrun by
+    sending guesses at once.
+    """
     now = time.time() if now is None else now
     ukey, ckey = _user_key(name), (client or "local")[:128]
-    ucount, ccount = _load_counter(con, "user", ukey), _load_counter(con, "client", ckey)
-    verdict = throttle.may_try(ucount, ccount, now, policy)
+    try:
+        with store.transaction(con):
+            ucount, ccount = _load_counter(con, "user", ukey), _load_counter(con, "client", ckey)
+            verdict = throttle.may_try(ucount, ccount, now, policy)
+            if verdict.allowed:
+                ucount = throttle.record_failure(ucount, now, True, policy)
+                ccount = throttle.record_failure(ccount, now, False, policy)
+                _save_counter(con, "user", ukey, ucount)
+                _save_counter(con, "client", ckey, ccount)
+    except _CONFLICTS:
+        return SignIn(None, BUSY, wait_seconds=1.0)
     if verdict.locked:
         return SignIn(None, "This account is locked after too many failed sign-ins: ask a lead or an admin "
                             "to unlock it.", locked=True)
@@ -240,15 +260,13 @@ def sign_in(con: duckdb.DuckDBPyConnection, name: str, password: str, client: st
     row = _user(con, name)
     ok = _password_ok(password, row[1] if row else _dummy_hash())
     if ok and row is not None and row[2]:
-        with store.transaction(con):
-            _save_counter(con, "user", ukey, throttle.Counter())
-            _save_counter(con, "client", ckey, throttle.Counter())
+        try:
+            with store.transaction(con):
+                _save_counter(con, "user", ukey, throttle.Counter())
+                _save_counter(con, "client", ckey, throttle.Counter())
+        except _CONFLICTS:  # a parallel attempt holds the rows: the counts stay, the sign-in stands
+            pass
         return SignIn(row[0])
-    with store.transaction(con):
-        ucount = throttle.record_failure(ucount, now, True, policy)
-        ccount = throttle.record_failure(ccount, now, False, policy)
-        _save_counter(con, "user", ukey, ucount)
-        _save_counter(con, "client", ckey, ccount)
     if ucount.locked:
         return SignIn(None, REFUSED + " The account is now locked: ask a lead or an admin to unlock it.",
                       locked=True)

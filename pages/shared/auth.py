@@ -16,6 +16,7 @@ The rules (backoff, lockout, constant-time refusal, signed expiring tokens) live
 
 from __future__ import annotations
 
+import os
 import re
 
 import streamlit as st
@@ -28,12 +29,19 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,1000}$")
 
 
 def client_id() -> str:
-    """The address failures are counted against (Streamlit's view of the connection)."""
+    """The address failures are counted against: Streamlit's view of the connection, or behind a
+    reverse proxy the header named by $TIEBREAK_CLIENT_HEADER (e.g. X-Forwarded-For), which the
+    proxy must set (otherwise every user shares the proxy's address and its backoff)."""
+    from calib.review import throttle
+
     try:
         ip = st.context.ip_address
+        header = os.environ.get("TIEBREAK_CLIENT_HEADER")
+        forwarded = st.context.headers.get(header) if header else None
     except Exception:  # noqa: BLE001 - outside a browser session (bare mode)
-        ip = None
-    return ip if isinstance(ip, str) and ip else "local"  # AppTest gives a mock
+        ip, forwarded = None, None
+    return throttle.client_key(ip if isinstance(ip, str) else None,  # AppTest gives mocks
+                               forwarded if isinstance(forwarded, str) else None)
 
 
 def _cookie_script(token: str | None) -> str:
