@@ -37,6 +37,8 @@ tab_users, tab_settings, tab_imports, tab_locks, tab_log = st.tabs(
 
 # --------------------------------------------------------------------------- users
 with tab_users:
+    if "admin_flash" in st.session_state:
+        st.success(safetext.md(st.session_state.pop("admin_flash")))
     people = users.list_users(ui.cursor())
     if people:
         st.dataframe([{**u, "name": safetext.one_line(u["name"])} for u in people], hide_index=True,
@@ -58,7 +60,7 @@ with tab_users:
                 except TiebreakError as exc:
                     _fail(exc)
                 else:
-                    st.success(safetext.md(f"User {name.strip()} ({new_role}) added."))
+                    st.session_state["admin_flash"] = f"User {name.strip()} ({new_role}) added."
                     st.rerun()
         if people:
             st.subheader("Change a user")
@@ -200,7 +202,11 @@ with tab_locks:
     rows = users.throttled(ui.cursor())
     if not rows:
         st.info("No failed sign-ins waiting: nobody is locked out or slowed down.")
-    for r in rows:
+    elif len(rows) > 100:
+        st.warning(f"{len(rows)} user names or addresses with failed sign-ins; the first 100 are listed "
+                   "(locked first).")
+    rows.sort(key=lambda r: (not r["locked"], r["scope"] != "user", r["key"]))
+    for r in rows[:100]:
         c1, c2 = st.columns([4, 1])
         what = "locked" if r["locked"] else (f"waits {r['wait_seconds']:.0f} s" if r["wait_seconds"] else "counting")
         c1.text(f"{r['scope']} {safetext.one_line(r['key'])}: {r['failures']} failed sign-ins, {what}")

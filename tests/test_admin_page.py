@@ -53,6 +53,7 @@ def test_admin_adds_a_user_who_can_then_sign_in(db):
     at.selectbox(key="admin_new_role").set_value("sme")
     at.text_input(key="admin_new_pw").set_value("bob-password")
     _submit(at, "➕ Add user")
+    assert any("added" in s.value for s in at.success)
     cur = _cur(db)
     assert {u["name"]: u["role"] for u in users.list_users(cur)}["bob"] == "sme"
     assert users.sign_in(cur, "bob", "bob-password", "t").role == "sme"
