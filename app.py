@@ -2,11 +2,12 @@
 
 import streamlit as st
 
+from calib import safetext as safe
 from calib.data import store
 from calib.review import queue
 from pages.shared import ui
 
-st.set_page_config(page_title="Tiebreak", page_icon=":material/balance:", layout="wide")
+st.set_page_config(page_title="Tiebreak", page_icon="⚖️", layout="wide")
 if st.session_state.get("auth_role") == "sme":
     st.switch_page("pages/1_Label.py")
 user, role = ui.require("lead", "admin")
@@ -19,10 +20,10 @@ settings = store.get_settings(cur)
 st.subheader("Project")
 left, right = st.columns(2)
 with left:
-    st.markdown(f"**Database** `{ui.db_path()}`")
-    st.text(f"Baseline (production): {s['baseline'] or '-'}")
-    st.text(f"Candidate(s): {', '.join(s['candidates']) or '-'}")
-    st.text(f"Dimensions: {', '.join(s['dimensions']) or '-'}")
+    st.markdown(f"**Database** {safe.md(ui.db_path())}")
+    st.text(f"Baseline (production): {safe.clean(s['baseline']) or '-'}")
+    st.text(f"Candidate(s): {safe.clean(', '.join(s['candidates'])) or '-'}")
+    st.text(f"Dimensions: {safe.clean(', '.join(s['dimensions'])) or '-'}")
     st.text(f"Non-inferiority margin: {settings['margin']:.3f}")
 with right:
     c1, c2, c3 = st.columns(3)
@@ -35,13 +36,13 @@ with right:
 
 st.subheader("Judges")
 if s["judges"]:
-    st.dataframe(s["judges"], hide_index=True, width="stretch")
+    st.dataframe(safe.rows(s["judges"]), hide_index=True, width="stretch")
 else:
     st.info("No judge scores yet: import a file with `tiebreak import FILE`.")
 
 st.subheader("Labels by dimension")
 if s["labels"] or s["pair_labels"]:
-    st.dataframe(s["labels"] + s["pair_labels"], hide_index=True, width="stretch")
+    st.dataframe(safe.rows(s["labels"] + s["pair_labels"]), hide_index=True, width="stretch")
 else:
     st.info("No SME labels yet.")
 
@@ -51,12 +52,12 @@ with left:
     st.markdown("**Queued items by reason**")
     summary = queue.queue_summary(cur)
     if summary:
-        st.dataframe(summary, hide_index=True, width="stretch")
+        st.dataframe(safe.rows(summary), hide_index=True, width="stretch")
     else:
         st.info("Nothing queued yet: the labelling page fills the queue, or run `tiebreak queue`.")
 with right:
     st.markdown("**Where the judges disagree most**")
-    st.dataframe(ui.cached_disagreements(ui.db_path(), 15), hide_index=True, width="stretch")
+    st.dataframe(safe.rows(ui.cached_disagreements(ui.db_path(), 15)), hide_index=True, width="stretch")
 
 st.subheader("Flagged by SMEs")
 flagged = queue.review_list(cur)
@@ -64,7 +65,7 @@ if not flagged:
     st.caption("No flagged items waiting.")
 for f in flagged:
     c1, c2, c3 = st.columns([4, 1, 1])
-    c1.text(f"{f['item_id']} flagged by {f['annotator']}: {f['reason']}")
+    c1.text(safe.clean(f"{f['item_id']} flagged by {f['annotator']}: {f['reason']}"))
     if c2.button("Return to queue", key=f"home_return_{f['lease_id']}"):
         queue.review_flag(ui.cursor(), f["lease_id"], user, "return")
         st.rerun()

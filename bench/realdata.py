@@ -30,7 +30,10 @@ Needs the bench extra: `.venv/bin/pip install -e ".[bench]"` (ppi-python, cje-ev
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
 import sys
@@ -53,11 +56,19 @@ from calib.data import cells, ingest, store  # noqa: E402
 from calib.review import queue  # noqa: E402
 from calib.stats import crosscheck, engine  # noqa: E402
 
+logging.getLogger("cje").setLevel(logging.ERROR)
+
 SIZES = (10, 20, 40, 60)
 PAIRS = [("M11", "M20"), ("M10", "M12"), ("M11", "M23")]
 DIMS = ["coherence", "consistency", "fluency", "relevance"]
 JUDGES = {"rouge1": "rouge1_f", "rouge2": "rouge2_f", "rougeL": "rougeL_f"}
 DEFAULT = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "summeval_flat_with_rouge.jsonl"
+PANDALM = DEFAULT.parent / "pandalm_merged.jsonl"
+PANDA_PAIRS = [("bloom-7b", "pythia-6.9b"), ("cerebras-gpt-6.7B", "opt-7b"), ("llama-7b", "pythia-6.9b"),
+               ("bloom-7b", "llama-7b")]
+PANDA_JUDGES = {"gpt35": "judge_gpt35", "pandalm7b": "judge_pandalm7b"}
+WIN = {1: 0.0, 2: 1.0, 0: 0.5}  # PandaLM verdict (1 = response1 = baseline better) -> candidate's win score
+PREF = {1: "baseline", 2: "candidate", 0: "tie"}
 
 
 # --------------------------------------------------------------------------- project building
@@ -81,12 +92,14 @@ def _truth(df: pd.DataFrame, base: str, cand: str) -> dict:
     for r in sub.itertuples():
         for d in DIMS:
             verdict[(f"doc{r.doc_id}", r.system, d)] = bool(getattr(r, f"human_{d}") >= 4)
-    delta = {}
+    delta, rate = {}, {}
     for d in DIMS:
+        for m in (base, cand):
+            rate[(m, d)] = float(sub[sub.system == m][f"human_{d}"].ge(4).mean())
         pc = sub[sub.system == cand][f"human_{d}"].ge(4).mean()
         pb = sub[sub.system == base][f"human_{d}"].ge(4).mean()
         delta[d] = float(pc - pb)
-    return {"verdict": verdict, "delta": delta}
+    return {"verdict": verdict, "delta": delta, "rate": rate}
 
 
 def build_base(df: pd.DataFrame, base: str, cand: str, folder: Path) -> Path:
@@ -98,6 +111,118 @@ def build_base(df: pd.DataFrame, base: str, cand: str, folder: Path) -> Path:
     cells.ensure_cells(con)
     con.close()
     return db
+
+
+def _panda(df: pd.DataFrame, base: str, cand: str) -> pd.DataFrame:
+    return df[(df.model_1 == base) & (df.model_2 == cand)].assign(item_id=lambda x: "p" + x.idx.astype(str))
+
+
+def build_panda_base(df: pd.DataFrame, base: str, cand: str, folder: Path) -> Path:
+    """A pairwise-only project: the two responses as outputs (an empty response stays empty), each
+    automated judge's verdicts as ``pref:<judge>:overall``; no pointwise judge."""
+    sub = _panda(df, base, cand)
+    db = folder / f"panda_{base}_{cand}.duckdb"
+    prompt = (sub.instruction.fillna("") + "\n\n" + sub.input.fillna("")).str.strip()
+    outs = pd.concat([pd.DataFrame({"item_id": sub.item_id, "model": base, "prompt": prompt, "output": sub.response1.fillna("")}),
+                      pd.DataFrame({"item_id": sub.item_id, "model": cand, "prompt": prompt, "output": sub.response2.fillna("")})])
+    con = store.connect(db)
+    outs.to_parquet(folder / "o.parquet", index=False)
+    ingest.import_file(con, folder / "o.parquet", baseline=base)
+    for j, col in PANDA_JUDGES.items():
+        js = sub[sub[col].notna()]
+        prefs = pd.DataFrame({"item_id": js.item_id, "baseline": base, "candidate": cand,
+                              f"pref:{j}:overall": js[col].astype(int).map(WIN)})
+        prefs.to_parquet(folder / f"{j}.parquet", index=False)
+        ingest.import_file(con, folder / f"{j}.parquet")
+    cells.ensure_cells(con)
+    con.close()
+    return db
+
+
+def panda_replicate(args) -> list[dict]:
+    """One replicate of the win rate on one PandaLM model pair: labels (the human majority) chosen at
+    random (`labels import`) or by the queue (lease/submit the preference), fit at each size."""
+    base_db, base, cand, design, rep, data_path = args
+    sub = _panda(pd.read_json(data_path, lines=True), base, cand)
+    win = dict(zip(sub.item_id, sub.human_majority.map(WIN)))
+    pref = dict(zip(sub.item_id, sub.human_majority.map(PREF)))
+    truth = float(np.mean(list(win.values())))
+    jmean = sub[[*PANDA_JUDGES.values()]].apply(lambda c: c.map(WIN)).mean(axis=1).fillna(0.5)
+    judge = dict(zip(sub.item_id, jmean))
+    N = len(sub)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "p.duckdb"
+        shutil.copy(base_db, db)
+        con = store.connect(db)
+        rng = np.random.default_rng([rep, 2025])
+        order = list(rng.permutation(sorted(win)))
+        done: list[str] = []
+        for n in SIZES:
+            if design == "random":
+                new = order[len(done):n]
+                path = Path(tmp) / f"l{n}.csv"
+                pd.DataFrame({"item_id": new, "baseline": base, "candidate": cand, "dimension": "overall",
+                              "preference": [pref[i] for i in new], "annotator": "human"}).to_csv(path, index=False)
+                ingest.import_labels(con, path)
+                done += new
+            else:
+                while len(done) < n:
+                    lease = queue.next_item(con, "sme")
+                    if lease is None:
+                        queue.refill(con, 10, seed=rep * 1000 + len(done))
+                        lease = queue.next_item(con, "sme")
+                    if lease is None:
+                        break
+                    queue.submit(con, lease.lease_id, "sme", {}, preference=pref[lease.item_id])
+                    done.append(lease.item_id)
+            fit = engine.fit_project(con, "fast", record=False, seed=rep)
+            pr = [p for p in fit["preference"] if p["candidate"] == cand and p["dimension"] == "overall"]
+            rows = [{"method": "tiebreak", "lo": pr[0]["lo"], "hi": pr[0]["hi"]}] if pr else []
+            y = np.array([win[i] for i in done])
+            f = np.array([judge[i] for i in done])
+            w = _panda_weights(con, done, N)
+            m = np.sum(w * y) / np.sum(w)
+            se = np.sqrt(np.sum((w / w.sum()) ** 2 * (y - m) ** 2) * len(y) / max(len(y) - 1, 1) * (1 - len(y) / N))
+            q = _t(len(y))
+            rows.append({"method": "human-only", "lo": m - q * se, "hi": m + q * se})
+            if design == "random" and len(y) >= 3:
+                from ppi_py import ppi_mean_ci
+
+                fu = np.array([judge[i] for i in win if i not in set(done)])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    lo, hi = ppi_mean_ci(y, f, fu, alpha=0.05)
+                rows.append({"method": "ppi++ (ppi_py)", "lo": float(np.ravel(lo)[0]), "hi": float(np.ravel(hi)[0])})
+                mid, half = (rows[-1]["lo"] + rows[-1]["hi"]) / 2, (rows[-1]["hi"] - rows[-1]["lo"]) / 2
+                half *= np.sqrt(1 - len(y) / N)
+                rows.append({"method": "ppi++ fpc", "lo": mid - half, "hi": mid + half})
+                from cje import calibrated_mean_ci
+
+                ids = sorted(win)
+                oracle = np.array([win[i] if i in set(done) else np.nan for i in ids])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                        r = calibrated_mean_ci(np.array([judge[i] for i in ids]), oracle, alpha=0.05, seed=0)
+                rows.append({"method": "cje", "lo": float(r.ci_lower), "hi": float(r.ci_upper)})
+            for r in rows:
+                out.append({"data": "pandalm", "design": design, "n": n, "pair": f"{base}/{cand}", "dim": "win rate", **r,
+                            "width": r["hi"] - r["lo"], "covered": r["lo"] <= truth <= r["hi"],
+                            "scaled_err": abs(truth - (r["lo"] + r["hi"]) / 2) / max((r["hi"] - r["lo"]) / 2, 1e-9)})
+        con.close()
+    return out
+
+
+def _panda_weights(con, items: list[str], N: int) -> np.ndarray:
+    w, _ = engine.design_weights(con, np.array(items, dtype=object), N)
+    return np.asarray(w, float)
+
+
+def _t(n: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, max(n - 1, 1)))
 
 
 # --------------------------------------------------------------------------- peers
@@ -155,7 +280,8 @@ def _cje(con, d, base, cand, labelled: set, truth: dict) -> dict:
         oracle = np.array([float(truth["verdict"][(i, m, d)]) if i in labelled else np.nan for i in ids])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = calibrated_mean_ci(score, oracle, alpha=0.05, seed=0)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                r = calibrated_mean_ci(score, oracle, alpha=0.05, seed=0)
         est[m] = (float(r.estimate), float(r.se) if hasattr(r, "se") else (float(r.ci_upper) - float(r.ci_lower)) / 3.92)
     mean = est[cand][0] - est[base][0]
     se = np.hypot(est[cand][1], est[base][1])
@@ -210,9 +336,16 @@ def replicate(args) -> list[dict]:
                     queue.submit(con, lease.lease_id, "sme", verdicts)
                     done.append(lease.item_id)
             fit = engine.fit_project(con, "fast", record=False, seed=rep)
+            for r in fit["rates"]:  # each model's pass rate: the other estimand the lead reads
+                if r["segment"] is None:
+                    t = truth["rate"][(r["model"], r["dimension"])]
+                    out.append({"data": "summeval", "design": design, "n": n, "pair": f"{base}/{cand}",
+                                "method": "tiebreak (rate)", "dim": r["dimension"], "lo": r["lo"], "hi": r["hi"],
+                                "width": r["hi"] - r["lo"], "covered": r["lo"] <= t <= r["hi"],
+                                "scaled_err": abs(t - (r["lo"] + r["hi"]) / 2) / max((r["hi"] - r["lo"]) / 2, 1e-9)})
             for r in _peer_intervals(con, fit, truth, design, df_scores, base, cand):
                 t = truth["delta"][r["dim"]]
-                out.append({"design": design, "n": n, "pair": f"{base}/{cand}", **r,
+                out.append({"data": "summeval", "design": design, "n": n, "pair": f"{base}/{cand}", **r,
                             "width": r["hi"] - r["lo"], "covered": r["lo"] <= t <= r["hi"],
                             "scaled_err": abs(t - (r["lo"] + r["hi"]) / 2) / max((r["hi"] - r["lo"]) / 2, 1e-9)})
         con.close()
@@ -222,20 +355,30 @@ def replicate(args) -> list[dict]:
 # --------------------------------------------------------------------------- summary
 
 
+def _run(task):
+    fn, args = task
+    return fn(args)
+
+
 def summarise(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     out = []
-    for (design, n, method), g in df.groupby(["design", "n", "method"]):
+    for (data, design, n, method), g in df.groupby(["data", "design", "n", "method"]):
         kappa = float(np.quantile(g.scaled_err, 0.95))
-        out.append({"design": design, "n": n, "method": method, "reps": len(g), "coverage": g.covered.mean(),
+        out.append({"data": data, "design": design, "n": n, "method": method, "reps": len(g), "coverage": g.covered.mean(),
                     "worst pair/dim coverage": g.groupby(["pair", "dim"]).covered.mean().min(),
                     "width": g.width.mean(), "width at 95% coverage": kappa * g.width.mean()})
     s = pd.DataFrame(out)
-    tb = s[s.method == "tiebreak"].set_index(["design", "n"])
-    tb = {(r["design"], r["n"]): r for r in out if r["method"] == "tiebreak"}
-    s["tiebreak width / this"] = [tb[(d, n)]["width"] / w for d, n, w in zip(s.design, s.n, s.width)]
-    s["tiebreak eq-cov width / this"] = [tb[(d, n)]["width at 95% coverage"] / w
-                                         for d, n, w in zip(s.design, s.n, s["width at 95% coverage"])]
+    tb = {(r["data"], r["design"], r["n"]): r for r in out if r["method"] == "tiebreak"}
+    nan = {"width": np.nan, "width at 95% coverage": np.nan}
+    s["tiebreak width / this"] = [tb.get((a, d, n), nan)["width"] / w for a, d, n, w in zip(s.data, s.design, s.n, s.width)]
+    s["tiebreak eq-cov width / this"] = [tb.get((a, d, n), nan)["width at 95% coverage"] / w
+                                         for a, d, n, w in zip(s.data, s.design, s.n, s["width at 95% coverage"])]
+    # the sampler's worth: the queue's equal-coverage width over the random design's, same data and n
+    rnd = {(r["data"], r["n"]): r["width at 95% coverage"] for r in out if r["method"] == "tiebreak" and r["design"] == "random"}
+    s["queue / random (eq-cov)"] = [tb[(a, "queue", n)]["width at 95% coverage"] / rnd[(a, n)]
+                                    if m == "tiebreak" and d == "queue" and (a, n) in rnd else np.nan
+                                    for a, d, n, m in zip(s.data, s.design, s.n, s.method)]
     return s
 
 
@@ -245,24 +388,40 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=200, help="replicates per pair, random design")
     ap.add_argument("--queue-reps", type=int, default=60, help="replicates per pair, queue design")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--pandalm", default=str(PANDALM), help="PandaLM file ('' to skip the win-rate study)")
+    ap.add_argument("--only", choices=["summeval", "pandalm"], help="run one data set only")
     ap.add_argument("--out", help="write every interval as JSON lines here")
     args = ap.parse_args()
-    df = pd.read_json(args.data, lines=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        bases = {(b, c): build_base(df, b, c, Path(tmp)) for b, c in PAIRS}
-        tasks = [(str(bases[(b, c)]), b, c, "random", r, args.data) for r in range(args.reps) for b, c in PAIRS]
-        tasks += [(str(bases[(b, c)]), b, c, "queue", r, args.data) for r in range(args.queue_reps) for b, c in PAIRS]
+        tasks: list = []
+        if args.only != "pandalm":
+            df = pd.read_json(args.data, lines=True)
+            bases = {(b, c): build_base(df, b, c, Path(tmp)) for b, c in PAIRS}
+            tasks += [(replicate, (str(bases[(b, c)]), b, c, "random", r, args.data)) for r in range(args.reps) for b, c in PAIRS]
+            tasks += [(replicate, (str(bases[(b, c)]), b, c, "queue", r, args.data))
+                      for r in range(args.queue_reps) for b, c in PAIRS]
+        if args.pandalm and args.only != "summeval":
+            pdf = pd.read_json(args.pandalm, lines=True)
+            pb = {}
+            for b, c in PANDA_PAIRS:
+                (Path(tmp) / f"{b}_{c}").mkdir()
+                pb[(b, c)] = build_panda_base(pdf, b, c, Path(tmp) / f"{b}_{c}")
+            tasks += [(panda_replicate, (str(pb[(b, c)]), b, c, "random", r, args.pandalm))
+                      for r in range(args.reps) for b, c in PANDA_PAIRS]
+            tasks += [(panda_replicate, (str(pb[(b, c)]), b, c, "queue", r, args.pandalm))
+                      for r in range(args.queue_reps) for b, c in PANDA_PAIRS]
         rows: list[dict] = []
         with ProcessPoolExecutor(args.jobs) as ex:
-            for res in ex.map(replicate, tasks, chunksize=2):
+            for res in ex.map(_run, tasks, chunksize=2):
                 rows += res
     if args.out:
-        Path(args.out).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        Path(args.out).write_text("\n".join(json.dumps(r, default=lambda o: o.item()) for r in rows) + "\n")
     s = summarise(rows)
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", 20)
-    print(f"SummEval, {len(PAIRS)} system pairs x {len(DIMS)} dimensions; {args.reps} random / {args.queue_reps} "
+    print(f"SummEval: {len(PAIRS)} system pairs x {len(DIMS)} dimensions (Delta; 'tiebreak (rate)' = each model's "
+          f"pass rate); PandaLM: {len(PANDA_PAIRS)} model pairs (win rate); {args.reps} random / {args.queue_reps} "
           f"queue replicates per pair; {time.perf_counter() - t0:.0f} s")
     print(s.round(3).to_string(index=False))
 

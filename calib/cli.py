@@ -173,11 +173,21 @@ def cmd_fit(args) -> int:
     for d in res["diffs"]:
         print(f"  {d['dimension']:<14} Delta {d['candidate']} - {d['baseline']}: {_fmt_ci(d)}  "
               f"P(not worse) = {d['p_noninferior']:.3f}  ->  {d['decision'].upper()}")
+        if d.get("note"):
+            print(f"  {'':<14} ({d['note']})")
+    for dim, est in res.get("estimator", {}).items():
+        how = ("design-consistent: the model's projection corrected by the labelled items' residuals"
+               if est.get("estimator") == "design" else "the model alone (too few labelled items)")
+        print(f"  {dim:<14} estimate: {how}; labels: {est.get('design') or 'none'}")
     for r in res["rates"]:
         if r["segment"] is None:
             print(f"  {r['dimension']:<14} pass rate {r['model']:<24} {r['mean']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]")
     for p in res["preference"]:
-        print(f"  {p['dimension']:<14} win rate of {p['candidate']}: {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]")
+        print(f"  {p['dimension']:<14} win rate of {p['candidate']}: {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
+              + (f"  P(win rate >= {0.5 - res['margin']:g}) = {p['p_noninferior']:.3f}  ->  {p['decision'].upper()}"
+                 if "decision" in p else ""))
+        if p.get("note"):
+            print(f"  {'':<14} ({p['note']})")
     for w in res["warnings"]:
         print(f"  warning: {w}")
     return 0
@@ -198,7 +208,8 @@ def cmd_forecast(args) -> int:
     for f in res["forecasts"]:
         need = f["labels_for_target_width"]
         print(f"{f['dimension']:<14} width now {f['width_now']:.3f}; "
-              f"labels for width {res['target_width']}: {need if need is not None else 'not reachable'}")
+              f"labels for width {res['target_width']}: {need if need is not None else 'not reachable'}"
+              f"  (basis: {f.get('basis', 'labels and judges')})")
         for st in f["steps"]:
             print(f"   +{st['extra']:<6} width {st['width']:.3f}   P(decision) {st['p_decision']:.2f}")
     return 0

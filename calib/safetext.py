@@ -9,9 +9,14 @@ rationales) goes through one of these before it reaches a page, a plot or the re
 - ``md``: for a Streamlit markdown string (``st.markdown``, ``st.caption``, ``st.subheader``, widget
   labels, ``st.warning``...): ``clean`` plus a backslash before every ASCII punctuation character,
   so no link, image, emphasis, heading, HTML tag, ``:material/...:`` icon or ``:red[...]`` colour
-  directive from the data is ever interpreted.
+  directive from the data is ever interpreted; an invisible word joiner stops bare URLs and e-mail
+  addresses from becoming links.
 - ``html``: for HTML (the report) and Plotly (titles, axes, legends, hover, annotations, which
   render ``<b>``, ``<a href>`` and ``<br>``): ``clean`` plus HTML escaping.
+- ``rows``: ``clean`` on every string (values and column names) of a table for ``st.dataframe``
+  (which shows text, but a bidi override would still reorder it).
+- ``guidelines``: the lead-written rubric stays markdown, but images (a remote image is a request
+  from every SME's browser), raw HTML and LaTeX are shown as text.
 
 No Streamlit here: this module sits below every layer (like ``calib.errors``) so plots, the report
 and the pages use the same rules.
@@ -48,9 +53,17 @@ def clean(value: object) -> str:
     return text
 
 
+# GitHub-flavoured markdown turns ``http://...``, ``www.x.y`` and ``a@b.c`` in plain text into links
+# after escapes are resolved (so a backslash does not stop it): an invisible word joiner after
+# ``http``/``https``/``www`` and after ``@`` breaks the pattern and leaves the text as it looks.
+_AUTOLINK = re.compile(r"(?i)(\bhttps?(?=:)|\bwww(?=\.)|@)")
+_JOINER = "\u2060"
+
+
 def md(value: object) -> str:
-    """Text for a Streamlit markdown context: nothing in it is interpreted (see module doc)."""
-    return _MD_SPECIAL.sub(r"\\\1", clean(value))
+    """Text for a Streamlit markdown context: nothing in it is interpreted (see module doc), and no
+    URL or e-mail address in it becomes a link."""
+    return _MD_SPECIAL.sub(r"\\\1", _AUTOLINK.sub(lambda m: m.group(1) + _JOINER, clean(value)))
 
 
 def html(value: object) -> str:
@@ -63,3 +76,32 @@ def one_line(value: object, limit: int = 120) -> str:
     for names and ids in headings and table cells."""
     text = " ".join(clean(value).split())
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def rows(data):
+    """A table (list of dicts, or a pandas DataFrame) with ``clean`` applied to every string value
+    and column name; other values unchanged. Returns a new object of the same kind."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        out = data.rename(columns=lambda c: clean(c) if isinstance(c, str) else c)
+        for c in out.columns:
+            if pd.api.types.is_object_dtype(out[c]) or pd.api.types.is_string_dtype(out[c]):
+                out[c] = out[c].map(lambda v: clean(v) if isinstance(v, str) else v)
+        return out
+    return [{(clean(k) if isinstance(k, str) else k): (clean(v) if isinstance(v, str) else v) for k, v in r.items()}
+            for r in data]
+
+
+# ``![alt](url)`` and ``![alt][ref]`` (escaping the ``!`` leaves a link), raw HTML tags, autolinks and
+# LaTeX; backslashes just before are doubled so an escape in the text cannot cancel ours.
+_UNSAFE_MD = re.compile(r"(\\*)(!(?=\[)|[<>$])")
+
+
+def guidelines(value: object) -> str:
+    """Lead-written markdown with no image, raw HTML or math: ``clean``, then a backslash before
+    the ``!`` of image syntax and before every ``<``, ``>`` and ``$`` (inside code spans too, where
+    the backslash shows); headings, lists, emphasis, links and tables still render."""
+    return _UNSAFE_MD.sub(lambda m: m.group(1) * 2 + "\\" + m.group(2), clean(value))

@@ -5,12 +5,13 @@ import time
 
 import streamlit as st
 
+from calib import safetext as safe
 from calib.data import store
 from calib.review import labelling, queue, users
 from calib.errors import TiebreakError
 from pages.shared import keyboard, ui
 
-st.set_page_config(page_title="Label · Tiebreak", page_icon=":material/rate_review:", layout="wide")
+st.set_page_config(page_title="Label · Tiebreak", page_icon="📝", layout="wide")
 user, role = ui.require("sme", "lead", "admin")
 cur = ui.cursor()
 settings = store.get_settings(cur)
@@ -19,6 +20,20 @@ ss = st.session_state
 ss.setdefault("label_started", {})
 ss.setdefault("label_message", None)
 ss.setdefault("label_lease", None)
+PROMPT_HEIGHT, OUTPUT_HEIGHT = 220, 380  # px: longer texts scroll inside, the rating form stays in view
+
+
+def scroll_text(text: str, max_height: int, where=st) -> None:
+    """Untrusted text as plain text (``st.code``; bidi controls made visible), in a box of at most
+    ``max_height`` px that scrolls when the text is longer (a 50 KB output must not push the form
+    out of sight)."""
+    text = safe.clean(text)
+    lines = sum(1 + len(line) // 70 for line in text.splitlines() or [""])
+    if 21 * lines + 40 <= max_height:
+        where.code(text, language=None, wrap_lines=True)
+    else:
+        where.container(height=max_height, border=False).code(text, language=None, wrap_lines=True)
+        where.caption(f"{len(text):,} characters: scroll inside the box to read all of it.")
 
 
 def _values(lease_id: int) -> dict:
@@ -75,36 +90,38 @@ def labelling_area() -> None:
     view = labelling.item_view(cur, lease.item_id, user, show_judges=settings["show_judges_to_sme"])
     kind, text = ss["label_message"] or (None, None)
     if kind:
-        getattr(st, kind)(text)
+        getattr(st, kind)(safe.md(text))
         ss["label_message"] = None
     p = labelling.progress(cur, user)
-    st.caption(f"Item {view.item_id} · segment {view.segment}")
+    st.caption(f"Item {safe.md(safe.one_line(view.item_id))} · segment {safe.md(safe.one_line(view.segment))}")
     st.markdown("**Prompt**")
-    st.code(view.prompt, language=None, wrap_lines=True)
+    scroll_text(view.prompt, PROMPT_HEIGHT)
     if view.context:
         with st.expander("Context"):
-            st.code(view.context, language=None, wrap_lines=True)
-    if view.reference and st.toggle("Show reference (Alt+R)", key="label_show_reference"):
-        st.code(view.reference, language=None, wrap_lines=True)
+            scroll_text(view.context, OUTPUT_HEIGHT)
+    if st.toggle("Show reference (Alt+R)", key="label_show_reference", disabled=not view.reference,
+                 help=None if view.reference else "This item has no reference answer."):
+        if view.reference:
+            scroll_text(view.reference, PROMPT_HEIGHT)
     left, right = st.columns(2)
     left.markdown("**Left answer**")
-    left.code(view.left_output, language=None, wrap_lines=True)
+    scroll_text(view.left_output, OUTPUT_HEIGHT, left)
     right.markdown("**Right answer**")
-    right.code(view.right_output, language=None, wrap_lines=True)
+    scroll_text(view.right_output, OUTPUT_HEIGHT, right)
     if view.judges:
         with st.expander("Judge scores (shown because a lead switched them on)"):
             for sd in ("left", "right"):
-                st.caption(f"{sd}: " + "; ".join(f"{d}: " + ", ".join(f"{j} {v:g}" for j, v in js.items())
-                                                 for d, js in view.judges[sd].items()))
+                st.caption(safe.md(f"{sd}: " + "; ".join(f"{d}: " + ", ".join(f"{j} {v:g}" for j, v in js.items())
+                                                         for d, js in view.judges[sd].items())))
 
     with st.form(f"label_form_{lease.lease_id}", border=True):
         for d in dims:
             c0, c1, c2 = st.columns([1, 2, 2])
-            c0.markdown(f"**{d.capitalize()}**")
+            c0.markdown(f"**{safe.md(safe.one_line(d[:1].upper() + d[1:], 60))}**")
             opts = labelling.options_for(d)
-            c1.radio(f"{d} · left", opts, index=None, horizontal=True, key=f"label_{lease.lease_id}_{d}_left",
+            c1.radio(f"{safe.md(d)} · left", opts, index=None, horizontal=True, key=f"label_{lease.lease_id}_{d}_left",
                      label_visibility="collapsed")
-            c2.radio(f"{d} · right", opts, index=None, horizontal=True, key=f"label_{lease.lease_id}_{d}_right",
+            c2.radio(f"{safe.md(d)} · right", opts, index=None, horizontal=True, key=f"label_{lease.lease_id}_{d}_right",
                      label_visibility="collapsed")
         st.radio("Overall, which answer would you rather send?", labelling.PREFERENCE_SCALE, index=None,
                  horizontal=True, key=f"label_{lease.lease_id}_preference")
@@ -131,14 +148,13 @@ with main:
     labelling_area()
 with side:
     st.markdown("**Keyboard**")
-    st.table({"key": [k for k, _ in keyboard.CHEATSHEET], "does": [v for _, v in keyboard.CHEATSHEET]})
+    keyboard.install(dims)
     st.markdown("**Guidelines**")
     rubric = users.guidelines(cur)
-    st.markdown(rubric)
+    st.markdown(safe.guidelines(rubric))
     if role in ("lead", "admin"):
         with st.expander("Edit guidelines"):
             new = st.text_area("Markdown", rubric, height=300, key="label_guidelines_text")
             if st.button("Save guidelines", key="label_guidelines_save"):
                 users.save_guidelines(ui.cursor(), new, user)
                 st.rerun()
-keyboard.install()

@@ -8,13 +8,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from calib import safetext as safe
 from calib.data import cells, ingest, store
 from calib.stats import engine
 from calib.insight import dashboard, plots, report
 from calib.errors import TiebreakError
 from pages.shared import ui
 
-st.set_page_config(page_title="Decision · Tiebreak", page_icon=":material/gavel:", layout="wide")
+st.set_page_config(page_title="Decision · Tiebreak", page_icon="🧮", layout="wide")
 user, role = ui.require("lead", "admin")
 st.title("Decision")
 db = ui.db_path()
@@ -44,7 +45,7 @@ def live() -> None:
     try:
         fit = dashboard.refresh(cur)
     except TiebreakError as exc:  # e.g. an empty project: say what is missing
-        st.info(str(exc))
+        st.info(safe.md(exc))
         return
     if fit is None:
         st.info("No labels and no fit yet.")
@@ -54,27 +55,27 @@ def live() -> None:
     sign = dashboard.signoff(fit, comparison, settings)
     colour = {"sign off": "green", "do not sign off": "red", "label more": "orange"}[sign["recommendation"]]
     st.markdown(f"### Recommendation: :{colour}[{sign['recommendation'].upper()}]")
-    st.caption(f"{fit['kind']} fit on {fit['n_labels']} labelled items; {fit['interval']:.0%} credible intervals; "
+    st.caption(f"{safe.md(fit['kind'])} fit on {fit['n_labels']} labelled items; {fit['interval']:.0%} credible intervals; "
                f"margin {fit['margin']}; a decision needs P >= {fit['decide_prob']}. Refreshes every 5 s; "
                f"refits (fast) when labels arrive.")
     cols = st.columns(max(1, len(fit["diffs"])))
     for col, d in zip(cols, fit["diffs"]):
-        col.metric(d["dimension"], d["decision"].upper(),
+        col.metric(safe.md(safe.one_line(d["dimension"], 60)), safe.md(d["decision"].upper()),
                    f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off",
                    delta_arrow="off", border=True)
         col.caption(f"P(not worse by more than {fit['margin']}) = {d['p_noninferior']:.3f}")
     for w in fit["warnings"]:
-        st.warning(w)
+        st.warning(safe.md(w))
 
     forecasts = fit.get("forecasts") or _forecast(db, engine.label_watermark(cur))["forecasts"]
     fc = {f["dimension"]: f for f in forecasts}
     history = engine.fits_history(cur)
-    for d in fit["diffs"]:
+    for i, d in enumerate(fit["diffs"]):
         left, right = st.columns(2)
         left.plotly_chart(plots.shrinkage_figure(history, d["dimension"], fc.get(d["dimension"]), fit["margin"]),
-                          key=f"decision_shrink_{d['dimension']}")
+                          key=f"decision_shrink_{i}")
         right.plotly_chart(plots.forest_figure(fit.get("segment_diffs", []), d["dimension"], fit["margin"]),
-                           key=f"decision_forest_{d['dimension']}")
+                           key=f"decision_forest_{i}")
         f = fc.get(d["dimension"])
         if f:
             need = f["labels_for_target_width"]
@@ -85,17 +86,17 @@ def live() -> None:
                              f"{s['extra']}: {s['p_decision']:.0%}" for s in f["steps"][:4]))
 
     st.subheader("Quality, latency and cost")
-    st.dataframe(comparison, hide_index=True, width="stretch")
+    st.dataframe(safe.rows(comparison), hide_index=True, width="stretch")
     lat, cost = settings["signoff_max_p95_latency_ms"], settings["signoff_max_cost_per_1k_usd"]
     st.caption("Sign-off thresholds for the candidate (settings `signoff_max_p95_latency_ms`, "
                "`signoff_max_cost_per_1k_usd`): p95 latency " + (f"<= {lat:g} ms" if lat else "no limit")
-               + ", cost per 1,000 requests " + (f"<= ${cost:g}" if cost else "no limit") + ". "
-               + " · ".join(sign["blockers"]))
+               + safe.md(", cost per 1,000 requests " + (f"<= ${cost:g}" if cost else "no limit") + ". "
+                         + " · ".join(sign["blockers"])))
     if fit.get("preference"):
         st.subheader("Pairwise win rate of the candidate")
-        st.dataframe(fit["preference"], hide_index=True, width="stretch")
+        st.dataframe(safe.rows(fit["preference"]), hide_index=True, width="stretch")
     st.subheader("Cross-checks")
-    st.dataframe(fit["cross_checks"], hide_index=True, width="stretch")
+    st.dataframe(safe.rows(fit["cross_checks"]), hide_index=True, width="stretch")
 
 
 live()
@@ -116,7 +117,7 @@ def nuts_status() -> None:
         st.info("NUTS is running in the background (about 5 s warm, 25 s the first time in a process); "
                 "this page stays usable.")
     elif run is not None and run.error:
-        st.error(f"NUTS failed: {run.error}")
+        st.error(f"NUTS failed: {safe.md(run.error)}")
     if run is not None and not run.running and st.session_state.get("decision_nuts_busy"):
         st.session_state["decision_nuts_busy"] = False  # finished: redraw the page (button, verdicts)
         st.rerun(scope="app")
@@ -128,7 +129,7 @@ def nuts_status() -> None:
              "divergences": d.get("divergences"), "ok": not d.get("warnings")} for dim, d in last["diagnostics"].items()]
     st.caption(f"Latest NUTS fit: {last['n_labels']} labelled items, {last.get('seconds', 0):.1f} s. "
                "Converged when R-hat < 1.01, bulk ESS > 400 and no divergences.")
-    st.dataframe(rows, hide_index=True, width="stretch")
+    st.dataframe(safe.rows(rows), hide_index=True, width="stretch")
 
 
 with c2:

@@ -3,12 +3,13 @@ the numbers come from calib.insight.diagnostics."""
 
 import streamlit as st
 
+from calib import safetext as safe
 from calib.data import cells
 from calib.stats import engine
 from calib.insight import diagnostics, plots
 from pages.shared import ui
 
-st.set_page_config(page_title="Judges · Tiebreak", page_icon=":material/balance:", layout="wide")
+st.set_page_config(page_title="Judges · Tiebreak", page_icon="🧑‍⚖️", layout="wide")
 user, role = ui.require("lead", "admin")
 st.title("Judges")
 db = ui.db_path()
@@ -39,7 +40,7 @@ else:
     st.subheader("Agreement with SMEs")
     st.caption("Cohen's kappa of the judge's pass/fail (score >= its threshold) with the SME majority verdict on the "
                "labelled outputs, 95% bootstrap interval; the confusion matrix counts outputs.")
-    st.dataframe(agreement, hide_index=True, width="stretch",
+    st.dataframe(safe.rows(agreement), hide_index=True, width="stretch",
                  column_config={"kappa": st.column_config.NumberColumn(format="%.3f"),
                                 "kappa_lo": st.column_config.NumberColumn(format="%.3f"),
                                 "kappa_hi": st.column_config.NumberColumn(format="%.3f"),
@@ -51,15 +52,15 @@ else:
                "off by that much.")
     for b in bias:
         if b["differs"]:
-            st.warning(f"{b['judge']} on {b['dimension']}: bias {b['bias_candidate']:+.3f} on {b['candidate']} vs "
-                       f"{b['bias_baseline']:+.3f} on {b['baseline']} (difference {b['bias_difference']:+.3f}, "
+            st.warning(f"{safe.md(b['judge'])} on {safe.md(b['dimension'])}: bias {b['bias_candidate']:+.3f} on "
+                       f"{safe.md(b['candidate'])} vs {b['bias_baseline']:+.3f} on {safe.md(b['baseline'])} (difference {b['bias_difference']:+.3f}, "
                        f"95% [{b['lo']:+.3f}, {b['hi']:+.3f}])")
-    st.dataframe(bias, hide_index=True, width="stretch")
+    st.dataframe(safe.rows(bias), hide_index=True, width="stretch")
 
     st.subheader("Calibration curve")
     pairs = sorted({(a["judge"], a["dimension"]) for a in agreement})
     st.session_state.setdefault("judges_pick", 0)
-    pick = st.selectbox("Judge and dimension", range(len(pairs)), format_func=lambda i: f"{pairs[i][0]} / {pairs[i][1]}",
+    pick = st.selectbox("Judge and dimension", range(len(pairs)), format_func=lambda i: f"{safe.one_line(pairs[i][0])} / {safe.one_line(pairs[i][1])}",
                         key="judges_pick")
     judge, dim = pairs[pick]
     st.plotly_chart(plots.calibration_figure(_curve(db, wm, judge, dim), judge, dim), key="judges_curve")
@@ -67,4 +68,4 @@ else:
 st.subheader("Judge-judge disagreement")
 st.caption("Over a uniform sample of up to 200,000 outputs: how often two judges' pass/fail verdicts differ, and "
            "their kappa. Items where judges disagree are what the queue sends to SMEs first.")
-st.dataframe(_disagreement(db, cells.fingerprint(cur)), hide_index=True, width="stretch")
+st.dataframe(safe.rows(_disagreement(db, cells.fingerprint(cur))), hide_index=True, width="stretch")

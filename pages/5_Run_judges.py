@@ -5,12 +5,13 @@ import time
 
 import streamlit as st
 
+from calib import safetext as safe
 from calib.data import store
 from calib.judges import config as judge_config, run as judges
 from calib.errors import TiebreakError
 from pages.shared import ui
 
-st.set_page_config(page_title="Run judges · Tiebreak", page_icon=":material/smart_toy:", layout="wide")
+st.set_page_config(page_title="Run judges · Tiebreak", page_icon="🤖", layout="wide")
 user, role = ui.require("lead", "admin")
 st.title("Run judges")
 st.caption("Score every output with LLM judges through litellm (or offline judges), resumable: calls already "
@@ -30,10 +31,10 @@ path = st.text_input("Judges file (TOML)", key="runj_config",
 try:
     cfg = judge_config.load_config(path)
 except TiebreakError as exc:
-    st.error(str(exc))
+    st.error(safe.md(exc))
     st.stop()
-st.dataframe([{"judge": j.name, "kind": j.kind, "model / method": j.model or j.method,
-               "dimensions": ", ".join(j.dimensions), "api_base": j.api_base or ""} for j in cfg.judges],
+st.dataframe(safe.rows([{"judge": j.name, "kind": j.kind, "model / method": j.model or j.method,
+               "dimensions": ", ".join(j.dimensions), "api_base": j.api_base or ""} for j in cfg.judges]),
              hide_index=True, width="stretch")
 c1, c2, c3 = st.columns(3)
 limit = c1.number_input("Only the first N items (0 = all)", min_value=0, value=0, step=10, key="runj_limit")
@@ -63,9 +64,9 @@ def live() -> None:
         m3.metric("Cost so far", f"${p.cost_usd:,.4f}")
         m4.metric("Elapsed", f"{((p.finished or time.time()) - p.started):.0f} s")
         for f in p.last_failures:
-            st.text(f"failed: {f}")  # provider text is shown as plain text, never as markdown
+            st.text(safe.clean(f"failed: {f}"))  # provider text is shown as plain text, never as markdown
         if p.error:
-            st.error(p.error)
+            st.error(safe.md(p.error))
         if run.running:
             if st.button("Stop", key="runj_stop"):
                 run.stop()
@@ -77,13 +78,13 @@ def live() -> None:
                 st.rerun(scope="app")
     cur = ui.cursor()
     st.subheader("Calls so far")
-    st.dataframe(judges.call_summary(cur), hide_index=True, width="stretch")
+    st.dataframe(safe.rows(judges.call_summary(cur)), hide_index=True, width="stretch")
     bias = judges.position_bias(cur)
     if bias:
         st.subheader("Pairwise judges: position bias")
         st.caption("Share of decided calls in which the judge picked the answer shown first (0.5 = no bias; each "
                    "pair is judged in both orders, so the stored preference cancels it).")
-        st.dataframe(bias, hide_index=True, width="stretch")
+        st.dataframe(safe.rows(bias), hide_index=True, width="stretch")
 
 
 live()

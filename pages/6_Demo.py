@@ -6,6 +6,7 @@ import time
 
 import streamlit as st
 
+from calib import safetext as safe
 from calib.data import store
 from calib.stats import engine
 from calib.review import simulate
@@ -13,7 +14,7 @@ from calib.insight import dashboard, plots
 from calib.errors import TiebreakError
 from pages.shared import ui
 
-st.set_page_config(page_title="Demo · Tiebreak", page_icon=":material/play_circle:", layout="wide")
+st.set_page_config(page_title="Demo · Tiebreak", page_icon="▶️", layout="wide")
 user, role = ui.require("lead", "admin")
 st.title("Demo")
 db = ui.db_path()
@@ -60,7 +61,7 @@ def demo_live() -> None:
     try:
         fit = dashboard.refresh(cur)
     except TiebreakError as exc:
-        st.info(str(exc))
+        st.info(safe.md(exc))
         return
     if fit is None:
         st.caption("Press Start: the simulated SME begins labelling.")
@@ -69,15 +70,15 @@ def demo_live() -> None:
                + ("labelling." if ss["demo_running"] else "paused."))
     cols = st.columns(max(1, len(fit["diffs"])))
     for col, d in zip(cols, fit["diffs"]):
-        col.metric(d["dimension"], d["decision"].upper(),
+        col.metric(safe.md(safe.one_line(d["dimension"], 60)), safe.md(d["decision"].upper()),
                    f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off",
                    delta_arrow="off", border=True)
     history = engine.fits_history(cur)
     fc = {f["dimension"]: f for f in fit.get("forecasts", [])}
     cols = st.columns(max(1, len(fit["diffs"])))
-    for col, d in zip(cols, fit["diffs"]):
+    for i, (col, d) in enumerate(zip(cols, fit["diffs"])):
         col.plotly_chart(plots.shrinkage_figure(history, d["dimension"], fc.get(d["dimension"]), fit["margin"]),
-                         key=f"demo_shrink_{d['dimension']}")
+                         key=f"demo_shrink_{i}")
 
 
 demo_live()
@@ -94,5 +95,5 @@ st.caption("Refits at 12 moments of this project's label history, each counting 
 if st.toggle("Replay the label history", key="demo_replay"):
     rows = _replay(db, engine.label_watermark(cur))
     margin = settings["margin"]
-    for dim in settings["dimensions"]:
-        st.plotly_chart(plots.replay_figure(rows, dim, margin), key=f"demo_replay_{dim}")
+    for i, dim in enumerate(settings["dimensions"]):
+        st.plotly_chart(plots.replay_figure(rows, dim, margin), key=f"demo_replay_{i}")

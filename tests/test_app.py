@@ -189,3 +189,44 @@ def test_every_page_runs_on_an_empty_project(tmp_path, monkeypatch, page):
     at = AppTest.from_file(str(ROOT / page), default_timeout=60)
     at.run()
     assert not at.exception, at.exception
+
+
+@pytest.fixture
+def hostile_db(tmp_path, monkeypatch):
+    """Every name and text field of the project is markdown/HTML/bidi (tests/hostile.py)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import hostile
+
+    path = tmp_path / "hostile.duckdb"
+    names = hostile.build(path, port=9)
+    monkeypatch.setenv("TIEBREAK_DB", str(path))
+    monkeypatch.chdir(ROOT)
+    return hostile, names
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_shows_hostile_names_as_text(hostile_db, page):
+    """No name, reason or text from the data reaches a markdown context unescaped, a plain text
+    with a bidi override, or st.html markup, on any page (as an admin)."""
+    hostile, names = hostile_db
+    at = AppTest.from_file(str(ROOT / page), default_timeout=120)
+    at.session_state["auth_user"], at.session_state["auth_role"] = "adm", "admin"
+    at.run()
+    assert not at.exception, at.exception
+    assert hostile.audit(at) == []
+
+
+def test_nothing_in_the_app_is_fetched_from_the_internet():
+    """Streamlit fetches ``:material/...:`` page icons (favicons) from a font host, and a font set to
+    a URL in config.toml from wherever it points; the keyboard script is not on the deprecated
+    components API (removed after 2026-06-01)."""
+    import tomllib
+
+    for path in [ROOT / "app.py", *sorted((ROOT / "pages").rglob("*.py"))]:
+        text = path.read_text()
+        assert ":material/" not in text, path
+        assert "import streamlit.components" not in text and "components.html(" not in text, path
+    theme = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text()).get("theme", {})
+    assert not any("://" in str(v) for v in theme.values())

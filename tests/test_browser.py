@@ -8,6 +8,7 @@ saves screenshots under tests/_artifacts/. Skipped when chromium or playwright i
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -184,3 +185,249 @@ def test_lead_sees_the_decision_page_and_shrinkage_plot(lead_server):
         charts.first.screenshot(path=str(ART / "shrinkage_plot.png"))
         assert page.locator(".js-plotly-plot .scatterlayer").count() >= 3
         browser.close()
+
+
+# --------------------------------------------------------------------------- hostile data
+
+
+class _Listener:
+    """A tiny HTTP server on 127.0.0.1 that records every request (it should get none)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.end_headers()
+
+            do_POST = do_HEAD = do_GET  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hostile_server(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import hostile
+
+    listener = _Listener()
+    db = tmp_path / "hostile.duckdb"
+    names = hostile.build(db, listener.port)
+    url, proc = _start_app(db)
+    yield url, listener, names, db, proc
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+    listener.close()
+
+
+IDLE_JS = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    return app && app.getAttribute('data-test-script-state') === 'notRunning'
+        && !document.querySelector('[data-testid="stSkeleton"]');
+}"""
+
+# Elements built from the data that must not exist: images, links, scripts, frames, objects.
+LEAKS_JS = """port => {
+    const bad = [];
+    const hit = (s) => s && (s.includes(':' + port) || /pixel-|img-|\\/a-|\\/l-/.test(s));
+    for (const e of document.querySelectorAll('img, image, source, video, audio, iframe, object, embed'))
+        if (hit(e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('data') || '')) bad.push(e.outerHTML.slice(0, 200));
+    // links stay links in the lead-written guidelines (markdown); nowhere else
+    for (const a of document.querySelectorAll('a')) {
+        const href = a.getAttribute('href') || '';
+        if ((hit(href) || /^mailto:/.test(href)) && !href.includes('-guide')) bad.push(a.outerHTML.slice(0, 200));
+    }
+    for (const s of document.querySelectorAll('script')) if (/^\\s*alert\\(/.test(s.textContent)) bad.push('script ' + s.textContent.slice(0, 100));
+    for (const e of document.querySelectorAll('[onerror], [onload]')) bad.push('handler ' + e.outerHTML.slice(0, 200));
+    return bad;
+}"""
+
+
+FORM_TOP_JS = "() => document.querySelector('[data-testid=\"stForm\"]').getBoundingClientRect().top + window.scrollY"
+
+
+def _watch(page, app_url, seen):
+    """Record every request that is not to the app itself (or, for the report, to its own file) and
+    every dialog."""
+    allowed = (app_url, app_url.replace("http", "ws"), "data:", "blob:") if app_url.startswith("http") \
+        else (app_url, "data:", "blob:")
+
+    def on_request(req):
+        u = req.url
+        if not u.startswith(allowed):
+            seen["foreign"].append(u)
+        elif "pixel-" in u or "img-" in u or "/a-" in u:
+            seen["foreign"].append(u)  # a relative URL from a name (dimensions cannot hold ':')
+
+    def on_dialog(d):
+        seen["dialogs"].append(d.message)
+        d.dismiss()
+
+    page.on("request", on_request)
+    page.on("dialog", on_dialog)
+    page.on("websocket", lambda ws: on_request(type("R", (), {"url": ws.url})()))
+
+
+def _sign_in(page, url, name, password):
+    page.goto(url)
+    page.get_by_role("textbox", name="User name").wait_for(timeout=60_000)
+    page.get_by_role("textbox", name="User name").fill(name)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.keyboard.press("Enter")
+
+
+def _settle(page, ms=1500):
+    page.wait_for_function(IDLE_JS, timeout=90_000)
+    page.wait_for_timeout(ms)
+    page.wait_for_function(IDLE_JS, timeout=90_000)
+
+
+def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
+    """Every name and text field carries markdown images, HTML, <script>, links and bidi overrides
+    aimed at a listener on 127.0.0.1: an admin opens every page and the report, an SME labels with
+    the keyboard (every shortcut); the listener hears nothing, no request leaves the app, no dialog
+    opens, no image or link from the data is in the DOM, and the payloads are readable as text."""
+    url, listener, names, db, proc = hostile_server
+    ART.mkdir(parents=True, exist_ok=True)
+    seen = {"foreign": [], "dialogs": []}
+    port = listener.port
+    dims = len(names["dims"])
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+
+        # ---- an admin opens every page
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+        page = ctx.new_page()
+        _watch(page, url, seen)
+        _sign_in(page, url, "adm", "adm-password")
+        page.get_by_role("link", name="Decision").wait_for(timeout=60_000)
+        _settle(page)
+        labels = [t.strip() for t in page.locator('[data-testid="stSidebar"] a').all_inner_texts() if t.strip()]
+        assert {"Home", "Label", "Decision", "Judges", "Annotators"} <= set(labels)
+        for label in labels:
+            page.locator('[data-testid="stSidebar"] a', has_text=label).first.click()
+            _settle(page, 3000 if label in ("Decision", "Judges", "Demo") else 1500)
+            page.screenshot(path=str(ART / f"hostile_admin_{label.lower().replace(' ', '_')}.png"), full_page=True)
+            assert page.evaluate(LEAKS_JS, port) == [], label
+            assert not page.locator('[data-testid="stException"]').count(), label
+        # back on the Decision page: the payloads are there, as text; build and open the report
+        page.locator('[data-testid="stSidebar"] a', has_text="Decision").first.click()
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=90_000)
+        _settle(page, 3000)
+        assert page.evaluate(LEAKS_JS, port) == []
+        forest = page.locator('[data-testid="stPlotlyChart"]').nth(1).inner_text()  # ticks and title, as text
+        assert f"segEU![x](http://127.0.0.1:{port}/pixel-segEU.png)" in forest and "<img src=/img-" in forest
+        page.get_by_text("Exports").click()
+        page.get_by_role("button", name="Build the sign-off report").click()
+        try:
+            page.get_by_role("button", name="Sign-off report (HTML)").wait_for(timeout=300_000)
+        finally:
+            page.screenshot(path=str(ART / "hostile_admin_exports.png"), full_page=True)
+        with page.expect_download(timeout=60_000) as dl:
+            page.get_by_role("button", name="Sign-off report (HTML)").click()
+        report_file = ART / "hostile_report.html"
+        dl.value.save_as(str(report_file))
+        rpage = ctx.new_page()
+        _watch(rpage, report_file.as_uri(), seen)
+        rpage.goto(report_file.as_uri())
+        rpage.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+        rpage.wait_for_timeout(1500)
+        rpage.screenshot(path=str(ART / "hostile_report.png"), full_page=False)
+        assert rpage.evaluate(LEAKS_JS, port) == []
+        assert f"![x](http://127.0.0.1:{port}/pixel-base.png)" in rpage.locator("body").inner_text()
+        ctx.close()
+
+        # ---- an SME labels with the keyboard
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+        page = ctx.new_page()
+        _watch(page, url, seen)
+        _sign_in(page, url, names["sme"], "sme-password")
+        page.locator("text=/^Item q\\d+/").first.wait_for(timeout=60_000)
+        page.wait_for_function("() => document.__tiebreakKeys === true", timeout=30_000)
+        _settle(page)
+        page.screenshot(path=str(ART / "hostile_label.png"), full_page=True)
+        assert page.evaluate(LEAKS_JS, port) == []
+        body = page.locator("body").inner_text().replace("\u2060", "")  # word joiners stop autolinks
+        assert "[U+202E]" in body and "\u202e" not in body
+        assert any(f"{s}![x](http://127.0.0.1:{port}/pixel-{s}.png)" in body for s in ("segEU", "segNA"))
+        nxt = page.locator("#tiebreak-next")
+        page.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        assert nxt.inner_text().startswith("Next digit (1-2) answers: dimA") and "· left" in nxt.inner_text()
+        # Alt+R shows and hides the reference
+        before = page.locator('[data-testid="stCode"]').count()
+        page.keyboard.press("Alt+r")
+        page.wait_for_function(f"() => document.querySelectorAll('[data-testid=\"stCode\"]').length > {before}",
+                               timeout=20_000)
+        assert f"ref![x](http://127.0.0.1:{port}/pixel-ref.png)" in page.locator("body").inner_text()
+        page.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.keyboard.press("1")
+        assert "· right" in nxt.inner_text()
+        page.screenshot(path=str(ART / "hostile_label_reference.png"), full_page=True)
+        page.keyboard.press("Alt+r")
+        page.wait_for_function(f"() => document.querySelectorAll('[data-testid=\"stCode\"]').length === {before}",
+                               timeout=20_000)
+        rated = []
+        for n in range(3):
+            page.wait_for_function(FORM_READY_JS if n else "() => true", arg=2 * dims + 1, timeout=30_000)
+            item = _item(page)
+            page.evaluate("document.activeElement && document.activeElement.blur()")
+            for _ in range(2 * dims - (0 if n else 1)):
+                page.keyboard.press("1")
+            page.keyboard.press("3")
+            assert nxt.inner_text().startswith("All answered")
+            # a 50 KB output scrolls in its box: the form stays near the top of the page
+            assert page.evaluate(FORM_TOP_JS) < 1500
+            page.keyboard.press("Control+Enter")
+            page.wait_for_function(NEXT_ITEM_JS, arg=item, timeout=30_000)
+            rated.append(item)
+            assert page.evaluate(LEAKS_JS, port) == []
+        # Alt+U: undo (the previous item comes back), Alt+S: skip, Alt+F: flag
+        page.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.keyboard.press("Alt+u")
+        page.get_by_text("Re-rate your previous item: the new rating").wait_for(timeout=20_000)
+        page.wait_for_function(f"() => document.body.innerText.includes('Item ' + {json.dumps(rated[-1])})",
+                               timeout=20_000)
+        for key, message in (("Alt+s", "Skipped"), ("Alt+f", "Flagged")):
+            page.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)
+            page.evaluate("document.activeElement && document.activeElement.blur()")
+            page.keyboard.press(key)
+            page.get_by_text(message).first.wait_for(timeout=20_000)
+        _settle(page)
+        page.screenshot(path=str(ART / "hostile_label_after.png"), full_page=True)
+        assert page.evaluate(LEAKS_JS, port) == []
+        ctx.close()
+        browser.close()
+    assert listener.hits == []
+    assert seen["foreign"] == []
+    assert seen["dialogs"] == []
+    proc.terminate()  # the app holds the database
+    proc.wait(10)
+    con = store.connect(db, read_only=True)
+    stored = {r[0] for r in con.execute("SELECT DISTINCT item_id FROM labels WHERE annotator = ?", [names["sme"]]).fetchall()}
+    outcomes = {r[0] for r in con.execute("SELECT outcome FROM leases WHERE annotator = ?", [names["sme"]]).fetchall()}
+    con.close()
+    # the page shows ids cut at a space, with word joiners that stop autolinks
+    assert all(any(s.startswith(r.replace("\u2060", "")) for s in stored) for r in rated)
+    assert {"skipped", "flagged"} <= outcomes

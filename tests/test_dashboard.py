@@ -208,3 +208,27 @@ def test_cli_report(tmp_path, capsys):
     assert all(dim in text for dim in ("correctness", "refusal", "style")) and "Recommendation" in text
     assert cli.main(["simulate", "--db", str(db), "--items", "5", "--fit"]) == 0
     assert "5 items labelled" in capsys.readouterr().out
+
+
+def test_report_shows_hostile_names_as_text(tmp_path):
+    """Names and texts that are markdown/HTML/bidi appear escaped in the report's tables, cards and
+    plots: no tag, link or image from the data, bidi overrides visible."""
+    import pathlib
+    import re
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    import hostile
+
+    path = tmp_path / "hostile.duckdb"
+    hostile.build(path, port=9)
+    con = store.connect(path)
+    fit = engine.fit_project(con, "fast")
+    html = report.build_report(con, fit, db_label=hostile.payload("db", 9))
+    con.close()
+    # plotly.js is inlined once; outside it, nothing from the data is a tag
+    data_part = re.sub(r"<script>/\*\*.*?</script>", "", html, flags=re.S)
+    assert len(data_part) < len(html) / 4  # the plotly bundle was cut out
+    for marker in ("<img", "<a href", "<b>b</b>", "<script>alert", "\u202e", "127.0.0.1:9/pixel\"", 'src="http'):
+        assert marker not in data_part, marker
+    assert "&lt;img src=http://127.0.0.1:9/img-base.png" in data_part and "[U+202E]" in data_part

@@ -143,3 +143,34 @@ def test_left_right_order_varies_across_items_on_the_page(db):
     sides = _con(db).execute(
         "SELECT DISTINCT side FROM labels WHERE model = ? AND dimension = 'correctness'", [demo.BASELINE]).fetchall()
     assert {s[0] for s in sides} == {"left", "right"}
+
+
+def test_hostile_segment_and_dimension_names_are_shown_escaped(tmp_path, monkeypatch):
+    """A segment or dimension named like a tracking pixel or a link reaches the page escaped: the
+    caption, the form's headings and radio labels, the cheat sheet's script; bidi overrides visible."""
+    import sys
+
+    from calib import safetext
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import hostile
+
+    path = tmp_path / "hostile.duckdb"
+    names = hostile.build(path, port=9)
+    monkeypatch.setenv("TIEBREAK_DB", str(path))
+    monkeypatch.chdir(ROOT)
+    at = _app(user=names["sme"])
+    at.run()
+    assert not at.exception
+    assert hostile.audit(at) == []
+    caption = at.caption[0].value
+    assert any(safetext.md(safetext.one_line(s)) in caption for s in names["segments"])
+    assert "\u202e" not in caption
+    headings = [m.value for m in at.markdown]
+    for d in names["dims"]:
+        assert any(safetext.md(safetext.one_line(d[:1].upper() + d[1:], 60)) in h for h in headings)
+    assert {r.label for r in at.radio if r.key and r.key.endswith("_left")} == {f"{safetext.md(d)} · left"
+                                                                               for d in names["dims"]}
+    assert all(safetext.md("[U+202E]") in r.label for r in at.radio if r.key and r.key.endswith("_left"))
+    keys = next(h.value for h in at.html if "tiebreak-next" in h.value)
+    assert "dimA" in keys and "<img" not in keys and "\\u003cimg" in keys

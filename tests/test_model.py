@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+from scipy import stats
 import pytest
 
 from calib.data import cells, demo, ingest, store
@@ -295,3 +296,23 @@ def test_cli_fit_and_forecast_json(tmp_path):
     assert r.returncode == 0, r.stderr
     fc = json.loads(r.stdout)["forecasts"]
     assert len(fc) == 3 and all(f["steps"][0]["width"] > f["steps"][1]["width"] for f in fc)
+
+
+def test_preposterior_decision_probability_is_calibrated_by_simulation():
+    """Truths drawn from the prior, today's estimate from n items, the future one from k more:
+    the mean forecast chance of a decision matches the share of futures that decide."""
+    rng = np.random.default_rng(11)
+    R, n, k, s2, m, tau = 4000, 20, 40, 0.2, 0.02, 0.1
+    delta = rng.normal(0, tau, R)
+    e_n = delta + rng.normal(0, np.sqrt(s2 / n), R)
+    e_new = delta + rng.normal(0, np.sqrt(s2 / k), R)
+    e_future = (n * e_n + k * e_new) / (n + k)
+    sd_after = np.sqrt(s2 / (n + k))
+    z = stats.norm.ppf(0.95)
+    decided = np.abs(e_future + m) > z * sd_after
+    fc = [forecast.preposterior_decision_probability(e, np.sqrt(s2 / n), n, k, s2, sd_after, m, 0.95, tau) for e in e_n]
+    assert abs(np.mean(fc) - decided.mean()) < 0.03
+    # from no labels at all, the prior alone
+    fc0 = forecast.preposterior_decision_probability(0.0, 1.0, 0, k, s2, np.sqrt(s2 / k), m, 0.95, tau)
+    decided0 = np.abs(delta + rng.normal(0, np.sqrt(s2 / k), R) + m) > z * np.sqrt(s2 / k)
+    assert abs(fc0 - decided0.mean()) < 0.03

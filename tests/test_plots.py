@@ -38,3 +38,25 @@ def test_calibration_and_replay_figures_have_titles_and_axes():
     fig = plots.replay_figure(rep, "style", 0.02)
     assert len(fig.frames) == 4 and list(fig.frames[-1].data[1].x) == [20, 40, 60, 80]
     assert fig.layout.xaxis.title.text == "labelled items" and "share of outputs" in fig.layout.yaxis.title.text
+
+
+def test_names_from_the_data_are_escaped_in_every_label():
+    """Plotly renders <b>, <a href> and <br> in titles, ticks, legends and hover: names from the data
+    must arrive escaped (and with bidi controls visible)."""
+    import json
+
+    bad = '\u202e<b>x</b><a href="http://127.0.0.1:9/p">l</a>'
+    hist = [{"dimension": bad, "n_labels": 50, "fit_id": 1, "mean": 0.0, "lo": -0.1, "hi": 0.1}]
+    seg = [{"dimension": bad, "segment": s, "mean": 0.0, "lo": -0.1, "hi": 0.1} for s in (bad, "1", "2")]
+    curve = [{"model": bad, "bin": 0, "score_mean": 0.5, "score_lo": 0, "score_hi": 1, "n": 3,
+              "sme_pass_rate": 0.5, "lo": 0.2, "hi": 0.8}]
+    rep = [{"step": 0, "n_labels": 20, "dimension": bad, "mean": 0.0, "lo": -0.2, "hi": 0.2}]
+    figs = [plots.shrinkage_figure(hist, bad, None, 0.02), plots.forest_figure(seg, bad, 0.02),
+            plots.calibration_figure(curve, bad, bad), plots.replay_figure(rep, bad, 0.02),
+            plots.replay_figure([], bad)]
+    for fig in figs:
+        text = json.dumps(fig.to_plotly_json())
+        assert "<b>" not in text and "<a " not in text and "\\u202e" not in text.lower(), text[:300]
+        assert "&lt;b&gt;x&lt;/b&gt;" in text and "[U+202E]" in text
+    forest = figs[1]
+    assert forest.layout.yaxis.type == "category"  # segments "1", "2" stay names, not numbers

@@ -28,3 +28,29 @@ def test_html_escapes_tags_and_quotes():
 def test_one_line_cuts_long_names():
     assert safetext.one_line("a\nb") == "a b"
     assert len(safetext.one_line("x" * 500, 50)) == 50
+
+
+def test_rows_cleans_every_string_value_and_column_name():
+    import pandas as pd
+
+    out = safetext.rows([{"seg\u202e": "a\u202eb", "n": 3, "x": None}])
+    assert out == [{"seg[U+202E]": "a[U+202E]b", "n": 3, "x": None}]
+    df = safetext.rows(pd.DataFrame({"m\u202e": ["x\u202e", "y"], "v": [1.0, 2.0]}))
+    assert list(df.columns) == ["m[U+202E]", "v"] and df.iloc[0, 0] == "x[U+202E]" and df["v"].tolist() == [1.0, 2.0]
+
+
+def test_guidelines_keep_markdown_but_no_image_html_or_math():
+    g = safetext.guidelines("# Rubric\n**Pass** when [the spec](http://wiki/spec) holds ![x](http://127.0.0.1:9/p.png)"
+                            " <img src=http://127.0.0.1:9/q.png> <script>alert(1)</script> $\\href{x}{y}$")
+    assert g.startswith("# Rubric\n**Pass** when [the spec](http://wiki/spec)")  # markdown and links stay
+    assert "\\![x]" in g and "\\<img" in g and "\\<script\\>" in g and "\\$" in g
+    # an escape in the text cannot cancel ours: the backslash itself becomes literal
+    assert safetext.guidelines("\\![x](u)") == "\\\\\\![x](u)"
+    assert "\\[U+202E]" not in safetext.guidelines("\u202e") and safetext.guidelines("\u202e") == "[U+202E]"
+
+
+def test_md_stops_bare_urls_and_emails_from_becoming_links():
+    out = safetext.md("see http://127.0.0.1:9/p.png, www.example.com or ana@example.com")
+    for pattern in ("http\\:", "www\\.", "@example"):
+        assert pattern not in out  # GFM autolinks these even when escaped
+    assert out.replace("\u2060", "").replace("\\", "") == "see http://127.0.0.1:9/p.png, www.example.com or ana@example.com"

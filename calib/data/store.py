@@ -44,6 +44,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "signoff_max_cost_per_1k_usd": 0.0,  # the candidate's cost per 1,000 requests must not exceed this (0 = no limit)
     "demo_pace": 1.0,  # demo mode: simulated SME items per second
     "min_decision_items": 20,  # fewest items labelled for both models before "not worse"/"worse" is announced
+    "forecast_prior_sd": 0.1,  # the forecast's sceptical prior on Delta: N(0, sd^2) (most changes move a rate < 0.2)
 }
 
 

@@ -60,6 +60,17 @@ def signoff(fit: dict, comparison: list[dict], settings: dict) -> dict:
             blockers.append(line)
         elif d["decision"] == "label more":
             pending.append(line)
+    for d in fit.get("preference", []):  # the side-by-side question: the win rate against the baseline
+        if "decision" not in d:
+            continue
+        line = (f"{d['candidate']} vs {d['baseline']} side by side ({d['dimension']}): win rate {d['mean']:.3f} "
+                f"[{d['lo']:.3f}, {d['hi']:.3f}], P(win rate >= {0.5 - fit['margin']:g}) = {d['p_noninferior']:.3f} "
+                f"-> {d['decision']}")
+        reasons.append(line)
+        if d["decision"] == "worse":
+            blockers.append(line)
+        elif d["decision"] == "label more":
+            pending.append(line)
     checks = (  # (setting, column, how a value reads)
         ("signoff_max_p95_latency_ms", "latency_p95_ms", lambda v: f"p95 latency {v:.0f} ms"),
         ("signoff_max_cost_per_1k_usd", "cost_per_1k_usd", lambda v: f"${v:.2f} per 1,000 requests"))

@@ -1,8 +1,19 @@
-"""Plotly figures for the lead pages, built from calib results (no Streamlit, testable)."""
+"""Plotly figures for the lead pages, built from calib results (no Streamlit, testable).
+
+Plotly renders a subset of HTML (``<b>``, ``<a href>``, ``<br>``) in titles, axis and tick labels,
+legends, hover text and annotations: every name from the data (dimension, segment, judge, model)
+goes through ``safetext.html`` first."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
+
+from calib.safetext import html as _h, one_line
+
+
+def _name(value: object, limit: int = 40) -> str:
+    """A name from the data for a Plotly label: one line, cut to ``limit`` characters, escaped."""
+    return _h(one_line(value, limit))
 
 
 def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None = None,
@@ -24,7 +35,7 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
     if margin is not None:
         fig.add_hline(y=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})",
                       annotation_position="bottom left")
-    title = f"{dimension}: 95% interval of Delta vs labels"
+    title = f"{_name(dimension)}: 95% interval of Delta vs labels"
     if forecast and rows:
         n0, m0 = rows[-1]["n_labels"], forecast["mean"]
         target = forecast.get("target_width")
@@ -52,13 +63,13 @@ def forest_figure(segment_diffs: list[dict], dimension: str, margin: float) -> g
     """Per-segment Delta with its 95% interval, and the non-inferiority margin."""
     rows = [d for d in segment_diffs if d["dimension"] == dimension]
     fig = go.Figure(go.Scatter(
-        x=[d["mean"] for d in rows], y=[d["segment"] for d in rows], mode="markers",
+        x=[d["mean"] for d in rows], y=[_name(d["segment"], 50) for d in rows], mode="markers",
         error_x={"type": "data", "symmetric": False, "array": [d["hi"] - d["mean"] for d in rows],
                  "arrayminus": [d["mean"] - d["lo"] for d in rows]}, name="Delta"))
     fig.add_vline(x=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})")
     fig.add_vline(x=0, line_dash="dot", line_color="grey")
-    fig.update_layout(title=f"{dimension}: Delta by segment", xaxis_title="Delta in pass rate (share of outputs)",
-                      yaxis_title="segment", height=320, margin={"t": 50, "b": 40, "l": 80, "r": 20})
+    fig.update_layout(title=f"{_name(dimension)}: Delta by segment", xaxis_title="Delta in pass rate (share of outputs)",
+                      yaxis_title="segment", yaxis_type="category", height=320, margin={"t": 50, "b": 40, "l": 80, "r": 20})
     return fig
 
 
@@ -68,12 +79,13 @@ def calibration_figure(curve: list[dict], judge: str, dimension: str) -> go.Figu
     for m in sorted({r["model"] for r in curve}):
         rows = [r for r in curve if r["model"] == m]
         fig.add_trace(go.Scatter(
-            x=[r["score_mean"] for r in rows], y=[r["sme_pass_rate"] for r in rows], mode="lines+markers", name=m,
+            x=[r["score_mean"] for r in rows], y=[r["sme_pass_rate"] for r in rows], mode="lines+markers", name=_name(m),
             error_y={"type": "data", "symmetric": False, "array": [r["hi"] - r["sme_pass_rate"] for r in rows],
                      "arrayminus": [r["sme_pass_rate"] - r["lo"] for r in rows]},
             text=[f"n = {r['n']}" for r in rows]))
-    fig.update_layout(title=f"{judge} on {dimension}: SME pass rate by judge score",
-                      xaxis_title=f"{judge} score (judge's own units, bin mean)",
+    j, d = _name(judge, 30), _name(dimension, 30)
+    fig.update_layout(title=f"{j} on {d}: SME pass rate by judge score",
+                      xaxis_title=f"{j} score (judge's own units, bin mean)",
                       yaxis_title="SME pass rate (share of outputs)", yaxis_range=[0, 1.02], height=340,
                       margin={"t": 50, "b": 40, "l": 60, "r": 20})
     return fig
@@ -83,7 +95,7 @@ def replay_figure(replay: list[dict], dimension: str, margin: float | None = Non
     """An animation of the label history: frame k shows the intervals of Delta up to replay step k."""
     rows = sorted((r for r in replay if r["dimension"] == dimension), key=lambda r: r["step"])
     if not rows:
-        return go.Figure().update_layout(title=f"{dimension}: no labels to replay")
+        return go.Figure().update_layout(title=f"{_name(dimension)}: no labels to replay")
 
     def traces(upto):
         sub = [r for r in rows if r["step"] <= upto]
@@ -101,7 +113,7 @@ def replay_figure(replay: list[dict], dimension: str, margin: float | None = Non
     if margin is not None:
         fig.add_hline(y=-margin, line_dash="dash", line_color="red")
     fig.update_layout(
-        title=f"{dimension}: replay of the label history", xaxis_title="labelled items",
+        title=f"{_name(dimension)}: replay of the label history", xaxis_title="labelled items",
         yaxis_title="Delta in pass rate (share of outputs)", height=360,
         xaxis_range=[0, max(r["n_labels"] for r in rows) * 1.05], yaxis_range=[lo - pad, hi + pad],
         updatemenus=[{"type": "buttons", "showactive": False, "x": 0, "y": 1.15, "xanchor": "left",

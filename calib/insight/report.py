@@ -1,17 +1,18 @@
 """The self-contained HTML sign-off report: the decision per dimension, the plots, the settings,
 the number of labels, a fingerprint of the data and the date. One file, plotly.js inlined, no
-network needed to open it; every text from the data is HTML-escaped."""
+network needed to open it; every text from the data goes through ``safetext.html`` (escaped, bidi
+controls shown), in the tables and in the plots."""
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 from datetime import datetime, timezone
 
 import duckdb
 
 from calib.data import cells, store
+from calib.safetext import html as _esc
 from calib.stats import engine
 from calib.insight import dashboard, plots
 
@@ -27,14 +28,14 @@ def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
 
 def _table(rows: list[dict], cols: list[str], fmt: dict | None = None) -> str:
     fmt = fmt or {}
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
     body = []
     for r in rows:
         tds = []
         for c in cols:
             v = r.get(c)
             text = "" if v is None else (fmt[c](v) if c in fmt else (f"{v:.4f}" if isinstance(v, float) else str(v)))
-            tds.append(f"<td>{html.escape(text)}</td>")
+            tds.append(f"<td>{_esc(text)}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -58,7 +59,7 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
     except Exception:  # noqa: BLE001 - a report without a forecast beats no report
         fc = {}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    e = html.escape
+    e = _esc
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Tiebreak sign-off report</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>Tiebreak sign-off report</h1>",

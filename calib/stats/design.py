@@ -42,6 +42,8 @@ from scipy.special import expit, logsumexp
 from calib.data.cells import CellData
 
 PRIOR_N = 2.0  # pseudo-items of model-implied residual variance pooled into the empirical variance
+SURPRISE_PSEUDO = 2.0  # pseudo-items (half of them surprises) in the floor's surprise rate
+SURPRISE_SIZE = 0.25  # a surprise's squared residual, as a share of a full one, in the floor
 MIN_ITEMS = 2  # fewest labelled items for a design-based estimate of a domain
 
 
@@ -94,11 +96,15 @@ def loo_predictions(p_draws: np.ndarray, k: np.ndarray, n: np.ndarray) -> np.nda
 
 
 def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.ndarray, n_unl: np.ndarray,
-                     e: np.ndarray, v_model: np.ndarray, present: np.ndarray, w: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, int]:
+                     e: np.ndarray, v_model: np.ndarray, present: np.ndarray, w: np.ndarray,
+                     y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean (M,) and covariance (M, M) of the models' rates in one domain; ``e``/``v_model``/
-    ``present`` are (I, M) per labelled item (residual, model variance p(1-p), output labelled),
-    ``w`` (I,) the items' design weights. Returns (mean, cov, items)."""
+    ``present``/``y`` are (I, M) per labelled item (residual, model variance p(1-p), output
+    labelled, observed pass share), ``w`` (I,) the items' design weights. Returns (mean, cov, items).
+
+    The empirical residual variance is pooled with ``PRIOR_N`` pseudo-items of the model's own
+    p(1-p), then floored per model (see the code: rates near 0 or 1; SummEval's 0.99 rate covered
+    50-68% of the time without the floor)."""
     I, M = e.shape
     # Calibrate the weights to the domain's size: each queue batch's probabilities describe a sample
     # of the whole population, so the labelled items of several batches carry weights summing to
@@ -121,6 +127,21 @@ def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.
     r_mod = present * w[:, None] * np.sqrt(v_model)
     V_mod = fpc * np.diag(((r_mod ** 2) * scale).sum(0))
     V = (I * V_emp + PRIOR_N * V_mod) / (I + PRIOR_N)
+    if y is not None:
+        # A variance floor per model, for rates near 0 or 1: labels that all agree with the model
+        # leave residuals with no variation, though the population's few failures may simply not
+        # have been drawn. The floor is the larger of the model's own expected residual variance
+        # p(1-p) and a "surprise" variance: wrong-side predictions (|e| > 1/2) at their
+        # Jeffreys-type rate (s + 1) / (n + 2), at a quarter of their full size (SURPRISE_SIZE).
+        # It is added as a component perfectly correlated across models (a shared uncertainty
+        # about the level), so Delta pays only (extra_c - extra_b)^2.
+        n_m = present.sum(0)
+        s_m = (present * (np.abs(e) > 0.5)).sum(0)
+        q = (s_m + SURPRISE_PSEUDO / 2) / (n_m + SURPRISE_PSEUDO)
+        per_item = fpc * ((present * w[:, None]) ** 2 * scale).sum(0)
+        F = np.maximum(np.diag(V_mod), per_item * q * (1 - q) * SURPRISE_SIZE)
+        extra = np.sqrt(np.maximum(F - np.diag(V), 0.0))
+        V = V + np.outer(extra, extra)
     Nn = np.where(N > 0, N, 1)
     return mean, V / np.outer(Nn, Nn), I
 
@@ -156,12 +177,14 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
     E = np.zeros((I, M))
     Vm = np.zeros((I, M))
     P = np.zeros((I, M))
+    Y = np.zeros((I, M))
     W = np.ones(I)
     SEG = np.zeros(I, np.int64)
     if I:
         E[item_idx, lab.model] = e_out
         Vm[item_idx, lab.model] = v_out
         P[item_idx, lab.model] = 1.0
+        Y[item_idx, lab.model] = lab.y
         W[item_idx] = lab.w
         SEG[item_idx] = data.cell_segment[lab.cell]
     unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(float)
@@ -184,7 +207,8 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
         if not have or min(per_model[m] for m in have) < MIN_ITEMS:
             info["domains"][key] = {"estimator": "model", "items": n_items}
             return dict(fallback)
-        mean, cov, n = _domain_estimate(ylab, pred, N, n_unl, E[item_mask], Vm[item_mask], P[item_mask], W[item_mask])
+        mean, cov, n = _domain_estimate(ylab, pred, N, n_unl, E[item_mask], Vm[item_mask], P[item_mask], W[item_mask],
+                                        Y[item_mask])
         sub = np.array(have)
         dr = _t_draws(mean[sub], cov[np.ix_(sub, sub)], max(n - 1, 1), D, rng)
         info["domains"][key] = {"estimator": "design", "items": n,

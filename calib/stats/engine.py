@@ -197,7 +197,7 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0) -> tuple[np.ndarray
     e = (pdata.item_win - p[pdata.item_cell])[:, None]
     mean, cov, n = design._domain_estimate(
         np.array([pdata.cell_lab_win.sum()]), np.array([(unl * p).sum()]), np.array([N]), np.array([unl.sum()]),
-        e, v[pdata.item_cell][:, None], np.ones_like(e), w)
+        e, v[pdata.item_cell][:, None], np.ones_like(e), w, pdata.item_win[:, None])
     draws = design._t_draws(mean, cov, max(n - 1, 1), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
     return draws, {"estimator": "design", "items": n, "sd": float(np.sqrt(cov[0, 0])), "design": how}
 
@@ -250,7 +250,7 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
         if forecast_extra is not None and post.mode is not None:
             result.setdefault("forecasts", []).extend(_forecast_dimension(
                 dim, data, post, rates, models, base, forecast_extra, s["target_width"], margin, threshold,
-                crosscheck._z(mass), s["min_decision_items"]))
+                crosscheck._z(mass), s["min_decision_items"], s["forecast_prior_sd"]))
         for m in models:
             result["rates"].append({"dimension": dim, "model": m, "segment": None, **_interval_dict(rates.overall[m], mass)})
             for seg, d in rates.by_segment[m].items():
@@ -290,8 +290,18 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             if pdata is None:
                 continue
             win, how = pairwise_rate(con, pdata, seed=seed)
-            result["preference"].append({"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(win, mass),
-                                         "n_labels": int(len(pdata.obs_y)), "estimator": how})
+            # the side-by-side decision: the win rate (ties half) not below 1/2 by more than the margin
+            pn = float(np.mean(win >= 0.5 - margin))
+            row = {"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(win, mass),
+                   "n_labels": int(len(pdata.obs_y)), "estimator": how, "p_noninferior": pn,
+                   "decision": model.decide(pn, threshold)}
+            n_pairs = int(how.get("items", 0)) if how.get("estimator") == "design" else 0
+            row["n_items"] = n_pairs
+            if n_pairs < s["min_decision_items"] and row["decision"] != "label more":
+                row["decision"] = "label more"
+                row["note"] = (f"only {n_pairs} pairs compared by SMEs: a decision needs at least "
+                               f"{s['min_decision_items']} (setting min_decision_items)")
+            result["preference"].append(row)
     result["n_labels"] = len(labelled_items)
     result["max_label_id"] = max_label_id if max_label_id is not None else label_high_water
     result["n_label_rows"] = n_label_rows
@@ -376,12 +386,12 @@ def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_wi
         post = model.fit_laplace(data, draws=2000, seed=seed)
         rates = design_rates(data, post, lab, model.population_rate_draws(data, post, seed=seed), seed)
         out["forecasts"] += _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin,
-                                                s["decide_prob"], z, s["min_decision_items"])
+                                                s["decide_prob"], z, s["min_decision_items"], s["forecast_prior_sd"])
     return out
 
 
 def _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin, decide_prob, z,
-                        min_items: int = 0) -> list[dict]:
+                        min_items: int = 0, prior_sd: float = 0.1) -> list[dict]:
     """Forecast entries of one dimension (see ``forecast_project``): the design-consistent Delta's
     sd after k more labelled items (``forecast.design_sd_function``), and the chance of a decision
     (preposterior normal; none before ``min_items`` labelled items, the decision rule's minimum)."""
@@ -391,24 +401,25 @@ def _forecast_dimension(dim, data, post, rates, models, base, extra, target, mar
     info = getattr(rates, "info", {}) or {}
     overall = info.get("domains", {}).get("overall", {})
     n_now = int(overall.get("items", 0)) if overall.get("estimator") == "design" else 0
-    p = design.cell_probabilities(data, model.eta_draws(data, model.Posterior(
+    # the residual variance of a label once the calibration is learnt: E over the posterior of
+    # p(1-p) (with no labels the posterior is the prior, whose draws are far from 1/2 in most
+    # cells; p-bar(1-p-bar) at the posterior mean would say 0.25 everywhere)
+    pe = expit(model.eta_draws(data, model.Posterior(
         theta=post.theta[:200], sigma=post.sigma[:200], tau=post.tau[:200], kind=post.kind)))
+    v = (pe * (1 - pe)).mean(0)
     for c in models[1:]:
         bi, ci = models.index(base), models.index(c)
         delta = rates.overall[c] - rates.overall[base]
         mean, sd = float(delta.mean()), float(delta.std())
-        # the model's residual variance of a paired item (baseline + candidate outputs)
-        v = p * (1 - p)
         s2_model = sum(float((v * data.cell_n)[data.cell_model == m].sum() / max(data.cell_n[data.cell_model == m].sum(), 1))
                        for m in (bi, ci))
         sd_fn = forecast.design_sd_function(sd, n_now, N, s2_model, design.MIN_ITEMS)
-        # before a design estimate exists, today's uncertainty is at least that of two labels
-        sd_today = sd if n_now else max(sd, sd_fn(design.MIN_ITEMS - n_now))
 
         def p_decision(k: int) -> float:
             if n_now + k < min_items:
                 return 0.0
-            return forecast.decision_probability(mean, sd_today, sd_fn(k), margin, decide_prob)
+            return forecast.preposterior_decision_probability(mean, sd, n_now, k, sd_fn.s2, sd_fn(k), margin,
+                                                              decide_prob, prior_sd)
         out.append({
             "dimension": dim, "baseline": base, "candidate": c, "mean": mean, "width_now": 2 * z * sd,
             "target_width": target, "labelled_items": n_now,

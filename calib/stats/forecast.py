@@ -10,9 +10,11 @@ where g_k is the gradient of Delta with respect to theta over the still-unlabell
 U_c - k q_c. The result is scaled so that k = 0 reproduces the current posterior sd exactly (the
 sigma-grid mixture and non-normality are carried along as a ratio).
 
-The chance of a decision after k labels is preposterior: the future posterior mean is normal
-around today's with variance Var_0 - Var_k; a decision is reached when it lands far enough from
--margin for P(Delta >= -margin) or P(Delta < -margin) to pass the threshold.
+The reported Delta is the design-consistent estimate (``calib.stats.design``); its forecast sd is
+``design_sd_function`` (finite-population s^2 (1/n - 1/N)), and the chance of a decision after k
+labels is ``preposterior_decision_probability``: today's estimate combined with a sceptical prior
+on Delta (setting ``forecast_prior_sd``), the future estimate's distribution, the decision rule.
+(``delta_sd_function`` above is the model-based forecast, kept for the model's own interval.)
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def design_sd_function(sd_now: float, n_now: int, N: int, s2_model: float, min_i
         if n <= 0:
             return float(np.sqrt(s2))
         return float(np.sqrt(max(s2 * (1.0 / n - 1.0 / N), 0.0)))
+    sd.s2 = s2  # the per-item residual variance used (for the preposterior decision chance)
     return sd
 
 
@@ -106,6 +109,37 @@ def decision_probability(mean: float, sd_now: float, sd_after: float, margin: fl
     upper = -margin + z * sd_after  # future mean above this: "not worse"
     lower = -margin - z * sd_after  # future mean below this: "worse"
     return float(stats.norm.sf(upper, mean, spread) + stats.norm.cdf(lower, mean, spread))
+
+
+def preposterior_decision_probability(mean: float, sd_now: float, n_now: int, k: int, s2: float, sd_after: float,
+                                      margin: float, threshold: float = 0.95, prior_sd: float = 0.1) -> float:
+    """Chance that, after ``k`` more labelled items, the design-consistent Delta's interval clears
+    the margin ("not worse" or "worse" at ``threshold``): a pre-posterior computation.
+
+    Today's design estimate E_n (``mean``, ``sd_now`` from ``n_now`` items) is combined with a
+    sceptical prior Delta ~ N(0, prior_sd^2) (most model changes move a pass rate by less than
+    +-2 prior_sd; the forecast, unlike the estimate, needs a prior on the truth, and a flat one
+    makes the far-from-margin values it cannot rule out look likely). The truth drawn from that
+    posterior, the k new items add a mean E_new ~ N(Delta, s2/k) (s2: per-item variance of the
+    paired residual), and the future estimate is E_{n+k} = (n E_n + k E_new) / (n + k):
+
+        E_{n+k} ~ N(a E_n + b mu, b^2 (v + s2/k)),  a = n/(n+k), b = k/(n+k)
+        mu = E_n prior_sd^2 / (prior_sd^2 + sd_now^2),  v = prior_sd^2 sd_now^2 / (prior_sd^2 + sd_now^2)
+
+    A decision follows when E_{n+k} lands more than z * ``sd_after`` from -margin. With a flat
+    prior this is the classical preposterior spread sd_now^2 - sd_after^2; with no labels
+    (n = 0) it rests on the prior and the judges' calibration (s2) alone.
+    """
+    if k <= 0:
+        return float(abs(mean + margin) >= stats.norm.ppf(threshold) * sd_now)
+    t2, v_now = prior_sd ** 2, max(sd_now, 1e-12) ** 2
+    mu = mean * t2 / (t2 + v_now)
+    v = t2 * v_now / (t2 + v_now)
+    a, b = n_now / (n_now + k), k / (n_now + k)
+    centre = a * mean + b * mu
+    spread = b * np.sqrt(v + s2 / k)
+    z = stats.norm.ppf(threshold)
+    return float(stats.norm.sf(-margin + z * sd_after, centre, spread) + stats.norm.cdf(-margin - z * sd_after, centre, spread))
 
 
 def labels_for_width(sd_fn, target_width: float, max_k: int, z: float = 1.959964) -> int | None:

@@ -18,6 +18,7 @@ import streamlit as st  # noqa: E402
 
 from calib.data import demo, store  # noqa: E402
 from calib.errors import TiebreakError  # noqa: E402
+from calib.safetext import md  # noqa: E402
 
 
 def db_path() -> str:
@@ -51,7 +52,7 @@ def cursor() -> duckdb.DuckDBPyConnection:
     try:
         return _connection(db_path()).cursor()
     except TiebreakError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         st.stop()
 
 
@@ -107,7 +108,7 @@ def require(*roles: str) -> tuple[str, str]:
     auth.write_pending_cookie()
     nav(role)
     if role not in roles:
-        st.error(f"Signed in as {user} ({role}): this page is for {' or '.join(roles)}.")
+        st.error(f"Signed in as {md(user)} ({role}): this page is for {' or '.join(roles)}.")
         st.stop()
     return user, role
 
@@ -125,5 +126,5 @@ def nav(role: str) -> None:
     from pages.shared import auth
 
     user = st.session_state.get("auth_user")
-    st.sidebar.caption(f"Signed in as {user} ({role})")
+    st.sidebar.caption(f"Signed in as {md(user)} ({role})")
     auth.account_box(cursor())
