@@ -41,8 +41,7 @@ with tab_users:
         st.success(safetext.md(st.session_state.pop("admin_flash")))
     people = users.list_users(ui.cursor())
     if people:
-        st.dataframe([{**u, "name": safetext.one_line(u["name"])} for u in people], hide_index=True,
-                     width="stretch")
+        st.dataframe(safetext.rows(people), hide_index=True, width="stretch")
     else:
         st.info("No users yet: everyone acts as a local admin until the first user is added.")
     if not is_admin:
@@ -224,6 +223,6 @@ with tab_locks:
 with tab_log:
     log = users.audit_log(ui.cursor(), 200)
     if log:
-        st.dataframe([{k: safetext.clean(v) for k, v in e.items()} for e in log], hide_index=True, width="stretch")
+        st.dataframe(safetext.rows(log), hide_index=True, width="stretch")
     else:
         st.caption("Nothing yet: user changes, settings, imports and unlocks are logged here.")
