@@ -130,11 +130,13 @@ with tab_settings:
         for col, floats in ((c1, left), (c2, right)):
             with col:
                 for key, label, lo, hi in floats:
-                    new[key] = st.number_input(label, min_value=lo, max_value=hi, value=float(settings[key]),
+                    v = float(settings[key])  # a value set elsewhere (CLI) outside the usual range stays shown
+                    new[key] = st.number_input(label, min_value=min(lo, v), max_value=max(hi, v), value=v,
                                                format="%.4g", key=f"admin_set_{key}")
         with c2:
             for key, label in (("lease_minutes", "Lease minutes"), ("min_decision_items", "Fewest items for a decision")):
-                new[key] = int(st.number_input(label, min_value=1, max_value=100_000, value=int(settings[key]),
+                v = int(settings[key])
+                new[key] = int(st.number_input(label, min_value=min(1, v), max_value=max(100_000, v), value=v,
                                                step=1, key=f"admin_set_{key}"))
         if st.form_submit_button("💾 Save settings", type="primary"):
             changed = {k: v for k, v in new.items() if v != settings[k]}
