@@ -38,7 +38,7 @@ st.subheader("Judges")
 if s["judges"]:
     st.dataframe(safe.rows(s["judges"]), hide_index=True, width="stretch")
 else:
-    st.info("No judge scores yet: import a file with `tiebreak import FILE`.")
+    st.info("No judge scores yet: import a file on the Admin page or with `tiebreak import FILE`.")
 
 st.subheader("Labels by dimension")
 if s["labels"] or s["pair_labels"]:

@@ -37,10 +37,11 @@ tab_users, tab_settings, tab_imports, tab_locks, tab_log = st.tabs(
 
 # --------------------------------------------------------------------------- users
 with tab_users:
+    if "admin_flash" in st.session_state:
+        st.success(safetext.md(st.session_state.pop("admin_flash")))
     people = users.list_users(ui.cursor())
     if people:
-        st.dataframe([{**u, "name": safetext.one_line(u["name"])} for u in people], hide_index=True,
-                     width="stretch")
+        st.dataframe(safetext.rows(people), hide_index=True, width="stretch")
     else:
         st.info("No users yet: everyone acts as a local admin until the first user is added.")
     if not is_admin:
@@ -58,7 +59,7 @@ with tab_users:
                 except TiebreakError as exc:
                     _fail(exc)
                 else:
-                    st.success(safetext.md(f"User {name.strip()} ({new_role}) added."))
+                    st.session_state["admin_flash"] = f"User {name.strip()} ({new_role}) added."
                     st.rerun()
         if people:
             st.subheader("Change a user")
@@ -129,11 +130,13 @@ with tab_settings:
         for col, floats in ((c1, left), (c2, right)):
             with col:
                 for key, label, lo, hi in floats:
-                    new[key] = st.number_input(label, min_value=lo, max_value=hi, value=float(settings[key]),
+                    v = float(settings[key])  # a value set elsewhere (CLI) outside the usual range stays shown
+                    new[key] = st.number_input(label, min_value=min(lo, v), max_value=max(hi, v), value=v,
                                                format="%.4g", key=f"admin_set_{key}")
         with c2:
             for key, label in (("lease_minutes", "Lease minutes"), ("min_decision_items", "Fewest items for a decision")):
-                new[key] = int(st.number_input(label, min_value=1, max_value=100_000, value=int(settings[key]),
+                v = int(settings[key])
+                new[key] = int(st.number_input(label, min_value=min(1, v), max_value=max(100_000, v), value=v,
                                                step=1, key=f"admin_set_{key}"))
         if st.form_submit_button("💾 Save settings", type="primary"):
             changed = {k: v for k, v in new.items() if v != settings[k]}
@@ -200,7 +203,11 @@ with tab_locks:
     rows = users.throttled(ui.cursor())
     if not rows:
         st.info("No failed sign-ins waiting: nobody is locked out or slowed down.")
-    for r in rows:
+    elif len(rows) > 100:
+        st.warning(f"{len(rows)} user names or addresses with failed sign-ins; the first 100 are listed "
+                   "(locked first).")
+    rows.sort(key=lambda r: (not r["locked"], r["scope"] != "user", r["key"]))
+    for r in rows[:100]:
         c1, c2 = st.columns([4, 1])
         what = "locked" if r["locked"] else (f"waits {r['wait_seconds']:.0f} s" if r["wait_seconds"] else "counting")
         c1.text(f"{r['scope']} {safetext.one_line(r['key'])}: {r['failures']} failed sign-ins, {what}")
@@ -218,6 +225,6 @@ with tab_locks:
 with tab_log:
     log = users.audit_log(ui.cursor(), 200)
     if log:
-        st.dataframe([{k: safetext.clean(v) for k, v in e.items()} for e in log], hide_index=True, width="stretch")
+        st.dataframe(safetext.rows(log), hide_index=True, width="stretch")
     else:
         st.caption("Nothing yet: user changes, settings, imports and unlocks are logged here.")

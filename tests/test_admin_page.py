@@ -53,6 +53,7 @@ def test_admin_adds_a_user_who_can_then_sign_in(db):
     at.selectbox(key="admin_new_role").set_value("sme")
     at.text_input(key="admin_new_pw").set_value("bob-password")
     _submit(at, "➕ Add user")
+    assert any("added" in s.value for s in at.success)
     cur = _cur(db)
     assert {u["name"]: u["role"] for u in users.list_users(cur)}["bob"] == "sme"
     assert users.sign_in(cur, "bob", "bob-password", "t").role == "sme"
@@ -164,3 +165,14 @@ def test_owner_changes_their_password_in_the_sidebar(db):
     at.run()  # this session goes on with its fresh token
     assert not any("this page is for" in e.value for e in at.error)
     assert "auth_name" not in [t.key for t in at.text_input]
+
+
+def test_settings_set_elsewhere_outside_the_usual_range_still_render(db):
+    cur = _cur(db)
+    store.set_settings(cur, margin=1.5, lease_minutes=0, demo_pace=0.0)
+    at = _app()
+    assert at.number_input(key="admin_set_margin").value == 1.5
+    at.number_input(key="admin_set_margin").set_value(0.03)
+    _submit(at, "💾 Save settings")
+    s = store.get_settings(cur)
+    assert s["margin"] == 0.03 and s["lease_minutes"] == 0  # untouched values are not rewritten

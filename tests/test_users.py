@@ -224,3 +224,17 @@ def test_parallel_guesses_cannot_outrun_the_backoff(db):
     recorded = con.execute("SELECT failures FROM sign_in_throttle WHERE scope = 'user' AND key = 'lee'").fetchone()[0]
     assert len(checked) == recorded <= P.free_failures  # the rest waited or were told to retry
     assert all(r.role is None for r in results)
+
+
+def test_cli_unlock_and_list(db, capsys):
+    from calib import cli
+
+    con, path = db
+    for i in range(6):
+        users.sign_in(con, "ana", "wrong", "c", now=100.0 * i, policy=P)
+    con.close()
+    assert cli.main(["users", "list", "--db", str(path)]) == 0
+    assert any(line.split()[:3] == ["ana", "sme", "locked"] for line in capsys.readouterr().out.splitlines())
+    assert cli.main(["users", "unlock", "ana", "--db", str(path)]) == 0
+    assert cli.main(["users", "list", "--db", str(path)]) == 0
+    assert any(line.split()[:3] == ["ana", "sme", "active"] for line in capsys.readouterr().out.splitlines())

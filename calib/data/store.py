@@ -404,46 +404,54 @@ def connect(db: str | os.PathLike | None = None, read_only: bool = False) -> duc
     return con
 
 
-def _stamp(path: Path) -> tuple:
-    """Size and modification time of the database file and its write-ahead log."""
-    out = []
-    for p in (path, Path(str(path) + ".wal")):
-        try:
-            st = p.stat()
-            out.append((st.st_size, st.st_mtime_ns))
-        except FileNotFoundError:
-            out.append(None)
-    return tuple(out)
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, modification time) of a file, None when it does not exist."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _unchanged(before: tuple, after: tuple) -> bool:
+    """The database file did not change and its WAL only grew (appends) between two looks."""
+    (db0, wal0), (db1, wal1) = before, after
+    if db0 != db1:
+        return False  # a checkpoint wrote into the file
+    if wal0 is None:
+        return True  # no WAL at the first look: whatever was copied is at least as new
+    return wal1 is not None and wal1[0] == wal0[0] and wal1[1] >= wal0[1]
 
 
 def snapshot(path: str | os.PathLike, folder: str | os.PathLike, tries: int = 8) -> tuple[duckdb.DuckDBPyConnection, float]:
     """A private copy of a database another process holds, opened read-write (so fits and caches
     can be computed on it), and the seconds the copy took.
 
-    DuckDB's lock is advisory: the file and its write-ahead log can still be read. DuckDB writes a
-    commit to the WAL and folds the WAL into the file at checkpoints; a copy of both taken while
-    neither changed is the database as of its last commit (opening the copy replays its WAL). So
-    the files' size and modification time are compared before and after the copy, and the copy is
-    taken again (after a short pause) until nothing moved during it.
+    DuckDB's lock is advisory: the file and its write-ahead log can still be read. DuckDB appends
+    each commit to the WAL and changes the file itself only at checkpoints (which then empty the
+    WAL). So the file is copied, then the WAL, and the copy is kept if the file did not change
+    meanwhile and the WAL only grew; otherwise (a checkpoint ran) it is taken again after a short
+    pause. Opening the copy replays its WAL; a commit caught half-written at the WAL's end is
+    dropped by DuckDB's replay, so the copy is the database as of a recent commit.
     """
     import shutil
     import time
 
     path = Path(path)
+    wal = Path(str(path) + ".wal")
     dest = Path(folder) / path.name
+    dest_wal = Path(str(dest) + ".wal")
     t0 = time.perf_counter()
     for attempt in range(tries):
-        before = _stamp(path)
+        before = (_stat(path), _stat(wal))
         shutil.copyfile(path, dest)
-        wal = Path(str(path) + ".wal")
-        dest_wal = Path(str(dest) + ".wal")
         dest_wal.unlink(missing_ok=True)
         if before[1] is not None:
             try:
                 shutil.copyfile(wal, dest_wal)
-            except FileNotFoundError:  # checkpointed meanwhile: the stamps differ, copy again
+            except FileNotFoundError:  # checkpointed meanwhile: caught below, copied again
                 pass
-        if _stamp(path) == before:
+        if _unchanged(before, (_stat(path), _stat(wal))):
             break
         time.sleep(0.05 * (attempt + 1))
     else:

@@ -264,6 +264,9 @@ def sign_in(con: duckdb.DuckDBPyConnection, name: str, password: str, client: st
             with store.transaction(con):
                 _save_counter(con, "user", ukey, throttle.Counter())
                 _save_counter(con, "client", ckey, throttle.Counter())
+                # counters nobody is locked by and that are long quiet are forgotten anyway: drop them
+                con.execute("DELETE FROM sign_in_throttle WHERE NOT locked AND last_failure_at < ?",
+                            [now - policy.forget_after_seconds])
         except _CONFLICTS:  # a parallel attempt holds the rows: the counts stay, the sign-in stands
             pass
         return SignIn(row[0])

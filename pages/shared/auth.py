@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import streamlit as st
 
@@ -125,6 +126,9 @@ def sign_in_form(cur) -> None:
         password = st.text_input("Password", type="password", key="auth_password")
         if st.form_submit_button("Sign in", type="primary"):
             result = users.sign_in(cur, name, password, client_id())
+            if result.message == users.BUSY:  # another sign-in from the same address at this instant
+                time.sleep(0.3)
+                result = users.sign_in(cur, name, password, client_id())
             if result.role is None:
                 st.error(safetext.md(result.message))
             else:
