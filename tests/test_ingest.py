@@ -10,7 +10,7 @@ import pytest
 
 from calib.data import ingest, store
 from calib.errors import InputError
-from tests.conftest import write_table
+from conftest import write_table  # (not tests.conftest: ppi-python installs a top-level `tests` package)
 
 FORMATS = [".csv", ".jsonl", ".parquet"]
 
