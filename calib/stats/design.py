@@ -76,14 +76,20 @@ class DesignRates:
     info: dict = field(default_factory=dict)
 
 
-def loo_predictions(p_draws: np.ndarray, k: np.ndarray, n: np.ndarray) -> np.ndarray:
+def loo_predictions(p_draws: np.ndarray, k: np.ndarray, n: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:
     """Leave-one-out pass probability of each labelled output, by importance sampling.
 
     ``p_draws`` (D, L): each draw's pass probability of the labelled outputs' cells. Each draw is
     reweighted by 1 / p^k (1-p)^(n-k), the likelihood of the output's own labels, which removes
     them from the posterior (Gelfand 1992); weights are truncated at sqrt(D) times their mean
     (as in truncated importance sampling, Ionides 2008) so one extreme draw cannot dominate.
+
+    ``key`` (L, K): outputs with equal rows (the same cell, passes and labels) share one
+    computation (thousands of labelled outputs fall in a few hundred such groups).
     """
+    if key is not None and len(k):
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        return loo_predictions(p_draws[:, first], k[first], n[first])[inverse.ravel()]
     p = np.clip(p_draws.astype(float), 1e-9, 1 - 1e-9)
     ll = k * np.log(p) + (n - k) * np.log1p(-p)  # (D, L)
     lw = -ll
@@ -168,7 +174,8 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
     rng = np.random.default_rng([seed, 0xD51])
     M, S = len(data.models), len(data.segments)
     D = len(next(iter(model_overall.values()))) if model_overall else 1000
-    p_loo = loo_predictions(p_lab_draws, lab.k, lab.n) if len(lab.k) else np.zeros(0)
+    p_loo = (loo_predictions(p_lab_draws, lab.k, lab.n, key=np.column_stack([lab.cell, lab.k, lab.n]))
+             if len(lab.k) else np.zeros(0))
     e_out = lab.y - p_loo
     v_out = np.clip(p_cells[lab.cell] * (1 - p_cells[lab.cell]), 1e-6, None) if len(lab.k) else np.zeros(0)
     # item-aligned arrays

@@ -316,11 +316,11 @@ def design_rates(data: model.CellData, post: model.Posterior, lab: LabelledOutpu
                  seed: int = 0) -> design.DesignRates:
     """The reported rates: the model's projection corrected by the labelled items' honest residuals,
     weighted by the design (``calib.stats.design``); domains with too few labels keep the model's draws."""
-    sub = min(len(post.theta), 250)  # the posterior mean per cell needs few draws
-    p_cells = design.cell_probabilities(data, model.eta_draws(data, model.Posterior(
-        theta=post.theta[:sub], sigma=post.sigma[:sub], tau=post.tau[:sub], kind=post.kind)))
+    sub = min(len(post.theta), 250)  # posterior means (per cell, and leave-one-out) need few draws
+    small = model.Posterior(theta=post.theta[:sub], sigma=post.sigma[:sub], tau=post.tau[:sub], kind=post.kind)
+    p_cells = design.cell_probabilities(data, model.eta_draws(data, small))
     cells = lab.cell if lab.cell is not None else np.zeros(0, np.int64)
-    p_lab = expit(model.eta_draws(data, post, cells=cells)) if len(cells) else np.zeros((len(post.theta), 0))
+    p_lab = expit(model.eta_draws(data, small, cells=cells)) if len(cells) else np.zeros((sub, 0))
     return design.design_rate_draws(data, p_cells, p_lab, lab.labelled_set(), model_rates.overall,
                                     model_rates.by_segment, seed=seed)
 
