@@ -287,17 +287,25 @@ def _build_pair_cells(con, dims: list[str]) -> None:
         pref_join = (f"""LEFT JOIN (SELECT item_id, {pref_sel} FROM pair_judge_prefs
                          WHERE baseline = {_q(base)} AND candidate = {_q(cand)} GROUP BY item_id) p USING (item_id)"""
                      if prefs else "")
-        fcols = ", ".join(f"f{i}" for i in range(len(feats) + len(prefs)))
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE _pw AS
-                SELECT item_id, {fcols}, dense_rank() OVER (ORDER BY {fcols}) - 1 AS cell_id FROM (
-                  SELECT d.item_id, {', '.join(f'coalesce(d.f{i}, 0) AS f{i}' for i in range(len(feats)))}
-                         {''.join(f', {c} AS f{len(feats) + i}' for i, c in enumerate(pref_cols))}
-                  FROM (SELECT oc.item_id, {', '.join(f'{f} AS f{i}' for i, f in enumerate(feats))}
+        nf = len(feats) + len(prefs)
+        fcols = ", ".join(f"f{i}" for i in range(nf))
+        sel = ["d.item_id"] + [f"coalesce(d.f{i}, 0) AS f{i}" for i in range(len(feats))]
+        sel += [f"{c} AS f{len(feats) + i}" for i, c in enumerate(pref_cols)]
+        if feats:  # pointwise judges: the difference of the two outputs' consensus scores per dimension
+            d_sql = f"""SELECT oc.item_id, {', '.join(f'{f} AS f{i}' for i, f in enumerate(feats))}
                         FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id)
                         WHERE oc.model IN ({_q(base)}, {_q(cand)})
                         GROUP BY oc.item_id
-                        HAVING count(DISTINCT oc.model) = 2) d
+                        HAVING count(DISTINCT oc.model) = 2"""
+        else:  # pairwise-only (or unjudged) project: every item with both outputs
+            d_sql = f"""SELECT item_id FROM outputs WHERE model IN ({_q(base)}, {_q(cand)})
+                        GROUP BY item_id HAVING count(DISTINCT model) = 2"""
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _pw AS
+                SELECT item_id{''.join(f', f{i}' for i in range(nf))},
+                       {'dense_rank() OVER (ORDER BY ' + fcols + ') - 1' if fcols else '0'} AS cell_id FROM (
+                  SELECT {', '.join(sel)}
+                  FROM ({d_sql}) d
                   {pref_join})"""
         )
         con.execute(f"INSERT INTO item_pair_cells SELECT item_id, {_q(base)}, {_q(cand)}, cell_id FROM _pw")
