@@ -265,6 +265,19 @@ def _build_disagreement(con) -> None:
                           FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id) GROUP BY ALL)
                        GROUP BY item_id) b USING (item_id)"""
     )
+    # Items with no pointwise score (a pairwise-only or not yet judged project): the pairwise judges'
+    # disagreement as the cold-start priority, i.e. their spread plus how close their mean is to a tie
+    # (0.5 for an item no judge compared), so every item with two outputs can be queued.
+    con.execute(
+        f"""INSERT INTO item_disagreement
+            SELECT i.item_id, i.segment, i.topic, coalesce(p.spread, 0), coalesce(p.closeness, 0.5),
+                   coalesce(p.spread, 0) + coalesce(p.closeness, 0.5)
+            FROM items i
+            LEFT JOIN (SELECT item_id, stddev_pop(preference) AS spread, 0.5 - abs(avg(preference) - 0.5) AS closeness
+                       FROM pair_judge_prefs WHERE baseline = {_q(base or '')} GROUP BY item_id) p USING (item_id)
+            WHERE i.item_id NOT IN (SELECT item_id FROM item_disagreement)
+              AND (SELECT count(DISTINCT model) FROM outputs o WHERE o.item_id = i.item_id) >= 2"""
+    )
 
 
 def _build_pair_cells(con, dims: list[str]) -> None:
