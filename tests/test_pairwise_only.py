@@ -62,7 +62,7 @@ def test_pandalm_pair_fit_from_imported_labels(con, tmp_path, panda):
     ingest.import_labels(con, tmp_path / "l.csv")
     fit = engine.fit_project(con, "fast")
     (p,) = [p for p in fit["preference"] if p["dimension"] == "overall"]
-    print(p)
+    assert p["decision"] in ("not worse", "worse", "label more")
     assert 0 <= p["lo"] <= p["mean"] <= p["hi"] <= 1 and p["hi"] - p["lo"] < 0.6
 
 
@@ -82,3 +82,35 @@ def test_pandalm_pair_through_the_queue(con, tmp_path, panda):
     fit = engine.fit_project(con, "fast")
     (p,) = [p for p in fit["preference"] if p["dimension"] == "overall"]
     assert 0 <= p["lo"] <= p["mean"] <= p["hi"] <= 1
+
+
+def test_pandalm_pair_through_the_cli(tmp_path, panda):
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "p.duckdb")
+    con = store.connect(db)
+    con.close()
+    prompt = (panda.instruction.fillna("") + "\n\n" + panda.input.fillna("")).str.strip()
+    pd.concat([
+        pd.DataFrame({"item_id": panda.item_id, "model": "bloom-7b", "prompt": prompt, "output": panda.response1.fillna("")}),
+        pd.DataFrame({"item_id": panda.item_id, "model": "llama-7b", "prompt": prompt, "output": panda.response2.fillna("")}),
+    ]).to_csv(tmp_path / "outputs.csv", index=False)
+    js = panda[panda.judge_gpt35.notna()]
+    pd.DataFrame({"item_id": js.item_id, "baseline": "bloom-7b", "candidate": "llama-7b",
+                  "pref:gpt35:overall": js.judge_gpt35.astype(int).map(WIN)}).to_csv(tmp_path / "prefs.csv", index=False)
+    lab = panda.head(40)
+    pd.DataFrame({"item_id": lab.item_id, "baseline": "bloom-7b", "candidate": "llama-7b", "dimension": "overall",
+                  "preference": lab.human_majority.map(PREF), "annotator": "human"}).to_csv(tmp_path / "l.csv", index=False)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "calib.cli", *a, "--db", db],  # noqa: E731
+                                    capture_output=True, text=True)
+    for args in (["import", str(tmp_path / "outputs.csv"), "--baseline", "bloom-7b"],
+                 ["import", str(tmp_path / "prefs.csv")], ["labels", "import", str(tmp_path / "l.csv")]):
+        r = run(*args)
+        assert r.returncode == 0, r.stderr
+    r = run("fit", "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    import json
+
+    (p,) = [p for p in json.loads(r.stdout)["preference"] if p["dimension"] == "overall"]
+    assert p["lo"] <= p["mean"] <= p["hi"] and p["decision"] in ("not worse", "worse", "label more")
