@@ -123,8 +123,8 @@ def build_panda_base(df: pd.DataFrame, base: str, cand: str, folder: Path) -> Pa
     sub = _panda(df, base, cand)
     db = folder / f"panda_{base}_{cand}.duckdb"
     prompt = (sub.instruction.fillna("") + "\n\n" + sub.input.fillna("")).str.strip()
-    outs = pd.concat([pd.DataFrame({"item_id": sub.item_id, "model": base, "prompt": prompt, "output": sub.response1.fillna("")}),
-                      pd.DataFrame({"item_id": sub.item_id, "model": cand, "prompt": prompt, "output": sub.response2.fillna("")})])
+    outs = pd.concat([pd.DataFrame({"item_id": sub.item_id, "model": base, "prompt": prompt, "output": sub.response1.fillna("").astype(str)}),
+                      pd.DataFrame({"item_id": sub.item_id, "model": cand, "prompt": prompt, "output": sub.response2.fillna("").astype(str)})])
     con = store.connect(db)
     outs.to_parquet(folder / "o.parquet", index=False)
     ingest.import_file(con, folder / "o.parquet", baseline=base)

@@ -105,9 +105,9 @@ def labelling_area() -> None:
             scroll_text(view.reference, PROMPT_HEIGHT)
     left, right = st.columns(2)
     left.markdown("**Left answer**")
-    scroll_text(view.left_output, OUTPUT_HEIGHT, left)
+    scroll_text(labelling.shown_output(view.left_output), OUTPUT_HEIGHT, left)
     right.markdown("**Right answer**")
-    scroll_text(view.right_output, OUTPUT_HEIGHT, right)
+    scroll_text(labelling.shown_output(view.right_output), OUTPUT_HEIGHT, right)
     if view.judges:
         with st.expander("Judge scores (shown because a lead switched them on)"):
             for sd in ("left", "right"):

@@ -236,3 +236,29 @@ def test_label_file_without_verdict_or_preference(demo_con, tmp_path):
     lab = _labels(demo_con).drop(columns=["verdict"])
     with pytest.raises(InputError, match="verdict column"):
         ingest.import_labels(demo_con, write_table(lab, tmp_path / "l.csv"))
+
+
+def test_outputs_without_scores_then_offline_judges_then_fit(tmp_path, small_outputs, capsys):
+    """Issue 13: a team with outputs and no scores imports them, runs `tiebreak judge run` with the
+    offline judges, and fits (pointwise dimensions come from the judges' config)."""
+    from pathlib import Path
+
+    from calib import cli
+    from calib.stats import engine
+
+    db = tmp_path / "j.duckdb"
+    plain = small_outputs[[c for c in small_outputs.columns if not c.startswith(("judge:", "rationale:"))]]
+    path = write_table(plain, tmp_path / "plain.csv")
+    assert cli.main(["import", str(path), "--db", str(db), "--baseline", "support-legacy-v1"]) == 0
+    assert "0 judge_scores" in capsys.readouterr().out
+    cfg = Path(__file__).resolve().parent.parent / "data" / "judges.offline.toml"
+    assert cli.main(["judge", "run", "--db", str(db), "--config", str(cfg)]) == 0
+    assert "0 failed" in capsys.readouterr().out
+    con = store.connect(db)
+    try:
+        assert con.execute("SELECT count(*) FROM judge_scores").fetchone()[0] == 80 * 3
+        assert {"correctness", "refusal", "style"} <= set(store.get_settings(con)["dimensions"])
+        fit = engine.fit_project(con, "fast", record=False)
+        assert {d["dimension"] for d in fit["diffs"]} >= {"correctness", "refusal", "style"}
+    finally:
+        con.close()

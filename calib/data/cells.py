@@ -265,6 +265,19 @@ def _build_disagreement(con) -> None:
                           FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id) GROUP BY ALL)
                        GROUP BY item_id) b USING (item_id)"""
     )
+    # Items with no pointwise score (a pairwise-only or not yet judged project): the pairwise judges'
+    # disagreement as the cold-start priority, i.e. their spread plus how close their mean is to a tie
+    # (0.5 for an item no judge compared), so every item with two outputs can be queued.
+    con.execute(
+        f"""INSERT INTO item_disagreement
+            SELECT i.item_id, i.segment, i.topic, coalesce(p.spread, 0), coalesce(p.closeness, 0.5),
+                   coalesce(p.spread, 0) + coalesce(p.closeness, 0.5)
+            FROM items i
+            LEFT JOIN (SELECT item_id, stddev_pop(preference) AS spread, 0.5 - abs(avg(preference) - 0.5) AS closeness
+                       FROM pair_judge_prefs WHERE baseline = {_q(base or '')} GROUP BY item_id) p USING (item_id)
+            WHERE i.item_id NOT IN (SELECT item_id FROM item_disagreement)
+              AND (SELECT count(DISTINCT model) FROM outputs o WHERE o.item_id = i.item_id) >= 2"""
+    )
 
 
 def _build_pair_cells(con, dims: list[str]) -> None:
@@ -287,17 +300,25 @@ def _build_pair_cells(con, dims: list[str]) -> None:
         pref_join = (f"""LEFT JOIN (SELECT item_id, {pref_sel} FROM pair_judge_prefs
                          WHERE baseline = {_q(base)} AND candidate = {_q(cand)} GROUP BY item_id) p USING (item_id)"""
                      if prefs else "")
-        fcols = ", ".join(f"f{i}" for i in range(len(feats) + len(prefs)))
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE _pw AS
-                SELECT item_id, {fcols}, dense_rank() OVER (ORDER BY {fcols}) - 1 AS cell_id FROM (
-                  SELECT d.item_id, {', '.join(f'coalesce(d.f{i}, 0) AS f{i}' for i in range(len(feats)))}
-                         {''.join(f', {c} AS f{len(feats) + i}' for i, c in enumerate(pref_cols))}
-                  FROM (SELECT oc.item_id, {', '.join(f'{f} AS f{i}' for i, f in enumerate(feats))}
+        nf = len(feats) + len(prefs)
+        fcols = ", ".join(f"f{i}" for i in range(nf))
+        sel = ["d.item_id"] + [f"coalesce(d.f{i}, 0) AS f{i}" for i in range(len(feats))]
+        sel += [f"{c} AS f{len(feats) + i}" for i, c in enumerate(pref_cols)]
+        if feats:  # pointwise judges: the difference of the two outputs' consensus scores per dimension
+            d_sql = f"""SELECT oc.item_id, {', '.join(f'{f} AS f{i}' for i, f in enumerate(feats))}
                         FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id)
                         WHERE oc.model IN ({_q(base)}, {_q(cand)})
                         GROUP BY oc.item_id
-                        HAVING count(DISTINCT oc.model) = 2) d
+                        HAVING count(DISTINCT oc.model) = 2"""
+        else:  # pairwise-only (or unjudged) project: every item with both outputs
+            d_sql = f"""SELECT item_id FROM outputs WHERE model IN ({_q(base)}, {_q(cand)})
+                        GROUP BY item_id HAVING count(DISTINCT model) = 2"""
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _pw AS
+                SELECT item_id{''.join(f', f{i}' for i in range(nf))},
+                       {'dense_rank() OVER (ORDER BY ' + fcols + ') - 1' if fcols else '0'} AS cell_id FROM (
+                  SELECT {', '.join(sel)}
+                  FROM ({d_sql}) d
                   {pref_join})"""
         )
         con.execute(f"INSERT INTO item_pair_cells SELECT item_id, {_q(base)}, {_q(cand)}, cell_id FROM _pw")

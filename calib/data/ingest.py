@@ -299,15 +299,15 @@ def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, baseline: str 
 
 def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -> ImportReport:
     _require(path, columns, OUTPUT_REQUIRED)
+    # No judge column is fine: a pairwise-only project, or outputs to be scored by `tiebreak judge run`.
     judge_cols = [c for c in columns if c.startswith(JUDGE_PREFIX)]
-    if not judge_cols:
-        raise InputError(str(path), 0, None, "no judge column: name at least one judge:<judge>:<dimension>")
     judged = {c: _split_scored_column(path, c, JUDGE_PREFIX) for c in judge_cols}
     rationale_cols = {c: _split_scored_column(path, c, RATIONALE_PREFIX) for c in columns if c.startswith(RATIONALE_PREFIX)}
     n = _check_rows(con, "_stage", path)
     types = _column_types(con, "_stage")
 
-    checks = [(c, f"{_text_expr(c)} IS NULL", "must not be empty") for c in OUTPUT_REQUIRED]
+    # An empty output is a real answer (an SME should see it and fail it): stored as ''.
+    checks = [(c, f"{_text_expr(c)} IS NULL", "must not be empty") for c in OUTPUT_REQUIRED if c != "output"]
     for c in judge_cols:
         checks += _number_checks(c, types[c], SCORE_MIN, SCORE_MAX, "judge score")
     for c in OUTPUT_OPTIONAL_NUM:
@@ -325,10 +325,10 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -
             {_text_expr('item_id')} AS item_id, {_text_expr('model')} AS model,
             coalesce({opt['segment']}, 'all') AS segment, {opt['topic']} AS topic,
             CAST(prompt AS VARCHAR) AS prompt, {opt['context']} AS context, {opt['reference']} AS reference,
-            CAST(output AS VARCHAR) AS output,
+            coalesce(CAST(output AS VARCHAR), '') AS output,
             {nums['latency_ms']} AS latency_ms, CAST({nums['input_tokens']} AS BIGINT) AS input_tokens,
-            CAST({nums['output_tokens']} AS BIGINT) AS output_tokens, {nums['cost_usd']} AS cost_usd,
-            {', '.join(f'{_num_expr(c, types[c])} AS j{i}' for i, c in enumerate(judge_cols))}
+            CAST({nums['output_tokens']} AS BIGINT) AS output_tokens, {nums['cost_usd']} AS cost_usd
+            {''.join(f', {_num_expr(c, types[c])} AS j{i}' for i, c in enumerate(judge_cols))}
             {''.join(f', CAST({_q(c)} AS VARCHAR) AS r{i}' for i, c in enumerate(rationale_cols))}
             FROM _stage s"""
     )
@@ -372,7 +372,8 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -
             f"{f'r{r}' if r is not None else 'NULL'} AS rationale FROM _clean WHERE j{i} IS NOT NULL"
         )
     existing = con.execute("SELECT count(*) FROM judge_scores").fetchone()[0]
-    new_scores = " UNION ALL ".join(parts)
+    new_scores = " UNION ALL ".join(parts) or (
+        "SELECT NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::DOUBLE, NULL::VARCHAR WHERE FALSE")
     if existing:
         con.execute(
             f"""INSERT INTO judge_scores SELECT * FROM ({new_scores}) n WHERE NOT EXISTS (

@@ -24,6 +24,11 @@ REFUSAL = ["Appropriate", "Over-refusal", "Under-refusal"]
 PREFERENCE_SCALE = ["Left much better", "Left better", "About the same", "Right better", "Right much better"]
 
 
+def shown_output(text: str | None) -> str:
+    """An output as shown to an SME: a blank answer is a real answer and is named, not left invisible."""
+    return text if text and text.strip() else "(empty answer)"
+
+
 def options_for(dimension: str) -> list[str]:
     """The answer options for a dimension: refusal has kinds, the others pass/fail."""
     return REFUSAL if dimension == "refusal" else PASS_FAIL

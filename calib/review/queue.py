@@ -71,8 +71,9 @@ def item_priorities(con: duckdb.DuckDBPyConnection) -> tuple[str, "np.ndarray", 
     n_labels = con.execute("SELECT count(*) FROM labels").fetchone()[0]
     eligible = """FROM item_disagreement d
                   WHERE d.item_id NOT IN (SELECT item_id FROM labels)
+                    AND d.item_id NOT IN (SELECT item_id FROM pair_labels)
                     AND d.item_id NOT IN (SELECT item_id FROM queue)"""
-    if n_labels == 0 or len(models) < 2:
+    if n_labels == 0 or len(models) < 2 or not s["dimensions"]:
         rows = con.execute(f"SELECT d.item_id, d.segment, d.score {eligible} ORDER BY d.item_id").fetch_df()
         return ("disagreement", rows["item_id"].to_numpy(object), rows["segment"].to_numpy(object),
                 rows["score"].to_numpy(float))
@@ -178,7 +179,8 @@ def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment
     """Queue a lead-chosen subset (a segment, a topic, items a judge fails), recorded as such: a simple
     random sample of ``n`` of the matching items (all when n is None), inclusion_prob = n / matching."""
     ensure_cells(con)
-    where, params, what = ["d.item_id NOT IN (SELECT item_id FROM labels)", "d.item_id NOT IN (SELECT item_id FROM queue)"], [], []
+    where, params, what = ["d.item_id NOT IN (SELECT item_id FROM labels)",
+                           "d.item_id NOT IN (SELECT item_id FROM pair_labels)", "d.item_id NOT IN (SELECT item_id FROM queue)"], [], []
     if segment:
         where.append("d.segment = ?"); params.append(segment); what.append(f"segment={segment}")  # noqa: E702
     if topic:
