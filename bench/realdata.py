@@ -205,7 +205,7 @@ def panda_replicate(args) -> list[dict]:
                     warnings.simplefilter("ignore")
                     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                         r = calibrated_mean_ci(np.array([judge[i] for i in ids]), oracle, alpha=0.05, seed=0)
-                rows.append({"method": "cje", "lo": float(r.ci_lower), "hi": float(r.ci_upper)})
+                rows.append({"method": "cje", "lo": float(r.ci[0]), "hi": float(r.ci[1])})
             for r in rows:
                 out.append({"data": "pandalm", "design": design, "n": n, "pair": f"{base}/{cand}", "dim": "win rate", **r,
                             "width": r["hi"] - r["lo"], "covered": r["lo"] <= truth <= r["hi"],
