@@ -133,7 +133,7 @@ def build_panda_base(df: pd.DataFrame, base: str, cand: str, folder: Path) -> Pa
         prefs = pd.DataFrame({"item_id": js.item_id, "baseline": base, "candidate": cand,
                               f"pref:{j}:overall": js[col].astype(int).map(WIN)})
         prefs.to_parquet(folder / f"{j}.parquet", index=False)
-        ingest.import_file(con, folder / f"{j}.parquet")
+        ingest.import_file(con, folder / f"{j}.parquet", add_judge=True)
     cells.ensure_cells(con)
     con.close()
     return db
@@ -205,7 +205,7 @@ def panda_replicate(args) -> list[dict]:
                     warnings.simplefilter("ignore")
                     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                         r = calibrated_mean_ci(np.array([judge[i] for i in ids]), oracle, alpha=0.05, seed=0)
-                rows.append({"method": "cje", "lo": float(r.ci_lower), "hi": float(r.ci_upper)})
+                rows.append({"method": "cje", "lo": float(r.ci[0]), "hi": float(r.ci[1])})
             for r in rows:
                 out.append({"data": "pandalm", "design": design, "n": n, "pair": f"{base}/{cand}", "dim": "win rate", **r,
                             "width": r["hi"] - r["lo"], "covered": r["lo"] <= truth <= r["hi"],

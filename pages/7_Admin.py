@@ -165,6 +165,8 @@ with tab_imports:
     if outputs:
         baseline = st.text_input("Baseline model (optional; default: kept, or the first model in the file)",
                                  key="admin_import_baseline")
+        allow_new = st.checkbox("Allow new models, judges or dimensions (otherwise refused, as a likely typo)",
+                                key="admin_import_allow_new")
     else:
         source = st.text_input("Source recorded with each label", value="import", key="admin_import_source")
     if st.button("📥 Import", key="admin_import_go", type="primary", disabled=up is None):
@@ -175,7 +177,7 @@ with tab_imports:
             c = ui.cursor()
             try:
                 if outputs:
-                    report = ingest.import_file(c, path, baseline=baseline.strip() or None)
+                    report = ingest.import_file(c, path, baseline=baseline.strip() or None, allow_new=allow_new)
                 else:
                     report = ingest.import_labels(c, path, source=source.strip() or "import")
             except TiebreakError as exc:
