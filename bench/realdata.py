@@ -133,7 +133,7 @@ def build_panda_base(df: pd.DataFrame, base: str, cand: str, folder: Path) -> Pa
         prefs = pd.DataFrame({"item_id": js.item_id, "baseline": base, "candidate": cand,
                               f"pref:{j}:overall": js[col].astype(int).map(WIN)})
         prefs.to_parquet(folder / f"{j}.parquet", index=False)
-        ingest.import_file(con, folder / f"{j}.parquet")
+        ingest.import_file(con, folder / f"{j}.parquet", add_judge=True)
     cells.ensure_cells(con)
     con.close()
     return db

@@ -85,7 +85,9 @@ def cmd_import(args) -> int:
     from calib.data import ingest
 
     con = _open_db(args)
-    print(ingest.import_file(con, args.file, baseline=args.baseline).summary())
+    print(ingest.import_file(con, args.file, baseline=args.baseline, add_model=args.add_model,
+                             add_judge=args.add_judge, add_dimension=args.add_dimension,
+                             allow_new=args.allow_new).summary())
     return 0
 
 
@@ -418,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("import", help="import outputs with judge scores, or pairwise judge preferences (CSV, JSONL, Parquet)")
     c.add_argument("file", help="one row per (item, model), or per (item, baseline, candidate) for pref: columns")
     c.add_argument("--baseline", help="the production model's name (default: kept, or the first model in the file)")
+    c.add_argument("--add-model", action="store_true", help="accept a model the project does not have yet")
+    c.add_argument("--add-judge", action="store_true", help="accept a judge the project does not have yet")
+    c.add_argument("--add-dimension", action="store_true", help="accept a dimension the project does not have yet")
+    c.add_argument("--allow-new", action="store_true", help="accept new models, judges and dimensions")
     _db_arg(c)
     c.set_defaults(func=cmd_import)
 

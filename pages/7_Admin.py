@@ -7,7 +7,6 @@ transaction, the same one-line errors, nothing stored on error. Layout only.
 
 from __future__ import annotations
 
-import inspect
 import re
 import tempfile
 from pathlib import Path
@@ -172,9 +171,8 @@ with tab_imports:
     if outputs:
         baseline = st.text_input("Baseline model (optional; default: kept, or the first model in the file)",
                                  key="admin_import_baseline")
-        if "allow_new" in inspect.signature(ingest.import_file).parameters:  # the CLI's --allow-new
-            extra["allow_new"] = st.checkbox("Allow new models, judges or dimensions in an existing project",
-                                             key="admin_import_allow_new")
+        extra["allow_new"] = st.checkbox("Allow new models, judges or dimensions (otherwise refused, as a likely typo)",
+                                          key="admin_import_allow_new")
     else:
         source = st.text_input("Source recorded with each label", value="import", key="admin_import_source")
     if st.button("📥 Import", key="admin_import_go", type="primary", disabled=up is None):

@@ -80,7 +80,6 @@ def _bad_cases(df: pd.DataFrame):
     neg.loc[5, "latency_ms"] = -3.0
     return [
         ("missing column", df.drop(columns=["prompt"]), 0, "prompt", "required column is missing"),
-        ("no judge column", df.drop(columns=[c for c in df if c.startswith("judge:")]), 0, None, "no judge column"),
         ("non-numeric score", nonnum, 5, judge, "not a number"),
         ("out-of-range score", out_of_range, 7, judge, "out of range"),
         ("duplicate item/model", dup, len(df) + 1, "model", "duplicate (item_id, model)"),
@@ -171,12 +170,12 @@ def test_pair_prefs_import_and_range_check(demo_con, tmp_path):
     ids = [r[0] for r in demo_con.execute("SELECT item_id FROM items ORDER BY item_id LIMIT 3").fetchall()]
     df = pd.DataFrame({"item_id": ids, "baseline": "support-legacy-v1", "candidate": "support-nova-v2",
                        "pref:judge-x:overall": [0.0, 0.5, 1.0]})
-    rep = ingest.import_file(demo_con, write_table(df, tmp_path / "p.csv"))
+    rep = ingest.import_file(demo_con, write_table(df, tmp_path / "p.csv"), add_judge=True)
     assert rep.added == {"pair_judge_prefs": 3}
     df.loc[1, "pref:judge-y:overall"] = 1.5
     before = counts(demo_con)
     with pytest.raises(InputError) as info:
-        ingest.import_file(demo_con, write_table(df, tmp_path / "p2.csv"))
+        ingest.import_file(demo_con, write_table(df, tmp_path / "p2.csv"), add_judge=True)
     assert (info.value.row, info.value.column) == (2, "pref:judge-y:overall")
     assert counts(demo_con) == before
 
@@ -262,3 +261,79 @@ def test_outputs_without_scores_then_offline_judges_then_fit(tmp_path, small_out
         assert {d["dimension"] for d in fit["diffs"]} >= {"correctness", "refusal", "style"}
     finally:
         con.close()
+
+
+# --------------------------------------------------------------------------- strict imports (issue 14 part 5)
+
+
+def _two_files(tmp_path, small_outputs, edit, name="second.csv"):
+    first, second = small_outputs.iloc[:40].copy(), small_outputs.iloc[40:].copy()
+    return write_table(first, tmp_path / "first.csv"), write_table(edit(second), tmp_path / name)
+
+
+@pytest.mark.parametrize("edit, flag, message", [
+    (lambda d: d.assign(model=d.model.str.replace("support-nova-v2", "support-Nova-v2")), "add_model",
+     "new model 'support-Nova-v2' not in the project"),
+    (lambda d: d.rename(columns={"judge:judge-strict:style": "judge:judge-Strict:style"}), "add_judge",
+     "new judge 'judge-Strict'"),
+    (lambda d: d.rename(columns={"judge:judge-strict:correctness": "judge:judge-strict:Correctness"}), "add_dimension",
+     "'Correctness' looks like 'correctness'"),
+])
+def test_second_import_with_new_name_is_refused_unless_asked(con, tmp_path, small_outputs, edit, flag, message):
+    first, second = _two_files(tmp_path, small_outputs, edit)
+    ingest.import_file(con, first, baseline="support-legacy-v1")
+    before = counts(con)
+    with pytest.raises(InputError, match=message) as exc:
+        ingest.import_file(con, second)
+    assert "--add-" in str(exc.value) and "\n" not in str(exc.value)
+    assert counts(con) == before
+    ingest.import_file(con, second, **{flag: True})
+    assert counts(con) != before
+
+
+def test_allow_new_accepts_everything(con, tmp_path, small_outputs):
+    first, second = _two_files(tmp_path, small_outputs, lambda d: d.assign(model=d.model + "-x"))
+    ingest.import_file(con, first, baseline="support-legacy-v1")
+    ingest.import_file(con, second, allow_new=True)
+    assert len(store.models(con)) == 4
+
+
+def test_columns_differing_in_case_one_line_error(con, tmp_path, small_outputs):
+    df = small_outputs.assign(Output=small_outputs.output)
+    path = write_table(df, tmp_path / "case.csv")
+    with pytest.raises(InputError, match="only in case") as exc:
+        ingest.import_file(con, path)
+    assert "row 0" in str(exc.value) and "Output" in str(exc.value)
+    assert counts(con)["outputs"] == 0
+
+
+def test_judge_scale_change_refused(con, tmp_path, small_outputs):
+    col = "judge:judge-strict:style"
+    first, second = _two_files(tmp_path, small_outputs, lambda d: d.assign(**{col: 3.0}))
+    ingest.import_file(con, first, baseline="support-legacy-v1")
+    assert con.execute("SELECT max(score) FROM judge_scores WHERE judge='judge-strict' AND dimension='style'").fetchone()[0] <= 1
+    with pytest.raises(InputError, match="another scale"):
+        ingest.import_file(con, second)
+
+
+def test_empty_scores_and_missing_outputs_are_counted(con, tmp_path, small_outputs):
+    df = small_outputs.copy()
+    df.loc[df.index[:3], "judge:judge-strict:style"] = None
+    df = df.drop(df.index[-1])  # the last item has one model's output only
+    rep = ingest.import_file(con, write_table(df, tmp_path / "o.csv"), baseline="support-legacy-v1")
+    text = rep.summary()
+    assert "3 empty judge scores" in text and "1 items of this file miss a model's output" in text
+
+
+def test_nul_byte_and_typed_ids_and_boolean_latency_refused(con, tmp_path, small_outputs):
+    df = small_outputs.copy()
+    df.loc[df.index[4], "output"] = "bad\x00byte"
+    with pytest.raises(InputError, match="NUL byte"):
+        ingest.import_file(con, write_table(df, tmp_path / "nul.parquet"))
+    ids = small_outputs.assign(item_id=range(len(small_outputs)))
+    with pytest.raises(InputError, match="must be text"):
+        ingest.import_file(con, write_table(ids, tmp_path / "ids.parquet"))
+    lat = small_outputs.assign(latency_ms=True)
+    with pytest.raises(InputError, match="not a number"):
+        ingest.import_file(con, write_table(lat, tmp_path / "lat.parquet"))
+    assert counts(con)["outputs"] == 0

@@ -282,22 +282,103 @@ def _split_scored_column(path, col: str, prefix: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def _check_case(path, columns: list[str]) -> None:
+    """Two columns differing only in case (``Output`` and ``output``) are refused: which one is meant?"""
+    seen: dict[str, str] = {}
+    for c in columns:
+        if c.lower() in seen:
+            raise InputError(str(path), 0, c, f"differs from column {seen[c.lower()]!r} only in case; keep one")
+        seen[c.lower()] = c
+
+
+def _close(name: str, known: list[str]) -> str:
+    """`'Correctness' looks like 'correctness'` when a known name is close (rapidfuzz), else ''."""
+    from rapidfuzz import fuzz, process, utils
+
+    hit = process.extractOne(name, known, scorer=fuzz.ratio, processor=utils.default_process, score_cutoff=70)
+    return f": {name!r} looks like {hit[0]!r}" if hit else ""
+
+
+def _check_new_names(path, what: str, column: str, found: list[str], known: list[str], allowed: bool,
+                     flag: str) -> None:
+    """Refuse names a project does not have yet unless the import asks for them (strict imports)."""
+    if allowed or not known:
+        return
+    new = [n for n in found if n not in known]
+    if new:
+        raise InputError(
+            str(path), None, column,
+            f"new {what} {new[0]!r} not in the project ({', '.join(known)}){_close(new[0], known)}; "
+            f"fix the file, or import with {flag} (or --allow-new) to add it")
+
+
+def _check_text_columns(con, path, columns: list[str], types: dict[str, str], text_cols: list[str]) -> list:
+    """Checks for text columns: no NUL byte; typed files (Parquet) must give ids and names as text."""
+    checks = []
+    for c in text_cols:
+        if c not in columns:
+            continue
+        if c in ("item_id", "model", "baseline", "candidate") and not types[c].upper().startswith(("VARCHAR", "STRING")):
+            raise InputError(str(path), 0, c, f"must be text, the file has a {types[c]} column "
+                                              f"(store ids as strings, e.g. '7' rather than 7)")
+        checks.append((c, f"contains(CAST(s.{_q(c)} AS VARCHAR), chr(0))", "contains a NUL byte"))
+    return checks
+
+
+def _check_scales(con, path, judged: dict[str, tuple[str, str]], types) -> None:
+    """A judge's scale must not change between imports (0-1 stored, then a 3 arrives)."""
+    for c, (judge, dim) in judged.items():
+        old = con.execute("SELECT min(score), max(score) FROM judge_scores WHERE judge = ? AND dimension = ?",
+                          [judge, dim]).fetchone()
+        if old[1] is None:
+            continue
+        # scales are 0-1 (pass/fail, probability), up to 10 (Likert) or up to 100: a score above the
+        # stored scale's ceiling means the judge's prompt or parser changed
+        ceiling = next(x for x in (1.0, 10.0, SCORE_MAX) if old[1] <= x)
+        e = _num_expr(c, types[c])
+        row = con.execute(f"SELECT _row, {e} FROM _stage s WHERE {e} > {ceiling} ORDER BY _row LIMIT 1").fetchone()
+        if row:
+            raise InputError(str(path), row[0], c, f"judge score {row[1]:g} is on another scale than the "
+                             f"{old[0]:g}-{old[1]:g} already stored for {judge} on {dim}")
+
+
 # --------------------------------------------------------------------------- outputs
 
 
-def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, baseline: str | None = None) -> ImportReport:
-    """Import an outputs file or a pairwise-preference file (told apart by its columns)."""
+def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, baseline: str | None = None, *,
+                add_model: bool = False, add_judge: bool = False, add_dimension: bool = False,
+                allow_new: bool = False) -> ImportReport:
+    """Import an outputs file or a pairwise-preference file (told apart by its columns).
+
+    Strict: once a project has outputs, a model, judge or dimension it does not know is refused
+    (a misspelling would silently add a candidate or a question for SMEs) unless ``add_model``,
+    ``add_judge``, ``add_dimension`` or ``allow_new`` asks for it."""
     path = Path(path)
+    allow = {"model": add_model or allow_new, "judge": add_judge or allow_new, "dimension": add_dimension or allow_new}
     with store.transaction(con):
         columns = stage(con, path)
+        _check_case(path, columns)
         if any(c.startswith(PREF_PREFIX) for c in columns) and "output" not in columns:
-            report = _import_pair_prefs(con, path, columns)
+            report = _import_pair_prefs(con, path, columns, allow)
         else:
-            report = _import_outputs(con, path, columns, baseline)
+            report = _import_outputs(con, path, columns, baseline, allow)
     return report
 
 
-def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -> ImportReport:
+def _known_judges(con) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT judge FROM judge_scores UNION SELECT judge FROM pair_judge_prefs ORDER BY 1").fetchall()]
+
+
+def _known_dimensions(con) -> list[str]:
+    dims = store.get_settings(con)["dimensions"]
+    return dims + [r[0] for r in con.execute(
+        "SELECT DISTINCT dimension FROM pair_judge_prefs ORDER BY 1").fetchall() if r[0] not in dims]
+
+
+def _import_outputs(con, path: Path, columns: list[str], baseline: str | None,
+                    allow: dict[str, bool] | None = None) -> ImportReport:
+    allow = allow or {}
     _require(path, columns, OUTPUT_REQUIRED)
     # No judge column is fine: a pairwise-only project, or outputs to be scored by `tiebreak judge run`.
     judge_cols = [c for c in columns if c.startswith(JUDGE_PREFIX)]
@@ -308,15 +389,29 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -
 
     # An empty output is a real answer (an SME should see it and fail it): stored as ''.
     checks = [(c, f"{_text_expr(c)} IS NULL", "must not be empty") for c in OUTPUT_REQUIRED if c != "output"]
+    checks += _check_text_columns(con, path, columns, types, OUTPUT_REQUIRED + OUTPUT_OPTIONAL_TEXT)
     for c in judge_cols:
         checks += _number_checks(c, types[c], SCORE_MIN, SCORE_MAX, "judge score")
     for c in OUTPUT_OPTIONAL_NUM:
         if c in columns:
+            if types[c].upper() == "BOOLEAN":
+                raise InputError(str(path), 0, c, "is not a number (the file has a true/false column)")
             e = _num_expr(c, types[c])
             checks.append((c, f"s.{_q(c)} IS NOT NULL AND {e} IS NULL", "is not a number"))
             checks.append((c, f"{e} IS NOT NULL AND (isnan({e}) OR isinf({e}) OR {e} < 0)", "must be a finite number >= 0"))
     _raise_first_bad(con, "_stage", path, checks)
     _check_duplicates(con, "_stage", path, ["item_id", "model"])
+    if con.execute("SELECT count(*) FROM outputs").fetchone()[0]:
+        file_models = [r[0] for r in con.execute(
+            f"SELECT {_text_expr('model')} AS m FROM _stage s GROUP BY m ORDER BY min(_row)").fetchall()]
+        _check_new_names(path, "model", "model", file_models, store.models(con), allow.get("model", False), "--add-model")
+        _check_new_names(path, "judge", judge_cols[0] if judge_cols else None,
+                         list(dict.fromkeys(j for j, _ in judged.values())), _known_judges(con),
+                         allow.get("judge", False), "--add-judge")
+        _check_new_names(path, "dimension", judge_cols[0] if judge_cols else None,
+                         list(dict.fromkeys(d for _, d in judged.values())), _known_dimensions(con),
+                         allow.get("dimension", False), "--add-dimension")
+    _check_scales(con, path, judged, types)
 
     opt = {c: (_text_expr(c) if c in columns else "NULL") for c in OUTPUT_OPTIONAL_TEXT}
     nums = {c: (_num_expr(c, types[c]) if c in columns else "NULL") for c in OUTPUT_OPTIONAL_NUM}
@@ -373,7 +468,8 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -
         )
     existing = con.execute("SELECT count(*) FROM judge_scores").fetchone()[0]
     new_scores = " UNION ALL ".join(parts) or (
-        "SELECT NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::DOUBLE, NULL::VARCHAR WHERE FALSE")
+        "SELECT NULL::VARCHAR AS item_id, NULL::VARCHAR AS model, NULL::VARCHAR AS judge, NULL::VARCHAR AS dimension, "
+        "NULL::DOUBLE AS score, NULL::VARCHAR AS rationale WHERE FALSE")
     if existing:
         con.execute(
             f"""INSERT INTO judge_scores SELECT * FROM ({new_scores}) n WHERE NOT EXISTS (
@@ -391,7 +487,19 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None) -
         "outputs": n - report.added["outputs"],
         "judge_scores": n_scores - report.added["judge_scores"],
     }
+    if judge_cols:
+        empty = con.execute(" + ".join(f"count(*) FILTER (WHERE j{i} IS NULL)" for i in range(len(judge_cols))).join(
+            ["SELECT ", " FROM _clean"])).fetchone()[0]
+        if empty:
+            report.notes.append(f"{empty} empty judge scores (not stored; the judge did not score those outputs)")
     report.notes += _update_project_settings(con, path, baseline, sorted({d for _, d in judged.values()}))
+    n_models = con.execute("SELECT count(DISTINCT model) FROM outputs").fetchone()[0]
+    lonely = con.execute(
+        """SELECT count(*) FROM (SELECT item_id FROM outputs WHERE item_id IN (SELECT item_id FROM _clean)
+           GROUP BY item_id HAVING count(DISTINCT model) < ?)""", [n_models]).fetchone()[0]
+    if lonely and n_models > 1:
+        report.notes.append(f"{lonely} items of this file miss a model's output (not compared for that model "
+                            f"until it is imported)")
     con.execute("DROP TABLE _clean")
     return report
 
@@ -422,13 +530,22 @@ def _update_project_settings(con, path: Path, baseline: str | None, dims: list[s
     return notes
 
 
-def _import_pair_prefs(con, path: Path, columns: list[str]) -> ImportReport:
+def _import_pair_prefs(con, path: Path, columns: list[str], allow: dict[str, bool] | None = None) -> ImportReport:
+    allow = allow or {}
     _require(path, columns, PREF_REQUIRED)
     pref_cols = [c for c in columns if c.startswith(PREF_PREFIX)]
     named = {c: _split_scored_column(path, c, PREF_PREFIX) for c in pref_cols}
     n = _check_rows(con, "_stage", path)
     types = _column_types(con, "_stage")
+    if con.execute("SELECT count(*) FROM pair_judge_prefs").fetchone()[0]:  # a second preference import
+        _check_new_names(path, "judge", pref_cols[0], list(dict.fromkeys(j for j, _ in named.values())),
+                         _known_judges(con), allow.get("judge", False), "--add-judge")
+        known_dims = _known_dimensions(con)
+        _check_new_names(path, "dimension", pref_cols[0], list(dict.fromkeys(d for _, d in named.values())),
+                         known_dims + ([] if "overall" in known_dims else ["overall"]),
+                         allow.get("dimension", False), "--add-dimension")
     checks = [(c, f"{_text_expr(c)} IS NULL", "must not be empty") for c in PREF_REQUIRED]
+    checks += _check_text_columns(con, path, columns, types, PREF_REQUIRED)
     for c in pref_cols:
         checks += _number_checks(c, types[c], 0, 1, "preference", " (1 = candidate better, 0.5 = tie)")
     checks.append(("item_id", f"{_text_expr('item_id')} NOT IN (SELECT item_id FROM items)", "unknown item_id"))
@@ -468,6 +585,7 @@ def import_labels(con: duckdb.DuckDBPyConnection, path: str | Path, source: str 
     path = Path(path)
     with store.transaction(con):
         columns = stage(con, path)
+        _check_case(path, columns)
         n = _check_rows(con, "_stage", path)
         has_point = "verdict" in columns
         has_pair = "preference" in columns
