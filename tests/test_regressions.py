@@ -54,3 +54,19 @@ def test_queue_records_inclusion_probabilities(con):
     assert all(0 < p <= 1 for p, _ in rows)
     assert abs(b.expected - 20) < 1e-6
     assert np.isclose(r._capped_pi(np.array([10.0, 1, 1, 1]), 2).sum(), 2)
+
+
+def test_cli_json_lists_the_flips(con, tmp_path, capsys):
+    import json
+
+    from calib import cli
+
+    db = tmp_path / "p.duckdb"
+    con.execute(f"ATTACH '{db}' AS snap")
+    con.execute("COPY FROM DATABASE memory TO snap")
+    con.execute("DETACH snap")
+    assert cli.main(["regressions", "--db", str(db), "--json", "--dimension", "correctness"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    got = {(f["item_id"], f["flip"]) for f in out["dimensions"]["correctness"]["flips"]}
+    f = r.sme_flips(con, "correctness")
+    assert got == set(zip(f.item_id, f.flip))
