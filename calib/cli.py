@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from calib.data import demo, store  # noqa: E402
 from calib.errors import TiebreakError  # noqa: E402
+from calib import safetext  # noqa: E402
 
 
 def _db_arg(p: argparse.ArgumentParser) -> None:
@@ -32,7 +33,7 @@ def _print_json(obj) -> None:
 # While the app holds the database (DuckDB: one process per file), reads go to a snapshot and
 # writes say which page does the same thing.
 READS = {"status", "labels export", "fit", "forecast", "report", "settings show", "judge report", "users list",
-         "backup"}
+         "backup", "regressions"}
 WRITE_PAGES = {
     "import": "upload the file on the Admin page (Imports tab)",
     "labels import": "upload the file on the Admin page (Imports tab)",
@@ -44,6 +45,7 @@ WRITE_PAGES = {
     "simulate": "run the simulated SME on the Demo page",
     "demo": "give a new --db path for a demo",
     "users unlock": "unlock on the Admin page (Sign-in locks tab; leads can too)",
+    "regressions queue": "no page does this yet: queue likely regressions with the app stopped",
 }
 NOT_STORED = {"fit": " (the fit is not stored: the Decision page refits and stores while the app runs)"}
 
@@ -129,6 +131,45 @@ def cmd_status(args) -> int:
     for x in st["labels"] + st["pair_labels"]:
         print(f"  {x['dimension']:<16} {x['labels']} labels on {x['items']} items")
     print(f"fits       {st['fits']}")
+    return 0
+
+
+def cmd_regressions(args) -> int:
+    """SME-confirmed flips, likely regressions among unlabelled items, pairwise baseline preferences;
+    ``--queue K`` queues about K likely regressions as a lead-chosen batch (a write)."""
+    from calib.insight import regressions as rg
+
+    if args.queue:
+        args.regressions_command = "queue"
+    con = _open_db(args)
+    s = store.get_settings(con)
+    dims = [args.dimension] if args.dimension else s["dimensions"]
+    out = {"baseline": s["baseline"], "candidate": args.candidate or s["candidates"][0], "dimensions": {}}
+    for d in dims:
+        flips = rg.sme_flips(con, d, args.candidate)
+        lik = rg.likely_regressions(con, d, args.candidate).head(args.top)
+        entry = {"flips": flips.to_dict("records"),
+                 "by_segment": rg.flip_rates(con, d, "segment", args.candidate).to_dict("records"),
+                 "by_topic": rg.flip_rates(con, d, "topic", args.candidate).to_dict("records"),
+                 "likely_regressions": lik.to_dict("records")}
+        if args.queue:
+            b = rg.queue_likely_regressions(con, d, args.queue, args.candidate)
+            entry["queued"] = {"batch_id": b.batch_id, "selected": b.selected, "expected": b.expected}
+        out["dimensions"][d] = entry
+    out["pairwise_baseline_preferred"] = rg.pairwise_baseline_preferred(con, args.candidate).to_dict("records")
+    if args.json:
+        _print_json(out)
+        return 0
+    for d, e in out["dimensions"].items():
+        reg = [f for f in e["flips"] if f["flip"] == "regression"]
+        print(f"{d}: {len(reg)} SME-confirmed regressions, {len(e['flips']) - len(reg)} improvements")
+        for f in reg:
+            print(f"  {safetext.one_line(str(f['item_id']))}  {safetext.one_line(str(f['segment']))}  "
+                  f"{safetext.one_line(str(f['topic']))}")
+        print("  likely regressions (unlabelled): " + ", ".join(
+            f"{safetext.one_line(str(x['item_id']))} {x['p_regression']:.2f}" for x in e["likely_regressions"]))
+        if "queued" in e:
+            print(f"  queued batch {e['queued']['batch_id']}: {e['queued']['selected']} items")
     return 0
 
 
@@ -444,6 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--read-only", action="store_true", help="open read-only (works beside other readers)")
     _db_arg(c)
     c.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("regressions", help="SME-confirmed regressions/improvements, likely regressions, queue them")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.add_argument("--dimension")
+    c.add_argument("--candidate")
+    c.add_argument("--top", type=int, default=20, help="likely regressions to list")
+    c.add_argument("--queue", type=int, default=0, metavar="K", help="queue about K likely regressions for SMEs")
+    _db_arg(c)
+    c.set_defaults(func=cmd_regressions)
 
     c = sub.add_parser("demo", help="generate a customer-support demo project of any size, with hidden truth")
     c.add_argument("--items", type=int, default=2000, help="number of items (default 2000)")
