@@ -52,25 +52,19 @@ def signoff(fit: dict, comparison: list[dict], settings: dict) -> dict:
     (the candidate within the sign-off thresholds, where set). 'sign off', 'do not sign off' (a
     dimension is worse or a threshold is broken) or 'label more', with the reasons."""
     reasons, blockers, pending = [], [], []
+
+    def add(line: str, decision: str) -> None:
+        reasons.append(line)
+        {"worse": blockers, "label more": pending}.get(decision, []).append(line)
+
     for d in fit["diffs"]:
-        line = (f"{d['dimension']}: Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}], "
-                f"P(not worse by more than {fit['margin']:g}) = {d['p_noninferior']:.3f} -> {d['decision']}")
-        reasons.append(line)
-        if d["decision"] == "worse":
-            blockers.append(line)
-        elif d["decision"] == "label more":
-            pending.append(line)
+        add(f"{d['dimension']}: Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}], "
+            f"P(not worse by more than {fit['margin']:g}) = {d['p_noninferior']:.3f} -> {d['decision']}", d["decision"])
     for d in fit.get("preference", []):  # the side-by-side question: the win rate against the baseline
-        if "decision" not in d:
-            continue
-        line = (f"{d['candidate']} vs {d['baseline']} side by side ({d['dimension']}): win rate {d['mean']:.3f} "
+        if "decision" in d:
+            add(f"{d['candidate']} vs {d['baseline']} side by side ({d['dimension']}): win rate {d['mean']:.3f} "
                 f"[{d['lo']:.3f}, {d['hi']:.3f}], P(win rate >= {0.5 - fit['margin']:g}) = {d['p_noninferior']:.3f} "
-                f"-> {d['decision']}")
-        reasons.append(line)
-        if d["decision"] == "worse":
-            blockers.append(line)
-        elif d["decision"] == "label more":
-            pending.append(line)
+                f"-> {d['decision']}", d["decision"])
     checks = (  # (setting, column, how a value reads)
         ("signoff_max_p95_latency_ms", "latency_p95_ms", lambda v: f"p95 latency {v:.0f} ms"),
         ("signoff_max_cost_per_1k_usd", "cost_per_1k_usd", lambda v: f"${v:.2f} per 1,000 requests"))

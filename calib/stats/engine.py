@@ -260,12 +260,8 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             pn = model.p_noninferior(delta, margin)
             row = {"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(delta, mass),
                    "sd": float(np.std(delta)), "p_noninferior": pn, "decision": model.decide(pn, threshold)}
-            n_both = _items_labelled_for_both(lab, models.index(base), models.index(c))
-            row["n_items"] = n_both
-            if n_both < s["min_decision_items"] and row["decision"] != "label more":
-                row["decision"] = "label more"
-                row["note"] = (f"only {n_both} items labelled for both models: a decision needs at least "
-                               f"{s['min_decision_items']} (setting min_decision_items)")
+            _hold_on_few(row, _items_labelled_for_both(lab, models.index(base), models.index(c)),
+                         s["min_decision_items"], "items labelled for both models")
             result["diffs"].append(row)
             md = model_rates.overall[c] - model_rates.overall[base]
             result["cross_checks"].append({"dimension": dim, "baseline": base, "candidate": c, "method": "model-only",
@@ -295,12 +291,8 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             row = {"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(win, mass),
                    "n_labels": int(len(pdata.obs_y)), "estimator": how, "p_noninferior": pn,
                    "decision": model.decide(pn, threshold)}
-            n_pairs = int(how.get("items", 0)) if how.get("estimator") == "design" else 0
-            row["n_items"] = n_pairs
-            if n_pairs < s["min_decision_items"] and row["decision"] != "label more":
-                row["decision"] = "label more"
-                row["note"] = (f"only {n_pairs} pairs compared by SMEs: a decision needs at least "
-                               f"{s['min_decision_items']} (setting min_decision_items)")
+            _hold_on_few(row, int(how.get("items", 0)) if how.get("estimator") == "design" else 0,
+                         s["min_decision_items"], "pairs compared by SMEs")
             result["preference"].append(row)
     result["n_labels"] = len(labelled_items)
     result["max_label_id"] = max_label_id if max_label_id is not None else label_high_water
@@ -310,6 +302,14 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
         con.execute("INSERT INTO fits (created_at, kind, n_labels, seconds, result) VALUES (current_timestamp, ?, ?, ?, ?)",
                     [kind, result["n_labels"], result["seconds"], json.dumps(result)])
     return result
+
+
+def _hold_on_few(row: dict, n: int, min_items: int, what: str) -> None:
+    """Record ``n`` in ``row``; below ``min_items`` no decision is announced, and the note says why."""
+    row["n_items"] = n
+    if n < min_items and row["decision"] != "label more":
+        row["decision"] = "label more"
+        row["note"] = f"only {n} {what}: a decision needs at least {min_items} (setting min_decision_items)"
 
 
 def design_rates(data: model.CellData, post: model.Posterior, lab: LabelledOutputs, model_rates: model.RateDraws,
