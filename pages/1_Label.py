@@ -87,7 +87,8 @@ def labelling_area() -> None:
         st.success("Nothing left to label. Thank you!")
         return
     ss["label_started"].setdefault(lease.lease_id, time.time())
-    view = labelling.item_view(cur, lease.item_id, user, show_judges=settings["show_judges_to_sme"])
+    view = labelling.item_view(cur, lease.item_id, user, show_judges=settings["show_judges_to_sme"],
+                               candidate=lease.candidate)
     kind, text = ss["label_message"] or (None, None)
     if kind:
         getattr(st, kind)(safe.md(text))

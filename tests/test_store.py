@@ -151,6 +151,7 @@ EXPECTED_SCHEMA = {
         ("ended_at", "TIMESTAMP", True),
         ("outcome", "VARCHAR", True),
         ("reason", "VARCHAR", True),
+        ("candidate", "VARCHAR", True),
     ],
     "model_cells": [
         ("dimension", "VARCHAR", False),
@@ -220,6 +221,7 @@ EXPECTED_SCHEMA = {
         ("overlap", "BOOLEAN", False),
         ("created_at", "TIMESTAMP", False),
         ("n_done", "INTEGER", True),
+        ("candidate", "VARCHAR", True),
     ],
     "settings": [
         ("key", "VARCHAR", False),

@@ -329,9 +329,16 @@ def _m008_sign_in_and_admin(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("INSERT INTO app_secrets VALUES ('session_key', ?)", [secrets.token_urlsafe(48)])
 
 
+def _m009_unit_candidate(con: duckdb.DuckDBPyConnection) -> None:
+    """The unit of SME work becomes (item, candidate): the baseline's and one candidate's output.
+    ``queue.candidate`` and ``leases.candidate`` name the candidate; NULL (rows from before) means
+    the project's first candidate, so a one-candidate project reads exactly as before."""
+    con.execute("ALTER TABLE queue ADD COLUMN candidate VARCHAR; ALTER TABLE leases ADD COLUMN candidate VARCHAR")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
-    _m007_judge_calls, _m008_sign_in_and_admin,
+    _m007_judge_calls, _m008_sign_in_and_admin, _m009_unit_candidate,
 ]
 
 

@@ -101,7 +101,9 @@ def queue_likely_regressions(con, dimension: str, k: int, candidate: str | None 
     """Queue about ``k`` likely regressions for SMEs: Poisson sampling with pi = min(1, c * P(regression)),
     c chosen so sum(pi) = k over the not-yet-queued unlabelled items; each pi is recorded."""
     df = likely_regressions(con, dimension, candidate, seed)
-    queued = {r[0] for r in con.execute("SELECT item_id FROM queue").fetchall()}
+    _, cand = _models(con, candidate)
+    queued = {r[0] for r in con.execute("SELECT item_id FROM queue WHERE coalesce(candidate, ?) = ?",
+                                        [queue.first_candidate(con), cand]).fetchall()}
     df = df[~df["item_id"].isin(queued)]
     batch_id = queue._next_batch_id(con)
     if df.empty or k <= 0:
@@ -111,7 +113,7 @@ def queue_likely_regressions(con, dimension: str, k: int, candidate: str | None 
     rng = np.random.default_rng([seed, batch_id, 0x5E6A])
     chosen = rng.random(len(w)) < pi
     s = store.get_settings(con)
-    rows = pd.DataFrame({"item_id": df["item_id"].to_numpy(object)[chosen], "inclusion_prob": pi[chosen],
+    rows = pd.DataFrame({"item_id": df["item_id"].to_numpy(object)[chosen], "candidate": cand, "inclusion_prob": pi[chosen],
                          "policy": "filtered", "reason": f"lead: likely regressions ({dimension})",
                          "priority": w[chosen], "batch_id": batch_id,
                          "overlap": rng.random(int(chosen.sum())) < s["overlap_share"]})

@@ -1,10 +1,11 @@
 """What the SME labelling page shows and stores, without Streamlit: blinding, form values to labels,
 progress, undo.
 
-Blinding: the two outputs are shown in a left/right order drawn per (item, annotator) from a hash,
-so the order is random across items and annotators yet stable when a page reloads; model names
-are never shown; the true mapping is stored with every label (``labels.side``,
-``pair_labels.left_model``).
+Blinding: a unit of work is (item, candidate): the baseline's and one candidate's output, shown
+in a left/right order drawn per (item, candidate, annotator) from a hash, so the order is random
+across items, candidates and annotators yet stable when a page reloads; model names are never
+shown (nor which of the candidates this is); the true mapping is stored with every label
+(``labels.side``, ``pair_labels.left_model``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def options_for(dimension: str) -> list[str]:
 
 
 def blind_order(item_id: str, annotator: str, models: list[str]) -> tuple[str, str]:
-    """(left model, right model), random per item and annotator, stable across reloads."""
+    """(left model, right model) of the pair ``models`` (the baseline and one candidate), random per
+    item, pair and annotator, stable across reloads."""
     a, b = sorted(models)[:2]
-    h = hashlib.sha256(f"{item_id}\x1f{annotator}".encode()).digest()[0]
+    h = hashlib.sha256(f"{item_id}\x1f{annotator}\x1f{a}\x1f{b}".encode()).digest()[0]
     return (a, b) if h % 2 == 0 else (b, a)
 
 
@@ -55,14 +57,17 @@ class ItemView:
     judges: dict[str, dict[str, dict[str, float]]] | None  # side -> dimension -> judge -> score
 
 
-def item_view(con: duckdb.DuckDBPyConnection, item_id: str, annotator: str, show_judges: bool = False) -> ItemView:
-    """Everything the page shows for an item (model names only in the fields the page never prints)."""
+def item_view(con: duckdb.DuckDBPyConnection, item_id: str, annotator: str, show_judges: bool = False,
+              candidate: str | None = None) -> ItemView:
+    """Everything the page shows for a unit (item, ``candidate``; None = the first candidate), model
+    names only in the fields the page never prints."""
     row = con.execute("SELECT segment, prompt, context, reference FROM items WHERE item_id = ?", [item_id]).fetchall()
     if not row:
         raise TiebreakError(f"unknown item {item_id}")
     outs = dict(con.execute("SELECT model, output FROM outputs WHERE item_id = ?", [item_id]).fetchall())
     s = store.get_settings(con)
-    pair = [m for m in [s["baseline"], *s["candidates"]] if m in outs][:2]
+    cand = candidate or queue.first_candidate(con)
+    pair = [m for m in [s["baseline"], cand] if m in outs]
     if len(pair) < 2:
         raise TiebreakError(f"item {item_id} lacks an output of the baseline or the candidate")
     left, right = blind_order(item_id, annotator, pair)
@@ -129,11 +134,12 @@ def undo_last(con: duckdb.DuckDBPyConnection, annotator: str, minutes: float | N
     """Re-open the annotator's previous item: a new lease on it; the corrected rating is appended
     as new rows (the newest counts, the history stays)."""
     row = con.execute(
-        """SELECT item_id FROM labels WHERE annotator = ? AND source = 'app'
-           ORDER BY created_at DESC, label_id DESC LIMIT 1""", [annotator]).fetchall()
+        """SELECT l.item_id, coalesce(e.candidate, ?) FROM labels l LEFT JOIN leases e USING (lease_id)
+           WHERE l.annotator = ? AND l.source = 'app'
+           ORDER BY l.created_at DESC, l.label_id DESC LIMIT 1""", [queue.first_candidate(con), annotator]).fetchall()
     if not row:
         return None
-    item_id = row[0][0]
+    item_id, cand = row[0]
     minutes = store.get_settings(con)["lease_minutes"] if minutes is None else minutes
     now = datetime.now()
     with queue._LEASE_LOCK, store.transaction(con):
@@ -141,6 +147,6 @@ def undo_last(con: duckdb.DuckDBPyConnection, annotator: str, minutes: float | N
         con.execute("UPDATE leases SET ended_at = ?, outcome = 'released' WHERE annotator = ? AND ended_at IS NULL",
                     [now, annotator])
         lease_id = con.execute(
-            "INSERT INTO leases (item_id, annotator, leased_at, expires_at) VALUES (?, ?, ?, ?) RETURNING lease_id",
-            [item_id, annotator, now, now + timedelta(minutes=minutes)]).fetchone()[0]
-    return queue.Lease(lease_id, item_id, annotator, now, now + timedelta(minutes=minutes))
+            "INSERT INTO leases (item_id, candidate, annotator, leased_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+            "RETURNING lease_id", [item_id, cand, annotator, now, now + timedelta(minutes=minutes)]).fetchone()[0]
+    return queue.Lease(lease_id, item_id, annotator, now, now + timedelta(minutes=minutes), cand)

@@ -1,16 +1,22 @@
-"""The SME queue: choosing items (with recorded inclusion probabilities) and leasing them to SMEs.
+"""The SME queue: choosing units of work (with recorded inclusion probabilities) and leasing them to SMEs.
 
-Choosing (``refill``): every unlabelled, unqueued item gets a priority, the square root of its
-predicted residual variance (the model's p (1 - p) summed over its outputs and the undecided
-dimensions, from the current fast fit): the Neyman allocation for the design-consistent estimate
-(``calib.stats.design``); before any label, its judge disagreement. Inclusion probabilities mix a uniform random share
+The unit of SME work is (item, candidate): the baseline's and one candidate's output of an item,
+blinded (``queue.candidate``, ``leases.candidate``; NULL in rows from before = the first candidate).
+An item labelled for (baseline, candidate 1) stays eligible for (baseline, candidate 2).
+
+Choosing (``refill``): every unlabelled, unqueued unit gets a priority, the square root of its
+predicted residual variance (the model's p (1 - p) of the baseline's and the candidate's output,
+summed over the dimensions where that candidate is undecided, from the current fast fit): the
+Neyman allocation for each candidate's design-consistent Delta (``calib.stats.design``); before
+any label, the item's judge disagreement. A candidate decided on every dimension by the latest fit
+gets no priority share, only an exploration share of the uniform part (``EXPLORE``). Inclusion probabilities mix a uniform random share
 with priority-proportional sampling (``calib.stats.sampling.inclusion_probabilities``), raised where a
 segment would otherwise expect fewer than ``MIN_PER_SEGMENT`` items; items are then drawn by
 Poisson sampling with a seeded generator, so each item's probability of selection is exactly
 the recorded ``inclusion_prob`` of its batch. A share of the chosen items (``overlap_share``) is
 marked for a second SME, for inter-annotator agreement. Leads can also queue a filtered set.
 
-Serving (``next_item``): one queued item to one SME at a time, oldest batch first and in a random
+Serving (``next_item``): one queued unit to one SME at a time, oldest batch first and in a random
 order within a batch (so the labelled part of a batch is a uniform subsample of it); a lease expires after
 ``lease_minutes`` and the item returns; an item goes to a second SME only when chosen for
 overlap; skipped items return to the queue for others; flagged items wait for a lead's review.
@@ -35,6 +41,9 @@ from calib.stats import engine, model, sampling
 from calib.errors import TiebreakError
 
 MIN_PER_SEGMENT = 2.0
+# Weight of a decided candidate's units in the uniform (random) share, against 1 for an undecided
+# one: a decided candidate needs no more labels, but a few keep its estimate honest as it moves.
+EXPLORE = 0.25
 _LEASE_LOCK = threading.Lock()
 
 
@@ -63,45 +72,105 @@ def variance_reduction_by_cell(data: model.CellData, post: model.Posterior, base
     return w * cg ** 2 / (1 + w * xsx) + sign ** 2 * w
 
 
-def item_priorities(con: duckdb.DuckDBPyConnection) -> tuple[str, "np.ndarray", "np.ndarray", "np.ndarray"]:
-    """(policy, item_ids, segments, priority) for every unlabelled item not yet queued."""
+def unit_candidates(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The candidates a unit of work can pair with the baseline (as the fit: every model but the
+    baseline, the settings' order first)."""
+    base = store.get_settings(con)["baseline"]
+    return [m for m in store.models(con) if m != base]
+
+
+def first_candidate(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The candidate a queue or lease row with no candidate (from before units) stands for."""
+    c = unit_candidates(con)
+    return c[0] if c else None
+
+
+@dataclass
+class Units:
+    """Eligible units of SME work with their priority and their weight in the uniform share."""
+
+    policy: str
+    item_id: np.ndarray  # (U,) object
+    candidate: np.ndarray  # (U,) object
+    segment: np.ndarray  # (U,) object
+    priority: np.ndarray  # (U,) float
+    base_weight: np.ndarray  # (U,) float: 1, or EXPLORE for a decided candidate
+
+
+_ELIGIBLE_UNITS = """
+    FROM item_disagreement d JOIN outputs o ON o.item_id = d.item_id JOIN _unit_cands u ON o.model = u.candidate
+    WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.item_id = d.item_id AND l.model = u.candidate)
+      AND NOT EXISTS (SELECT 1 FROM pair_labels p WHERE p.item_id = d.item_id AND p.baseline = ? AND p.candidate = u.candidate)
+      AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.item_id = d.item_id AND coalesce(q.candidate, ?) = u.candidate)
+"""
+
+
+def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
+    """Every unlabelled, unqueued (item, candidate) unit with its priority (see the module docstring)."""
+    import pandas as pd
+
     ensure_cells(con)
     s = store.get_settings(con)
     models = store.models(con)
+    cands = unit_candidates(con)
+    base = s["baseline"]
     n_labels = con.execute("SELECT count(*) FROM labels").fetchone()[0]
-    eligible = """FROM item_disagreement d
-                  WHERE d.item_id NOT IN (SELECT item_id FROM labels)
-                    AND d.item_id NOT IN (SELECT item_id FROM pair_labels)
-                    AND d.item_id NOT IN (SELECT item_id FROM queue)"""
-    if n_labels == 0 or len(models) < 2 or not s["dimensions"]:
-        rows = con.execute(f"SELECT d.item_id, d.segment, d.score {eligible} ORDER BY d.item_id").fetch_df()
-        return ("disagreement", rows["item_id"].to_numpy(object), rows["segment"].to_numpy(object),
-                rows["score"].to_numpy(float))
-    parts = []
-    weight = dimension_weights(con, s["dimensions"])
-    for dim in s["dimensions"]:
-        data, _, _ = engine.load_dimension(con, dim, models)
-        post = model.fit_laplace(data, draws=200)
-        parts.append({"dimension": dim, "cell_id": data.cell_ids,
-                      "vr": weight[dim] * residual_variance_by_cell(data, post)})
-    import pandas as pd
-
-    cell_scores = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
-    store.register(con, "_cell_vr", cell_scores)
+    decided = decided_candidates(con, cands)
+    store.register(con, "_unit_cands", pd.DataFrame({"candidate": pd.Series(cands, dtype=object)}))
     try:
-        rows = con.execute(
-            f"""SELECT d.item_id, d.segment, coalesce(v.vr, 0) AS vr {eligible.replace('FROM item_disagreement d',
-                'FROM item_disagreement d LEFT JOIN (SELECT oc.item_id, sum(c.vr) AS vr FROM output_cells oc '
-                'JOIN _cell_vr c USING (dimension, cell_id) GROUP BY oc.item_id) v USING (item_id)')}
-                ORDER BY d.item_id"""
-        ).fetch_df()
+        if n_labels == 0 or len(models) < 2 or not s["dimensions"]:
+            rows = con.execute(f"SELECT d.item_id, u.candidate, d.segment, d.score AS prio {_ELIGIBLE_UNITS} "
+                               "ORDER BY d.item_id, u.candidate", [base, cands[0] if cands else None]).fetch_df()
+            policy = "disagreement"
+        else:
+            parts = []
+            for dim in s["dimensions"]:
+                data, _, _ = engine.load_dimension(con, dim, models)
+                post = model.fit_laplace(data, draws=200)
+                parts.append({"dimension": dim, "cell_id": data.cell_ids, "vr": residual_variance_by_cell(data, post)})
+            cell_scores = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
+            w = unit_weights(con, s["dimensions"], cands)
+            dim_w = pd.DataFrame([{"dimension": d, "candidate": c, "w": v} for (d, c), v in w.items()])
+            store.register(con, "_cell_vr", cell_scores)
+            store.register(con, "_dim_w", dim_w)
+            try:
+                # Neyman allocation for each candidate's design-consistent Delta: its variance is
+                # sum (1 - pi) / pi * E[r^2] over that candidate's units, minimised at fixed sample size
+                # by pi proportional to sqrt(E[r^2]), the unit's predicted residual variance summed over
+                # its two outputs (baseline and candidate) and the dimensions still undecided for it.
+                rows = con.execute(
+                    f"""WITH un AS (SELECT d.item_id, u.candidate, d.segment {_ELIGIBLE_UNITS}),
+                             ov AS (SELECT oc.item_id, oc.model, oc.dimension, c.vr FROM output_cells oc
+                                    JOIN _cell_vr c USING (dimension, cell_id)
+                                    WHERE oc.item_id IN (SELECT item_id FROM un))
+                        SELECT un.item_id, un.candidate, un.segment, sqrt(coalesce(sum(w.w * ov.vr), 0)) AS prio
+                        FROM un LEFT JOIN ov ON ov.item_id = un.item_id AND (ov.model = ? OR ov.model = un.candidate)
+                        LEFT JOIN _dim_w w ON w.dimension = ov.dimension AND w.candidate = un.candidate
+                        GROUP BY ALL ORDER BY un.item_id, un.candidate""",
+                    [base, cands[0] if cands else None, base]).fetch_df()
+            finally:
+                con.unregister("_cell_vr")
+                con.unregister("_dim_w")
+            policy = "variance-reduction"
     finally:
-        con.unregister("_cell_vr")
-    # Neyman allocation for the design-consistent estimate: its variance is sum (1 - pi) / pi * E[r^2]
-    # over items, minimised at fixed sample size by pi proportional to sqrt(E[r^2]), the item's
-    # predicted residual variance summed over its outputs and the (undecided) dimensions.
-    return ("variance-reduction", rows["item_id"].to_numpy(object), rows["segment"].to_numpy(object),
-            np.sqrt(rows["vr"].to_numpy(float)))
+        con.unregister("_unit_cands")
+    cand_arr = rows["candidate"].to_numpy(object)
+    # Only while another candidate still needs labels: with every candidate decided (or a single
+    # one) the 0.1-weighted priorities of ``unit_weights`` apply, as before units existed.
+    is_decided = (np.isin(cand_arr, list(decided)) if decided and len(decided) < len(cands)
+                  else np.zeros(len(rows), bool))
+    prio = rows["prio"].to_numpy(float)
+    # a decided candidate: no priority share, EXPLORE of an undecided one's uniform share
+    prio = np.where(is_decided, 0.0, prio)
+    return Units(policy, rows["item_id"].to_numpy(object), cand_arr, rows["segment"].to_numpy(object), prio,
+                 np.where(is_decided, EXPLORE, 1.0))
+
+
+def item_priorities(con: duckdb.DuckDBPyConnection) -> tuple[str, "np.ndarray", "np.ndarray", "np.ndarray"]:
+    """(policy, item_ids, segments, priority) of every eligible unit (one per item with one candidate);
+    ``unit_priorities`` also says which candidate."""
+    u = unit_priorities(con)
+    return u.policy, u.item_id, u.segment, u.priority
 
 
 def residual_variance_by_cell(data: model.CellData, post: model.Posterior) -> np.ndarray:
@@ -124,9 +193,35 @@ def dimension_weights(con: duckdb.DuckDBPyConnection, dimensions: list[str]) -> 
     return {d: (0.1 if d in decided else 1.0) for d in dimensions}
 
 
-def stratified_inclusion(priority: np.ndarray, segments: np.ndarray, n: float, random_share: float) -> np.ndarray:
-    """Inclusion probabilities summing to n, with at least MIN_PER_SEGMENT expected per segment."""
-    pi = sampling.inclusion_probabilities(priority, n, random_share)
+def decided_candidates(con: duckdb.DuckDBPyConnection, candidates: list[str]) -> set[str]:
+    """Candidates with a decision ("not worse" or "worse") on every dimension in the latest fit
+    (the pairwise win rates when the project has no pointwise dimension)."""
+    fit = engine.latest_fit(con)
+    if not fit:
+        return set()
+    out = set()
+    for c in candidates:
+        rows = [r for r in fit.get("diffs", []) if r.get("candidate") == c] or \
+               [r for r in fit.get("preference", []) if r.get("candidate") == c]
+        if rows and all(r.get("decision") != "label more" for r in rows):
+            out.add(c)
+    return out
+
+
+def unit_weights(con: duckdb.DuckDBPyConnection, dimensions: list[str], candidates: list[str]) -> dict[tuple[str, str], float]:
+    """How much (dimension, candidate) still needs labels: 1 while that candidate is undecided there
+    (or no fit exists yet), 0.1 once decided (a little, to keep the estimate honest as it moves)."""
+    fit = engine.latest_fit(con)
+    decided = {(r["dimension"], r.get("candidate")) for r in (fit or {}).get("diffs", [])
+               if r.get("decision") != "label more"}
+    return {(d, c): (0.1 if (d, c) in decided else 1.0) for d in dimensions for c in candidates}
+
+
+def stratified_inclusion(priority: np.ndarray, segments: np.ndarray, n: float, random_share: float,
+                         base_weight: np.ndarray | None = None) -> np.ndarray:
+    """Inclusion probabilities summing to n, with at least MIN_PER_SEGMENT expected per segment;
+    ``base_weight`` spreads the uniform share unevenly (a decided candidate's units get less)."""
+    pi = sampling.inclusion_probabilities(priority, n, random_share, base_weight)
     for seg in np.unique(segments):
         idx = segments == seg
         want = min(MIN_PER_SEGMENT, idx.sum())
@@ -154,33 +249,42 @@ def refill(con: duckdb.DuckDBPyConnection, n: float, seed: int = 0, random_share
     r = s["random_share"] if random_share is None else random_share
     if not 0 <= r <= 1:
         raise TiebreakError(f"random share {r} must be between 0 and 1")
-    policy, ids, segs, prio = item_priorities(con)
+    u = unit_priorities(con)
+    policy, ids, segs, prio = u.policy, u.item_id, u.segment, u.priority
     batch_id = _next_batch_id(con)
     if not len(ids):
         return Batch(batch_id, policy, 0, 0.0, 0)
-    pi = stratified_inclusion(prio, segs, n, r)
+    pi = stratified_inclusion(prio, segs, n, r, u.base_weight)
     rng = np.random.default_rng([seed, batch_id, 0x9E37])
     chosen = np.flatnonzero(rng.random(len(ids)) < pi)
     overlap = rng.random(len(chosen)) < s["overlap_share"]
-    # Which part of the mixture chose the item: the uniform share with probability (its part) / pi.
-    uniform_part = np.minimum(r * n / len(ids), pi[chosen])
+    # Which part of the mixture chose the unit: the uniform share with probability (its part) / pi.
+    uniform_part = np.minimum(r * n * u.base_weight[chosen] / u.base_weight.sum(), pi[chosen])
     reasons = np.where(rng.random(len(chosen)) * pi[chosen] < uniform_part, "random share",
                        "judges disagree" if policy == "disagreement" else "shrinks the interval most")
     import pandas as pd
 
-    rows = pd.DataFrame({"item_id": ids[chosen], "inclusion_prob": pi[chosen], "policy": f"{policy}+random{r:g}",
-                         "reason": reasons, "priority": prio[chosen], "batch_id": batch_id, "overlap": overlap})
+    rows = pd.DataFrame({"item_id": ids[chosen], "candidate": u.candidate[chosen], "inclusion_prob": pi[chosen],
+                         "policy": f"{policy}+random{r:g}", "reason": reasons, "priority": prio[chosen],
+                         "batch_id": batch_id, "overlap": overlap})
     _insert_queue(con, rows)
     return Batch(batch_id, policy, len(ids), float(pi.sum()), len(chosen))
 
 
 def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment: str | None = None,
-                   topic: str | None = None, judge_fail: str | None = None, seed: int = 0) -> Batch:
+                   topic: str | None = None, judge_fail: str | None = None, seed: int = 0,
+                   candidate: str | None = None) -> Batch:
     """Queue a lead-chosen subset (a segment, a topic, items a judge fails), recorded as such: a simple
-    random sample of ``n`` of the matching items (all when n is None), inclusion_prob = n / matching."""
+    random sample of ``n`` of the matching units (all when n is None), inclusion_prob = n / matching.
+    Units pair the baseline with ``candidate``, or with every candidate when it is None."""
+    import pandas as pd
+
     ensure_cells(con)
-    where, params, what = ["d.item_id NOT IN (SELECT item_id FROM labels)",
-                           "d.item_id NOT IN (SELECT item_id FROM pair_labels)", "d.item_id NOT IN (SELECT item_id FROM queue)"], [], []
+    s = store.get_settings(con)
+    cands = unit_candidates(con)
+    if candidate is not None and candidate not in cands:
+        raise TiebreakError(f"unknown candidate {candidate!r}")
+    where, params, what = [], [], []
     if segment:
         where.append("d.segment = ?"); params.append(segment); what.append(f"segment={segment}")  # noqa: E702
     if topic:
@@ -191,20 +295,25 @@ def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment
         params.append(judge_fail); what.append(f"{judge_fail} fails")  # noqa: E702
     if not what:
         raise TiebreakError("give a filter: segment, topic or judge_fail")
-    ids = np.array([r[0] for r in con.execute(
-        f"SELECT d.item_id FROM item_disagreement d WHERE {' AND '.join(where)} ORDER BY d.item_id", params).fetchall()])
+    store.register(con, "_unit_cands", pd.DataFrame({"candidate": pd.Series(
+        [candidate] if candidate else cands, dtype=object)}))
+    try:
+        found = con.execute(
+            f"SELECT d.item_id, u.candidate {_ELIGIBLE_UNITS} AND {' AND '.join(where)} ORDER BY d.item_id, u.candidate",
+            [s["baseline"], cands[0] if cands else None, *params]).fetchall()
+    finally:
+        con.unregister("_unit_cands")
+    ids = np.array([r[0] for r in found], dtype=object)
+    unit_cand = np.array([r[1] for r in found], dtype=object)
     batch_id = _next_batch_id(con)
     if not len(ids):
         return Batch(batch_id, "filtered", 0, 0.0, 0)
     k = len(ids) if n is None else min(n, len(ids))
     rng = np.random.default_rng([seed, batch_id, 0x7F4A])
     chosen = rng.choice(len(ids), k, replace=False)
-    import pandas as pd
-
-    s = store.get_settings(con)
-    rows = pd.DataFrame({"item_id": ids[chosen], "inclusion_prob": k / len(ids), "policy": "filtered",
-                         "reason": "lead filter: " + ", ".join(what), "priority": 0.0, "batch_id": batch_id,
-                         "overlap": rng.random(k) < s["overlap_share"]})
+    rows = pd.DataFrame({"item_id": ids[chosen], "candidate": unit_cand[chosen], "inclusion_prob": k / len(ids),
+                         "policy": "filtered", "reason": "lead filter: " + ", ".join(what), "priority": 0.0,
+                         "batch_id": batch_id, "overlap": rng.random(k) < s["overlap_share"]})
     _insert_queue(con, rows)
     return Batch(batch_id, "filtered", len(ids), float(k), k)
 
@@ -214,14 +323,23 @@ def _next_batch_id(con) -> int:
 
 
 def _insert_queue(con, rows) -> None:
+    """Append chosen units (``rows``: item_id, candidate, inclusion_prob, policy, reason, priority,
+    batch_id, overlap; no candidate column = the first candidate); a unit already queued is not
+    queued twice."""
+    first = first_candidate(con)
+    if "candidate" not in rows:
+        rows = rows.assign(candidate=first)
     store.register(con, "_new_queue", rows)
     try:
         with store.transaction(con):
             con.execute(
-                """INSERT INTO queue (item_id, inclusion_prob, policy, reason, priority, batch_id, overlap, created_at)
-                   SELECT item_id, inclusion_prob, policy, reason, priority, batch_id, overlap, current_timestamp
-                   FROM _new_queue WHERE item_id NOT IN (SELECT item_id FROM queue)"""
-            )
+                """INSERT INTO queue (item_id, candidate, inclusion_prob, policy, reason, priority, batch_id, overlap,
+                                      created_at)
+                   SELECT n.item_id, n.candidate, n.inclusion_prob, n.policy, n.reason, n.priority, n.batch_id,
+                          n.overlap, current_timestamp
+                   FROM _new_queue n WHERE NOT EXISTS (
+                       SELECT 1 FROM queue q WHERE q.item_id = n.item_id AND coalesce(q.candidate, ?) = n.candidate)""",
+                [first])
     finally:
         con.unregister("_new_queue")
 
@@ -236,31 +354,40 @@ def _insert_queue(con, rows) -> None:
 # or holds them all; then the whole queue is searched.
 _SERVABLE_TEMPLATE = """
     WITH cand AS (
-        SELECT * FROM queue WHERE n_done < CASE WHEN overlap THEN 2 ELSE 1 END
+        SELECT *, coalesce(candidate, ?) AS unit_cand FROM queue WHERE n_done < CASE WHEN overlap THEN 2 ELSE 1 END
         ORDER BY (n_done > 0) DESC, batch_id NULLS LAST, hash(queue_id), queue_id {head}),
     st AS (
-        SELECT item_id,
+        SELECT item_id, coalesce(candidate, ?) AS unit_cand,
                count(*) FILTER (WHERE ended_at IS NULL AND expires_at > ?) AS active,
                bool_or(annotator = ? AND (outcome IN ('labelled', 'skipped', 'flagged')
-                                          OR (ended_at IS NULL AND expires_at > ?))) AS mine,
-               bool_or(outcome = 'flagged' AND lease_id NOT IN (
-                   SELECT lease_id FROM flag_reviews WHERE decision = 'return')) AS blocked
-        FROM leases WHERE item_id IN (SELECT item_id FROM cand) GROUP BY item_id)
-    SELECT q.item_id, q.inclusion_prob, q.reason, q.priority, q.overlap, q.queue_id
-    FROM cand q LEFT JOIN st USING (item_id)
-    WHERE NOT coalesce(st.mine, FALSE) AND NOT coalesce(st.blocked, FALSE)
+                                          OR (ended_at IS NULL AND expires_at > ?))) AS mine
+        FROM leases WHERE item_id IN (SELECT item_id FROM cand) GROUP BY ALL),
+    blocked AS (
+        SELECT DISTINCT item_id FROM leases
+        WHERE item_id IN (SELECT item_id FROM cand) AND outcome = 'flagged'
+          AND lease_id NOT IN (SELECT lease_id FROM flag_reviews WHERE decision = 'return'))
+    SELECT q.item_id, q.inclusion_prob, q.reason, q.priority, q.overlap, q.queue_id, q.unit_cand
+    FROM cand q LEFT JOIN st USING (item_id, unit_cand)
+    WHERE NOT coalesce(st.mine, FALSE) AND q.item_id NOT IN (SELECT item_id FROM blocked)
       AND q.n_done + coalesce(st.active, 0) < CASE WHEN q.overlap THEN 2 ELSE 1 END
     ORDER BY (q.n_done > 0) DESC, q.batch_id NULLS LAST, hash(q.queue_id), q.queue_id
 """
+# A flag blocks every unit of the item (it may concern the prompt); "mine" and the active leases are
+# per unit: an SME who labelled (item, candidate 1) may be served (item, candidate 2).
 HEAD = 200
 SERVABLE_HEAD = _SERVABLE_TEMPLATE.format(head=f"LIMIT {HEAD}")
 SERVABLE = _SERVABLE_TEMPLATE.format(head="")
 
 
+def _params(con, annotator: str, now: datetime) -> list:
+    first = first_candidate(con)
+    return [first, first, now, annotator, now]
+
+
 def _first_servable(con, annotator: str, now: datetime):
-    row = con.execute(SERVABLE_HEAD + " LIMIT 1", [now, annotator, now]).fetchone()
+    row = con.execute(SERVABLE_HEAD + " LIMIT 1", _params(con, annotator, now)).fetchone()
     if row is None:
-        row = con.execute(SERVABLE + " LIMIT 1", [now, annotator, now]).fetchone()
+        row = con.execute(SERVABLE + " LIMIT 1", _params(con, annotator, now)).fetchone()
     return row
 
 
@@ -271,14 +398,15 @@ _last_sweep = [0.0]
 def servable_count(con: duckdb.DuckDBPyConnection, annotator: str = "", now: datetime | None = None) -> int:
     """How many items this annotator could still be served (a count, not the list)."""
     now = now or _now()
-    return con.execute(f"SELECT count(*) FROM ({SERVABLE})", [now, annotator, now]).fetchone()[0]
+    return con.execute(f"SELECT count(*) FROM ({SERVABLE})", _params(con, annotator, now)).fetchone()[0]
 
 
 def servable(con: duckdb.DuckDBPyConnection, annotator: str = "", limit: int = 10, now: datetime | None = None) -> list[dict]:
     """The next items this annotator would be served, in order (second-opinion overlap items first)."""
     now = now or _now()
-    rows = con.execute(SERVABLE + " LIMIT ?", [now, annotator, now, limit]).fetchall()
-    return [{"item_id": r[0], "inclusion_prob": r[1], "reason": r[2], "priority": r[3], "overlap": r[4]} for r in rows]
+    rows = con.execute(SERVABLE + " LIMIT ?", [*_params(con, annotator, now), limit]).fetchall()
+    return [{"item_id": r[0], "inclusion_prob": r[1], "reason": r[2], "priority": r[3], "overlap": r[4],
+             "candidate": r[6]} for r in rows]
 
 
 @dataclass
@@ -288,6 +416,7 @@ class Lease:
     annotator: str
     leased_at: datetime
     expires_at: datetime
+    candidate: str | None = None  # the unit's candidate (never shown to the SME)
 
 
 def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | None = None,
@@ -300,11 +429,11 @@ def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | No
     with _LEASE_LOCK:
         now = given or _now()  # stamped after the lock: lease times follow the order of the leases
         mine = con.execute(
-            """SELECT lease_id, item_id, leased_at, expires_at FROM leases
+            """SELECT lease_id, item_id, leased_at, expires_at, coalesce(candidate, ?) FROM leases
                WHERE annotator = ? AND ended_at IS NULL AND expires_at > ? ORDER BY lease_id LIMIT 1""",
-            [annotator, now]).fetchone() if reuse_active else None
+            [first_candidate(con), annotator, now]).fetchone() if reuse_active else None
         if mine:
-            return Lease(mine[0], mine[1], annotator, mine[2], mine[3])
+            return Lease(mine[0], mine[1], annotator, mine[2], mine[3], mine[4])
         minutes = store.get_settings(con)["lease_minutes"] if lease_minutes is None else lease_minutes
         with store.transaction(con):
             # record expiries now and then (serving already ignores expired leases)
@@ -317,9 +446,9 @@ def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | No
                 return None
             expires = now + timedelta(minutes=minutes)
             lease_id = con.execute(
-                "INSERT INTO leases (item_id, annotator, leased_at, expires_at) VALUES (?, ?, ?, ?) RETURNING lease_id",
-                [row[0], annotator, now, expires]).fetchone()[0]
-        return Lease(lease_id, row[0], annotator, now, expires)
+                "INSERT INTO leases (item_id, candidate, annotator, leased_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+                "RETURNING lease_id", [row[0], row[6], annotator, now, expires]).fetchone()[0]
+        return Lease(lease_id, row[0], annotator, now, expires, row[6])
 
 
 def _end_lease(con, lease_id: int, annotator: str, outcome: str, reason: str | None, now: datetime) -> None:
@@ -391,37 +520,46 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
            verdicts: dict[tuple[str, str], tuple[bool, str | None]], preference: str | None = None,
            strength: int | None = None, note: str | None = None, duration_ms: int | None = None,
            left_model: str | None = None, now: datetime | None = None, source: str = "app") -> int:
-    """Write one SME's rating of a leased item in one transaction: a label per (model, dimension),
-    the pairwise preference, and the lease closed. A late submission (lease expired) is still kept:
-    a rating is never lost. Returns the number of label rows written."""
+    """Write one SME's rating of a leased unit (item, candidate) in one transaction: a label per
+    (model, dimension) of the two outputs shown (the baseline's and that candidate's), ONE pairwise
+    preference for that candidate, and the lease closed. A late submission (lease expired) is still
+    kept: a rating is never lost. A baseline verdict identical to this SME's latest one on the same
+    output, given in a unit of another candidate, is not written again (it adds nothing: the newest
+    label per SME counts). Returns the number of label rows written."""
     s = store.get_settings(con)
+    first = first_candidate(con)
     with _LEASE_LOCK, store.transaction(con):
         now = now or _now()
-        row = con.execute("SELECT item_id, annotator, outcome FROM leases WHERE lease_id = ?", [lease_id]).fetchone()
+        row = con.execute("SELECT item_id, annotator, outcome, coalesce(candidate, ?) FROM leases WHERE lease_id = ?",
+                          [first, lease_id]).fetchone()
         if row is None:
             raise TiebreakError(f"no lease {lease_id}")
-        item_id, owner, outcome = row
+        item_id, owner, outcome, cand = row
         if owner != annotator:
             raise TiebreakError(f"lease {lease_id} belongs to {owner}, not {annotator}")
         if outcome == "labelled":
             raise TiebreakError(f"lease {lease_id} was already submitted")
         models = {m for (m,) in con.execute("SELECT model FROM outputs WHERE item_id = ?", [item_id]).fetchall()}
+        shown = {s["baseline"], cand}
         rows = []
         for (m, dim), (verdict, kind) in verdicts.items():
             if m not in models or dim not in s["dimensions"]:
                 raise TiebreakError(f"unknown model/dimension {m}/{dim} for item {item_id}")
+            if m not in shown:
+                raise TiebreakError(f"model {m} was not shown in lease {lease_id}")
+            if m == s["baseline"] and _same_as_other_unit(con, item_id, m, dim, annotator, bool(verdict), kind, cand, first):
+                continue
             side = None if left_model is None else ("left" if m == left_model else "right")
-            rows += [item_id, m, dim, bool(verdict), kind, annotator, now, note, duration_ms, lease_id, side]
+            rows.append([item_id, m, dim, bool(verdict), kind, annotator, now, note, source, duration_ms, lease_id, side])
         if rows:
             con.execute(
                 "INSERT INTO labels (item_id, model, dimension, verdict, kind, annotator, created_at, note, source, "
-                "duration_ms, lease_id, side) VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(verdicts)),
-                [v for i in range(0, len(rows), 11) for v in (*rows[i:i + 8], source, *rows[i + 8:i + 11])])
+                "duration_ms, lease_id, side) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)),
+                [v for r in rows for v in r])
         if preference is not None:
             if preference not in ("candidate", "baseline", "tie"):
                 raise TiebreakError(f"preference {preference!r} must be candidate, baseline or tie")
-            for cand in s["candidates"]:
+            if cand is not None:
                 con.execute(
                     """INSERT INTO pair_labels (item_id, baseline, candidate, dimension, preference, strength, annotator,
                            created_at, note, source, duration_ms, lease_id, left_model)
@@ -431,6 +569,16 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
         con.execute("UPDATE leases SET ended_at = ?, outcome = 'labelled' WHERE lease_id = ?", [now, lease_id])
         con.execute(
             """UPDATE queue SET n_done = (SELECT count(DISTINCT annotator) FROM leases
-                                          WHERE item_id = ? AND outcome = 'labelled')
-               WHERE item_id = ?""", [item_id, item_id])
-    return len(verdicts)
+                                          WHERE item_id = ? AND coalesce(candidate, ?) = ? AND outcome = 'labelled')
+               WHERE item_id = ? AND coalesce(candidate, ?) = ?""", [item_id, first, cand, item_id, first, cand])
+    return len(rows)
+
+
+def _same_as_other_unit(con, item_id: str, model_name: str, dim: str, annotator: str, verdict: bool,
+                        kind: str | None, cand: str, first: str | None) -> bool:
+    """Whether this SME's latest verdict on the output is this one, given in a unit of another candidate."""
+    row = con.execute(
+        """SELECT l.verdict, l.kind, coalesce(e.candidate, ?) FROM labels l LEFT JOIN leases e USING (lease_id)
+           WHERE l.item_id = ? AND l.model = ? AND l.dimension = ? AND l.annotator = ?
+           ORDER BY l.created_at DESC, l.label_id DESC LIMIT 1""", [first, item_id, model_name, dim, annotator]).fetchone()
+    return row is not None and row[2] != cand and bool(row[0]) == verdict and row[1] == kind

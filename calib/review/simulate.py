@@ -29,6 +29,7 @@ def simulate_sme(con: duckdb.DuckDBPyConnection, n_items: int, annotator: str = 
         raise TiebreakError("demo mode needs hidden truth: use a demo database (`tiebreak demo --db FILE`)")
     rng = np.random.default_rng(seed)
     models = store.models(con)
+    base = store.get_settings(con)["baseline"]
     done = 0
     for _ in range(n_items):
         lease = queue.next_item(con, annotator)
@@ -37,12 +38,14 @@ def simulate_sme(con: duckdb.DuckDBPyConnection, n_items: int, annotator: str = 
             lease = queue.next_item(con, annotator)
         if lease is None:
             break
+        # the unit shows the baseline's and one candidate's output: answer for those two only
+        pair = [base, lease.candidate or queue.first_candidate(con)]
         truth = con.execute("SELECT model, dimension, verdict, kind FROM sim_truth WHERE item_id = ?",
                             [lease.item_id]).fetchall()
-        verdicts = {(m, d): (bool(v), k) for m, d, v, k in truth if m in models}
+        verdicts = {(m, d): (bool(v), k) for m, d, v, k in truth if m in pair and m in models}
         pref = con.execute("SELECT preference, strength FROM sim_truth_pairs WHERE item_id = ? AND dimension = 'overall' "
-                           "LIMIT 1", [lease.item_id]).fetchone()
-        left, _ = labelling.blind_order(lease.item_id, annotator, models)
+                           "AND baseline = ? AND candidate = ? LIMIT 1", [lease.item_id, *pair]).fetchone()
+        left, _ = labelling.blind_order(lease.item_id, annotator, pair)
         queue.submit(con, lease.lease_id, annotator, verdicts, preference=pref[0] if pref else None,
                      strength=pref[1] if pref else None, duration_ms=int(rng.uniform(20_000, 90_000)),
                      left_model=left, source="demo")

@@ -54,24 +54,32 @@ LATEST_LABELS = """
 MAX_ID = 2 ** 62
 
 
-def design_weights(con, item_ids: np.ndarray, n_pop: int) -> tuple[np.ndarray, str]:
-    """Design weights 1/pi of labelled items, and a description of the design.
+def design_weights(con, item_ids: np.ndarray, n_pop: int, candidate: str | None = None) -> tuple[np.ndarray, str]:
+    """Design weights 1/pi of labelled items for the units (item, ``candidate``; None = the first
+    candidate), and a description of the design.
 
-    An item chosen by the queue has the inclusion probability of its batch (Poisson sampling),
-    times the share of its batch served so far: batches are served in a random order within the
-    batch (``calib.review.queue``), so the labelled part of a partly served batch is a uniform
-    subsample of it. Labels with no queue record (imported, or labelled outside the queue) are
-    declared a uniform sample of the items: pi = (such items) / (population)."""
+    A unit chosen by the queue has the inclusion probability of its batch (Poisson sampling),
+    times the share of its batch's units of that candidate served so far: batches are served in a
+    random order within the batch (``calib.review.queue``), so the labelled part of a partly served
+    batch is a uniform subsample of it. Labels with no queue record (imported, or labelled outside
+    the queue) are declared a uniform sample of the items: pi = (such items) / (population)."""
     if not len(item_ids):
         return np.zeros(0), "none"
+    s = store.get_settings(con)
+    first = next((m for m in store.models(con) if m != s["baseline"]), None)
+    cand = candidate or first
     rows = {r[0]: (r[1], r[2]) for r in con.execute(
-        """WITH q AS (SELECT item_id, arg_max(inclusion_prob, queue_id) AS pi, arg_max(batch_id, queue_id) AS b
-                      FROM queue GROUP BY item_id),
-                served AS (SELECT q.b, count(*) FILTER (WHERE q.item_id IN (SELECT item_id FROM labels)
-                                                         OR q.item_id IN (SELECT item_id FROM pair_labels))
+        """WITH q AS (SELECT item_id, coalesce(candidate, ?) AS c, arg_max(inclusion_prob, queue_id) AS pi,
+                             arg_max(batch_id, queue_id) AS b
+                      FROM queue WHERE coalesce(candidate, ?) = ? GROUP BY ALL),
+                done AS (SELECT l.item_id FROM labels l LEFT JOIN leases e USING (lease_id)
+                         WHERE l.model = ? OR (l.model = ? AND coalesce(e.candidate, ?) = ?)
+                         UNION SELECT item_id FROM pair_labels WHERE candidate = ?),
+                served AS (SELECT q.b, count(*) FILTER (WHERE q.item_id IN (SELECT item_id FROM done))
                                        / count(*) AS share
                            FROM q GROUP BY q.b)
-           SELECT q.item_id, q.pi, served.share FROM q JOIN served USING (b)""").fetchall()}
+           SELECT q.item_id, q.pi, served.share FROM q JOIN served USING (b)""",
+        [first, first, cand, cand, s["baseline"], first, cand, cand]).fetchall()}
     uniq = set(item_ids.tolist())
     outside = [i for i in uniq if i not in rows]
     default = len(outside) / max(n_pop, 1)
@@ -181,7 +189,7 @@ def load_pairs(con, baseline: str, candidate: str, dimension: str) -> model.Pair
     )
 
 
-def pairwise_rate(con, pdata: model.PairData, seed: int = 0) -> tuple[np.ndarray, dict]:
+def pairwise_rate(con, pdata: model.PairData, seed: int = 0, candidate: str | None = None) -> tuple[np.ndarray, dict]:
     """Win-rate draws of the candidate over the baseline: the pairwise model's projection corrected
     by the labelled items' residuals, weighted by the design (as ``design_rates``; in-sample
     residuals: the preference model has only a handful of parameters)."""
@@ -192,7 +200,7 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0) -> tuple[np.ndarray
     if pdata.item_id is None or len(pdata.item_id) < design.MIN_ITEMS:
         return model.fit_pairwise(pdata, seed=seed), {"estimator": "model", "items": 0 if pdata.item_id is None
                                                       else len(pdata.item_id)}
-    w, how = design_weights(con, pdata.item_id, int(N))
+    w, how = design_weights(con, pdata.item_id, int(N), candidate)
     unl = np.maximum(pdata.cell_n - pdata.cell_lab_items, 0).astype(float)
     e = (pdata.item_win - p[pdata.item_cell])[:, None]
     mean, cov, n = design._domain_estimate(
@@ -285,7 +293,7 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             pdata = load_pairs(con, base, c, dim)
             if pdata is None:
                 continue
-            win, how = pairwise_rate(con, pdata, seed=seed)
+            win, how = pairwise_rate(con, pdata, seed=seed, candidate=c)
             # the side-by-side decision: the win rate (ties half) not below 1/2 by more than the margin
             pn = float(np.mean(win >= 0.5 - margin))
             row = {"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(win, mass),

@@ -32,13 +32,17 @@ def disagreement_by_item(z: np.ndarray, item_of_output: np.ndarray, model_of_out
     return score
 
 
-def inclusion_probabilities(priority: np.ndarray, n: float, random_share: float = 0.2) -> np.ndarray:
-    """Inclusion probabilities summing to ``n``: a ``random_share`` spread uniformly, the rest
-    proportional to ``priority``; probabilities above 1 are capped and the excess redistributed."""
+def inclusion_probabilities(priority: np.ndarray, n: float, random_share: float = 0.2,
+                            base_weight: np.ndarray | None = None) -> np.ndarray:
+    """Inclusion probabilities summing to ``n``: a ``random_share`` spread uniformly (or in
+    proportion to ``base_weight``, e.g. less to a decided candidate's units), the rest proportional
+    to ``priority``; probabilities above 1 are capped and the excess redistributed. Every unit with
+    a positive base weight keeps a positive probability (the design estimator needs it)."""
     N = len(priority)
     n = min(float(n), N)
     pr = np.clip(np.asarray(priority, float), 0, None) + 1e-12
-    weight = random_share / N + (1 - random_share) * pr / pr.sum()
+    bw = np.ones(N) if base_weight is None else np.clip(np.asarray(base_weight, float), 0, None)
+    weight = random_share * bw / max(bw.sum(), 1e-12) + (1 - random_share) * pr / pr.sum()
     pi = np.zeros(N)
     free = np.ones(N, bool)
     remaining = n
