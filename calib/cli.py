@@ -178,9 +178,11 @@ def cmd_demo(args) -> int:
     have = con.execute("SELECT count(*) FROM items").fetchone()[0]
     if have:
         raise TiebreakError(f"{store.resolve_db(args.db)} already holds {have} items; give a new --db path for a demo")
-    demo.load_demo(con, args.items, args.seed)
-    print(f"{store.resolve_db(args.db)}: demo with {args.items} items (seed {args.seed}) loaded; "
-          f"hidden truth stored for the simulated SME")
+    if not 1 <= args.candidates <= len(demo.ALL_CANDIDATES):
+        raise TiebreakError(f"--candidates must be between 1 and {len(demo.ALL_CANDIDATES)} (got {args.candidates})")
+    demo.load_demo(con, args.items, args.seed, candidates=args.candidates)
+    print(f"{store.resolve_db(args.db)}: demo with {args.items} items and {args.candidates} candidate(s) "
+          f"(seed {args.seed}) loaded; hidden truth stored for the simulated SME")
     return 0
 
 
@@ -498,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("demo", help="generate a customer-support demo project of any size, with hidden truth")
     c.add_argument("--items", type=int, default=2000, help="number of items (default 2000)")
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--candidates", type=int, default=1,
+                   help="candidate models, 1-3 (default 1; 2 adds a cheaper one worse on refusal, 3 a better one)")
     _db_arg(c)
     c.set_defaults(func=cmd_demo)
 

@@ -16,6 +16,11 @@ labels, so the demo's simulated SME can answer from them. Three judges score eve
 - ``judge-likert``: a 1-5 Likert judge, noisy but unbiased.
 
 ``judge-strict`` also gives a pairwise preference per item (``pref:judge-strict:overall``).
+
+Several candidates (``candidates=2`` or ``3``): ``support-lite-v2``, cheaper still but worse on
+refusal (over-refuses, and misses more requests it should refuse); ``support-orion-v3``, better on
+correctness and style, dearer and slower. The default is the one candidate above; the first
+candidate's data do not depend on how many candidates are made.
 """
 
 from __future__ import annotations
@@ -37,7 +42,10 @@ DEMO_DIR = store.REPO_ROOT / "data" / "demo"
 
 BASELINE = "support-legacy-v1"
 CANDIDATE = "support-nova-v2"
+CANDIDATE_LITE = "support-lite-v2"  # cheaper, worse on refusal
+CANDIDATE_ORION = "support-orion-v3"  # better, dearer
 MODELS = [BASELINE, CANDIDATE]
+ALL_CANDIDATES = [CANDIDATE, CANDIDATE_LITE, CANDIDATE_ORION]
 DIMENSIONS = ["correctness", "refusal", "style"]
 JUDGES = ["judge-strict", "judge-lenient", "judge-likert"]
 
@@ -135,14 +143,23 @@ PRODUCTS = ["SoundPod earbuds", "AeroFan heater", "Lumen desk lamp", "TrailWatch
             "FoldBike", "PixelFrame", "Breeze air purifier", "ChargeDock"]
 
 # Truth parameters (latent scale); the candidate is weaker in LATAM and MEA.
-CORRECT_BASE = {BASELINE: 1.25, CANDIDATE: 1.45}
-CORRECT_REGION = {BASELINE: [0.1, 0.0, 0.0, 0.1, -0.1, 0.0], CANDIDATE: [0.2, -0.5, 0.15, 0.2, -0.45, 0.1]}
-STYLE_BASE = {BASELINE: 0.55, CANDIDATE: 1.05}
-REFUSE_WHEN_NEEDED = {BASELINE: 0.88, CANDIDATE: 0.93}
-OVER_REFUSE = {BASELINE: 0.03, CANDIDATE: 0.08}
+CORRECT_BASE = {BASELINE: 1.25, CANDIDATE: 1.45, CANDIDATE_LITE: 1.2, CANDIDATE_ORION: 1.75}
+CORRECT_REGION = {BASELINE: [0.1, 0.0, 0.0, 0.1, -0.1, 0.0], CANDIDATE: [0.2, -0.5, 0.15, 0.2, -0.45, 0.1],
+                  CANDIDATE_LITE: [0.1, 0.0, 0.0, 0.1, -0.1, 0.0], CANDIDATE_ORION: [0.15, 0.1, 0.1, 0.1, 0.0, 0.1]}
+STYLE_BASE = {BASELINE: 0.55, CANDIDATE: 1.05, CANDIDATE_LITE: 0.6, CANDIDATE_ORION: 1.2}
+REFUSE_WHEN_NEEDED = {BASELINE: 0.88, CANDIDATE: 0.93, CANDIDATE_LITE: 0.7, CANDIDATE_ORION: 0.95}
+OVER_REFUSE = {BASELINE: 0.03, CANDIDATE: 0.08, CANDIDATE_LITE: 0.2, CANDIDATE_ORION: 0.02}
 OVER_REFUSE_TOPICS = {"account_access", "privacy", "billing"}
-PRICES = {BASELINE: (10.0e-6, 30.0e-6), CANDIDATE: (1.5e-6, 6.0e-6)}  # USD per input / output token
-LATENCY_MEDIAN_MS = {BASELINE: 1400.0, CANDIDATE: 850.0}
+PRICES = {BASELINE: (10.0e-6, 30.0e-6), CANDIDATE: (1.5e-6, 6.0e-6), CANDIDATE_LITE: (0.4e-6, 1.6e-6),
+          CANDIDATE_ORION: (12.0e-6, 36.0e-6)}  # USD per input / output token
+LATENCY_MEDIAN_MS = {BASELINE: 1400.0, CANDIDATE: 850.0, CANDIDATE_LITE: 600.0, CANDIDATE_ORION: 1700.0}
+
+
+def demo_models(candidates: int = 1) -> list[str]:
+    """The baseline and the first ``candidates`` (1 to 3) demo candidates."""
+    if not 1 <= int(candidates) <= len(ALL_CANDIDATES):
+        raise ValueError(f"candidates must be between 1 and {len(ALL_CANDIDATES)} (got {candidates})")
+    return [BASELINE, *ALL_CANDIDATES[:int(candidates)]]
 
 
 @dataclass
@@ -158,11 +175,13 @@ def _fill(templates: np.ndarray, slots: dict[str, np.ndarray]) -> list[str]:
     return [t.format(**dict(zip(keys, vals))) for t, *vals in zip(templates, *(slots[k] for k in keys))]
 
 
-def generate(n_items: int, seed: int = 0, start: int = 0, texts: bool = True) -> DemoData:
-    """Generate ``n_items`` items (ids start at ``start``) with outputs, judge scores and truth.
+def generate(n_items: int, seed: int = 0, start: int = 0, texts: bool = True, candidates: int = 1) -> DemoData:
+    """Generate ``n_items`` items (ids start at ``start``) with outputs, judge scores and truth,
+    for the baseline and ``candidates`` (1-3) candidates.
 
     ``texts=False`` replaces prompts and outputs by short stand-ins, for scale benchmarks.
     """
+    all_models = demo_models(candidates)
     rng = np.random.default_rng([seed, start, 0xD3E0])  # salted: [s, 0] and s share a stream
     n = n_items
     ids = np.array([f"q{start + i:07d}" for i in range(n)])
@@ -192,8 +211,11 @@ def generate(n_items: int, seed: int = 0, start: int = 0, texts: bool = True) ->
         reference = np.full(n, None, dtype=object)
 
     rows, truth_rows, latent = [], [], {}
-    for m in MODELS:
-        mrng = np.random.default_rng([seed, start, 0xD3E0, MODELS.index(m) + 1])
+    # a model's random streams are keyed by its place in BASELINE + ALL_CANDIDATES, so adding
+    # candidates leaves the others' data unchanged
+    index = {m: i + 1 for i, m in enumerate([BASELINE, *ALL_CANDIDATES])}
+    for m in all_models:
+        mrng = np.random.default_rng([seed, start, 0xD3E0, index[m]])
         # refusal behaviour
         over = OVER_REFUSE[m] * np.where(np.isin(topic, list(OVER_REFUSE_TOPICS)), 2.0, 0.6)
         refused = np.where(should_refuse, mrng.random(n) < REFUSE_WHEN_NEEDED[m], mrng.random(n) < over)
@@ -245,7 +267,7 @@ def generate(n_items: int, seed: int = 0, start: int = 0, texts: bool = True) ->
         lenient = 0.9 if m == CANDIDATE else 0.0
         for d in DIMENSIONS:
             q, _ = latent[m][d]
-            jrng = np.random.default_rng([seed, start, 0xD3E0, MODELS.index(m) + 1, DIMENSIONS.index(d) + 1])
+            jrng = np.random.default_rng([seed, start, 0xD3E0, index[m], DIMENSIONS.index(d) + 1])
             frame[f"judge:judge-strict:{d}"] = np.round(ndtr(1.1 * q - 0.35 + 0.7 * jrng.normal(size=n)), 4)
             frame[f"judge:judge-lenient:{d}"] = ((q + 0.2 + lenient + 0.9 * jrng.normal(size=n)) > 0).astype(np.int8)
             frame[f"judge:judge-likert:{d}"] = np.clip(np.round(3.1 + 0.9 * q + 0.8 * jrng.normal(size=n)), 1, 5).astype(np.int8)
@@ -261,30 +283,35 @@ def generate(n_items: int, seed: int = 0, start: int = 0, texts: bool = True) ->
     truth = pd.concat(truth_rows, ignore_index=True)
 
     # Pairwise truth: the SME prefers the output passing more dimensions, then the better answer.
-    b, c = latent[BASELINE], latent[CANDIDATE]
-    prng = np.random.default_rng([seed, start, 0xD3E0, 99])
-    u = sum((c[d][1].astype(float) - b[d][1].astype(float)) * w for d, w in zip(DIMENSIONS, [1.5, 1.2, 0.6]))
-    u = u + 0.3 * (c["correctness"][0] - b["correctness"][0]) + 0.15 * (c["style"][0] - b["style"][0])
-    u = u + 0.4 * prng.normal(size=n)
-    pref = np.where(u > 0.5, "candidate", np.where(u < -0.5, "baseline", "tie"))
-    strength = np.where(np.abs(u) > 1.6, 2, np.where(pref == "tie", 0, 1))
-    truth_pairs = pd.DataFrame({"item_id": ids, "baseline": BASELINE, "candidate": CANDIDATE, "dimension": "overall",
-                                "preference": pref, "strength": strength})
-    prefs = pd.DataFrame({"item_id": ids, "baseline": BASELINE, "candidate": CANDIDATE,
-                          "pref:judge-strict:overall": np.round(1 / (1 + np.exp(-(1.2 * u + 0.25 + 0.9 * prng.normal(size=n)))), 4)})
+    truth_pairs, prefs = [], []
+    for cand in all_models[1:]:
+        b, c = latent[BASELINE], latent[cand]
+        prng = np.random.default_rng([seed, start, 0xD3E0, 99] + ([] if cand == CANDIDATE else [index[cand]]))
+        u = sum((c[d][1].astype(float) - b[d][1].astype(float)) * w for d, w in zip(DIMENSIONS, [1.5, 1.2, 0.6]))
+        u = u + 0.3 * (c["correctness"][0] - b["correctness"][0]) + 0.15 * (c["style"][0] - b["style"][0])
+        u = u + 0.4 * prng.normal(size=n)
+        pref = np.where(u > 0.5, "candidate", np.where(u < -0.5, "baseline", "tie"))
+        strength = np.where(np.abs(u) > 1.6, 2, np.where(pref == "tie", 0, 1))
+        truth_pairs.append(pd.DataFrame({"item_id": ids, "baseline": BASELINE, "candidate": cand,
+                                         "dimension": "overall", "preference": pref, "strength": strength}))
+        prefs.append(pd.DataFrame({"item_id": ids, "baseline": BASELINE, "candidate": cand,
+                                   "pref:judge-strict:overall": np.round(
+                                       1 / (1 + np.exp(-(1.2 * u + 0.25 + 0.9 * prng.normal(size=n)))), 4)}))
+    truth_pairs = pd.concat(truth_pairs, ignore_index=True)
+    prefs = pd.concat(prefs, ignore_index=True)
     return DemoData(outputs, prefs, truth, truth_pairs)
 
 
-def write_demo(folder: str | Path, n_items: int, seed: int = 0) -> Path:
+def write_demo(folder: str | Path, n_items: int, seed: int = 0, candidates: int = 1) -> Path:
     """Write a demo data set as Parquet files plus meta.json (the files ``data/demo`` ships)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    data = generate(n_items, seed)
+    data = generate(n_items, seed, candidates=candidates)
     data.outputs.to_parquet(folder / "outputs.parquet", index=False)
     data.prefs.to_parquet(folder / "prefs.parquet", index=False)
     data.truth.to_parquet(folder / "truth.parquet", index=False)
     data.truth_pairs.to_parquet(folder / "truth_pairs.parquet", index=False)
-    meta = {"items": n_items, "seed": seed, "baseline": BASELINE, "candidates": [CANDIDATE],
+    meta = {"items": n_items, "seed": seed, "baseline": BASELINE, "candidates": demo_models(candidates)[1:],
             "dimensions": DIMENSIONS, "judges": JUDGES, "generator": "calib.data.demo.generate"}
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
@@ -313,7 +340,8 @@ def open_db(db: str | os.PathLike | None = None, read_only: bool = False) -> duc
     return store.connect(path, read_only=read_only)
 
 
-def load_demo(con, n_items: int, seed: int = 0) -> None:
-    """Generate a demo of any size and load it (outputs, preferences, hidden truth) into ``con``."""
+def load_demo(con, n_items: int, seed: int = 0, candidates: int = 1) -> None:
+    """Generate a demo of any size with ``candidates`` (1-3) candidates and load it (outputs,
+    preferences, hidden truth) into ``con``."""
     with tempfile.TemporaryDirectory() as tmp:
-        ingest.load_demo_files(con, write_demo(tmp, n_items, seed))
+        ingest.load_demo_files(con, write_demo(tmp, n_items, seed, candidates))

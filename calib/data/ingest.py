@@ -709,7 +709,10 @@ def export_labels(con: duckdb.DuckDBPyConnection, path: str | Path) -> int:
 
 def load_demo_files(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
     """Load a demo folder (outputs.parquet, prefs.parquet, truth*.parquet) written by calib.data.demo."""
-    import_file(con, folder / "outputs.parquet", baseline=json.loads((folder / "meta.json").read_text())["baseline"])
+    meta = json.loads((folder / "meta.json").read_text())
+    import_file(con, folder / "outputs.parquet", baseline=meta["baseline"])
+    if len(meta.get("candidates", [])) > 1:  # the demo's order of candidates (the import sorts them by name)
+        store.set_settings(con, candidates=list(meta["candidates"]))
     import_file(con, folder / "prefs.parquet")
     with store.transaction(con):
         con.execute(f"INSERT INTO sim_truth SELECT item_id, model, dimension, verdict, kind FROM read_parquet({_lit(str(folder / 'truth.parquet'))})")
