@@ -163,13 +163,15 @@ def _t_draws(mean: np.ndarray, cov: np.ndarray, df: int, draws: int, rng: np.ran
 
 def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarray, lab: LabelledSet,
                       model_overall: dict[str, np.ndarray], model_by_segment: dict[str, dict[str, np.ndarray]],
-                      seed: int = 0) -> DesignRates:
+                      seed: int = 0, only: list[int] | None = None) -> DesignRates:
     """The design-consistent rate draws of every model, overall and per segment.
 
     ``p_cells`` (C,): the posterior-mean pass probability of each cell; ``p_lab_draws`` (D, L):
     posterior draws of the labelled outputs' cell probabilities (for the leave-one-out residuals);
     ``model_overall``/``model_by_segment``: the model-based draws, kept for domains with too few
-    labelled items. Draws have the same count as the model-based ones.
+    labelled items. Draws have the same count as the model-based ones. ``only`` (model indices)
+    restricts the estimate to those models (a pair baseline/candidate, whose labelled set is that
+    candidate's probability sample); the others are left out of design-based domains.
     """
     rng = np.random.default_rng([seed, 0xD51])
     M, S = len(data.models), len(data.segments)
@@ -210,7 +212,7 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
         n_items = int(item_mask.sum())
         # every model of the domain needs MIN_ITEMS labelled outputs for a design-based estimate
         per_model = (P[item_mask] > 0).sum(0)
-        have = [m for m in range(M) if N[m] > 0]
+        have = [m for m in range(M) if N[m] > 0 and (only is None or m in only)]
         if not have or min(per_model[m] for m in have) < MIN_ITEMS:
             info["domains"][key] = {"estimator": "model", "items": n_items}
             return dict(fallback)

@@ -234,10 +234,16 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
     cands = [m for m in models if m != base]
     ensure_cells(con)
     label_high_water = label_watermark(con)
+    # several candidates at once: each decision needs a Bonferroni-adjusted probability
+    threshold_k = decide_prob_per_candidate(threshold, len(cands))
     result = {"kind": kind, "interval": mass, "margin": margin, "decide_prob": threshold,
+              "decide_prob_per_candidate": threshold_k,
+              "multiplicity": ("none (one candidate)" if len(cands) == 1 else
+                               f"Bonferroni over {len(cands)} candidates: each decision needs "
+                               f"P >= 1 - (1 - {threshold:g}) / {len(cands)} = {threshold_k:.4g}"),
               "baseline": base, "candidates": cands, "rates": [], "diffs": [],
-              "segment_diffs": [], "preference": [], "cross_checks": [], "warnings": [], "diagnostics": {},
-              "estimator": {}}
+              "segment_diffs": [], "preference": [], "p_best": [], "cross_checks": [], "warnings": [],
+              "diagnostics": {}, "estimator": {}}
     labelled_items: set = set()
     n_label_rows = 0
     for dim in s["dimensions"]:
@@ -253,22 +259,34 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
         result["warnings"] += [f"{dim}: {w}" for w in post.diagnostics.get("warnings", [])]
         result["diagnostics"][dim] = post.diagnostics
         model_rates = model.population_rate_draws(data, post, seed=seed)
-        rates = design_rates(data, post, lab, model_rates, seed)
-        result["estimator"][dim] = {**rates.info, "design": lab.design_note}
+        per_cand = candidate_rates(con, data, post, lab, model_rates, models, base, cands, seed)
+        # the baseline's reported rate: from the pair with the most labelled items
+        primary = max(cands, key=lambda c: (int(per_cand[c][0].info.get("labelled_items", 0)), -cands.index(c)))
+        rates = per_cand[primary][0]
+        result["estimator"][dim] = {**rates.info, "design": per_cand[primary][1].design_note}
+        if len(cands) > 1:
+            result["estimator"][dim]["by_candidate"] = {
+                c: {"estimator": r.info.get("estimator"), "labelled_items": r.info.get("labelled_items"),
+                    "design": lc.design_note} for c, (r, lc) in per_cand.items()}
         if forecast_extra is not None and post.mode is not None:
             result.setdefault("forecasts", []).extend(_forecast_dimension(
-                dim, data, post, rates, models, base, forecast_extra, s["target_width"], margin, threshold,
-                crosscheck._z(mass), s["min_decision_items"], s["forecast_prior_sd"]))
+                dim, data, post, rates, models, base, forecast_extra, s["target_width"], margin, threshold_k,
+                crosscheck._z(mass), s["min_decision_items"], s["forecast_prior_sd"],
+                rates_by_cand={c: r for c, (r, _) in per_cand.items()}))
         for m in models:
-            result["rates"].append({"dimension": dim, "model": m, "segment": None, **_interval_dict(rates.overall[m], mass)})
-            for seg, d in rates.by_segment[m].items():
+            mr = rates if m == base or m not in per_cand else per_cand[m][0]
+            result["rates"].append({"dimension": dim, "model": m, "segment": None, **_interval_dict(mr.overall[m], mass)})
+            for seg, d in mr.by_segment[m].items():
                 result["rates"].append({"dimension": dim, "model": m, "segment": seg, **_interval_dict(d, mass)})
+        deltas = {}
         for c in cands:
-            delta = rates.overall[c] - rates.overall[base]
+            rates_c, lab_c = per_cand[c]
+            delta = rates_c.overall[c] - rates_c.overall[base]
+            deltas[c] = delta
             pn = model.p_noninferior(delta, margin)
             row = {"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(delta, mass),
-                   "sd": float(np.std(delta)), "p_noninferior": pn, "decision": model.decide(pn, threshold)}
-            _hold_on_few(row, _items_labelled_for_both(lab, models.index(base), models.index(c)),
+                   "sd": float(np.std(delta)), "p_noninferior": pn, "decision": model.decide(pn, threshold_k)}
+            _hold_on_few(row, _items_labelled_for_both(lab_c, models.index(base), models.index(c)),
                          s["min_decision_items"], "items labelled for both models")
             result["diffs"].append(row)
             md = model_rates.overall[c] - model_rates.overall[base]
@@ -276,11 +294,11 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
                                            **_interval_dict(md, mass),
                                            "note": "the calibration model's posterior alone (no design correction)"})
             for seg in data.segments:
-                if seg in rates.by_segment[c] and seg in rates.by_segment[base]:
-                    sd = rates.by_segment[c][seg] - rates.by_segment[base][seg]
+                if seg in rates_c.by_segment[c] and seg in rates_c.by_segment[base]:
+                    sd = rates_c.by_segment[c][seg] - rates_c.by_segment[base][seg]
                     result["segment_diffs"].append({"dimension": dim, "baseline": base, "candidate": c, "segment": seg,
                                                     **_interval_dict(sd, mass), "p_noninferior": model.p_noninferior(sd, margin)})
-            checks = _cross_checks(con, dim, data, lab, f_pop, models, base, c, mass)
+            checks = _cross_checks(con, dim, data, lab_c, f_pop, models, base, c, mass)
             result["cross_checks"] += checks
             for ch in checks:
                 if ch["method"] in ("human-only", "ppi++") and ch.get("lo") is not None and \
@@ -288,6 +306,9 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
                     result["warnings"].append(
                         f"{dim}: the Bayesian interval [{row['lo']:.3f}, {row['hi']:.3f}] and the {ch['method']} "
                         f"interval [{ch['lo']:.3f}, {ch['hi']:.3f}] do not overlap: check the judges and labels")
+        if deltas:
+            for m, p in p_best(deltas, base).items():
+                result["p_best"].append({"dimension": dim, "model": m, "p_best": p})
     for c in cands:
         for dim in ["overall", *s["dimensions"]]:
             pdata = load_pairs(con, base, c, dim)
@@ -298,7 +319,7 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             pn = float(np.mean(win >= 0.5 - margin))
             row = {"dimension": dim, "baseline": base, "candidate": c, **_interval_dict(win, mass),
                    "n_labels": int(len(pdata.obs_y)), "estimator": how, "p_noninferior": pn,
-                   "decision": model.decide(pn, threshold)}
+                   "decision": model.decide(pn, threshold_k)}
             _hold_on_few(row, int(how.get("items", 0)) if how.get("estimator") == "design" else 0,
                          s["min_decision_items"], "pairs compared by SMEs")
             result["preference"].append(row)
@@ -321,7 +342,7 @@ def _hold_on_few(row: dict, n: int, min_items: int, what: str) -> None:
 
 
 def design_rates(data: model.CellData, post: model.Posterior, lab: LabelledOutputs, model_rates: model.RateDraws,
-                 seed: int = 0) -> design.DesignRates:
+                 seed: int = 0, only: list[int] | None = None) -> design.DesignRates:
     """The reported rates: the model's projection corrected by the labelled items' honest residuals,
     weighted by the design (``calib.stats.design``); domains with too few labels keep the model's draws."""
     sub = min(len(post.theta), 250)  # posterior means (per cell, and leave-one-out) need few draws
@@ -330,7 +351,54 @@ def design_rates(data: model.CellData, post: model.Posterior, lab: LabelledOutpu
     cells = lab.cell if lab.cell is not None else np.zeros(0, np.int64)
     p_lab = expit(model.eta_draws(data, small, cells=cells)) if len(cells) else np.zeros((sub, 0))
     return design.design_rate_draws(data, p_cells, p_lab, lab.labelled_set(), model_rates.overall,
-                                    model_rates.by_segment, seed=seed)
+                                    model_rates.by_segment, seed=seed, only=only)
+
+
+def candidate_rates(con, data: model.CellData, post: model.Posterior, lab: LabelledOutputs,
+                    model_rates: model.RateDraws, models: list[str], base: str, cands: list[str], seed: int = 0
+                    ) -> dict[str, tuple[design.DesignRates, LabelledOutputs]]:
+    """Per candidate, the design-consistent rates of the pair (baseline, candidate) and the labelled
+    set they rest on.
+
+    The unit of SME work is (item, candidate), sampled with inclusion probabilities recorded per
+    unit: the items labelled for candidate c are c's probability sample (known pi), so c's pair is
+    estimated on those items only (their baseline and c outputs), weighted by 1/pi of (item, c).
+    Items labelled for another candidate only do not enter c's estimate. Each pair draws its
+    Student-t noise from its own stream (independent errors across candidates). With one candidate
+    this is the single joint estimate, exactly as before units existed."""
+    if len(cands) == 1:
+        return {cands[0]: (design_rates(data, post, lab, model_rates, seed), lab)}
+    bi = models.index(base)
+    n_pop = int(data.cell_n[data.cell_model == 0].sum()) if len(data.cell_n) else 0
+    out = {}
+    for c in cands:
+        ci = models.index(c)
+        items_c = set(lab.item_id[lab.model == ci].tolist())
+        mask = np.isin(lab.item_id, list(items_c)) & np.isin(lab.model, [bi, ci])
+        w, how = design_weights(con, lab.item_id[mask], n_pop, c)
+        lab_c = LabelledOutputs(item_id=lab.item_id[mask], model=lab.model[mask], y=lab.y[mask], f=lab.f[mask], w=w,
+                                cell=lab.cell[mask], k=lab.k[mask], n=lab.n[mask], design_note=how)
+        out[c] = (design_rates(data, post, lab_c, model_rates, seed + 104_729 * ci, only=[bi, ci]), lab_c)
+    return out
+
+
+def decide_prob_per_candidate(decide_prob: float, k: int) -> float:
+    """The posterior probability each candidate's decision needs when ``k`` candidates are compared
+    at once: Bonferroni, 1 - (1 - decide_prob) / k. A lead signs off whichever candidate passes, so
+    with k chances the probability that some announced decision is wrong is bounded by
+    1 - decide_prob (as for one candidate); with one candidate nothing changes."""
+    return 1.0 - (1.0 - decide_prob) / max(int(k), 1)
+
+
+def p_best(delta_draws: dict[str, np.ndarray], baseline: str) -> dict[str, float]:
+    """Posterior probability that each model (the baseline, Delta = 0, and every candidate) has the
+    highest pass rate, from the candidates' Delta draws (ties split evenly)."""
+    names = [baseline, *delta_draws]
+    D = len(next(iter(delta_draws.values())))
+    mat = np.column_stack([np.zeros(D), *delta_draws.values()])
+    top = mat == mat.max(axis=1, keepdims=True)
+    share = (top / top.sum(axis=1, keepdims=True)).mean(0)
+    return {m: float(v) for m, v in zip(names, share)}
 
 
 def _items_labelled_for_both(lab: LabelledOutputs, bi: int, ci: int) -> int:
@@ -392,32 +460,37 @@ def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_wi
     for dim in s["dimensions"]:
         data, lab, _ = load_dimension(con, dim, models)
         post = model.fit_laplace(data, draws=2000, seed=seed)
-        rates = design_rates(data, post, lab, model.population_rate_draws(data, post, seed=seed), seed)
-        out["forecasts"] += _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin,
-                                                s["decide_prob"], z, s["min_decision_items"], s["forecast_prior_sd"])
+        cands = [m for m in models if m != base]
+        per_cand = candidate_rates(con, data, post, lab, model.population_rate_draws(data, post, seed=seed), models,
+                                   base, cands, seed)
+        out["forecasts"] += _forecast_dimension(dim, data, post, per_cand[cands[0]][0], models, base, extra, target,
+                                                margin, decide_prob_per_candidate(s["decide_prob"], len(cands)), z,
+                                                s["min_decision_items"], s["forecast_prior_sd"],
+                                                rates_by_cand={c: r for c, (r, _) in per_cand.items()})
     return out
 
 
 def _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin, decide_prob, z,
-                        min_items: int = 0, prior_sd: float = 0.1) -> list[dict]:
+                        min_items: int = 0, prior_sd: float = 0.1, rates_by_cand: dict | None = None) -> list[dict]:
     """Forecast entries of one dimension (see ``forecast_project``): the design-consistent Delta's
     sd after k more labelled items (``forecast.design_sd_function``), and the chance of a decision
     (preposterior normal; none before ``min_items`` labelled items, the decision rule's minimum)."""
     out = []
     N = int(data.cell_n[data.cell_model == 0].sum())
     unl_items = int((data.cell_n - data.cell_lab_items)[data.cell_model == 0].sum())
-    info = getattr(rates, "info", {}) or {}
-    overall = info.get("domains", {}).get("overall", {})
-    n_now = int(overall.get("items", 0)) if overall.get("estimator") == "design" else 0
     # the residual variance of a label once the calibration is learnt: E over the posterior of
     # p(1-p) (with no labels the posterior is the prior, whose draws are far from 1/2 in most
     # cells; p-bar(1-p-bar) at the posterior mean would say 0.25 everywhere)
     pe = expit(model.eta_draws(data, model.Posterior(
         theta=post.theta[:200], sigma=post.sigma[:200], tau=post.tau[:200], kind=post.kind)))
     v = (pe * (1 - pe)).mean(0)
-    for c in models[1:]:
+    for c in [m for m in models if m != base]:
         bi, ci = models.index(base), models.index(c)
-        delta = rates.overall[c] - rates.overall[base]
+        rc = (rates_by_cand or {}).get(c, rates)  # each candidate's own pair estimate and labelled items
+        info = getattr(rc, "info", {}) or {}
+        overall = info.get("domains", {}).get("overall", {})
+        n_now = int(overall.get("items", 0)) if overall.get("estimator") == "design" else 0
+        delta = rc.overall[c] - rc.overall[base]
         mean, sd = float(delta.mean()), float(delta.std())
         s2_model = sum(float((v * data.cell_n)[data.cell_model == m].sum() / max(data.cell_n[data.cell_model == m].sum(), 1))
                        for m in (bi, ci))
