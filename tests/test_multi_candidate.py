@@ -1,0 +1,240 @@
+"""Several candidates: the unit of SME work is (item, candidate); the sampler spends labels across
+candidates; the fit gives every candidate its decision (Bonferroni across candidates) and p_best.
+Statistics by simulation with the demo's hidden truth, never by snapshot numbers."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from calib.data import demo, store
+from calib.review import labelling, queue, simulate, users
+from calib.stats import engine
+from calib.errors import TiebreakError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LABEL = str(ROOT / "pages" / "1_Label.py")
+CANDS = demo.ALL_CANDIDATES
+SHORT_NAMES = ["legacy", "nova", "lite", "orion"]  # the distinctive part of each model name
+
+
+@pytest.fixture
+def con3(tmp_path):
+    c = store.connect(tmp_path / "multi.duckdb")
+    demo.load_demo(c, 400, seed=2, candidates=3)
+    yield c
+    c.close()
+
+
+def _verdicts(con, item_id, models):
+    truth = con.execute("SELECT model, dimension, verdict, kind FROM sim_truth WHERE item_id = ?", [item_id]).fetchall()
+    return {(m, d): (bool(v), k) for m, d, v, k in truth if m in models}
+
+
+def _queue_unit(con, item_id, cand, batch=None):
+    queue._insert_queue(con, pd.DataFrame({
+        "item_id": [item_id], "candidate": [cand], "inclusion_prob": [0.5], "policy": ["test"], "reason": ["test"],
+        "priority": [0.0], "batch_id": [batch or queue._next_batch_id(con)], "overlap": [False]}))
+
+
+def test_demo_makes_three_candidates_and_keeps_the_default(con3):
+    assert store.get_settings(con3)["candidates"] == CANDS
+    assert store.models(con3) == [demo.BASELINE, *CANDS]
+    one = demo.generate(50, seed=4)
+    three = demo.generate(50, seed=4, candidates=3)
+    assert set(one.outputs["model"]) == set(demo.MODELS)
+    # the first candidate's data do not depend on how many candidates are made
+    a = one.outputs.set_index(["item_id", "model"]).sort_index()
+    b = three.outputs[three.outputs["model"].isin(demo.MODELS)].set_index(["item_id", "model"]).sort_index()
+    pd.testing.assert_frame_equal(a, b)
+    # the cheap candidate is truly worse on refusal, the better one is not worse anywhere
+    t = three.truth.groupby(["model", "dimension"])["verdict"].mean()
+    assert t[(demo.CANDIDATE_LITE, "refusal")] < t[(demo.BASELINE, "refusal")] - 0.08
+    assert all(t[(demo.CANDIDATE_ORION, d)] > t[(demo.BASELINE, d)] for d in demo.DIMENSIONS)
+    assert set(three.truth_pairs["candidate"]) == set(CANDS)
+
+
+def test_units_queue_every_candidate_and_submit_writes_one_preference_for_the_served_one(con3):
+    b = queue.refill(con3, 60, seed=1)
+    assert b.eligible == 3 * 400  # every (item, candidate)
+    per_cand = dict(con3.execute("SELECT candidate, count(*) FROM queue GROUP BY 1").fetchall())
+    assert set(per_cand) == set(CANDS)
+    lease = queue.next_item(con3, "ana")
+    assert lease.candidate in CANDS
+    pair = [demo.BASELINE, lease.candidate]
+    other = next(c for c in CANDS if c != lease.candidate)
+    with pytest.raises(TiebreakError, match="not shown"):
+        queue.submit(con3, lease.lease_id, "ana", _verdicts(con3, lease.item_id, [*pair, other]), preference="tie")
+    n = queue.submit(con3, lease.lease_id, "ana", _verdicts(con3, lease.item_id, pair), preference="candidate")
+    assert n == 6
+    prefs = con3.execute("SELECT baseline, candidate, preference FROM pair_labels").fetchall()
+    assert prefs == [(demo.BASELINE, lease.candidate, "candidate")]
+    assert {m for (m,) in con3.execute("SELECT DISTINCT model FROM labels").fetchall()} == set(pair)
+    assert con3.execute("SELECT n_done FROM queue WHERE item_id = ? AND candidate = ?",
+                        [lease.item_id, lease.candidate]).fetchone()[0] == 1
+
+
+def test_an_item_labelled_for_one_candidate_is_still_eligible_for_another(con3):
+    item = "q0000007"
+    c1, c2 = CANDS[0], CANDS[1]
+    _queue_unit(con3, item, c1)
+    lease = queue.next_item(con3, "ana")
+    assert (lease.item_id, lease.candidate) == (item, c1)
+    queue.submit(con3, lease.lease_id, "ana", _verdicts(con3, item, [demo.BASELINE, c1]), preference="tie")
+    units = queue.unit_priorities(con3)
+    got = {(i, c) for i, c in zip(units.item_id, units.candidate) if i == item}
+    assert got == {(item, c2), (item, CANDS[2])}
+    _queue_unit(con3, item, c2)
+    lease2 = queue.next_item(con3, "ana")  # the same SME may rate the item again against another candidate
+    assert (lease2.item_id, lease2.candidate) == (item, c2)
+    n_base = con3.execute("SELECT count(*) FROM labels WHERE model = ?", [demo.BASELINE]).fetchone()[0]
+    written = queue.submit(con3, lease2.lease_id, "ana", _verdicts(con3, item, [demo.BASELINE, c2]), preference="baseline")
+    # the baseline's identical verdicts are not written again; the new candidate's are
+    assert written == 3
+    assert con3.execute("SELECT count(*) FROM labels WHERE model = ?", [demo.BASELINE]).fetchone()[0] == n_base
+    assert con3.execute("SELECT count(*) FROM labels WHERE model = ?", [c2]).fetchone()[0] == 3
+    assert sorted(con3.execute("SELECT candidate FROM pair_labels").fetchall()) == sorted([(c1,), (c2,)])
+    # a different verdict on the baseline is a new row (the newest counts)
+    _queue_unit(con3, item, CANDS[2])
+    lease3 = queue.next_item(con3, "ana")
+    flipped = {k: ((not v[0]) if k[0] == demo.BASELINE and k[1] == "style" else v[0], v[1])
+               for k, v in _verdicts(con3, item, [demo.BASELINE, CANDS[2]]).items()}
+    assert queue.submit(con3, lease3.lease_id, "ana", flipped, preference="tie") == 4
+
+
+def test_sides_are_random_per_item_candidate_and_sme():
+    orders = {(c, labelling.blind_order(f"q{i:07d}", "ana", [demo.BASELINE, c])[0] == demo.BASELINE)
+              for i in range(30) for c in CANDS}
+    assert orders == {(c, s) for c in CANDS for s in (True, False)}
+    same = [labelling.blind_order(f"q{i:07d}", "ana", [demo.BASELINE, CANDS[0]])[0] == demo.BASELINE
+            for i in range(200)]
+    other = [labelling.blind_order(f"q{i:07d}", "ana", [demo.BASELINE, CANDS[1]])[0] == demo.BASELINE
+             for i in range(200)]
+    assert 0.3 < np.mean(np.array(same) == np.array(other)) < 0.7  # not the same order for every candidate
+
+
+def _rendered_text(at) -> str:
+    """Every string the page sent to the browser (all elements' protos)."""
+    out = []
+
+    def walk(node):
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            out.append(str(proto))
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+    walk(at._tree)
+    return "\n".join(out)
+
+
+def test_smes_never_see_model_names(tmp_path, monkeypatch):
+    path = tmp_path / "label3.duckdb"
+    con = store.connect(path)
+    demo.load_demo(con, 120, seed=5, candidates=3)
+    users.add_user(con, "ana", "sme", "password-ana")
+    queue.refill(con, 40, seed=3)
+    # the labelling API's output for every queued unit: no model name in anything the page prints
+    for item, cand in con.execute("SELECT item_id, candidate FROM queue").fetchall():
+        v = labelling.item_view(con, item, "ana", candidate=cand)
+        shown = " ".join(str(x) for x in (v.item_id, v.segment, v.prompt, v.context, v.reference,
+                                           v.left_output, v.right_output))
+        assert {v.left_model, v.right_model} == {demo.BASELINE, cand}
+        assert not any(m.lower() in shown.lower() for m in store.models(con))
+        assert not any(re.search(rf"\b{w}\b", shown, re.I) for w in SHORT_NAMES)
+    con.close()
+    monkeypatch.setenv("TIEBREAK_DB", str(path))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(LABEL, default_timeout=60)
+    at.session_state["auth_user"] = "ana"
+    at.session_state["auth_role"] = "sme"
+    at.run()
+    seen = set()
+    for _ in range(8):
+        assert not at.exception
+        text = _rendered_text(at)
+        assert "Left answer" in text and "Right answer" in text  # the walk does see the page
+        for m in [demo.BASELINE, *CANDS]:
+            assert m not in text
+        assert not any(re.search(rf"\b{w}\b", text, re.I) for w in SHORT_NAMES)  # not even "nova", "lite"
+        for r in at.radio:
+            if r.key and r.key.startswith("label_") and r.value is None:
+                r.set_value(r.options[0])
+        at.get("form_submit_button")[0].click().run()
+    from pages.shared import ui
+    cur = ui._connection(str(path)).cursor()
+    seen = {c for (c,) in cur.execute("SELECT DISTINCT candidate FROM pair_labels").fetchall()}
+    assert len(seen) >= 2  # the page served units of several candidates
+    assert cur.execute("SELECT count(*) FROM pair_labels").fetchone()[0] == 8  # one preference per unit
+
+
+def test_three_candidates_queue_label_and_fit_give_every_candidate_a_decision(con3):
+    queue.refill(con3, 60, seed=1)
+    assert simulate.simulate_sme(con3, 240) == 240
+    fit = engine.fit_project(con3, "fast")
+    assert fit["candidates"] == CANDS
+    k = len(CANDS)
+    assert fit["decide_prob_per_candidate"] == pytest.approx(1 - (1 - fit["decide_prob"]) / k)
+    for c in CANDS:
+        rows = [r for r in fit["diffs"] if r["candidate"] == c]
+        assert {r["dimension"] for r in rows} == set(demo.DIMENSIONS)
+        assert all(r["decision"] in ("not worse", "worse", "label more") and r["n_items"] > 0 for r in rows)
+        assert [r for r in fit["preference"] if r["candidate"] == c and r["dimension"] == "overall"]
+    for d in demo.DIMENSIONS:
+        pb = {r["model"]: r["p_best"] for r in fit["p_best"] if r["dimension"] == d}
+        assert set(pb) == {demo.BASELINE, *CANDS} and sum(pb.values()) == pytest.approx(1.0)
+    # against the hidden truth: intervals of Delta cover it for most (dimension, candidate)
+    truth = dict(((m, d), v) for m, d, v in con3.execute(
+        "SELECT model, dimension, avg(verdict::INT) FROM sim_truth GROUP BY ALL").fetchall())
+    covered = [r["lo"] - 1e-9 <= truth[(r["candidate"], r["dimension"])] - truth[(demo.BASELINE, r["dimension"])]
+               <= r["hi"] + 1e-9 for r in fit["diffs"]]
+    assert sum(covered) >= len(covered) - 2
+    # the cheap candidate is truly worse on refusal (by about 0.15): never "not worse" there
+    lite = next(r for r in fit["diffs"] if r["candidate"] == demo.CANDIDATE_LITE and r["dimension"] == "refusal")
+    assert lite["decision"] != "not worse"
+    # each candidate's Delta rests on its own sample: the items labelled for it
+    by_cand = fit["estimator"]["refusal"]["by_candidate"]
+    n_units = dict(con3.execute("SELECT candidate, count(DISTINCT item_id) FROM pair_labels GROUP BY 1").fetchall())
+    assert {c: by_cand[c]["labelled_items"] for c in CANDS} == n_units
+
+
+def test_a_decided_candidate_gets_at_most_a_tenth_of_the_next_100_labels(con3):
+    sme = "demo-sme"
+    queue.refill(con3, 45, seed=2)
+    simulate.simulate_sme(con3, queue.servable_count(con3, sme), annotator=sme)
+    assert queue.servable_count(con3, sme) == 0
+    fit = engine.fit_project(con3, "fast", record=False)
+    decided = demo.CANDIDATE_LITE
+    for r in fit["diffs"]:  # the latest fit: the cheap candidate decided everywhere, the others not
+        r["decision"] = "worse" if r["candidate"] == decided else "label more"
+    con3.execute("INSERT INTO fits (created_at, kind, n_labels, seconds, result) VALUES (current_timestamp, 'fast', ?, 0, ?)",
+                 [fit["n_labels"], json.dumps(fit)])
+    assert queue.decided_candidates(con3, CANDS) == {decided}
+    units = queue.unit_priorities(con3)
+    pi = queue.stratified_inclusion(units.priority, units.segment, 20, 0.2, units.base_weight)
+    assert (pi[units.candidate == decided] > 0).all()  # still a probability sample (exploration share)
+    before = con3.execute("SELECT coalesce(max(label_id), 0) FROM pair_labels").fetchone()[0]
+    assert simulate.simulate_sme(con3, 100, annotator=sme, seed=7) == 100
+    got = con3.execute("SELECT candidate, count(*) FROM pair_labels WHERE label_id > ? GROUP BY 1", [before]).fetchall()
+    got = dict(got)
+    print("labels per candidate after the decision:", got)
+    assert sum(got.values()) == 100
+    assert got.get(decided, 0) <= 10
+    assert got.get(CANDS[0], 0) > 20 and got.get(CANDS[2], 0) > 20
+
+
+def test_one_candidate_project_keeps_null_units_working(demo_con):
+    """Rows from before units (candidate NULL) stand for the first candidate."""
+    queue.refill(demo_con, 10, seed=1)
+    demo_con.execute("UPDATE queue SET candidate = NULL")
+    lease = queue.next_item(demo_con, "ana")
+    assert lease.candidate == demo.CANDIDATE
+    queue.submit(demo_con, lease.lease_id, "ana", _verdicts(demo_con, lease.item_id, demo.MODELS), preference="tie")
+    assert demo_con.execute("SELECT n_done FROM queue WHERE item_id = ?", [lease.item_id]).fetchone()[0] == 1
+    units = queue.unit_priorities(demo_con)
+    assert lease.item_id not in set(units.item_id) and set(units.candidate) == {demo.CANDIDATE}
