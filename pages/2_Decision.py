@@ -52,31 +52,52 @@ def live() -> None:
         return
     settings = store.get_settings(cur)
     comparison = dashboard.with_pass_rates(_output_stats(db, cells.fingerprint(cur)), fit)
-    sign = dashboard.signoff(fit, comparison, settings)
-    colour = {"sign off": "green", "do not sign off": "red", "label more": "orange"}[sign["recommendation"]]
-    st.markdown(f"### Recommendation: :{colour}[{sign['recommendation'].upper()}]")
+    colours = {"sign off": "green", "do not sign off": "red", "label more": "orange"}
+    cands = fit.get("candidates") or []
+    many = len(cands) > 1
+    if many:  # one recommendation and one row of verdict cards per candidate
+        st.markdown("### Recommendation per candidate")
+        for c, sign in dashboard.signoff_by_candidate(fit, comparison, settings).items():
+            st.markdown(f"**{safe.md(safe.one_line(c, 60))}**: "
+                        f":{colours[sign['recommendation']]}[{sign['recommendation'].upper()}]")
+        blockers = [b for c in cands for b in dashboard.signoff(fit, comparison, settings, c)["blockers"]]
+    else:
+        sign = dashboard.signoff(fit, comparison, settings)
+        blockers = sign["blockers"]
+        st.markdown(f"### Recommendation: :{colours[sign['recommendation']]}[{sign['recommendation'].upper()}]")
+    need = fit.get("decide_prob_per_candidate", fit["decide_prob"])
     st.caption(f"{safe.md(fit['kind'])} fit on {fit['n_labels']} labelled items; {fit['interval']:.0%} credible intervals; "
-               f"margin {fit['margin']}; a decision needs P >= {fit['decide_prob']}. Refreshes every 5 s; "
-               f"refits (fast) when labels arrive.")
-    cols = st.columns(max(1, len(fit["diffs"])))
-    for col, d in zip(cols, fit["diffs"]):
-        col.metric(safe.md(safe.one_line(d["dimension"], 60)), safe.md(d["decision"].upper()),
-                   f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off",
-                   delta_arrow="off", border=True)
-        col.caption(f"P(not worse by more than {fit['margin']}) = {d['p_noninferior']:.3f}")
+               f"margin {fit['margin']}; a decision needs P >= {need:.4g}"
+               + (f" ({len(cands)} candidates compared at once: {fit['decide_prob']:g} adjusted by Bonferroni, "
+                  f"1 - (1 - {fit['decide_prob']:g}) / {len(cands)})" if many else "")
+               + ". Refreshes every 5 s; refits (fast) when labels arrive.")
+    for c in cands if many else [None]:
+        diffs = [d for d in fit["diffs"] if c is None or d["candidate"] == c]
+        if c is not None:
+            st.markdown(f"**{safe.md(safe.one_line(c, 60))}** vs the baseline")
+        cols = st.columns(max(1, len(diffs)))
+        for col, d in zip(cols, diffs):
+            col.metric(safe.md(safe.one_line(d["dimension"], 60)), safe.md(d["decision"].upper()),
+                       f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off",
+                       delta_arrow="off", border=True)
+            col.caption(f"P(not worse by more than {fit['margin']}) = {d['p_noninferior']:.3f}")
+    if many and fit.get("p_best"):
+        st.markdown("**Which model is best?** Posterior probability of the highest pass rate, per dimension")
+        st.dataframe(safe.rows(dashboard.p_best_rows(fit)), hide_index=True, width="stretch")
     for w in fit["warnings"]:
         st.warning(safe.md(w))
 
     forecasts = fit.get("forecasts") or _forecast(db, engine.label_watermark(cur))["forecasts"]
-    fc = {f["dimension"]: f for f in forecasts}
+    fc = {(f["dimension"], f.get("candidate")): f for f in forecasts}
     history = engine.fits_history(cur)
     for i, d in enumerate(fit["diffs"]):
+        c = d["candidate"] if many else None
         left, right = st.columns(2)
-        left.plotly_chart(plots.shrinkage_figure(history, d["dimension"], fc.get(d["dimension"]), fit["margin"]),
+        f = fc.get((d["dimension"], d["candidate"]))
+        left.plotly_chart(plots.shrinkage_figure(history, d["dimension"], f, fit["margin"], candidate=c),
                           key=f"decision_shrink_{i}")
-        right.plotly_chart(plots.forest_figure(fit.get("segment_diffs", []), d["dimension"], fit["margin"]),
+        right.plotly_chart(plots.forest_figure(fit.get("segment_diffs", []), d["dimension"], fit["margin"], candidate=c),
                            key=f"decision_forest_{i}")
-        f = fc.get(d["dimension"])
         if f:
             need = f["labels_for_target_width"]
             left.caption(f"Forecast: width {f['width_now']:.3f} now; "
@@ -91,9 +112,9 @@ def live() -> None:
     st.caption("Sign-off thresholds for the candidate (settings `signoff_max_p95_latency_ms`, "
                "`signoff_max_cost_per_1k_usd`): p95 latency " + (f"<= {lat:g} ms" if lat else "no limit")
                + safe.md(", cost per 1,000 requests " + (f"<= ${cost:g}" if cost else "no limit") + ". "
-                         + " · ".join(sign["blockers"])))
+                         + " · ".join(blockers)))
     if fit.get("preference"):
-        st.subheader("Pairwise win rate of the candidate")
+        st.subheader("Pairwise win rate of the candidate" + ("s" if many else ""))
         st.dataframe(safe.rows(fit["preference"]), hide_index=True, width="stretch")
     st.subheader("Cross-checks")
     st.dataframe(safe.rows(fit["cross_checks"]), hide_index=True, width="stretch")

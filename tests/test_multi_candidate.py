@@ -238,3 +238,43 @@ def test_one_candidate_project_keeps_null_units_working(demo_con):
     assert demo_con.execute("SELECT n_done FROM queue WHERE item_id = ?", [lease.item_id]).fetchone()[0] == 1
     units = queue.unit_priorities(demo_con)
     assert lease.item_id not in set(units.item_id) and set(units.candidate) == {demo.CANDIDATE}
+
+
+PAGES = ["app.py"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def labelled_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("multi") / "pages3.duckdb"
+    con = store.connect(path)
+    demo.load_demo(con, 200, seed=4, candidates=3)
+    store.set_settings(con, demo_mode=True)
+    queue.refill(con, 40, seed=1)
+    simulate.simulate_sme(con, 90)
+    engine.fit_project(con, "fast")
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_with_three_candidates(labelled_db, page, monkeypatch):
+    monkeypatch.setenv("TIEBREAK_DB", str(labelled_db))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / page), default_timeout=90)
+    at.run()
+    assert not at.exception, at.exception
+
+
+def test_decision_page_shows_every_candidate_and_p_best(labelled_db, monkeypatch):
+    monkeypatch.setenv("TIEBREAK_DB", str(labelled_db))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Decision.py"), default_timeout=90)
+    at.run()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown).replace("\\", "")  # safe.md escapes markdown
+    assert "Recommendation per candidate" in text
+    assert all(c in text for c in CANDS)
+    assert len(at.metric) >= len(CANDS) * len(demo.DIMENSIONS)  # a verdict card per candidate and dimension
+    pbest = next(df.value for df in at.dataframe if "P(highest pass rate)" in df.value.columns)
+    assert set(pbest["Model"]) == {demo.BASELINE, *CANDS}
+    assert "Bonferroni" in " ".join(c.value for c in at.caption)

@@ -47,10 +47,15 @@ def model_comparison(con: duckdb.DuckDBPyConnection, fit: dict | None) -> list[d
     return with_pass_rates(output_stats(con), fit)
 
 
-def signoff(fit: dict, comparison: list[dict], settings: dict) -> dict:
+def signoff(fit: dict, comparison: list[dict], settings: dict, candidate: str | None = None) -> dict:
     """The recommendation on all three axes: quality (every dimension 'not worse'), latency and cost
     (the candidate within the sign-off thresholds, where set). 'sign off', 'do not sign off' (a
-    dimension is worse or a threshold is broken) or 'label more', with the reasons."""
+    dimension is worse or a threshold is broken) or 'label more', with the reasons. ``candidate``
+    limits it to one candidate (several candidates: one recommendation each, ``signoff_by_candidate``)."""
+    if candidate is not None:
+        fit = {**fit, "diffs": [d for d in fit["diffs"] if d["candidate"] == candidate],
+               "preference": [d for d in fit.get("preference", []) if d["candidate"] == candidate]}
+        comparison = [r for r in comparison if r["role"] != "candidate" or r["model"] == candidate]
     reasons, blockers, pending = [], [], []
 
     def add(line: str, decision: str) -> None:
@@ -81,6 +86,26 @@ def signoff(fit: dict, comparison: list[dict], settings: dict) -> dict:
                     blockers.append(line)
     verdict = "do not sign off" if blockers else ("label more" if pending else "sign off")
     return {"recommendation": verdict, "reasons": reasons, "blockers": blockers, "pending": pending}
+
+
+def signoff_by_candidate(fit: dict, comparison: list[dict], settings: dict) -> dict[str, dict]:
+    """One recommendation per candidate (each decision already at the probability adjusted for
+    comparing several candidates at once, ``fit['decide_prob_per_candidate']``)."""
+    return {c: signoff(fit, comparison, settings, c) for c in fit.get("candidates", [])}
+
+
+def p_best_rows(fit: dict) -> list[dict]:
+    """The probability each model has the highest pass rate, per dimension, as table rows with
+    human headers (models in the fit's order, baseline first)."""
+    order = [fit.get("baseline"), *fit.get("candidates", [])]
+    out = []
+    for dim in dict.fromkeys(r["dimension"] for r in fit.get("p_best", [])):
+        for m in order:
+            r = next((x for x in fit["p_best"] if x["dimension"] == dim and x["model"] == m), None)
+            if r is not None:
+                out.append({"Dimension": dim, "Model": m, "Role": "baseline" if m == fit.get("baseline") else "candidate",
+                            "P(highest pass rate)": f"{r['p_best']:.1%}"})
+    return out
 
 
 def refit_due(con: duckdb.DuckDBPyConnection) -> bool:

@@ -17,11 +17,12 @@ def _name(value: object, limit: int = 40) -> str:
 
 
 def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None = None,
-                     margin: float | None = None) -> go.Figure:
+                     margin: float | None = None, candidate: str | None = None) -> go.Figure:
     """The 95% interval of Delta against the number of labelled items, one point per recorded fit;
     with ``forecast`` (one entry of ``engine.forecast_project``) the expected interval after more
-    labels, the target width and the labels needed to reach it."""
-    rows = sorted((h for h in history if h["dimension"] == dimension), key=lambda h: (h["n_labels"], h["fit_id"]))
+    labels, the target width and the labels needed to reach it. ``candidate``: that candidate's Delta only."""
+    rows = sorted((h for h in history if h["dimension"] == dimension and candidate in (None, h.get("candidate"))),
+                  key=lambda h: (h["n_labels"], h["fit_id"]))
     x = [h["n_labels"] for h in rows]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=x + x[::-1], y=[h["hi"] for h in rows] + [h["lo"] for h in rows][::-1],
@@ -35,7 +36,7 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
     if margin is not None:
         fig.add_hline(y=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})",
                       annotation_position="bottom left")
-    title = f"{_name(dimension)}: 95% interval of Delta vs labels"
+    title = f"{_name(dimension)}: 95% interval of Delta vs labels" + (f" ({_name(candidate)})" if candidate else "")
     if forecast and rows:
         n0, m0 = rows[-1]["n_labels"], forecast["mean"]
         target = forecast.get("target_width")
@@ -59,16 +60,16 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
     return fig
 
 
-def forest_figure(segment_diffs: list[dict], dimension: str, margin: float) -> go.Figure:
-    """Per-segment Delta with its 95% interval, and the non-inferiority margin."""
-    rows = [d for d in segment_diffs if d["dimension"] == dimension]
+def forest_figure(segment_diffs: list[dict], dimension: str, margin: float, candidate: str | None = None) -> go.Figure:
+    """Per-segment Delta with its 95% interval, and the non-inferiority margin (``candidate``: its Delta only)."""
+    rows = [d for d in segment_diffs if d["dimension"] == dimension and candidate in (None, d.get("candidate"))]
     fig = go.Figure(go.Scatter(
         x=[d["mean"] for d in rows], y=[_name(d["segment"], 50) for d in rows], mode="markers",
         error_x={"type": "data", "symmetric": False, "array": [d["hi"] - d["mean"] for d in rows],
                  "arrayminus": [d["mean"] - d["lo"] for d in rows]}, name="Delta"))
     fig.add_vline(x=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})")
     fig.add_vline(x=0, line_dash="dot", line_color="grey")
-    fig.update_layout(title=f"{_name(dimension)}: Delta by segment", xaxis_title="Delta in pass rate (share of outputs)",
+    fig.update_layout(title=f"{_name(dimension)}: Delta by segment" + (f" ({_name(candidate)})" if candidate else ""), xaxis_title="Delta in pass rate (share of outputs)",
                       yaxis_title="segment", yaxis_type="category", height=320, margin={"t": 50, "b": 40, "l": 80, "r": 20})
     return fig
 
