@@ -144,23 +144,41 @@ def cmd_regressions(args) -> int:
     con = _open_db(args)
     s = store.get_settings(con)
     dims = [args.dimension] if args.dimension else s["dimensions"]
-    out = {"baseline": s["baseline"], "candidate": args.candidate or s["candidates"][0], "dimensions": {}}
-    for d in dims:
-        flips = rg.sme_flips(con, d, args.candidate)
-        lik = rg.likely_regressions(con, d, args.candidate).head(args.top)
-        entry = {"flips": flips.to_dict("records"),
-                 "by_segment": rg.flip_rates(con, d, "segment", args.candidate).to_dict("records"),
-                 "by_topic": rg.flip_rates(con, d, "topic", args.candidate).to_dict("records"),
+    cands = [args.candidate] if args.candidate else [m for m in store.models(con) if m != s["baseline"]]
+    if not cands:
+        raise TiebreakError("no candidate model: import outputs of a candidate first")
+
+    def one(cand: str) -> dict:
+        entry = {"candidate": cand, "dimensions": {}}
+        for d in dims:
+            flips = rg.sme_flips(con, d, cand)
+            lik = rg.likely_regressions(con, d, cand).head(args.top)
+            e = {"flips": flips.to_dict("records"),
+                 "by_segment": rg.flip_rates(con, d, "segment", cand).to_dict("records"),
+                 "by_topic": rg.flip_rates(con, d, "topic", cand).to_dict("records"),
                  "likely_regressions": lik.to_dict("records")}
-        if args.queue:
-            b = rg.queue_likely_regressions(con, d, args.queue, args.candidate)
-            entry["queued"] = {"batch_id": b.batch_id, "selected": b.selected, "expected": b.expected}
-        out["dimensions"][d] = entry
-    out["pairwise_baseline_preferred"] = rg.pairwise_baseline_preferred(con, args.candidate).to_dict("records")
+            if args.queue:
+                b = rg.queue_likely_regressions(con, d, args.queue, cand)
+                e["queued"] = {"batch_id": b.batch_id, "selected": b.selected, "expected": b.expected}
+            entry["dimensions"][d] = e
+        entry["pairwise_baseline_preferred"] = rg.pairwise_baseline_preferred(con, cand).to_dict("records")
+        return entry
+
+    # every candidate (or the one asked for); the first one's entries also at the top level, as before
+    per = [one(c) for c in cands]
+    out = {"baseline": s["baseline"], **per[0], "candidates": per}
     if args.json:
         _print_json(out)
         return 0
-    for d, e in out["dimensions"].items():
+    for entry in per:
+        if len(per) > 1:
+            print(f"candidate {safetext.one_line(entry['candidate'])}:")
+        _print_regressions(entry)
+    return 0
+
+
+def _print_regressions(entry: dict) -> None:
+    for d, e in entry["dimensions"].items():
         reg = [f for f in e["flips"] if f["flip"] == "regression"]
         print(f"{d}: {len(reg)} SME-confirmed regressions, {len(e['flips']) - len(reg)} improvements")
         for f in reg:
@@ -170,7 +188,6 @@ def cmd_regressions(args) -> int:
             f"{safetext.one_line(str(x['item_id']))} {x['p_regression']:.2f}" for x in e["likely_regressions"]))
         if "queued" in e:
             print(f"  queued batch {e['queued']['batch_id']}: {e['queued']['selected']} items")
-    return 0
 
 
 def cmd_demo(args) -> int:
@@ -215,6 +232,8 @@ def cmd_fit(args) -> int:
         return 0
     print(f"{res['kind']} fit on {res['n_labels']} labelled items ({res['seconds']:.1f} s); "
           f"{res['interval']:.0%} credible intervals; margin {res['margin']}")
+    if len(res["candidates"]) > 1:
+        print(f"  {len(res['candidates'])} candidates: {res['multiplicity']}")
     for d in res["diffs"]:
         print(f"  {d['dimension']:<14} Delta {d['candidate']} - {d['baseline']}: {_fmt_ci(d)}  "
               f"P(not worse) = {d['p_noninferior']:.3f}  ->  {d['decision'].upper()}")
@@ -227,6 +246,9 @@ def cmd_fit(args) -> int:
     for r in res["rates"]:
         if r["segment"] is None:
             print(f"  {r['dimension']:<14} pass rate {r['model']:<24} {r['mean']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]")
+    if len(res["candidates"]) > 1:
+        for r in res.get("p_best", []):
+            print(f"  {r['dimension']:<14} P(best) {r['model']:<24} {r['p_best']:.3f}")
     for p in res["preference"]:
         print(f"  {p['dimension']:<14} win rate of {p['candidate']}: {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
               + (f"  P(win rate >= {0.5 - res['margin']:g}) = {p['p_noninferior']:.3f}  ->  {p['decision'].upper()}"

@@ -278,3 +278,26 @@ def test_decision_page_shows_every_candidate_and_p_best(labelled_db, monkeypatch
     pbest = next(df.value for df in at.dataframe if "P(highest pass rate)" in df.value.columns)
     assert set(pbest["Model"]) == {demo.BASELINE, *CANDS}
     assert "Bonferroni" in " ".join(c.value for c in at.caption)
+
+
+def test_cli_demo_fit_and_regressions_list_every_candidate(tmp_path, capsys):
+    from calib import cli
+
+    db = str(tmp_path / "cli3.duckdb")
+    assert cli.main(["demo", "--db", db, "--items", "150", "--seed", "3", "--candidates", "3"]) == 0
+    assert cli.main(["simulate", "--db", db, "--items", "45"]) == 0
+    capsys.readouterr()
+    assert cli.main(["fit", "--db", db, "--fast", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["candidates"] == CANDS
+    assert {(d["candidate"], d["dimension"]) for d in out["diffs"]} == {(c, d) for c in CANDS for d in demo.DIMENSIONS}
+    assert {r["model"] for r in out["p_best"]} == {demo.BASELINE, *CANDS}
+    assert "Bonferroni" in out["multiplicity"]
+    assert cli.main(["fit", "--db", db, "--fast"]) == 0
+    text = capsys.readouterr().out
+    assert all(c in text for c in CANDS) and "P(best)" in text
+    assert cli.main(["regressions", "--db", db, "--json", "--dimension", "refusal"]) == 0
+    reg = json.loads(capsys.readouterr().out)
+    assert [e["candidate"] for e in reg["candidates"]] == CANDS and reg["candidate"] == CANDS[0]
+    assert cli.main(["demo", "--db", str(tmp_path / "bad.duckdb"), "--candidates", "5"]) == 2
+    assert "--candidates" in capsys.readouterr().err

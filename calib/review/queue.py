@@ -181,18 +181,6 @@ def residual_variance_by_cell(data: model.CellData, post: model.Posterior) -> np
     return p * (1 - p)
 
 
-def dimension_weights(con: duckdb.DuckDBPyConnection, dimensions: list[str]) -> dict[str, float]:
-    """How much each dimension still needs labels: 1 while any candidate is undecided there (or no
-    fit exists yet), 0.1 once every candidate has a decision (a little, to keep the estimate
-    honest as it moves)."""
-    fit = engine.latest_fit(con)
-    if not fit:
-        return {d: 1.0 for d in dimensions}
-    undecided = {r["dimension"] for r in fit.get("diffs", []) if r.get("decision") == "label more"}
-    decided = {r["dimension"] for r in fit.get("diffs", [])} - undecided
-    return {d: (0.1 if d in decided else 1.0) for d in dimensions}
-
-
 def decided_candidates(con: duckdb.DuckDBPyConnection, candidates: list[str]) -> set[str]:
     """Candidates with a decision ("not worse" or "worse") on every dimension in the latest fit
     (the pairwise win rates when the project has no pointwise dimension)."""
