@@ -301,3 +301,16 @@ def test_cli_demo_fit_and_regressions_list_every_candidate(tmp_path, capsys):
     assert [e["candidate"] for e in reg["candidates"]] == CANDS and reg["candidate"] == CANDS[0]
     assert cli.main(["demo", "--db", str(tmp_path / "bad.duckdb"), "--candidates", "5"]) == 2
     assert "--candidates" in capsys.readouterr().err
+
+
+def test_report_has_a_recommendation_per_candidate_and_p_best(labelled_db):
+    from calib.insight import report
+
+    con = store.connect(labelled_db)
+    try:
+        html = report.build_report(con, db_label="three")
+    finally:
+        con.close()
+    for c in CANDS:
+        assert f"Recommendation for {c}" in html
+    assert "highest pass rate" in html and "Bonferroni" in html

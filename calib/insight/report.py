@@ -55,7 +55,8 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
     comparison = dashboard.model_comparison(con, fit)
     sign = dashboard.signoff(fit, comparison, settings)
     try:
-        fc = {f["dimension"]: f for f in engine.forecast_project(con, dashboard.FORECAST_EXTRA)["forecasts"]}
+        fc = {(f["dimension"], f.get("candidate")): f
+              for f in engine.forecast_project(con, dashboard.FORECAST_EXTRA)["forecasts"]}
     except Exception:  # noqa: BLE001 - a report without a forecast beats no report
         fc = {}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -67,10 +68,18 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
              f"Baseline: {e(str(fit['baseline']))}; candidate(s): {e(', '.join(fit['candidates']))}<br>"
              f"Labelled items: {fit['n_labels']} ({e(fit['kind'])} fit); {fit['interval']:.0%} credible intervals; "
              f"non-inferiority margin {fit['margin']:g}; decision when the posterior probability is at least "
-             f"{fit['decide_prob']:g}</p>"]
-    cls = {"sign off": "notworse", "do not sign off": "worse", "label more": "more"}[sign["recommendation"]]
-    parts.append(f"<h2>Recommendation</h2><p class='rec {cls}'>{e(sign['recommendation'].upper())}</p><ul>"
-                 + "".join(f"<li>{e(r)}</li>" for r in sign["reasons"]) + "</ul>")
+             f"{fit.get('decide_prob_per_candidate', fit['decide_prob']):.4g}"
+             + (f" ({e(fit['multiplicity'])})" if len(fit["candidates"]) > 1 else "") + "</p>"]
+    many = len(fit["candidates"]) > 1
+    signs = dashboard.signoff_by_candidate(fit, comparison, settings) if many else {None: sign}
+    for cand, sg in signs.items():  # several candidates: one recommendation each
+        cls = {"sign off": "notworse", "do not sign off": "worse", "label more": "more"}[sg["recommendation"]]
+        parts.append(f"<h2>Recommendation{' for ' + e(cand) if cand else ''}</h2>"
+                     f"<p class='rec {cls}'>{e(sg['recommendation'].upper())}</p><ul>"
+                     + "".join(f"<li>{e(r)}</li>" for r in sg["reasons"]) + "</ul>")
+    if many and fit.get("p_best"):
+        parts.append("<h2>Which model is best (posterior probability of the highest pass rate)</h2>")
+        parts.append(_table(dashboard.p_best_rows(fit), ["Dimension", "Model", "Role", "P(highest pass rate)"]))
     parts.append("<h2>Decision per dimension</h2>")
     for d in fit["diffs"]:
         c = {"not worse": "notworse", "worse": "worse"}.get(d["decision"], "more")
@@ -94,8 +103,10 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
     parts.append("<h2>Plots</h2>")
     first = True
     for d in fit["diffs"]:
-        for fig in (plots.shrinkage_figure(history, d["dimension"], fc.get(d["dimension"]), fit["margin"]),
-                    plots.forest_figure(fit.get("segment_diffs", []), d["dimension"], fit["margin"])):
+        c = d["candidate"] if many else None
+        for fig in (plots.shrinkage_figure(history, d["dimension"], fc.get((d["dimension"], d["candidate"])),
+                                           fit["margin"], candidate=c),
+                    plots.forest_figure(fit.get("segment_diffs", []), d["dimension"], fit["margin"], candidate=c)):
             parts.append(fig.to_html(full_html=False, include_plotlyjs=True if first else False))
             first = False
     parts.append("<h2>Settings</h2>")
