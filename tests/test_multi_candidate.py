@@ -314,3 +314,16 @@ def test_report_has_a_recommendation_per_candidate_and_p_best(labelled_db):
     for c in CANDS:
         assert f"Recommendation for {c}" in html
     assert "highest pass rate" in html and "Bonferroni" in html
+
+
+def test_cold_start_priority_is_each_candidates_disagreement_with_the_baseline(con3):
+    u = queue.unit_priorities(con3)
+    assert u.policy == "disagreement"
+    df = pd.DataFrame({"item": u.item_id, "cand": u.candidate, "prio": u.priority})
+    first = df[df.cand == CANDS[0]].set_index("item")["prio"]
+    d = dict(con3.execute("SELECT item_id, score FROM item_disagreement").fetchall())
+    # the first candidate's units: exactly the item's disagreement score, as with one candidate
+    assert np.allclose(first.to_numpy(), [d[i] for i in first.index])
+    # another candidate's differ (its outputs differ from the first candidate's)
+    lite = df[df.cand == demo.CANDIDATE_LITE].set_index("item")["prio"].reindex(first.index)
+    assert not np.allclose(lite.to_numpy(), first.to_numpy())

@@ -119,8 +119,24 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
     store.register(con, "_unit_cands", pd.DataFrame({"candidate": pd.Series(cands, dtype=object)}))
     try:
         if n_labels == 0 or len(models) < 2 or not s["dimensions"]:
-            rows = con.execute(f"SELECT d.item_id, u.candidate, d.segment, d.score AS prio {_ELIGIBLE_UNITS} "
-                               "ORDER BY d.item_id, u.candidate", [base, cands[0] if cands else None]).fetch_df()
+            if len(cands) > 1 and s["dimensions"]:
+                # the judges' spread plus how far the judges' consensus on this candidate's output is
+                # from the baseline's (``item_disagreement`` holds the first candidate's only)
+                rows = con.execute(
+                    f"""WITH un AS (SELECT d.item_id, u.candidate, d.segment, d.within_judges, d.score {_ELIGIBLE_UNITS}),
+                             z AS (SELECT oc.item_id, oc.model, oc.dimension, list_avg(mc.x) AS z
+                                   FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id)),
+                             bt AS (SELECT c.item_id, c.model AS candidate, avg(abs(c.z - b.z)) AS between_models
+                                    FROM z c JOIN z b ON b.item_id = c.item_id AND b.dimension = c.dimension AND b.model = ?
+                                    WHERE c.model <> ? GROUP BY ALL)
+                        SELECT un.item_id, un.candidate, un.segment,
+                               CASE WHEN bt.between_models IS NULL THEN un.score
+                                    ELSE un.within_judges + bt.between_models END AS prio
+                        FROM un LEFT JOIN bt USING (item_id, candidate) ORDER BY un.item_id, un.candidate""",
+                    [base, cands[0], base, base]).fetch_df()
+            else:
+                rows = con.execute(f"SELECT d.item_id, u.candidate, d.segment, d.score AS prio {_ELIGIBLE_UNITS} "
+                                   "ORDER BY d.item_id, u.candidate", [base, cands[0] if cands else None]).fetch_df()
             policy = "disagreement"
         else:
             parts = []
