@@ -17,6 +17,12 @@ about to draw, vs the sd actually obtained at n+k).
     .venv/bin/python bench/coverage.py [--reps 200] [--kind fast|nuts] [--items 2000]
     .venv/bin/python bench/coverage.py --summeval ../shared/datasets/summeval_flat_with_rouge.jsonl
     .venv/bin/python bench/coverage.py --pandalm ../shared/datasets/pandalm_merged.jsonl
+    .venv/bin/python bench/coverage.py --candidates 3 --reps 6 --items 1000
+
+``--candidates K`` (K >= 2) runs the product path end to end instead: a demo project with K
+candidates in DuckDB, the simulated SME labelling units (item, candidate) through the real queue
+(``queue.refill`` then lease/submit), a recorded fast fit at each size (its decisions steer the
+sampler), and the coverage of every candidate's Delta per dimension against the hidden truth.
 """
 
 from __future__ import annotations
@@ -253,6 +259,54 @@ def run_pandalm(path: str, reps: int, sizes=(20, 40, 60), seed0: int = 0) -> lis
              "width / human-only": np.mean(v["w"]) / np.mean(v["wh"])} for n, v in acc.items()]
 
 
+def run_multi(reps: int, n_items: int, k: int, sizes=(60, 150, 300), seed0: int = 2000) -> list[dict]:
+    """Coverage of every candidate's Delta with ``k`` candidates, through the product (see the
+    module docstring); ``sizes`` count labelled units (item, candidate) over all candidates."""
+    import duckdb
+
+    from calib.data import store
+    from calib.review import simulate
+
+    res = {n: {"cover": [], "width": [], "units": [], "decided_wrong": 0, "decided": 0} for n in sizes}
+    per_cand = {n: {} for n in sizes}
+    for r in range(reps):
+        con = duckdb.connect()
+        store.migrate(con)
+        demo.load_demo(con, n_items, seed=seed0 + r, candidates=k)
+        truth = {(m, d): v for m, d, v in con.execute(
+            "SELECT model, dimension, avg(verdict::INT) FROM sim_truth GROUP BY ALL").fetchall()}
+        done = 0
+        for n in sizes:
+            while done < n:
+                queue.refill(con, min(40, n - done), seed=seed0 + r + done)
+                got = simulate.simulate_sme(con, min(queue.servable_count(con, simulate.DEMO_SME), n - done),
+                                            seed=seed0 + r + done)
+                if got == 0:
+                    break
+                done += got
+            fit = engine.fit_project(con, "fast", seed=r)
+            for d in fit["diffs"]:
+                true = truth[(d["candidate"], d["dimension"])] - truth[(demo.BASELINE, d["dimension"])]
+                ok = d["lo"] <= true <= d["hi"]
+                res[n]["cover"].append(ok)
+                res[n]["width"].append(d["hi"] - d["lo"])
+                per_cand[n].setdefault(d["candidate"], []).append(ok)
+                if d["decision"] != "label more":
+                    res[n]["decided"] += 1
+                    wrong = (d["decision"] == "not worse") != (true >= -fit["margin"])
+                    res[n]["decided_wrong"] += int(wrong)
+            res[n]["units"].append(con.execute("SELECT count(*) FROM pair_labels").fetchone()[0])
+        con.close()
+    rows = []
+    for n in sizes:
+        x = res[n]
+        rows.append({"labelled units": n, "Delta coverage (all)": float(np.mean(x["cover"])),
+                     **{f"coverage {c}": float(np.mean(v)) for c, v in per_cand[n].items()},
+                     "mean width": float(np.mean(x["width"])), "intervals": len(x["cover"]),
+                     "decisions": x["decided"], "wrong decisions": x["decided_wrong"]})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=200)
@@ -261,8 +315,17 @@ def main() -> None:
     ap.add_argument("--summeval")
     ap.add_argument("--pandalm")
     ap.add_argument("--json", help="also write the tables as JSON here")
+    ap.add_argument("--candidates", type=int, default=1, help="K >= 2: the multi-candidate study through the product")
     args = ap.parse_args()
     tables = {}
+    if args.candidates > 1:
+        t = time.time()
+        tables["candidates"] = run_multi(args.reps, args.items, args.candidates)
+        print_table(tables["candidates"], f"{args.candidates} candidates ({args.reps} replicates x 3 dimensions, "
+                                          f"{args.items} items, fast fit, {time.time() - t:.0f} s)")
+        if args.json:
+            Path(args.json).write_text(json.dumps(tables, indent=2, default=float))
+        return
     if args.summeval:
         tables["summeval"] = run_summeval(args.summeval, args.reps, kind=args.kind)
         print_table(tables["summeval"], f"SummEval ({args.reps} replicates, {args.kind} fit)")
