@@ -297,6 +297,14 @@ def run_multi(reps: int, n_items: int, k: int, sizes=(60, 150, 300), seed0: int 
                     res[n]["decided_wrong"] += int(wrong)
             res[n]["units"].append(con.execute("SELECT count(*) FROM pair_labels").fetchone()[0])
         con.close()
+        rows = _multi_rows(res, per_cand, sizes)
+        # the table so far after every replicate (a run stopped early still reports)
+        print_table(rows, f"after {r + 1} of {reps} replicates")
+        sys.stdout.flush()
+    return rows
+
+
+def _multi_rows(res: dict, per_cand: dict, sizes) -> list[dict]:
     rows = []
     for n in sizes:
         x = res[n]

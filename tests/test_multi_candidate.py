@@ -327,3 +327,16 @@ def test_cold_start_priority_is_each_candidates_disagreement_with_the_baseline(c
     # another candidate's differ (its outputs differ from the first candidate's)
     lite = df[df.cand == demo.CANDIDATE_LITE].set_index("item")["prio"].reindex(first.index)
     assert not np.allclose(lite.to_numpy(), first.to_numpy())
+
+
+def test_a_lead_filter_queues_units_of_every_candidate_or_of_one(con3):
+    b = queue.queue_filtered(con3, n=9, segment="eu", seed=1)
+    rows = con3.execute("SELECT candidate, inclusion_prob FROM queue WHERE batch_id = ?", [b.batch_id]).fetchall()
+    n_eu = con3.execute("SELECT count(*) FROM items WHERE segment = 'eu'").fetchone()[0]
+    assert b.eligible == 3 * n_eu and len(rows) == 9
+    assert all(p == pytest.approx(9 / (3 * n_eu)) for _, p in rows)
+    b2 = queue.queue_filtered(con3, n=5, segment="eu", seed=2, candidate=demo.CANDIDATE_ORION)
+    assert {c for (c,) in con3.execute("SELECT candidate FROM queue WHERE batch_id = ?", [b2.batch_id]).fetchall()} \
+        == {demo.CANDIDATE_ORION}
+    with pytest.raises(TiebreakError, match="unknown candidate"):
+        queue.queue_filtered(con3, n=5, segment="eu", candidate="nope")

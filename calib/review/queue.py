@@ -97,8 +97,10 @@ class Units:
     base_weight: np.ndarray  # (U,) float: 1, or EXPLORE for a decided candidate
 
 
+# units (item, candidate) not yet labelled for that candidate nor queued, where both outputs exist
 _ELIGIBLE_UNITS = """
     FROM item_disagreement d JOIN outputs o ON o.item_id = d.item_id JOIN _unit_cands u ON o.model = u.candidate
+    JOIN outputs ob ON ob.item_id = d.item_id AND ob.model = u.baseline
     WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.item_id = d.item_id AND l.model = u.candidate)
       AND NOT EXISTS (SELECT 1 FROM pair_labels p WHERE p.item_id = d.item_id AND p.baseline = ? AND p.candidate = u.candidate)
       AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.item_id = d.item_id AND coalesce(q.candidate, ?) = u.candidate)
@@ -116,7 +118,8 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
     base = s["baseline"]
     n_labels = con.execute("SELECT count(*) FROM labels").fetchone()[0]
     decided = decided_candidates(con, cands)
-    store.register(con, "_unit_cands", pd.DataFrame({"candidate": pd.Series(cands, dtype=object)}))
+    store.register(con, "_unit_cands", pd.DataFrame({"candidate": pd.Series(cands, dtype=object),
+                                                     "baseline": pd.Series([base] * len(cands), dtype=object)}))
     try:
         if n_labels == 0 or len(models) < 2 or not s["dimensions"]:
             if len(cands) > 1 and s["dimensions"]:
@@ -299,8 +302,10 @@ def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment
         params.append(judge_fail); what.append(f"{judge_fail} fails")  # noqa: E702
     if not what:
         raise TiebreakError("give a filter: segment, topic or judge_fail")
-    store.register(con, "_unit_cands", pd.DataFrame({"candidate": pd.Series(
-        [candidate] if candidate else cands, dtype=object)}))
+    chosen_cands = [candidate] if candidate else cands
+    store.register(con, "_unit_cands", pd.DataFrame({"candidate": pd.Series(chosen_cands, dtype=object),
+                                                     "baseline": pd.Series([s["baseline"]] * len(chosen_cands),
+                                                                           dtype=object)}))
     try:
         found = con.execute(
             f"SELECT d.item_id, u.candidate {_ELIGIBLE_UNITS} AND {' AND '.join(where)} ORDER BY d.item_id, u.candidate",
