@@ -178,14 +178,17 @@ def load_pairs(con, baseline: str, candidate: str, dimension: str) -> model.Pair
         item_id=np.array(list(per_item), dtype=object),
         item_cell=np.array([v[0] for v in per_item.values()], np.int64),
         item_win=np.array([np.mean(v[1]) for v in per_item.values()], float),
+        item_counts=np.array([np.bincount(np.rint(np.array(v[1]) * 2).astype(int), minlength=3)
+                              for v in per_item.values()], float).reshape(-1, 3),
     )
 
 
 def pairwise_rate(con, pdata: model.PairData, seed: int = 0) -> tuple[np.ndarray, dict]:
     """Win-rate draws of the candidate over the baseline: the pairwise model's projection corrected
-    by the labelled items' residuals, weighted by the design (as ``design_rates``; in-sample
-    residuals: the preference model has only a handful of parameters)."""
-    win_c, var_c = model.fit_pairwise(pdata, seed=seed, return_cells=True)
+    by the labelled items' residuals, weighted by the design (as ``design_rates``). Residuals are
+    honest, against each item's leave-one-out prediction (``design.loo_pair_predictions``): the
+    in-sample ones are shrunk by the fit and covered 89-92% on PandaLM at 20-60 labelled pairs."""
+    win_c, var_c, probs = model.fit_pairwise(pdata, seed=seed, return_cells=True, return_probs=True)
     p = win_c.mean(0)
     v = np.clip(var_c.mean(0), 1e-6, None)
     N = float(pdata.cell_n.sum())
@@ -194,7 +197,8 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0) -> tuple[np.ndarray
                                                       else len(pdata.item_id)}
     w, how = design_weights(con, pdata.item_id, int(N))
     unl = np.maximum(pdata.cell_n - pdata.cell_lab_items, 0).astype(float)
-    e = (pdata.item_win - p[pdata.item_cell])[:, None]
+    p_loo = design.loo_pair_predictions(probs[:, pdata.item_cell], pdata.item_counts)
+    e = (pdata.item_win - p_loo)[:, None]
     mean, cov, n = design._domain_estimate(
         np.array([pdata.cell_lab_win.sum()]), np.array([(unl * p).sum()]), np.array([N]), np.array([unl.sum()]),
         e, v[pdata.item_cell][:, None], np.ones_like(e), w, pdata.item_win[:, None])

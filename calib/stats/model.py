@@ -525,10 +525,13 @@ def _pair_cell_probs(th: np.ndarray, cell_x: np.ndarray, F: int) -> tuple[np.nda
     return expit(eta - c1), expit(c1 - eta) - expit(c0 - eta)
 
 
-def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0, return_cells: bool = False):
+def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0, return_cells: bool = False,
+                 return_probs: bool = False):
     """Laplace fit of the ordered-logistic preference model, importance-reweighted to the exact
     posterior; returns win-rate draws (D,), or with ``return_cells`` each cell's win score and its
-    variance per draw, (D, C) each (for the design-consistent estimate).
+    variance per draw, (D, C) each (for the design-consistent estimate); with ``return_probs`` as
+    well the (D, C, 3) probabilities of baseline better, tie, candidate better (for the
+    leave-one-out residuals).
 
     Win rate = P(candidate better) + P(tie) / 2 over the population, labelled items counted
     with their observed preference.
@@ -555,6 +558,9 @@ def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0, return_cells: 
     p_cand, p_tie = _pair_cell_probs(th, data.cell_x, F)
     win = p_cand + 0.5 * p_tie
     if return_cells:
+        if return_probs:
+            probs = np.stack([np.clip(1 - p_cand - p_tie, 0, 1), p_tie, p_cand], axis=-1)
+            return win, p_cand + 0.25 * p_tie - win ** 2, probs
         return win, p_cand + 0.25 * p_tie - win ** 2
     unl = np.maximum(data.cell_n - data.cell_lab_items, 0)
     N = data.cell_n.sum()
