@@ -1,0 +1,156 @@
+"""Tables for people: human headers, units and formatted numbers, shared by the pages and the report
+so both say the same thing the same way (no snake_case header, no "None", no 0.8292892987).
+
+``present(rows, columns)`` turns result rows (dicts from calib) into rows of display strings, one
+column per ``(value, header, format)``; ``value`` is a key or a function of the row. A missing value
+(None, NaN) shows as an en dash. Texts from the data are NOT escaped here: pages pass the rows
+through ``safetext.rows`` (``st.dataframe`` shows text) and the report through ``safetext.html``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+DASH = "\u2013"
+Column = tuple[str | Callable[[dict], Any], str, Callable[[Any], str] | None]
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def pct(v: Any, digits: int = 1) -> str:
+    """0.1234 -> '12.3%'."""
+    return DASH if _missing(v) else f"{100 * float(v):.{digits}f}%"
+
+
+def pp(v: Any, digits: int = 1) -> str:
+    """A difference of two shares in percentage points: -0.0123 -> '-1.2 pp'."""
+    return DASH if _missing(v) else f"{100 * float(v):+.{digits}f} pp"
+
+
+def num(v: Any, digits: int = 3) -> str:
+    return DASH if _missing(v) else f"{float(v):,.{digits}f}"
+
+
+def integer(v: Any) -> str:
+    return DASH if _missing(v) else f"{int(round(float(v))):,}"
+
+
+def ms(v: Any) -> str:
+    return DASH if _missing(v) else f"{float(v):,.0f} ms"
+
+
+def seconds(v: Any) -> str:
+    return DASH if _missing(v) else f"{float(v):,.0f} s"
+
+
+def usd(v: Any) -> str:
+    return DASH if _missing(v) else f"${float(v):,.2f}"
+
+
+def text(v: Any) -> str:
+    return DASH if _missing(v) or v == "" else str(v)
+
+
+def yes_no(v: Any) -> str:
+    return DASH if _missing(v) else ("yes" if v else "no")
+
+
+def interval(lo_key: str, hi_key: str, fmt: Callable[[Any], str] = pct) -> Callable[[dict], str]:
+    """A column function: '[lo, hi]' from two keys of the row."""
+    def f(r: dict) -> str:
+        lo, hi = r.get(lo_key), r.get(hi_key)
+        return DASH if _missing(lo) or _missing(hi) else f"[{fmt(lo)}, {fmt(hi)}]"
+    return f
+
+
+def present(rows: list[dict], columns: list[Column]) -> list[dict]:
+    """Rows of display strings with human headers (see module doc)."""
+    out = []
+    for r in rows:
+        row = {}
+        for value, header, fmt in columns:
+            v = value(r) if callable(value) else r.get(value)
+            row[header] = (fmt or text)(v)
+        out.append(row)
+    return out
+
+
+# --------------------------------------------------------------------------- the tables the app and report share
+
+
+def decision_table(diffs: list[dict], margin: float) -> list[dict]:
+    """Per dimension and candidate: the decision, Delta (percentage points) with its interval, P(not worse)."""
+    return present(diffs, [
+        ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("decision", "Decision", None),
+        ("mean", "Delta (candidate - baseline)", pp), (interval("lo", "hi", pp), "95% interval", None),
+        ("p_noninferior", f"P(not worse by more than {100 * margin:g} pp)", lambda v: num(v, 3)),
+        ("n_items", "Items labelled for both", integer)])
+
+
+def preference_table(preference: list[dict]) -> list[dict]:
+    """The pairwise win rate of each candidate (ties count half)."""
+    return present(preference, [
+        ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("decision", "Decision", None),
+        ("mean", "Win rate vs baseline", pct), (interval("lo", "hi"), "95% interval", None),
+        ("p_noninferior", "P(not worse)", lambda v: num(v, 3)), ("n_items", "Pairs compared by SMEs", integer)])
+
+
+def comparison_table(comparison: list[dict], dimensions: list[str]) -> list[dict]:
+    """The models side by side: pass rate per dimension (with interval), latency, cost, outputs."""
+    cols: list[Column] = [("model", "Model", None), ("role", "Role", None)]
+    for d in dimensions:
+        cols.append((f"pass_{d}", f"Pass rate: {d}", pct))
+        cols.append((interval(f"pass_{d}_lo", f"pass_{d}_hi"), f"{d}: 95% interval", None))
+    cols += [("latency_p50_ms", "Latency p50", ms), ("latency_p95_ms", "Latency p95", ms),
+             ("cost_per_1k_usd", "Cost per 1,000 requests", usd), ("outputs", "Outputs", integer)]
+    return present(comparison, cols)
+
+
+def crosscheck_table(checks: list[dict]) -> list[dict]:
+    return present(checks, [
+        ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("method", "Method", None),
+        ("mean", "Delta", pp), (interval("lo", "hi", pp), "95% interval", None), ("n", "Labelled items", integer),
+        ("note", "Note", None)])
+
+
+def convergence_table(fit: dict) -> list[dict]:
+    """Per dimension: for a NUTS fit max R-hat, min bulk ESS and divergences; for the fast fit the
+    importance-sampling ESS (the fast fit has no chains, so no R-hat)."""
+    rows = []
+    for dim, d in (fit.get("diagnostics") or {}).items():
+        rows.append({"dimension": dim, "max_rhat": d.get("max_rhat"), "min_ess_bulk": d.get("min_ess_bulk"),
+                     "divergences": d.get("divergences"), "importance_ess": d.get("importance_ess"),
+                     "ok": not d.get("warnings"), "warnings": "; ".join(d.get("warnings") or [])})
+    if fit.get("kind") == "nuts":
+        cols: list[Column] = [("dimension", "Dimension", None), ("max_rhat", "Max R-hat", lambda v: num(v, 3)),
+                              ("min_ess_bulk", "Min bulk ESS", integer), ("divergences", "Divergences", integer)]
+    else:
+        cols = [("dimension", "Dimension", None), ("importance_ess", "Importance ESS", integer)]
+    return present(rows, cols + [("ok", "Converged", yes_no), ("warnings", "Warnings", None)])
+
+
+def flip_rate_table(rates: list[dict], by: str) -> list[dict]:
+    """Per segment or topic: items labelled for both models, regressions and improvements with rates."""
+    return present(rates, [
+        (by, by.capitalize(), None), ("items", "Items labelled for both", integer),
+        ("regressions", "Regressions", integer), ("regression_rate", "Regression rate", pct),
+        ("improvements", "Improvements", integer), ("improvement_rate", "Improvement rate", pct)])
+
+
+def likely_table(rows: list[dict]) -> list[dict]:
+    return present(rows, [
+        ("item_id", "Item", None), ("segment", "Segment", None), ("topic", "Topic", None),
+        ("p_baseline", "P(baseline passes)", pct), ("p_candidate", "P(candidate passes)", pct),
+        ("p_regression", "P(regression)", pct)])
+
+
+def annotator_table(rows: list[dict]) -> list[dict]:
+    """Who labelled how much: distinct items, label rows, rating time."""
+    return present(rows, [
+        ("annotator", "SME", None), ("items", "Labelled items", integer), ("labels", "Label rows", integer),
+        ("hours", "Rating time (h)", lambda v: num(v, 1)), ("median_s", "Median per item", seconds),
+        ("first_at", "First label", lambda v: text(str(v)[:16] if v is not None else None)),
+        ("last_at", "Last label", lambda v: text(str(v)[:16] if v is not None else None))])
