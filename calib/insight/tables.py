@@ -66,6 +66,15 @@ def interval(lo_key: str, hi_key: str, fmt: Callable[[Any], str] = pct) -> Calla
     return f
 
 
+def with_interval(key: str, fmt: Callable[[Any], str] = pct) -> Callable[[dict], str]:
+    """A column function: 'value [lo, hi]' from ``key``, ``key_lo`` and ``key_hi``."""
+    def f(r: dict) -> str:
+        v = fmt(r.get(key))
+        lo, hi = r.get(f"{key}_lo"), r.get(f"{key}_hi")
+        return v if _missing(lo) or _missing(hi) else f"{v} [{fmt(lo)}, {fmt(hi)}]"
+    return f
+
+
 def present(rows: list[dict], columns: list[Column]) -> list[dict]:
     """Rows of display strings with human headers (see module doc)."""
     out = []
@@ -99,14 +108,19 @@ def preference_table(preference: list[dict]) -> list[dict]:
 
 
 def comparison_table(comparison: list[dict], dimensions: list[str]) -> list[dict]:
-    """The models side by side: pass rate per dimension (with interval), latency, cost, outputs."""
-    cols: list[Column] = [("model", "Model", None), ("role", "Role", None)]
-    for d in dimensions:
-        cols.append((f"pass_{d}", f"Pass rate: {d}", pct))
-        cols.append((interval(f"pass_{d}_lo", f"pass_{d}_hi"), f"{d}: 95% interval", None))
-    cols += [("latency_p50_ms", "Latency p50", ms), ("latency_p95_ms", "Latency p95", ms),
-             ("cost_per_1k_usd", "Cost per 1,000 requests", usd), ("outputs", "Outputs", integer)]
-    return present(comparison, cols)
+    """The models side by side, one column per model (so any number of dimensions fits the width):
+    the population pass rate per dimension with its interval, latency, time to first token, tokens,
+    cost per 1,000 requests and the number of outputs."""
+    measures: list[tuple[str, Callable[[dict], str]]] = [
+        (f"Pass rate: {d} (95% interval)", with_interval(f"pass_{d}")) for d in dimensions]
+    measures += [("Role", lambda r: text(r.get("role"))),
+                 ("Latency p50", lambda r: ms(r.get("latency_p50_ms"))),
+                 ("Latency p95", lambda r: ms(r.get("latency_p95_ms"))),
+                 ("Time to first token p50", lambda r: ms(r.get("ttft_p50_ms"))),
+                 ("Output tokens (mean)", lambda r: num(r.get("output_tokens_mean"), 0)),
+                 ("Cost per 1,000 requests", lambda r: usd(r.get("cost_per_1k_usd"))),
+                 ("Outputs", lambda r: integer(r.get("outputs")))]
+    return [{"Measure": name, **{str(r["model"]): f(r) for r in comparison}} for name, f in measures]
 
 
 def crosscheck_table(checks: list[dict]) -> list[dict]:
@@ -128,7 +142,8 @@ def convergence_table(fit: dict) -> list[dict]:
         cols: list[Column] = [("dimension", "Dimension", None), ("max_rhat", "Max R-hat", lambda v: num(v, 3)),
                               ("min_ess_bulk", "Min bulk ESS", integer), ("divergences", "Divergences", integer)]
     else:
-        cols = [("dimension", "Dimension", None), ("importance_ess", "Importance ESS", integer)]
+        return present(rows, [("dimension", "Dimension", None), ("importance_ess", "Importance ESS", integer),
+                              ("ok", "Approximation adequate (ESS >= 200)", yes_no), ("warnings", "Warnings", None)])
     return present(rows, cols + [("ok", "Converged", yes_no), ("warnings", "Warnings", None)])
 
 
