@@ -5,7 +5,7 @@ import streamlit as st
 
 from calib import safetext as safe
 from calib.stats import engine
-from calib.insight import annotators
+from calib.insight import annotators, tables
 from pages.shared import ui
 
 st.set_page_config(page_title="Annotators · Tiebreak", page_icon="👥", layout="wide")
@@ -26,7 +26,9 @@ st.caption("Krippendorff's alpha (nominal) per dimension over outputs rated by t
 st.dataframe(safe.rows(_agreement(db, engine.label_watermark(cur))), hide_index=True, width="stretch")
 
 st.subheader("Throughput")
-st.dataframe(safe.rows(annotators.throughput(cur)), hide_index=True, width="stretch")
+st.caption("Labelled items are distinct items (re-rated after an undo: counted once); a label row is one verdict "
+           "on one output, dimension and SME. Times come from the labelling form's timer.")
+st.dataframe(safe.rows(tables.annotator_table(annotators.throughput(cur))), hide_index=True, width="stretch")
 
 st.subheader("Position bias")
 st.caption("Share of decided preferences that went to the answer shown on the left (sides are random per item and "

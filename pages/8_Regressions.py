@@ -22,6 +22,7 @@ db = ui.db_path()
 cur = ui.cursor()
 settings = store.get_settings(cur)
 SHOWN = 20  # flips shown with their outputs; the rest are counted
+TOP = 25  # likely regressions listed (the queue form draws from all of them)
 OUTPUT_HEIGHT = 260  # px: long outputs scroll inside their box
 
 if not settings["baseline"] or not settings["candidates"]:
@@ -85,10 +86,10 @@ else:
     st.subheader("Rates per segment and per topic")
     st.caption("Among the items SMEs labelled for both models; the queue over-samples informative items, so these "
                "are rates among labelled items, not population rates (the Decision page has those).")
-    left, right = st.columns(2)
-    for col, by in ((left, "segment"), (right, "topic")):
+    for by in ("segment", "topic"):
         rates = regressions.flip_rates(cur, dimension, by, candidate).to_dict("records")
-        col.dataframe(safe.rows(tables.flip_rate_table(rates, by)), hide_index=True, width="stretch")
+        st.dataframe(safe.rows(tables.flip_rate_table(rates, by)), hide_index=True, width="stretch",
+                     height="content")
 
 # ---- likely regressions among the unlabelled items
 st.subheader("Likely regressions among the unlabelled items")
@@ -103,8 +104,8 @@ except TiebreakError as exc:
 if likely is not None and not likely:
     st.info("Every item is labelled on this dimension: nothing left to rank.")
 elif likely:
-    st.dataframe(safe.rows(tables.likely_table(likely[:50])), hide_index=True, width="stretch")
-    st.caption(f"The top {min(50, len(likely))} of {len(likely):,} unlabelled items.")
+    st.dataframe(safe.rows(tables.likely_table(likely[:TOP])), hide_index=True, width="stretch", height="content")
+    st.caption(f"The top {min(TOP, len(likely))} of {len(likely):,} unlabelled items.")
     with st.form("regr_queue_form"):
         st.markdown("**Queue these for SMEs**")
         k = st.number_input("Expected number of items to queue", min_value=1, max_value=max(1, min(500, len(likely))),
@@ -144,9 +145,10 @@ else:
     strong = regressions.pairwise_baseline_preferred(cur, candidate, min_strength=2).to_dict("records")
     any_base = len(regressions.pairwise_baseline_preferred(cur, candidate))
     st.caption(f"{len(strong):,} items where an SME found the baseline's answer much better "
-               f"({any_base:,} where it was better at all). Latest preference per SME.")
+               f"({any_base:,} where it was better at all). Latest preference per SME"
+               + (f"; the first {TOP} are listed." if len(strong) > TOP else "."))
     if strong:
-        st.dataframe(safe.rows(tables.present(strong, [
+        st.dataframe(safe.rows(tables.present(strong[:TOP], [
             ("item_id", "Item", None), ("segment", "Segment", None), ("topic", "Topic", None),
             ("dimension", "Question", None), ("annotator", "SME", None), ("note", "Note", None)])),
-            hide_index=True, width="stretch")
+            hide_index=True, width="stretch", height="content")

@@ -91,12 +91,17 @@ def present(rows: list[dict], columns: list[Column]) -> list[dict]:
 
 
 def decision_table(diffs: list[dict], margin: float) -> list[dict]:
-    """Per dimension and candidate: the decision, Delta (percentage points) with its interval, P(not worse)."""
-    return present(diffs, [
+    """Per dimension and candidate: the decision, Delta (percentage points) with its interval,
+    P(not worse), the items labelled for both models (and a note when a decision is held)."""
+    rows = present(diffs, [
         ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("decision", "Decision", None),
         ("mean", "Delta (candidate - baseline)", pp), (interval("lo", "hi", pp), "95% interval", None),
         ("p_noninferior", f"P(not worse by more than {100 * margin:g} pp)", lambda v: num(v, 3)),
-        ("n_items", "Items labelled for both", integer)])
+        ("n_items", "Items labelled for both", integer), ("note", "Note", None)])
+    if all(r["Note"] == DASH for r in rows):
+        for r in rows:
+            del r["Note"]
+    return rows
 
 
 def preference_table(preference: list[dict]) -> list[dict]:
@@ -113,8 +118,8 @@ def comparison_table(comparison: list[dict], dimensions: list[str]) -> list[dict
     cost per 1,000 requests and the number of outputs."""
     measures: list[tuple[str, Callable[[dict], str]]] = [
         (f"Pass rate: {d} (95% interval)", with_interval(f"pass_{d}")) for d in dimensions]
-    measures += [("Role", lambda r: text(r.get("role"))),
-                 ("Latency p50", lambda r: ms(r.get("latency_p50_ms"))),
+    measures.insert(0, ("Role", lambda r: text(r.get("role"))))
+    measures += [("Latency p50", lambda r: ms(r.get("latency_p50_ms"))),
                  ("Latency p95", lambda r: ms(r.get("latency_p95_ms"))),
                  ("Time to first token p50", lambda r: ms(r.get("ttft_p50_ms"))),
                  ("Output tokens (mean)", lambda r: num(r.get("output_tokens_mean"), 0)),
@@ -123,11 +128,23 @@ def comparison_table(comparison: list[dict], dimensions: list[str]) -> list[dict
     return [{"Measure": name, **{str(r["model"]): f(r) for r in comparison}} for name, f in measures]
 
 
-def crosscheck_table(checks: list[dict]) -> list[dict]:
-    return present(checks, [
+def crosscheck_table(checks: list[dict], with_note: bool = True) -> list[dict]:
+    """The same Delta by other estimators; ``with_note`` False leaves the per-method notes to
+    ``crosscheck_notes`` (a caption), so a narrow table shows every column in full."""
+    cols: list[Column] = [
         ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("method", "Method", None),
-        ("mean", "Delta", pp), (interval("lo", "hi", pp), "95% interval", None), ("n", "Labelled items", integer),
-        ("note", "Note", None)])
+        ("mean", "Delta", pp), (interval("lo", "hi", pp), "95% interval", None), ("n", "Labelled items", integer)]
+    return present(checks, cols + ([("note", "Note", None)] if with_note else []))
+
+
+def crosscheck_notes(checks: list[dict]) -> list[str]:
+    """One line per kind of method that carries a note ('judge-only: no interval: ...')."""
+    seen: dict[str, str] = {}
+    for c in checks:
+        kind = str(c.get("method", "")).split(":")[0]
+        if c.get("note") and kind not in seen:
+            seen[kind] = f"{kind}: {c['note']}"
+    return list(seen.values())
 
 
 def convergence_table(fit: dict) -> list[dict]:
@@ -167,5 +184,6 @@ def annotator_table(rows: list[dict]) -> list[dict]:
     return present(rows, [
         ("annotator", "SME", None), ("items", "Labelled items", integer), ("labels", "Label rows", integer),
         ("hours", "Rating time (h)", lambda v: num(v, 1)), ("median_s", "Median per item", seconds),
+        ("p90_s", "p90 per item", seconds), ("items_per_hour", "Items per hour", lambda v: num(v, 0)),
         ("first_at", "First label", lambda v: text(str(v)[:16] if v is not None else None)),
         ("last_at", "Last label", lambda v: text(str(v)[:16] if v is not None else None))])
