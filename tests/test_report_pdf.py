@@ -113,3 +113,39 @@ def test_report_prints_to_a_multi_page_a4_pdf_with_every_section(project, tmp_pa
     assert pdf.startswith(b"%PDF")
     pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
     assert pages > 1, pages
+
+
+def test_decision_page_builds_the_report_from_the_nuts_fit(tmp_path, monkeypatch):
+    """The Exports offer the latest NUTS fit when one exists; the report then says NUTS and shows
+    its R-hat, and names the database by its file name only."""
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from pages.shared import ui
+
+    path = tmp_path / "nuts.duckdb"
+    con = store.connect(path)
+    demo.load_demo(con, 200, seed=2)
+    simulate.simulate_sme(con, 30)
+    fit = engine.fit_project(con, "fast", forecast_extra=[25, 50])
+    # a recorded NUTS fit (its numbers borrowed from the fast fit: sampling is not what is tested here)
+    nuts = {**fit, "kind": "nuts", "diagnostics": {d: {"max_rhat": 1.004, "min_ess_bulk": 950.0, "divergences": 0,
+                                                       "warnings": []} for d in fit["diagnostics"]}}
+    con.execute("INSERT INTO fits (created_at, kind, n_labels, seconds, result) VALUES (current_timestamp, 'nuts', ?, 1, ?)",
+                [fit["n_labels"], json.dumps(nuts)])
+    con.close()
+    monkeypatch.setenv("TIEBREAK_DB", str(path))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Decision.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    radio = at.radio(key="decision_report_fit")
+    assert "the latest NUTS fit" in radio.options
+    radio.set_value("the latest NUTS fit").run()
+    next(b for b in at.button if b.label == "Build the sign-off report").click().run()
+    assert not at.exception, at.exception
+    html = at.session_state["decision_report"]
+    assert "NUTS (authoritative)" in html and "Max R-hat" in html and "1.004" in html
+    assert str(tmp_path) not in html and "nuts.duckdb" in html
+    ui._connection.clear()  # the page's cached connection holds the file
