@@ -43,6 +43,7 @@ def test_calibration_and_replay_figures_have_titles_and_axes():
             "hi": 0.2 / (s + 1)} for s in range(4)]
     fig = plots.replay_figure(rep, "style", 0.02)
     assert len(fig.frames) == 4 and list(fig.frames[-1].data[1].x) == [20, 40, 60, 80]
+    assert list(fig.data[1].error_y.array) == [0.2]  # before Play: the first fit with its interval, not a bare dot
     assert fig.layout.xaxis.title.text == "labelled items" and "share of outputs" in fig.layout.yaxis.title.text
 
 

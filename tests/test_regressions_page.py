@@ -78,3 +78,20 @@ def test_page_explains_when_nothing_is_labelled(tmp_path, monkeypatch):
     assert not at.exception, at.exception
     infos = " ".join(i.value for i in at.info)
     assert "No item has SME labels for both models" in infos and "No side-by-side preferences" in infos
+
+
+def test_annotators_page_explains_no_overlap_and_counts_distinct_items(labelled_db):
+    """Before any overlap the agreement section explains itself; throughput counts distinct items."""
+    from calib.insight import annotators
+    from pages.shared import ui
+
+    at = AppTest.from_file(str(ROOT / "pages" / "4_Annotators.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    con = ui._connection(str(labelled_db)).cursor()
+    if not any(a["units"] for a in annotators.agreement(con)):  # one simulated SME: no overlap
+        assert any("No overlap yet" in i.value for i in at.info)
+    thr = next(df.value for df in at.dataframe if "Labelled items" in df.value.columns)
+    items = con.execute("SELECT count(DISTINCT item_id) FROM labels WHERE annotator = 'demo-sme'").fetchone()[0]
+    assert thr["Labelled items"].tolist() == [f"{items:,}"]
+    assert not [c for df in at.dataframe for c in df.value.columns if "_" in c]  # human headers

@@ -121,7 +121,10 @@ def replay_figure(replay: list[dict], dimension: str, margin: float | None = Non
         x = [r["n_labels"] for r in sub]
         return [go.Scatter(x=x + x[::-1], y=[r["hi"] for r in sub] + [r["lo"] for r in sub][::-1], fill="toself",
                            mode="lines", line={"width": 0}, fillcolor="rgba(99, 110, 250, 0.25)", name="95% interval"),
-                go.Scatter(x=x, y=[r["mean"] for r in sub], mode="lines+markers", name="posterior mean")]
+                # error bars too: before Play the first frame is one fit, whose interval must still show
+                go.Scatter(x=x, y=[r["mean"] for r in sub], mode="lines+markers", name="posterior mean",
+                           error_y={"type": "data", "symmetric": False, "array": [r["hi"] - r["mean"] for r in sub],
+                                    "arrayminus": [r["mean"] - r["lo"] for r in sub], "thickness": 1, "width": 4})]
 
     steps = sorted({r["step"] for r in rows})
     lo = min(r["lo"] for r in rows)

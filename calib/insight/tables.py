@@ -187,3 +187,23 @@ def annotator_table(rows: list[dict]) -> list[dict]:
         ("p90_s", "p90 per item", seconds), ("items_per_hour", "Items per hour", lambda v: num(v, 0)),
         ("first_at", "First label", lambda v: text(str(v)[:16] if v is not None else None)),
         ("last_at", "Last label", lambda v: text(str(v)[:16] if v is not None else None))])
+
+
+def agreement_table(rows: list[dict]) -> list[dict]:
+    return present(rows, [("dimension", "Dimension", None), ("units", "Outputs rated by 2+ SMEs", integer),
+                          ("alpha", "Krippendorff's alpha", lambda v: num(v, 2)),
+                          (interval("lo", "hi", lambda v: num(v, 2)), "95% interval", None)])
+
+
+def position_bias_table(rows: list[dict]) -> list[dict]:
+    return present(rows, [("annotator", "SME", None), ("decided", "Decided preferences", integer),
+                          ("left_rate", "Left answer preferred", pct), (interval("lo", "hi"), "95% interval", None),
+                          ("biased", "Biased", yes_no)])
+
+
+def drift_table(rows: list[dict]) -> list[dict]:
+    return present(rows, [("annotator", "SME", None), ("dimension", "Dimension", None), ("labels", "Label rows", integer),
+                          ("pass_rate_first", "Pass rate, first third", pct),
+                          ("pass_rate_last", "Pass rate, last third", pct),
+                          ("pass_rate_change", "Change", pp), ("median_s_first", "Median per item, first third", seconds),
+                          ("median_s_last", "Median per item, last third", seconds)])
