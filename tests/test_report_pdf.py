@@ -63,6 +63,7 @@ def test_report_content_with_and_without_judge_fitness(project, monkeypatch):
     heads, cells = _th_and_td(html)
     assert heads and not [h for h in heads if "_" in h]  # human headers
     assert "None" not in cells and "nan" not in cells
+    assert "much better than" in html  # the simulated SME compares side by side too
     assert "SME-confirmed regressions" in html and html.count("<div class='flip'>") <= report.SAMPLE_REGRESSIONS
     assert "@page { size: A4; margin: 15mm; }" in html and "@media print" in html
 

@@ -137,6 +137,11 @@ def _regressions_section(con, fit: dict) -> list[str]:
         ("dimension", "Dimension", None), ("candidate", "Candidate", None),
         ("items", "Items labelled for both", tables.integer), ("regressions", "Regressions", tables.integer),
         ("improvements", "Improvements", tables.integer)])))
+    for c in fit["candidates"]:
+        if fit.get("preference"):
+            strong = len(regressions.pairwise_baseline_preferred(con, c, min_strength=2))
+            out.append(f"<p>Side by side, SMEs found the baseline's answer much better than {_esc(c)}'s on "
+                       f"{strong:,} items (the Regressions page lists them).</p>")
     sample, seen = [], set()  # round robin over dimensions, so one dimension does not fill the sample
     while len(sample) < SAMPLE_REGRESSIONS and any(flips):
         for lst in flips:
