@@ -4,6 +4,7 @@ import streamlit as st
 
 from calib import safetext as safe
 from calib.data import store
+from calib.insight import tables
 from calib.review import queue
 from pages.shared import ui
 
@@ -31,7 +32,9 @@ with right:
     c2.metric("Outputs", f"{s['outputs']:,}")
     c3.metric("Segments", s["segments"])
     c1.metric("Judge scores", f"{s['judge_scores']:,}")
-    c2.metric("SME labels", f"{sum(x['labels'] for x in s['labels']):,}")
+    c2.metric("Labelled items", f"{s['labelled_items']:,}",
+              help=f"{sum(x['labels'] for x in s['labels']):,} label rows: one per item, model, dimension and SME "
+                   "(the Decision page counts labelled items too)")
     c3.metric("Fits", s["fits"])
 
 st.subheader("Judges")
@@ -42,7 +45,11 @@ else:
 
 st.subheader("Labels by dimension")
 if s["labels"] or s["pair_labels"]:
-    st.dataframe(safe.rows(s["labels"] + s["pair_labels"]), hide_index=True, width="stretch")
+    st.dataframe(safe.rows(tables.present(
+        s["labels"] + [{**x, "dimension": f"{x['dimension']} (side by side)"} for x in s["pair_labels"]],
+        [("dimension", "Dimension", None), ("items", "Labelled items", tables.integer),
+         ("labels", "Label rows", tables.integer), ("annotators", "SMEs", tables.integer)])),
+        hide_index=True, width="stretch")
 else:
     st.info("No SME labels yet.")
 

@@ -45,7 +45,7 @@ WRITE_PAGES = {
     "simulate": "run the simulated SME on the Demo page",
     "demo": "give a new --db path for a demo",
     "users unlock": "unlock on the Admin page (Sign-in locks tab; leads can too)",
-    "regressions queue": "no page does this yet: queue likely regressions with the app stopped",
+    "regressions queue": "queue likely regressions on the Regressions page (Queue these for SMEs)",
 }
 NOT_STORED = {"fit": " (the fit is not stored: the Decision page refits and stores while the app runs)"}
 

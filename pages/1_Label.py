@@ -23,17 +23,7 @@ ss.setdefault("label_lease", None)
 PROMPT_HEIGHT, OUTPUT_HEIGHT = 220, 380  # px: longer texts scroll inside, the rating form stays in view
 
 
-def scroll_text(text: str, max_height: int, where=st) -> None:
-    """Untrusted text as plain text (``st.code``; bidi controls made visible), in a box of at most
-    ``max_height`` px that scrolls when the text is longer (a 50 KB output must not push the form
-    out of sight)."""
-    text = safe.clean(text)
-    lines = sum(1 + len(line) // 70 for line in text.splitlines() or [""])
-    if 21 * lines + 40 <= max_height:
-        where.code(text, language=None, wrap_lines=True)
-    else:
-        where.container(height=max_height, border=False).code(text, language=None, wrap_lines=True)
-        where.caption(f"{len(text):,} characters: scroll inside the box to read all of it.")
+scroll_text = ui.scroll_text  # long texts scroll inside a fixed-height box (shared with the Regressions page)
 
 
 def _values(lease_id: int) -> dict:

@@ -11,7 +11,7 @@ import streamlit as st
 from calib import safetext as safe
 from calib.data import cells, ingest, store
 from calib.stats import engine
-from calib.insight import dashboard, plots, report
+from calib.insight import dashboard, plots, report, tables
 from calib.errors import TiebreakError
 from pages.shared import ui
 
@@ -54,36 +54,44 @@ def live() -> None:
     comparison = dashboard.with_pass_rates(_output_stats(db, cells.fingerprint(cur)), fit)
     colours = {"sign off": "green", "do not sign off": "red", "label more": "orange"}
     cands = fit.get("candidates") or []
-    many = len(cands) > 1
-    if many:  # one recommendation and one row of verdict cards per candidate
+    many = len(cands) > 1  # several candidates: a recommendation and a row of cards per candidate
+    signs = (dashboard.signoff_by_candidate(fit, comparison, settings) if many
+             else {None: dashboard.signoff(fit, comparison, settings)})
+    if many:
         st.markdown("### Recommendation per candidate")
-        for c, sign in dashboard.signoff_by_candidate(fit, comparison, settings).items():
-            st.markdown(f"**{safe.md(safe.one_line(c, 60))}**: "
-                        f":{colours[sign['recommendation']]}[{sign['recommendation'].upper()}]")
-        blockers = [b for c in cands for b in dashboard.signoff(fit, comparison, settings, c)["blockers"]]
-    else:
-        sign = dashboard.signoff(fit, comparison, settings)
-        blockers = sign["blockers"]
-        st.markdown(f"### Recommendation: :{colours[sign['recommendation']]}[{sign['recommendation'].upper()}]")
+    for c, sign in signs.items():
+        head = f"**{safe.md(safe.one_line(c, 60))}**: " if c else "### Recommendation: "
+        st.markdown(head + f":{colours[sign['recommendation']]}[{sign['recommendation'].upper()}]")
+        for line in sign["blockers"] or sign["pending"]:  # why, in one line each
+            st.caption(safe.md(line))
+    rows = fit.get("n_label_rows")
     need = fit.get("decide_prob_per_candidate", fit["decide_prob"])
-    st.caption(f"{safe.md(fit['kind'])} fit on {fit['n_labels']} labelled items; {fit['interval']:.0%} credible intervals; "
-               f"margin {fit['margin']}; a decision needs P >= {need:.4g}"
+    st.caption(f"{'NUTS' if fit['kind'] == 'nuts' else 'Fast'} fit on {fit['n_labels']:,} labelled items"
+               + (f" ({rows:,} label rows)" if rows is not None else "")
+               + f"; {fit['interval']:.0%} credible intervals; margin {100 * fit['margin']:g} percentage points; "
+               f"a decision needs P >= {need:.4g}"
                + (f" ({len(cands)} candidates compared at once: {fit['decide_prob']:g} adjusted by Bonferroni, "
                   f"1 - (1 - {fit['decide_prob']:g}) / {len(cands)})" if many else "")
                + ". Refreshes every 5 s; refits (fast) when labels arrive.")
     for c in cands if many else [None]:
-        diffs = [d for d in fit["diffs"] if c is None or d["candidate"] == c]
+        cards = [d for d in fit["diffs"] + [p for p in fit.get("preference", []) if "decision" in p]
+                 if c is None or d["candidate"] == c]
         if c is not None:
             st.markdown(f"**{safe.md(safe.one_line(c, 60))}** vs the baseline")
-        cols = st.columns(max(1, len(diffs)))
-        for col, d in zip(cols, diffs):
-            col.metric(safe.md(safe.one_line(d["dimension"], 60)), safe.md(d["decision"].upper()),
-                       f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off",
-                       delta_arrow="off", border=True)
-            col.caption(f"P(not worse by more than {fit['margin']}) = {d['p_noninferior']:.3f}")
+        cols = st.columns(max(1, min(len(cards), 4)))
+        for k, d in enumerate(cards):
+            col = cols[k % len(cols)]
+            pair = d in fit.get("preference", [])
+            name = ("Side by side: " if pair else "") + safe.one_line(d["dimension"], 60)
+            what = (f"Win rate {tables.pct(d['mean'])} [{tables.pct(d['lo'])}, {tables.pct(d['hi'])}]" if pair else
+                    f"Delta {tables.pp(d['mean'])} [{tables.pp(d['lo'])}, {tables.pp(d['hi'])}]")
+            col.metric(safe.md(name), safe.md(d["decision"].upper()), what, delta_color="off", delta_arrow="off",
+                       border=True)
+            col.caption(f"P(not worse by more than {100 * fit['margin']:g} pp) = {d['p_noninferior']:.3f}"
+                        + (f" · {safe.md(d['note'])}" if d.get("note") else ""))
     if many and fit.get("p_best"):
         st.markdown("**Which model is best?** Posterior probability of the highest pass rate, per dimension")
-        st.dataframe(safe.rows(dashboard.p_best_rows(fit)), hide_index=True, width="stretch")
+        st.dataframe(safe.rows(dashboard.p_best_rows(fit)), hide_index=True, width="stretch", height="content")
     for w in fit["warnings"]:
         st.warning(safe.md(w))
 
@@ -101,23 +109,28 @@ def live() -> None:
         if f:
             need = f["labels_for_target_width"]
             left.caption(f"Forecast: width {f['width_now']:.3f} now; "
-                         + (f"about {need} more labelled items reach the target width {f['target_width']:g}; "
+                         + ("the target width {:g} is reached; ".format(f["target_width"]) if need == 0 else
+                            f"about {need:,} more labelled items reach the target width {f['target_width']:g}; "
                             if need is not None else f"the target width {f['target_width']:g} is out of reach; ")
                          + "chance of a decision after " + ", ".join(
-                             f"{s['extra']}: {s['p_decision']:.0%}" for s in f["steps"][:4]))
+                             f"{s['extra']} more: {s['p_decision']:.0%}" for s in f["steps"][:4]))
 
     st.subheader("Quality, latency and cost")
-    st.dataframe(safe.rows(comparison), hide_index=True, width="stretch")
+    st.dataframe(safe.rows(tables.comparison_table(comparison, settings["dimensions"])), hide_index=True,
+                 width="stretch", height="content")
     lat, cost = settings["signoff_max_p95_latency_ms"], settings["signoff_max_cost_per_1k_usd"]
-    st.caption("Sign-off thresholds for the candidate (settings `signoff_max_p95_latency_ms`, "
-               "`signoff_max_cost_per_1k_usd`): p95 latency " + (f"<= {lat:g} ms" if lat else "no limit")
-               + safe.md(", cost per 1,000 requests " + (f"<= ${cost:g}" if cost else "no limit") + ". "
-                         + " · ".join(blockers)))
+    st.caption("Pass rates are population estimates with their credible intervals; latency and cost come from the "
+               "outputs' recorded figures. Sign-off thresholds for the candidate (Admin page, Settings): p95 latency "
+               + (f"at most {lat:,.0f} ms" if lat else "no limit") + ", cost per 1,000 requests "
+               + (f"at most \\${cost:,.2f}" if cost else "no limit") + ".")
     if fit.get("preference"):
         st.subheader("Pairwise win rate of the candidate" + ("s" if many else ""))
-        st.dataframe(safe.rows(fit["preference"]), hide_index=True, width="stretch")
+        st.dataframe(safe.rows(tables.preference_table(fit["preference"])), hide_index=True, width="stretch",
+                     height="content")
     st.subheader("Cross-checks")
-    st.dataframe(safe.rows(fit["cross_checks"]), hide_index=True, width="stretch")
+    st.dataframe(safe.rows(tables.crosscheck_table(fit["cross_checks"], with_note=False)), hide_index=True,
+                 width="stretch", height="content")
+    st.caption(safe.md(" · ".join(tables.crosscheck_notes(fit["cross_checks"]))))
 
 
 live()
@@ -146,11 +159,9 @@ def nuts_status() -> None:
     if last is None:
         st.caption("No NUTS fit yet.")
         return
-    rows = [{"dimension": dim, "max R-hat": d.get("max_rhat"), "min bulk ESS": d.get("min_ess_bulk"),
-             "divergences": d.get("divergences"), "ok": not d.get("warnings")} for dim, d in last["diagnostics"].items()]
-    st.caption(f"Latest NUTS fit: {last['n_labels']} labelled items, {last.get('seconds', 0):.1f} s. "
+    st.caption(f"Latest NUTS fit: {last['n_labels']:,} labelled items, {last.get('seconds', 0):.1f} s. "
                "Converged when R-hat < 1.01, bulk ESS > 400 and no divergences.")
-    st.dataframe(safe.rows(rows), hide_index=True, width="stretch")
+    st.dataframe(safe.rows(tables.convergence_table(last)), hide_index=True, width="stretch", height="content")
 
 
 with c2:
@@ -179,9 +190,14 @@ with st.expander("Exports"):
                        mime="application/octet-stream", key="decision_dl_labels.parquet")
     st.download_button("Fits history (csv)", files["fits.csv"], file_name="tiebreak-fits.csv", mime="text/csv",
                        key="decision_dl_fits")
+    nuts = engine.latest_fit(cur, kind="nuts")
+    source = st.radio("Report on", ["the latest fit (fast, refitted when labels arrived)", "the latest NUTS fit"]
+                      if nuts else ["the latest fit (fast, refitted when labels arrived)"], key="decision_report_fit",
+                      help="The NUTS fit is the authoritative one; the report says when labels arrived after it.")
     if st.button("Build the sign-off report", key="decision_build_report"):
         with st.spinner("Building the report ..."):
-            st.session_state["decision_report"] = report.build_report(ui.cursor(), db_label=db)
+            st.session_state["decision_report"] = report.build_report(
+                ui.cursor(), nuts if nuts and "NUTS" in source else None, db_label=db)
     if st.session_state.get("decision_report"):
         st.download_button("Sign-off report (HTML)", st.session_state["decision_report"],
                            file_name="tiebreak-report.html", mime="text/html", key="decision_dl_report")

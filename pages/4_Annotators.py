@@ -4,8 +4,9 @@ numbers come from calib.insight.annotators."""
 import streamlit as st
 
 from calib import safetext as safe
+from calib.data import store
 from calib.stats import engine
-from calib.insight import annotators
+from calib.insight import annotators, tables
 from pages.shared import ui
 
 st.set_page_config(page_title="Annotators · Tiebreak", page_icon="👥", layout="wide")
@@ -23,10 +24,22 @@ def _agreement(path: str, watermark: int) -> list[dict]:
 st.subheader("Inter-annotator agreement")
 st.caption("Krippendorff's alpha (nominal) per dimension over outputs rated by two or more SMEs (the queue's overlap "
            "share), with a 95% bootstrap interval. Above 0.8 is good agreement; below 0.67, revisit the guidelines.")
-st.dataframe(safe.rows(_agreement(db, engine.label_watermark(cur))), hide_index=True, width="stretch")
+agree = _agreement(db, engine.label_watermark(cur))
+if not any(a["units"] for a in agree):
+    st.info(f"No overlap yet: agreement needs outputs rated by two or more SMEs. The queue sends a share of items "
+            f"({store.get_settings(cur)['overlap_share']:.0%}, setting on the Admin page) to a second SME; alpha "
+            "appears once they have rated some.")
+else:
+    st.dataframe(safe.rows(tables.agreement_table(agree)), hide_index=True, width="stretch")
 
 st.subheader("Throughput")
-st.dataframe(safe.rows(annotators.throughput(cur)), hide_index=True, width="stretch")
+st.caption("Labelled items are distinct items (re-rated after an undo: counted once); a label row is one verdict "
+           "on one output, dimension and SME. Times come from the labelling form's timer.")
+thr = annotators.throughput(cur)
+if thr:
+    st.dataframe(safe.rows(tables.annotator_table(thr)), hide_index=True, width="stretch")
+else:
+    st.info("No SME labels yet: throughput appears once SMEs rate items on the Label page.")
 
 st.subheader("Position bias")
 st.caption("Share of decided preferences that went to the answer shown on the left (sides are random per item and "
@@ -36,8 +49,15 @@ for b in bias:
     if b["biased"]:
         st.warning(f"{safe.md(b['annotator'])} prefers the left answer in {b['left_rate']:.0%} "
                    f"[{b['lo']:.0%}, {b['hi']:.0%}] of {b['decided']} decided items")
-st.dataframe(safe.rows(bias), hide_index=True, width="stretch")
+if bias:
+    st.dataframe(safe.rows(tables.position_bias_table(bias)), hide_index=True, width="stretch")
+else:
+    st.info("No decided side-by-side preferences yet (ties are left out).")
 
 st.subheader("Drift over the session")
 st.caption("Pass rate and seconds per item in the first and the last third of each SME's labels.")
-st.dataframe(safe.rows(annotators.drift(cur)), hide_index=True, width="stretch")
+drift = annotators.drift(cur)
+if drift:
+    st.dataframe(safe.rows(tables.drift_table(drift)), hide_index=True, width="stretch")
+else:
+    st.info("Too few labels per SME and dimension to compare the first and last third (6 or more needed).")

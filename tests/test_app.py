@@ -63,6 +63,20 @@ def _label_truth(con, n_items: int, offset: int = 0) -> None:
                    WHERE item_id IN (SELECT item_id FROM items ORDER BY item_id LIMIT {n_items} OFFSET {offset})""")
 
 
+def test_home_counts_labelled_items_not_label_rows(demo_db):
+    """Home and Decision both speak of labelled items (distinct items); label rows are named as such."""
+    from pages.shared import ui
+
+    con = ui._connection(str(demo_db)).cursor()
+    _label_truth(con, 12)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    metric = next(m for m in at.metric if m.label == "Labelled items")
+    assert metric.value == "12"
+    rows = con.execute("SELECT count(*) FROM labels").fetchone()[0]
+    assert f"{rows:,} label rows" in metric.proto.help
+
+
 def test_decision_page_shows_what_fit_says(demo_db):
     """The verdict cards are what `tiebreak fit --json` says for the same database."""
     import json

@@ -180,7 +180,7 @@ def test_lead_sees_the_decision_page_and_shrinkage_plot(lead_server):
         charts = page.locator('[data-testid="stPlotlyChart"]')
         charts.nth(5).wait_for(timeout=60_000)  # shrinkage + forest per dimension
         page.wait_for_timeout(1500)  # let plotly finish drawing
-        assert page.locator('[data-testid="stMetric"]').count() == len(demo.DIMENSIONS)
+        assert page.locator('[data-testid="stMetric"]').count() == len(demo.DIMENSIONS) + 1  # + the win rate card
         page.screenshot(path=str(ART / "decision_page.png"), full_page=True)
         charts.first.screenshot(path=str(ART / "shrinkage_plot.png"))
         assert page.locator(".js-plotly-plot .scatterlayer").count() >= 3

@@ -78,6 +78,20 @@ def test_loo_predictions_move_away_from_the_own_label():
     assert down[0] < p.mean() < up[0]
 
 
+def test_pairwise_loo_predictions_move_away_from_the_own_preference():
+    """A pair the SME gave to the candidate is predicted, without it, as less of a candidate win;
+    one given to the baseline as more; a tie sits in between."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(0, 0.4, size=2000)
+    pc, pt = expit(a - 0.5), expit(0.5 - a) - expit(-0.5 - a)
+    probs = np.stack([1 - pc - pt, pt, pc], axis=-1)[:, None, :].repeat(3, axis=1)  # (D, 3 items, 3)
+    counts = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], float)  # candidate, tie, baseline
+    loo = design.loo_pair_predictions(probs, counts)
+    full = (pc + 0.5 * pt).mean()
+    assert loo[0] < full < loo[2]
+    assert loo[0] < loo[1] < loo[2]
+
+
 def test_census_gives_the_truth_exactly():
     """Every item labelled: the estimate is the population rate, with (almost) no width."""
     seg, judge, y = _population(7, N=300)

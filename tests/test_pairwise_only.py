@@ -64,6 +64,11 @@ def test_pandalm_pair_fit_from_imported_labels(con, tmp_path, panda):
     (p,) = [p for p in fit["preference"] if p["dimension"] == "overall"]
     assert p["decision"] in ("not worse", "worse", "label more")
     assert 0 <= p["lo"] <= p["mean"] <= p["hi"] <= 1 and p["hi"] - p["lo"] < 0.6
+    # the authoritative fit: the preference model by NUTS, with its convergence on record
+    nuts = engine.fit_project(con, "nuts")
+    (q,) = [q for q in nuts["preference"] if q["dimension"] == "overall"]
+    assert nuts["kind"] == "nuts" and any(k.startswith("win rate") for k in nuts["diagnostics"])
+    assert abs(q["mean"] - p["mean"]) < 0.25 * (p["hi"] - p["lo"])
 
 
 def test_pandalm_pair_through_the_queue(con, tmp_path, panda):

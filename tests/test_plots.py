@@ -23,8 +23,14 @@ def test_shrinkage_figure_with_forecast():
     fig = plots.shrinkage_figure(hist, "style", fc, margin=0.02)
     band = fig.data[2]
     assert band.name.startswith("forecast")
-    assert max(band.x) == 100 + 200  # stops at the first step that reaches the target width
-    assert any("~180 more" in (a.text or "") for a in fig.layout.annotations)
+    assert max(band.x) == 100 + 50  # a short continuation: at most half the labels so far
+    assert fig.layout.xaxis.range[1] < 160  # the x-axis stays on the labels so far (not stretched to +400)
+    assert any("~180 more" in (a.text or "") for a in fig.layout.annotations)  # beyond the plot: said
+    long = [{**h, "n_labels": 10 * h["n_labels"]} for h in hist]  # 1,000 labels: up to the target step only
+    fig = plots.shrinkage_figure(long, "style", fc, margin=0.02)
+    assert max(fig.data[2].x) == 1000 + 200  # stops at the first step that reaches the target width
+    fig = plots.shrinkage_figure(hist, "style", {**fc, "labels_for_target_width": 0}, margin=0.02)
+    assert any("reached" in (a.text or "") for a in fig.layout.annotations)
 
 
 def test_calibration_and_replay_figures_have_titles_and_axes():
@@ -37,6 +43,7 @@ def test_calibration_and_replay_figures_have_titles_and_axes():
             "hi": 0.2 / (s + 1)} for s in range(4)]
     fig = plots.replay_figure(rep, "style", 0.02)
     assert len(fig.frames) == 4 and list(fig.frames[-1].data[1].x) == [20, 40, 60, 80]
+    assert list(fig.data[1].error_y.array) == [0.2]  # before Play: the first fit with its interval, not a bare dot
     assert fig.layout.xaxis.title.text == "labelled items" and "share of outputs" in fig.layout.yaxis.title.text
 
 

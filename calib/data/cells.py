@@ -67,6 +67,7 @@ class PairData:
     item_id: np.ndarray | None = None  # (I,)
     item_cell: np.ndarray | None = None  # (I,)
     item_win: np.ndarray | None = None  # (I,) mean over SMEs of 1 / 0.5 / 0
+    item_counts: np.ndarray | None = None  # (I, 3) the item's SME preferences: baseline, tie, candidate
 
 
 def normal_scores(scores: np.ndarray) -> np.ndarray:

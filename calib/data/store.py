@@ -573,4 +573,8 @@ def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         ],
         "pair_labels": [{"dimension": d, "labels": n, "items": i} for d, n, i in pair_labels],
         "fits": one("SELECT count(*) FROM fits"),
+        # distinct items with any SME label: what "labelled items" means on every page (a label row
+        # is one verdict on one output, dimension and SME)
+        "labelled_items": one("SELECT count(DISTINCT item_id) FROM (SELECT item_id FROM labels "
+                              "UNION ALL SELECT item_id FROM pair_labels)"),
     }

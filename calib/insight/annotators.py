@@ -66,17 +66,19 @@ def agreement(con: duckdb.DuckDBPyConnection, seed: int = 0) -> list[dict]:
 
 
 def throughput(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    """Per SME: items rated, labels, median and p90 seconds per item (the form's timer), items per
-    hour of rating time, first and last rating."""
+    """Per SME: distinct items rated (an item re-rated after an undo counts once), label rows (one
+    per item, model, dimension and rating), median and p90 seconds per rating (the form's timer),
+    ratings per hour of rating time, hours of rating time, first and last rating."""
     rows = con.execute(
         """WITH per_item AS (
                SELECT annotator, lease_id, item_id, max(duration_ms) AS ms, min(created_at) AS t_first, count(*) AS labels
                FROM labels GROUP BY annotator, lease_id, item_id)
-           SELECT annotator, count(*) AS items, sum(labels) AS labels,
+           SELECT annotator, count(DISTINCT item_id) AS items, sum(labels) AS labels,
                   median(ms) / 1000 AS median_s, quantile_cont(ms, 0.9) / 1000 AS p90_s,
-                  3600 * count(ms) / nullif(sum(ms) / 1000, 0) AS items_per_hour, min(t_first) AS first_at, max(t_first) AS last_at
+                  3600 * count(ms) / nullif(sum(ms) / 1000, 0) AS items_per_hour, sum(ms) / 3.6e6 AS hours,
+                  min(t_first) AS first_at, max(t_first) AS last_at
            FROM per_item GROUP BY annotator ORDER BY items DESC, annotator""").fetchall()
-    keys = ["annotator", "items", "labels", "median_s", "p90_s", "items_per_hour", "first_at", "last_at"]
+    keys = ["annotator", "items", "labels", "median_s", "p90_s", "items_per_hour", "hours", "first_at", "last_at"]
     return [dict(zip(keys, r)) for r in rows]
 
 

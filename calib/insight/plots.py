@@ -16,11 +16,16 @@ def _name(value: object, limit: int = 40) -> str:
     return _h(one_line(value, limit))
 
 
+FORECAST_SHARE = 0.5  # the forecast is drawn for at most half the labels so far (at least its first step)
+
+
 def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None = None,
                      margin: float | None = None, candidate: str | None = None) -> go.Figure:
     """The 95% interval of Delta against the number of labelled items, one point per recorded fit;
     with ``forecast`` (one entry of ``engine.forecast_project``) the expected interval after more
-    labels, the target width and the labels needed to reach it. ``candidate``: that candidate's Delta only."""
+    labels as a short continuation (at most ``FORECAST_SHARE`` of the labels so far, so the x-axis
+    stays on the labels so far), the target width and the labels needed to reach it (a line when it
+    falls inside the plot, else a note). ``candidate``: that candidate's Delta only."""
     rows = sorted((h for h in history if h["dimension"] == dimension and candidate in (None, h.get("candidate"))),
                   key=lambda h: (h["n_labels"], h["fit_id"]))
     x = [h["n_labels"] for h in rows]
@@ -37,6 +42,7 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
         fig.add_hline(y=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})",
                       annotation_position="bottom left")
     title = f"{_name(dimension)}: 95% interval of Delta vs labels" + (f" ({_name(candidate)})" if candidate else "")
+    x_end = x[-1] if x else None
     if forecast and rows:
         n0, m0 = rows[-1]["n_labels"], forecast["mean"]
         target = forecast.get("target_width")
@@ -44,16 +50,29 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
         if target:  # the forecast up to the first step that reaches the target width (the rest adds nothing)
             reach = next((i for i, st in enumerate(steps) if st["width"] <= target), len(steps) - 1)
             steps = steps[:reach + 1]
+        # a short continuation: the x-axis stays on the labels so far (the forecast to +800 would squash them)
+        steps = [st for st in steps if st["extra"] <= FORECAST_SHARE * n0] or steps[:1]
         fx = [n0] + [n0 + st["extra"] for st in steps]
+        x_end = fx[-1]
         half = [forecast["width_now"] / 2] + [st["width"] / 2 for st in steps]
         fig.add_trace(go.Scatter(x=fx + fx[::-1], y=[m0 + h for h in half] + [m0 - h for h in half][::-1],
                                  fill="toself", mode="lines", line={"width": 1, "dash": "dash", "color": "orange"},
                                  fillcolor="rgba(255, 165, 0, 0.12)", name="forecast (expected 95% interval)",
                                  hoverinfo="skip"))
         need = forecast.get("labels_for_target_width")
-        if need is not None and target and need <= fx[-1] - n0:
-            fig.add_vline(x=n0 + need, line_dash="dot", line_color="orange",
-                          annotation_text=f"width {target:g}: ~{need} more", annotation_position="top left")
+        if need is not None and target:
+            if need <= 0:
+                fig.add_annotation(x=1, y=1, xref="paper", yref="paper", xanchor="right", yanchor="bottom",
+                                   showarrow=False, text=f"target width {target:g} reached")
+            elif need <= x_end - n0:
+                fig.add_vline(x=n0 + need, line_dash="dot", line_color="orange",
+                              annotation_text=f"width {target:g}: ~{need} more", annotation_position="top left")
+            else:  # beyond the plotted continuation: said, not drawn
+                fig.add_annotation(x=1, y=1, xref="paper", yref="paper", xanchor="right", yanchor="bottom",
+                                   showarrow=False, text=f"width {target:g}: ~{need} more labelled items")
+    if x:
+        pad = 0.03 * max(1, x_end - x[0])
+        fig.update_xaxes(range=[x[0] - pad, x_end + pad])
     fig.update_layout(title=title,
                       xaxis_title="labelled items", yaxis_title="Delta in pass rate (share of outputs)",
                       legend={"orientation": "h", "y": -0.3}, height=400, margin={"t": 50, "b": 100, "l": 60, "r": 20})
@@ -69,8 +88,9 @@ def forest_figure(segment_diffs: list[dict], dimension: str, margin: float, cand
                  "arrayminus": [d["mean"] - d["lo"] for d in rows]}, name="Delta"))
     fig.add_vline(x=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})")
     fig.add_vline(x=0, line_dash="dot", line_color="grey")
-    fig.update_layout(title=f"{_name(dimension)}: Delta by segment" + (f" ({_name(candidate)})" if candidate else ""), xaxis_title="Delta in pass rate (share of outputs)",
-                      yaxis_title="segment", yaxis_type="category", height=320, margin={"t": 50, "b": 40, "l": 80, "r": 20})
+    fig.update_layout(title=f"{_name(dimension)}: Delta by segment" + (f" ({_name(candidate)})" if candidate else ""),
+                      xaxis_title="Delta in pass rate (share of outputs)", yaxis_title="segment", yaxis_type="category",
+                      yaxis_autorange="reversed", height=320, margin={"t": 50, "b": 40, "l": 80, "r": 20})
     return fig
 
 
@@ -103,7 +123,10 @@ def replay_figure(replay: list[dict], dimension: str, margin: float | None = Non
         x = [r["n_labels"] for r in sub]
         return [go.Scatter(x=x + x[::-1], y=[r["hi"] for r in sub] + [r["lo"] for r in sub][::-1], fill="toself",
                            mode="lines", line={"width": 0}, fillcolor="rgba(99, 110, 250, 0.25)", name="95% interval"),
-                go.Scatter(x=x, y=[r["mean"] for r in sub], mode="lines+markers", name="posterior mean")]
+                # error bars too: before Play the first frame is one fit, whose interval must still show
+                go.Scatter(x=x, y=[r["mean"] for r in sub], mode="lines+markers", name="posterior mean",
+                           error_y={"type": "data", "symmetric": False, "array": [r["hi"] - r["mean"] for r in sub],
+                                    "arrayminus": [r["mean"] - r["lo"] for r in sub], "thickness": 1, "width": 4})]
 
     steps = sorted({r["step"] for r in rows})
     lo = min(r["lo"] for r in rows)

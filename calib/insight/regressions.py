@@ -55,6 +55,19 @@ def sme_flips(con, dimension: str, candidate: str | None = None) -> pd.DataFrame
         [dimension, dimension, base, cand]).fetch_df()
 
 
+def flip_summary(con, dimension: str, candidate: str | None = None) -> dict:
+    """Counts for a headline: items labelled (by SMEs) for both models, regressions, improvements."""
+    base, cand = _models(con, candidate)
+    n, reg, imp = con.execute(
+        f"""WITH v AS ({VERDICTS})
+            SELECT count(*), count(*) FILTER (WHERE b.passed AND NOT c.passed),
+                   count(*) FILTER (WHERE c.passed AND NOT b.passed)
+            FROM v b JOIN v c ON c.item_id = b.item_id AND b.model = ? AND c.model = ?""",
+        [dimension, base, cand]).fetchone()
+    return {"dimension": dimension, "baseline": base, "candidate": cand, "items": int(n),
+            "regressions": int(reg), "improvements": int(imp)}
+
+
 def flip_rates(con, dimension: str, by: str = "segment", candidate: str | None = None) -> pd.DataFrame:
     """Per segment or topic: items labelled for both models, regressions, improvements and their rates."""
     if by not in ("segment", "topic"):
@@ -136,13 +149,22 @@ def _capped_pi(w: np.ndarray, k: float) -> np.ndarray:
     return np.clip(pi, 0, 1)
 
 
-def pairwise_baseline_preferred(con, candidate: str | None = None) -> pd.DataFrame:
-    """Items where an SME preferred the baseline (latest label per annotator), strongest first."""
+def queued_batch(con, batch_id: int) -> pd.DataFrame:
+    """What a queued batch recorded: each item with its inclusion probability and reason."""
+    return con.execute(
+        """SELECT q.item_id, i.segment, i.topic, q.inclusion_prob, q.reason FROM queue q
+           JOIN items i USING (item_id) WHERE q.batch_id = ? ORDER BY q.inclusion_prob DESC, q.item_id""",
+        [batch_id]).fetch_df()
+
+
+def pairwise_baseline_preferred(con, candidate: str | None = None, min_strength: int = 0) -> pd.DataFrame:
+    """Items where an SME preferred the baseline (latest label per annotator), strongest first;
+    ``min_strength`` 2 keeps "much better" only (1 is "slightly better")."""
     base, cand = _models(con, candidate)
     return con.execute(
         """SELECT p.item_id, i.segment, i.topic, p.dimension, p.strength, p.annotator, p.note
            FROM (SELECT * FROM pair_labels WHERE baseline = ? AND candidate = ?
                  QUALIFY row_number() OVER (PARTITION BY item_id, dimension, annotator
                                             ORDER BY created_at DESC, label_id DESC) = 1) p
-           JOIN items i USING (item_id) WHERE p.preference = 'baseline'
-           ORDER BY p.strength DESC NULLS LAST, p.item_id""", [base, cand]).fetch_df()
+           JOIN items i USING (item_id) WHERE p.preference = 'baseline' AND coalesce(p.strength, 0) >= ?
+           ORDER BY p.strength DESC NULLS LAST, p.item_id""", [base, cand, min_strength]).fetch_df()

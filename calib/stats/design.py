@@ -101,6 +101,26 @@ def loo_predictions(p_draws: np.ndarray, k: np.ndarray, n: np.ndarray, key: np.n
     return (w * p).sum(0) / w.sum(0)
 
 
+def loo_pair_predictions(probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Leave-one-out win score (candidate 1, tie 1/2, baseline 0) of each labelled pair.
+
+    ``probs`` (D, I, 3): each draw's probabilities of baseline better / tie / candidate better in
+    the item's cell; ``counts`` (I, 3): the item's SME preferences. As ``loo_predictions``: each
+    draw reweighted by 1 / the likelihood of the item's own preferences, truncated at sqrt(D)
+    times the mean weight."""
+    if not len(counts):
+        return np.zeros(0)
+    p = np.clip(probs.astype(float), 1e-12, 1.0)
+    ll = (counts[None, :, :] * np.log(p)).sum(-1)  # (D, I)
+    lw = -ll
+    lw = lw - logsumexp(lw, axis=0)
+    D = p.shape[0]
+    lw = np.minimum(lw, np.log(np.sqrt(D) / D))
+    w = np.exp(lw)
+    win = p[..., 2] + 0.5 * p[..., 1]
+    return (w * win).sum(0) / w.sum(0)
+
+
 def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.ndarray, n_unl: np.ndarray,
                      e: np.ndarray, v_model: np.ndarray, present: np.ndarray, w: np.ndarray,
                      y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:

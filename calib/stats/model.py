@@ -525,14 +525,8 @@ def _pair_cell_probs(th: np.ndarray, cell_x: np.ndarray, F: int) -> tuple[np.nda
     return expit(eta - c1), expit(c1 - eta) - expit(c0 - eta)
 
 
-def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0, return_cells: bool = False):
-    """Laplace fit of the ordered-logistic preference model, importance-reweighted to the exact
-    posterior; returns win-rate draws (D,), or with ``return_cells`` each cell's win score and its
-    variance per draw, (D, C) each (for the design-consistent estimate).
-
-    Win rate = P(candidate better) + P(tie) / 2 over the population, labelled items counted
-    with their observed preference.
-    """
+def _pairwise_laplace(data: PairData, draws: int, seed: int) -> np.ndarray:
+    """Posterior draws (D, F + 2) by a Laplace fit importance-reweighted to the exact posterior."""
     rng = np.random.default_rng(seed)
     F = len(data.features)
     X = data.cell_x[data.obs_cell]
@@ -551,14 +545,93 @@ def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0, return_cells: 
     lw = -_pair_nlp_draws(th, X, data.obs_y, F) + 0.5 * (z ** 2).sum(1)
     wi = np.exp(lw - lw.max())
     wi = np.minimum(wi, wi.mean() * np.sqrt(len(wi)))
-    th = th[rng.choice(proposal, size=draws, p=wi / wi.sum())]
-    p_cand, p_tie = _pair_cell_probs(th, data.cell_x, F)
+    return th[rng.choice(proposal, size=draws, p=wi / wi.sum())]
+
+
+def build_pairwise_pymc_model(data: PairData):
+    """The preference model as a PyMC model (labelled preferences as data, so one compiled model
+    serves every refit with the same features):
+
+        gamma_f ~ Normal(0, 1)                      per feature (standardised judge signals)
+        c0 ~ Normal(0, 2);  log_gap ~ Normal(0, 1); c1 = c0 + exp(log_gap)
+        eta_i = x_cell(i) . gamma
+        y_i ~ OrderedLogistic(eta_i, [c0, c1])      0 baseline better, 1 tie, 2 candidate better
+
+    the same density as ``_pair_nlp`` (the fast fit's target)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    F = len(data.features)
+    with pm.Model(coords={"feature": list(data.features)}) as m:
+        X = pm.Data("obs_X", data.cell_x[data.obs_cell].reshape(-1, F))
+        y = pm.Data("obs_y", data.obs_y.astype(np.int64))
+        gamma = pm.Normal("gamma", 0.0, 1.0, dims="feature")
+        c0 = pm.Normal("c0", 0.0, 2.0)
+        log_gap = pm.Normal("log_gap", 0.0, 1.0)
+        eta = pt.dot(X, gamma) if F else pt.zeros(y.shape)
+        pm.OrderedLogistic("preference", eta=eta, cutpoints=pt.stack([c0, c0 + pt.exp(log_gap)]), observed=y,
+                           shape=y.shape)
+    return m
+
+
+def _pairwise_nuts(data: PairData, draws: int, seed: int, tune: int = 300, chains: int = 2) -> tuple[np.ndarray, dict]:
+    """Posterior draws (D, F + 2) by NUTS (nutpie) on the preference model, evaluated by the fused
+    kernel of ``calib.stats.pair_kernel`` (tested equal to ``build_pairwise_pymc_model``), in
+    coordinates whitened by the fast fit (which shapes the parameterisation, never the density);
+    with R-hat, ESS and divergences."""
+    import nutpie
+
+    from calib.stats import pair_kernel
+
+    F = len(data.features)
+    fast = _pairwise_laplace(data, 600, seed)
+    loc, chol = whitening(fast, hyper_sd_floor=0.0)
+    shared = pair_kernel.shared_data(loc, chol, data.cell_x.reshape(len(data.cell_n), F), data.obs_cell, data.obs_y)
+    key = ("pairwise", F)
+    with _COMPILE_LOCK:
+        compiled = _COMPILED.get(key)
+        if compiled is None:
+            compiled = _COMPILED[key] = pair_kernel.compiled_model(F + 2, shared)
+    per_chain = max(1, -(-draws // chains))
+    idata = nutpie.sample(compiled.with_data(**shared), draws=per_chain, tune=tune, chains=chains, seed=seed,
+                          progress_bar=False)
+    w = idata.posterior["w"].values  # (chains, draws, F + 2)
+    u = loc + w @ chol.T
+    return u.reshape(-1, F + 2)[:draws], convergence(u, idata.sample_stats["diverging"].values)
+
+
+def pairwise_posterior(data: PairData, kind: str = "fast", draws: int = 600, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Posterior draws of the preference model's parameters [gamma (F), c0, log_gap], (D, F + 2),
+    by the fast fit ("fast": Laplace, importance-reweighted) or NUTS ("nuts"), and diagnostics."""
+    if kind == "nuts":
+        return _pairwise_nuts(data, draws, seed)
+    return _pairwise_laplace(data, draws, seed), {}
+
+
+def pairwise_cells(data: PairData, th: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per draw and cell: the win score P(candidate) + P(tie)/2, its variance over one SME's
+    preference, both (D, C), and the three preference probabilities (D, C, 3): baseline better,
+    tie, candidate better."""
+    p_cand, p_tie = _pair_cell_probs(th, data.cell_x, len(data.features))
     win = p_cand + 0.5 * p_tie
-    if return_cells:
-        return win, p_cand + 0.25 * p_tie - win ** 2
+    probs = np.stack([np.clip(1 - p_cand - p_tie, 0, 1), p_tie, p_cand], axis=-1)
+    return win, p_cand + 0.25 * p_tie - win ** 2, probs
+
+
+def fit_pairwise(data: PairData, draws: int = 600, seed: int = 0, kind: str = "fast") -> np.ndarray:
+    """Model-based win-rate draws (D,) of the candidate over the baseline: the preference model's
+    projection over the unlabelled items plus the labelled items' observed preferences (the
+    design-consistent estimate in ``engine.pairwise_rate`` corrects this projection).
+
+    Win rate = P(candidate better) + P(tie) / 2 over the population, labelled items counted
+    with their observed preference.
+    """
+    rng = np.random.default_rng([seed, 0x9A1])
+    th, _ = pairwise_posterior(data, kind, draws, seed)
+    win, var, _ = pairwise_cells(data, th)
     unl = np.maximum(data.cell_n - data.cell_lab_items, 0)
     N = data.cell_n.sum()
     mean = (win * unl).sum(1) + data.cell_lab_win.sum()
-    var = ((p_cand + 0.25 * p_tie - win ** 2) * unl).sum(1)
-    return np.clip((mean + np.sqrt(np.maximum(var, 0)) * rng.standard_normal(draws)) / N, 0, 1)
+    var = (var * unl).sum(1)
+    return np.clip((mean + np.sqrt(np.maximum(var, 0)) * rng.standard_normal(len(th))) / N, 0, 1)
 

@@ -93,21 +93,23 @@ def _expand(w, loc, chol, lam, prec, block, XT, k, n, scales):  # pragma: no cov
     return (w.copy(),)
 
 
-def compiled_model(D: int, shared: dict[str, np.ndarray]):
-    """A nutpie model whose density is ``logp_grad``, called by nutpie's sampler threads through a
-    C function pointer (no Python, no GIL per gradient), built with nutpie's own plumbing for
-    compiled PyMC models (nutpie is pinned: these helpers are not public API). ``shared`` holds
-    the arrays named in ``SHARED``; ``with_data`` replaces them (same ranks, any sizes)."""
+def compiled_model(D: int, shared: dict[str, np.ndarray], logp=None, expand=None, names: tuple[str, ...] = SHARED):
+    """A nutpie model whose density is ``logp`` (default ``logp_grad``), called by nutpie's sampler
+    threads through a C function pointer (no Python, no GIL per gradient), built with nutpie's own
+    plumbing for compiled PyMC models (nutpie is pinned: these helpers are not public API).
+    ``shared`` holds the arrays named in ``names`` (the kernel's arguments after ``w``, as is
+    ``expand``'s); ``with_data`` replaces them (same ranks, any sizes)."""
     import warnings
 
     from nutpie import compile_pymc as cp
 
-    data = {name: np.array(shared[name], order="C", copy=True) for name in SHARED}
+    logp, expand = logp or logp_grad, expand or _expand
+    data = {name: np.array(shared[name], order="C", copy=True) for name in names}
     for v in data.values():
         v.flags.writeable = False
     user_data = cp.make_user_data(data, data)
-    logp_raw, sig = cp._make_c_logp_func(D, logp_grad, user_data, list(SHARED), data)
-    expand_raw, sig_e = cp._make_c_expand_func(D, D, _expand, user_data, list(SHARED), data)
+    logp_raw, sig = cp._make_c_logp_func(D, logp, user_data, list(names), data)
+    expand_raw, sig_e = cp._make_c_expand_func(D, D, expand, user_data, list(names), data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logp_c = numba.cfunc(sig)(logp_raw)

@@ -56,12 +56,28 @@ def cursor() -> duckdb.DuckDBPyConnection:
         st.stop()
 
 
+def scroll_text(text: str, max_height: int, where=st) -> None:
+    """Untrusted text as plain text (``st.code``; bidi controls made visible), in a box of at most
+    ``max_height`` px that scrolls when the text is longer (a 50 KB output must not push the rest
+    of the page out of sight)."""
+    from calib.safetext import clean
+
+    text = clean(text)
+    lines = sum(1 + len(line) // 70 for line in text.splitlines() or [""])
+    if 21 * lines + 40 <= max_height:
+        where.code(text, language=None, wrap_lines=True)
+    else:
+        where.container(height=max_height, border=False).code(text, language=None, wrap_lines=True)
+        where.caption(f"{len(text):,} characters: scroll inside the box to read all of it.")
+
+
 # --------------------------------------------------------------------------- sign-in and navigation
 
 PAGES = [  # (path, label, roles)
     ("app.py", "Home", ("lead", "admin")),
     ("pages/1_Label.py", "Label", ("sme", "lead", "admin")),
     ("pages/2_Decision.py", "Decision", ("lead", "admin")),
+    ("pages/8_Regressions.py", "Regressions", ("lead", "admin")),
     ("pages/3_Judges.py", "Judges", ("lead", "admin")),
     ("pages/4_Annotators.py", "Annotators", ("lead", "admin")),
     ("pages/5_Run_judges.py", "Run judges", ("lead", "admin")),

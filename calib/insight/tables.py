@@ -1,0 +1,209 @@
+"""Tables for people: human headers, units and formatted numbers, shared by the pages and the report
+so both say the same thing the same way (no snake_case header, no "None", no 0.8292892987).
+
+``present(rows, columns)`` turns result rows (dicts from calib) into rows of display strings, one
+column per ``(value, header, format)``; ``value`` is a key or a function of the row. A missing value
+(None, NaN) shows as an en dash. Texts from the data are NOT escaped here: pages pass the rows
+through ``safetext.rows`` (``st.dataframe`` shows text) and the report through ``safetext.html``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+DASH = "\u2013"
+Column = tuple[str | Callable[[dict], Any], str, Callable[[Any], str] | None]
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def pct(v: Any, digits: int = 1) -> str:
+    """0.1234 -> '12.3%'."""
+    return DASH if _missing(v) else f"{100 * float(v):.{digits}f}%"
+
+
+def pp(v: Any, digits: int = 1) -> str:
+    """A difference of two shares in percentage points: -0.0123 -> '-1.2 pp'."""
+    return DASH if _missing(v) else f"{100 * float(v):+.{digits}f} pp"
+
+
+def num(v: Any, digits: int = 3) -> str:
+    return DASH if _missing(v) else f"{float(v):,.{digits}f}"
+
+
+def integer(v: Any) -> str:
+    return DASH if _missing(v) else f"{int(round(float(v))):,}"
+
+
+def ms(v: Any) -> str:
+    return DASH if _missing(v) else f"{float(v):,.0f} ms"
+
+
+def seconds(v: Any) -> str:
+    return DASH if _missing(v) else f"{float(v):,.0f} s"
+
+
+def usd(v: Any) -> str:
+    return DASH if _missing(v) else f"${float(v):,.2f}"
+
+
+def text(v: Any) -> str:
+    return DASH if _missing(v) or v == "" else str(v)
+
+
+def yes_no(v: Any) -> str:
+    return DASH if _missing(v) else ("yes" if v else "no")
+
+
+def interval(lo_key: str, hi_key: str, fmt: Callable[[Any], str] = pct) -> Callable[[dict], str]:
+    """A column function: '[lo, hi]' from two keys of the row."""
+    def f(r: dict) -> str:
+        lo, hi = r.get(lo_key), r.get(hi_key)
+        return DASH if _missing(lo) or _missing(hi) else f"[{fmt(lo)}, {fmt(hi)}]"
+    return f
+
+
+def with_interval(key: str, fmt: Callable[[Any], str] = pct) -> Callable[[dict], str]:
+    """A column function: 'value [lo, hi]' from ``key``, ``key_lo`` and ``key_hi``."""
+    def f(r: dict) -> str:
+        v = fmt(r.get(key))
+        lo, hi = r.get(f"{key}_lo"), r.get(f"{key}_hi")
+        return v if _missing(lo) or _missing(hi) else f"{v} [{fmt(lo)}, {fmt(hi)}]"
+    return f
+
+
+def present(rows: list[dict], columns: list[Column]) -> list[dict]:
+    """Rows of display strings with human headers (see module doc)."""
+    out = []
+    for r in rows:
+        row = {}
+        for value, header, fmt in columns:
+            v = value(r) if callable(value) else r.get(value)
+            row[header] = (fmt or text)(v)
+        out.append(row)
+    return out
+
+
+# --------------------------------------------------------------------------- the tables the app and report share
+
+
+def decision_table(diffs: list[dict], margin: float) -> list[dict]:
+    """Per dimension and candidate: the decision, Delta (percentage points) with its interval,
+    P(not worse), the items labelled for both models (and a note when a decision is held)."""
+    rows = present(diffs, [
+        ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("decision", "Decision", None),
+        ("mean", "Delta (candidate - baseline)", pp), (interval("lo", "hi", pp), "95% interval", None),
+        ("p_noninferior", f"P(not worse by more than {100 * margin:g} pp)", lambda v: num(v, 3)),
+        ("n_items", "Items labelled for both", integer), ("note", "Note", None)])
+    if all(r["Note"] == DASH for r in rows):
+        for r in rows:
+            del r["Note"]
+    return rows
+
+
+def preference_table(preference: list[dict]) -> list[dict]:
+    """The pairwise win rate of each candidate (ties count half)."""
+    return present(preference, [
+        ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("decision", "Decision", None),
+        ("mean", "Win rate vs baseline", pct), (interval("lo", "hi"), "95% interval", None),
+        ("p_noninferior", "P(not worse)", lambda v: num(v, 3)), ("n_items", "Pairs compared by SMEs", integer)])
+
+
+def comparison_table(comparison: list[dict], dimensions: list[str]) -> list[dict]:
+    """The models side by side, one column per model (so any number of dimensions fits the width):
+    the population pass rate per dimension with its interval, latency, time to first token, tokens,
+    cost per 1,000 requests and the number of outputs."""
+    measures: list[tuple[str, Callable[[dict], str]]] = [
+        (f"Pass rate: {d} (95% interval)", with_interval(f"pass_{d}")) for d in dimensions]
+    measures.insert(0, ("Role", lambda r: text(r.get("role"))))
+    measures += [("Latency p50", lambda r: ms(r.get("latency_p50_ms"))),
+                 ("Latency p95", lambda r: ms(r.get("latency_p95_ms"))),
+                 ("Time to first token p50", lambda r: ms(r.get("ttft_p50_ms"))),
+                 ("Output tokens (mean)", lambda r: num(r.get("output_tokens_mean"), 0)),
+                 ("Cost per 1,000 requests", lambda r: usd(r.get("cost_per_1k_usd"))),
+                 ("Outputs", lambda r: integer(r.get("outputs")))]
+    return [{"Measure": name, **{str(r["model"]): f(r) for r in comparison}} for name, f in measures]
+
+
+def crosscheck_table(checks: list[dict], with_note: bool = True) -> list[dict]:
+    """The same Delta by other estimators; ``with_note`` False leaves the per-method notes to
+    ``crosscheck_notes`` (a caption), so a narrow table shows every column in full."""
+    cols: list[Column] = [
+        ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("method", "Method", None),
+        ("mean", "Delta", pp), (interval("lo", "hi", pp), "95% interval", None), ("n", "Labelled items", integer)]
+    return present(checks, cols + ([("note", "Note", None)] if with_note else []))
+
+
+def crosscheck_notes(checks: list[dict]) -> list[str]:
+    """One line per kind of method that carries a note ('judge-only: no interval: ...')."""
+    seen: dict[str, str] = {}
+    for c in checks:
+        kind = str(c.get("method", "")).split(":")[0]
+        if c.get("note") and kind not in seen:
+            seen[kind] = f"{kind}: {c['note']}"
+    return list(seen.values())
+
+
+def convergence_table(fit: dict) -> list[dict]:
+    """Per dimension: for a NUTS fit max R-hat, min bulk ESS and divergences; for the fast fit the
+    importance-sampling ESS (the fast fit has no chains, so no R-hat)."""
+    rows = []
+    for dim, d in (fit.get("diagnostics") or {}).items():
+        rows.append({"dimension": dim, "max_rhat": d.get("max_rhat"), "min_ess_bulk": d.get("min_ess_bulk"),
+                     "divergences": d.get("divergences"), "importance_ess": d.get("importance_ess"),
+                     "ok": not d.get("warnings"), "warnings": "; ".join(d.get("warnings") or [])})
+    if fit.get("kind") == "nuts":
+        cols: list[Column] = [("dimension", "Dimension", None), ("max_rhat", "Max R-hat", lambda v: num(v, 3)),
+                              ("min_ess_bulk", "Min bulk ESS", integer), ("divergences", "Divergences", integer)]
+    else:
+        return present(rows, [("dimension", "Dimension", None), ("importance_ess", "Importance ESS", integer),
+                              ("ok", "Approximation adequate (ESS >= 200)", yes_no), ("warnings", "Warnings", None)])
+    return present(rows, cols + [("ok", "Converged", yes_no), ("warnings", "Warnings", None)])
+
+
+def flip_rate_table(rates: list[dict], by: str) -> list[dict]:
+    """Per segment or topic: items labelled for both models, regressions and improvements with rates."""
+    return present(rates, [
+        (by, by.capitalize(), None), ("items", "Items labelled for both", integer),
+        ("regressions", "Regressions", integer), ("regression_rate", "Regression rate", pct),
+        ("improvements", "Improvements", integer), ("improvement_rate", "Improvement rate", pct)])
+
+
+def likely_table(rows: list[dict]) -> list[dict]:
+    return present(rows, [
+        ("item_id", "Item", None), ("segment", "Segment", None), ("topic", "Topic", None),
+        ("p_baseline", "P(baseline passes)", pct), ("p_candidate", "P(candidate passes)", pct),
+        ("p_regression", "P(regression)", pct)])
+
+
+def annotator_table(rows: list[dict]) -> list[dict]:
+    """Who labelled how much: distinct items, label rows, rating time."""
+    return present(rows, [
+        ("annotator", "SME", None), ("items", "Labelled items", integer), ("labels", "Label rows", integer),
+        ("hours", "Rating time (h)", lambda v: num(v, 1)), ("median_s", "Median per item", seconds),
+        ("p90_s", "p90 per item", seconds), ("items_per_hour", "Items per hour", lambda v: num(v, 0)),
+        ("first_at", "First label", lambda v: text(str(v)[:16] if v is not None else None)),
+        ("last_at", "Last label", lambda v: text(str(v)[:16] if v is not None else None))])
+
+
+def agreement_table(rows: list[dict]) -> list[dict]:
+    return present(rows, [("dimension", "Dimension", None), ("units", "Outputs rated by 2+ SMEs", integer),
+                          ("alpha", "Krippendorff's alpha", lambda v: num(v, 2)),
+                          (interval("lo", "hi", lambda v: num(v, 2)), "95% interval", None)])
+
+
+def position_bias_table(rows: list[dict]) -> list[dict]:
+    return present(rows, [("annotator", "SME", None), ("decided", "Decided preferences", integer),
+                          ("left_rate", "Left answer preferred", pct), (interval("lo", "hi"), "95% interval", None),
+                          ("biased", "Biased", yes_no)])
+
+
+def drift_table(rows: list[dict]) -> list[dict]:
+    return present(rows, [("annotator", "SME", None), ("dimension", "Dimension", None), ("labels", "Label rows", integer),
+                          ("pass_rate_first", "Pass rate, first third", pct),
+                          ("pass_rate_last", "Pass rate, last third", pct),
+                          ("pass_rate_change", "Change", pp), ("median_s_first", "Median per item, first third", seconds),
+                          ("median_s_last", "Median per item, last third", seconds)])

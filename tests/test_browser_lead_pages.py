@@ -1,0 +1,71 @@
+"""The lead's pages in a real browser after 100 simulated labels: screenshots of the Decision and
+Regressions pages (tests/_artifacts/decision_100.png, regressions_100.png), looked at by a person;
+the test checks the cards, the charts and the flips are drawn and no exception is shown."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+
+from calib.data import demo, store
+from calib.review import simulate, users
+from calib.stats import engine
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from test_browser import ART, _open, _settle, _sign_in, _start_app, playwright  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _whole_page(page, path) -> None:
+    """Streamlit scrolls inside its main container, so a full-page screenshot shows one screen:
+    grow the viewport to the content's height first."""
+    h = page.evaluate("() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
+                      "[data-testid=\"stAppViewContainer\"]')].map(e => e.scrollHeight), 1100)")
+    page.set_viewport_size({"width": 1500, "height": min(int(h) + 40, 12000)})
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": 1500, "height": 1100})
+
+
+@pytest.fixture
+def hundred_labels(tmp_path):
+    """A demo project where a simulated SME labelled 100 items, with a fit every 20 labels."""
+    db = tmp_path / "lead100.duckdb"
+    con = store.connect(db)
+    demo.load_demo(con, 1000, seed=3)
+    users.add_user(con, "lea", "lead", "lea-password")
+    for _ in range(5):
+        simulate.simulate_sme(con, 20)
+        engine.fit_project(con, "fast", forecast_extra=[25, 50, 100, 200, 400, 800])
+    con.close()
+    url, proc = _start_app(db)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_decision_and_regressions_pages_after_100_labels(hundred_labels):
+    ART.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser, page = _open(p)
+        _sign_in(page, hundred_labels, "lea", "lea-password")
+        page.get_by_role("link", name="Decision").wait_for(timeout=60_000)
+        page.get_by_role("link", name="Decision").click()
+        page.locator("text=/Recommendation/").first.wait_for(timeout=60_000)
+        page.locator('[data-testid="stPlotlyChart"]').nth(5).wait_for(timeout=60_000)
+        _settle(page, 2000)
+        assert page.locator('[data-testid="stMetric"]').count() >= len(demo.DIMENSIONS)
+        assert not page.locator('[data-testid="stException"]').count()
+        _whole_page(page, ART / "decision_100.png")
+        page.get_by_role("link", name="Regressions").click()
+        page.locator("text=/SME-confirmed regressions and improvements/").first.wait_for(timeout=60_000)
+        page.locator("text=/Likely regressions among/").first.wait_for(timeout=60_000)
+        _settle(page, 2000)
+        assert not page.locator('[data-testid="stException"]').count()
+        assert page.locator('[data-testid="stExpander"]').count() >= 1  # the flips with their outputs
+        _whole_page(page, ART / "regressions_100.png")
+        browser.close()
