@@ -539,6 +539,16 @@ def models(con: duckdb.DuckDBPyConnection) -> list[str]:
     return ordered + [m for m in present if m not in ordered]
 
 
+def first_candidate(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The project's first candidate: what a queue or lease row with no candidate (from before units
+    of work were (item, candidate)) stands for. From the settings (cheap: serving calls it on every
+    lease), else the first non-baseline model with outputs."""
+    s = get_settings(con)
+    if s["candidates"]:
+        return s["candidates"][0]
+    return next((m for m in models(con) if m != s["baseline"]), None)
+
+
 def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Counts a user checks after an import: items, outputs, judges, labels by dimension."""
     one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731

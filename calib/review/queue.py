@@ -81,8 +81,7 @@ def unit_candidates(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def first_candidate(con: duckdb.DuckDBPyConnection) -> str | None:
     """The candidate a queue or lease row with no candidate (from before units) stands for."""
-    c = unit_candidates(con)
-    return c[0] if c else None
+    return store.first_candidate(con)
 
 
 @dataclass
@@ -136,10 +135,10 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
                                CASE WHEN bt.between_models IS NULL THEN un.score
                                     ELSE un.within_judges + bt.between_models END AS prio
                         FROM un LEFT JOIN bt USING (item_id, candidate) ORDER BY un.item_id, un.candidate""",
-                    [base, cands[0], base, base]).fetch_df()
+                    [base, first_candidate(con), base, base]).fetch_df()
             else:
                 rows = con.execute(f"SELECT d.item_id, u.candidate, d.segment, d.score AS prio {_ELIGIBLE_UNITS} "
-                                   "ORDER BY d.item_id, u.candidate", [base, cands[0] if cands else None]).fetch_df()
+                                   "ORDER BY d.item_id, u.candidate", [base, first_candidate(con)]).fetch_df()
             policy = "disagreement"
         else:
             parts = []
@@ -166,7 +165,7 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
                         FROM un LEFT JOIN ov ON ov.item_id = un.item_id AND (ov.model = ? OR ov.model = un.candidate)
                         LEFT JOIN _dim_w w ON w.dimension = ov.dimension AND w.candidate = un.candidate
                         GROUP BY ALL ORDER BY un.item_id, un.candidate""",
-                    [base, cands[0] if cands else None, base]).fetch_df()
+                    [base, first_candidate(con), base]).fetch_df()
             finally:
                 con.unregister("_cell_vr")
                 con.unregister("_dim_w")
@@ -309,7 +308,7 @@ def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment
     try:
         found = con.execute(
             f"SELECT d.item_id, u.candidate {_ELIGIBLE_UNITS} AND {' AND '.join(where)} ORDER BY d.item_id, u.candidate",
-            [s["baseline"], cands[0] if cands else None, *params]).fetchall()
+            [s["baseline"], first_candidate(con), *params]).fetchall()
     finally:
         con.unregister("_unit_cands")
     ids = np.array([r[0] for r in found], dtype=object)

@@ -66,7 +66,7 @@ def design_weights(con, item_ids: np.ndarray, n_pop: int, candidate: str | None 
     if not len(item_ids):
         return np.zeros(0), "none"
     s = store.get_settings(con)
-    first = next((m for m in store.models(con) if m != s["baseline"]), None)
+    first = store.first_candidate(con)
     cand = candidate or first
     rows = {r[0]: (r[1], r[2]) for r in con.execute(
         """WITH q AS (SELECT item_id, coalesce(candidate, ?) AS c, arg_max(inclusion_prob, queue_id) AS pi,
