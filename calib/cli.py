@@ -308,16 +308,19 @@ def cmd_queue(args) -> int:
             lease = queue.next_item(con, args.lease, reuse_active=False)
             if lease is None:
                 break
-            leased.append(lease.item_id)
-        rows = [r for r in rows if r["item_id"] in set(leased)]
-    cols = ["item_id", "inclusion_prob", "reason", "priority", "overlap"]
+            leased.append((lease.item_id, lease.candidate))
+        rows = [r for r in rows if (r["item_id"], r["candidate"]) in set(leased)]
+    # several candidates: a unit of work is (item, candidate), so say which candidate
+    cols = ["item_id", *(["candidate"] if len(queue.unit_candidates(con)) > 1 else []),
+            "inclusion_prob", "reason", "priority", "overlap"]
     if args.format == "json":
         _print_json([{k: r[k] for k in cols} for r in rows])
     else:
+        shown = {"inclusion_prob": lambda v: f"{v:.6g}", "priority": lambda v: f"{v:.6g}"}
         w = _csv.writer(sys.stdout)
         w.writerow(cols)
         for r in rows:
-            w.writerow([r["item_id"], f"{r['inclusion_prob']:.6g}", r["reason"], f"{r['priority']:.6g}", r["overlap"]])
+            w.writerow([shown.get(c, lambda v: v)(r[c]) for c in cols])
     return 0
 
 

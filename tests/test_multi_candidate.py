@@ -8,6 +8,7 @@ import json
 import pathlib
 import re
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -299,6 +300,13 @@ def test_cli_demo_fit_and_regressions_list_every_candidate(tmp_path, capsys):
     assert cli.main(["regressions", "--db", db, "--json", "--dimension", "refusal"]) == 0
     reg = json.loads(capsys.readouterr().out)
     assert [e["candidate"] for e in reg["candidates"]] == CANDS and reg["candidate"] == CANDS[0]
+    assert cli.main(["queue", "--db", db, "--n", "6", "--format", "json", "--lease", "bo"]) == 0
+    units = json.loads(capsys.readouterr().out)
+    assert units and all(u["candidate"] in CANDS for u in units)
+    check = duckdb.connect(db, read_only=True)
+    leased = set(check.execute("SELECT item_id, candidate FROM leases WHERE annotator = 'bo'").fetchall())
+    check.close()
+    assert leased == {(u["item_id"], u["candidate"]) for u in units}
     assert cli.main(["demo", "--db", str(tmp_path / "bad.duckdb"), "--candidates", "5"]) == 2
     assert "--candidates" in capsys.readouterr().err
 
