@@ -11,7 +11,7 @@ import streamlit as st
 from calib import safetext as safe
 from calib.data import cells, ingest, store
 from calib.stats import engine
-from calib.insight import dashboard, plots, report
+from calib.insight import dashboard, fitness, plots, report
 from calib.errors import TiebreakError
 from pages.shared import ui
 
@@ -36,6 +36,16 @@ def _output_stats(path: str, version: str) -> list[dict]:
 @st.cache_data(ttl=600, show_spinner=False)
 def _forecast(path: str, watermark: int) -> dict:
     return engine.forecast_project(ui._connection(path).cursor(), dashboard.FORECAST_EXTRA)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _judge_transport(path: str, watermark: int) -> list[str]:
+    """Judges whose quality differs between the models (calib.insight.fitness), per label watermark."""
+    return fitness.fitness_warnings(fitness.fitness_differences(ui._connection(path).cursor()))
+
+
+for _w in _judge_transport(db, engine.label_watermark(ui.cursor())):
+    st.warning(safe.md(_w) + " (see the Judges page).", icon="⚖️")
 
 
 @st.fragment(run_every=5)
