@@ -44,8 +44,10 @@ def _judge_transport(path: str, watermark: int) -> list[str]:
     return fitness.fitness_warnings(fitness.fitness_differences(ui._connection(path).cursor()))
 
 
-for _w in _judge_transport(db, engine.label_watermark(ui.cursor())):
-    st.warning(safe.md(_w) + " (see the Judges page).", icon="⚖️")
+_transport = _judge_transport(db, engine.label_watermark(ui.cursor()))
+if _transport:  # one box, one line per judge and dimension: the recommendation stays in view
+    st.warning("A judge's quality differs between the models (see the Judges page):\n"
+               + "\n".join(f"- {safe.md(w)}" for w in _transport), icon="⚖️")
 
 
 @st.fragment(run_every=5)

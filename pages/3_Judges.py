@@ -57,14 +57,15 @@ else:
     st.caption(f"Each judge against the SMEs on each model's labelled outputs, weighted by the queue's inclusion "
                f"probabilities (so they describe all outputs, not just the hard ones the queue picked). Sensitivity: "
                f"share of SME passes the judge passes; specificity: share of SME fails it fails (95% Wilson "
-               f"intervals); Youden's J = sensitivity + specificity - 1; Cohen's kappa (95% bootstrap intervals). "
+               f"intervals); Youden's J = sensitivity + specificity - 1; Cohen's kappa (95% bootstrap intervals); "
+               f"each as estimate [95% interval], the baseline first. "
                f"Fitness band by kappa, a common convention rather than a law: below 0.4 exploration only, 0.4 to "
                f"0.7 monitoring, 0.7 and above release gating; 'too few labels' under {fitness.MIN_LABELS} labelled "
                f"outputs or under {fitness.MIN_PER_CLASS} SME passes or fails.")
     st.dataframe(safe.rows(fitness.fitness_table(per_model)), hide_index=True, width="stretch")
 
     st.subheader("Does the judge's quality differ between the models?")
-    st.caption(f"Candidate minus baseline, 95% bootstrap intervals over items. A judge that is good on the old model "
+    st.caption(f"Candidate minus baseline: difference [95% bootstrap interval, items resampled]. A judge that is good on the old model "
                f"and poor on the new one can flip a migration verdict. Flagged when its sensitivity or specificity "
                f"differs by at least {fitness.MATERIAL:.2f} (a convention) and the difference holds up when all "
                f"these comparisons are made at once (Benjamini-Hochberg, 5% false discovery rate), with enough labels "
