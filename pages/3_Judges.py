@@ -6,7 +6,7 @@ import streamlit as st
 from calib import safetext as safe
 from calib.data import cells
 from calib.stats import engine
-from calib.insight import diagnostics, fitness, plots
+from calib.insight import diagnostics, fitness, plots, tables
 from pages.shared import ui
 
 st.set_page_config(page_title="Judges · Tiebreak", page_icon="🧑‍⚖️", layout="wide")
@@ -46,11 +46,7 @@ else:
     st.subheader("Agreement with SMEs")
     st.caption("Cohen's kappa of the judge's pass/fail (score >= its threshold) with the SME majority verdict on the "
                "labelled outputs, 95% bootstrap interval; the confusion matrix counts outputs.")
-    st.dataframe(safe.rows(agreement), hide_index=True, width="stretch",
-                 column_config={"kappa": st.column_config.NumberColumn(format="%.3f"),
-                                "kappa_lo": st.column_config.NumberColumn(format="%.3f"),
-                                "kappa_hi": st.column_config.NumberColumn(format="%.3f"),
-                                "accuracy": st.column_config.NumberColumn(format="%.3f")})
+    st.dataframe(safe.rows(tables.judge_agreement_table(agreement)), hide_index=True, width="stretch", height="content")
 
     st.subheader("Judge fitness per model")
     per_model, differences = _fitness(db, wm)
@@ -62,7 +58,7 @@ else:
                f"Fitness band by kappa, a common convention rather than a law: below 0.4 exploration only, 0.4 to "
                f"0.7 monitoring, 0.7 and above release gating; 'too few labels' under {fitness.MIN_LABELS} labelled "
                f"outputs or under {fitness.MIN_PER_CLASS} SME passes or fails.")
-    st.dataframe(safe.rows(fitness.fitness_table(per_model)), hide_index=True, width="stretch")
+    st.dataframe(safe.rows(fitness.fitness_table(per_model)), hide_index=True, width="stretch", height="content")
 
     st.subheader("Does the judge's quality differ between the models?")
     st.caption(f"Candidate minus baseline: difference [95% bootstrap interval, items resampled]. A judge that is good on the old model "
@@ -77,7 +73,8 @@ else:
     if differences and not warnings:
         st.success("No judge's quality differs between the models beyond its interval.", icon="✅")
     if differences:
-        st.dataframe(safe.rows(fitness.differences_table(differences)), hide_index=True, width="stretch")
+        st.dataframe(safe.rows(fitness.differences_table(differences)), hide_index=True, width="stretch",
+                     height="content")
     else:
         st.caption("Needs a baseline, a candidate and labelled outputs of both.")
 
@@ -90,7 +87,7 @@ else:
             st.warning(f"{safe.md(b['judge'])} on {safe.md(b['dimension'])}: bias {b['bias_candidate']:+.3f} on "
                        f"{safe.md(b['candidate'])} vs {b['bias_baseline']:+.3f} on {safe.md(b['baseline'])} (difference {b['bias_difference']:+.3f}, "
                        f"95% [{b['lo']:+.3f}, {b['hi']:+.3f}])")
-    st.dataframe(safe.rows(bias), hide_index=True, width="stretch")
+    st.dataframe(safe.rows(tables.judge_bias_table(bias)), hide_index=True, width="stretch", height="content")
 
     st.subheader("Calibration curve")
     pairs = sorted({(a["judge"], a["dimension"]) for a in agreement})
@@ -103,4 +100,5 @@ else:
 st.subheader("Judge-judge disagreement")
 st.caption("Over a uniform sample of up to 200,000 outputs: how often two judges' pass/fail verdicts differ, and "
            "their kappa. Items where judges disagree are what the queue sends to SMEs first.")
-st.dataframe(safe.rows(_disagreement(db, cells.fingerprint(cur))), hide_index=True, width="stretch")
+st.dataframe(safe.rows(tables.judge_disagreement_table(_disagreement(db, cells.fingerprint(cur)))), hide_index=True,
+             width="stretch", height="content")
