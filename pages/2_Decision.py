@@ -11,7 +11,7 @@ import streamlit as st
 from calib import safetext as safe
 from calib.data import cells, ingest, store
 from calib.stats import engine
-from calib.insight import dashboard, plots, report, tables
+from calib.insight import dashboard, fitness, plots, report, tables
 from calib.errors import TiebreakError
 from pages.shared import ui
 
@@ -36,6 +36,12 @@ def _output_stats(path: str, version: str) -> list[dict]:
 @st.cache_data(ttl=600, show_spinner=False)
 def _forecast(path: str, watermark: int) -> dict:
     return engine.forecast_project(ui._connection(path).cursor(), dashboard.FORECAST_EXTRA)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _judge_transport(path: str, watermark: int) -> list[str]:
+    """Judges whose quality differs between the models (calib.insight.fitness), per label watermark."""
+    return fitness.fitness_warnings(fitness.fitness_differences(ui._connection(path).cursor()))
 
 
 @st.fragment(run_every=5)
@@ -92,6 +98,10 @@ def live() -> None:
     if many and fit.get("p_best"):
         st.markdown("**Which model is best?** Posterior probability of the highest pass rate, per dimension")
         st.dataframe(safe.rows(dashboard.p_best_rows(fit)), hide_index=True, width="stretch", height="content")
+    transport = _judge_transport(db, engine.label_watermark(cur))
+    if transport:  # one box, one line per judge and dimension, under the recommendation and its cards
+        st.warning("A judge's quality differs between the models (see the Judges page):\n"
+                   + "\n".join(f"- {safe.md(w)}" for w in transport), icon="⚖️")
     for w in fit["warnings"]:
         st.warning(safe.md(w))
 

@@ -1,12 +1,12 @@
-"""Lead page: how far each automated judge can be trusted, measured against the SMEs. Layout only:
-the numbers come from calib.insight.diagnostics."""
+"""Lead page: how far each automated judge can be trusted, measured against the SMEs, per model.
+Layout only: the numbers come from calib.insight.diagnostics and calib.insight.fitness."""
 
 import streamlit as st
 
 from calib import safetext as safe
 from calib.data import cells
 from calib.stats import engine
-from calib.insight import diagnostics, plots
+from calib.insight import diagnostics, fitness, plots, tables
 from pages.shared import ui
 
 st.set_page_config(page_title="Judges · Tiebreak", page_icon="🧑‍⚖️", layout="wide")
@@ -20,6 +20,12 @@ cur = ui.cursor()
 def _agreement(path: str, watermark: int) -> tuple[list[dict], list[dict]]:
     c = ui._connection(path).cursor()
     return diagnostics.judge_agreement(c), diagnostics.judge_bias_by_model(c)
+
+
+@st.cache_data(ttl=60, show_spinner="Measuring each judge's fitness per model ...")
+def _fitness(path: str, watermark: int) -> tuple[list[dict], list[dict]]:
+    c = ui._connection(path).cursor()
+    return fitness.judge_fitness(c), fitness.fitness_differences(c)
 
 
 @st.cache_data(ttl=600, show_spinner="Comparing judges with each other ...")
@@ -40,11 +46,37 @@ else:
     st.subheader("Agreement with SMEs")
     st.caption("Cohen's kappa of the judge's pass/fail (score >= its threshold) with the SME majority verdict on the "
                "labelled outputs, 95% bootstrap interval; the confusion matrix counts outputs.")
-    st.dataframe(safe.rows(agreement), hide_index=True, width="stretch",
-                 column_config={"kappa": st.column_config.NumberColumn(format="%.3f"),
-                                "kappa_lo": st.column_config.NumberColumn(format="%.3f"),
-                                "kappa_hi": st.column_config.NumberColumn(format="%.3f"),
-                                "accuracy": st.column_config.NumberColumn(format="%.3f")})
+    st.dataframe(safe.rows(tables.judge_agreement_table(agreement)), hide_index=True, width="stretch", height="content")
+
+    st.subheader("Judge fitness per model")
+    per_model, differences = _fitness(db, wm)
+    st.caption(f"Each judge against the SMEs on each model's labelled outputs, weighted by the queue's inclusion "
+               f"probabilities (so they describe all outputs, not just the hard ones the queue picked). Sensitivity: "
+               f"share of SME passes the judge passes; specificity: share of SME fails it fails (95% Wilson "
+               f"intervals); Youden's J = sensitivity + specificity - 1; Cohen's kappa (95% bootstrap intervals); "
+               f"each as estimate [95% interval], the baseline first. "
+               f"Fitness band by kappa, a common convention rather than a law: below 0.4 exploration only, 0.4 to "
+               f"0.7 monitoring, 0.7 and above release gating; 'too few labels' under {fitness.MIN_LABELS} labelled "
+               f"outputs or under {fitness.MIN_PER_CLASS} SME passes or fails.")
+    st.dataframe(safe.rows(fitness.fitness_table(per_model)), hide_index=True, width="stretch", height="content")
+
+    st.subheader("Does the judge's quality differ between the models?")
+    st.caption(f"Candidate minus baseline: difference [95% bootstrap interval, items resampled]. A judge that is good on the old model "
+               f"and poor on the new one can flip a migration verdict. Flagged when its sensitivity or specificity "
+               f"differs by at least {fitness.MATERIAL:.2f} (a convention) and the difference holds up when all "
+               f"these comparisons are made at once (Benjamini-Hochberg, 5% false discovery rate), with enough labels "
+               f"on both models. Kappa and J are shown but not used to flag: kappa moves with the models' pass "
+               f"rates, and J hides a judge that became more lenient (sensitivity up, specificity down).")
+    warnings = fitness.fitness_warnings(differences)
+    for w in warnings:
+        st.warning(safe.md(w), icon="⚖️")
+    if differences and not warnings:
+        st.success("No judge's quality differs between the models beyond its interval.", icon="✅")
+    if differences:
+        st.dataframe(safe.rows(fitness.differences_table(differences)), hide_index=True, width="stretch",
+                     height="content")
+    else:
+        st.caption("Needs a baseline, a candidate and labelled outputs of both.")
 
     st.subheader("Does a judge's bias differ between the models?")
     st.caption("Bias = judge pass rate - SME pass rate on the same labelled outputs. A difference between the models "
@@ -55,7 +87,7 @@ else:
             st.warning(f"{safe.md(b['judge'])} on {safe.md(b['dimension'])}: bias {b['bias_candidate']:+.3f} on "
                        f"{safe.md(b['candidate'])} vs {b['bias_baseline']:+.3f} on {safe.md(b['baseline'])} (difference {b['bias_difference']:+.3f}, "
                        f"95% [{b['lo']:+.3f}, {b['hi']:+.3f}])")
-    st.dataframe(safe.rows(bias), hide_index=True, width="stretch")
+    st.dataframe(safe.rows(tables.judge_bias_table(bias)), hide_index=True, width="stretch", height="content")
 
     st.subheader("Calibration curve")
     pairs = sorted({(a["judge"], a["dimension"]) for a in agreement})
@@ -68,4 +100,5 @@ else:
 st.subheader("Judge-judge disagreement")
 st.caption("Over a uniform sample of up to 200,000 outputs: how often two judges' pass/fail verdicts differ, and "
            "their kappa. Items where judges disagree are what the queue sends to SMEs first.")
-st.dataframe(safe.rows(_disagreement(db, cells.fingerprint(cur))), hide_index=True, width="stretch")
+st.dataframe(safe.rows(tables.judge_disagreement_table(_disagreement(db, cells.fingerprint(cur)))), hide_index=True,
+             width="stretch", height="content")

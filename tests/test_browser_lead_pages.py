@@ -1,6 +1,7 @@
-"""The lead's pages in a real browser after 100 simulated labels: screenshots of the Decision and
-Regressions pages (tests/_artifacts/decision_100.png, regressions_100.png), looked at by a person;
-the test checks the cards, the charts and the flips are drawn and no exception is shown."""
+"""The lead's pages in a real browser after 100 simulated labels: screenshots of the Decision,
+Regressions and Judges pages (tests/_artifacts/decision_100.png, regressions_100.png,
+judges_100.png), looked at by a person; the test checks the cards, the charts, the flips and the
+judge fitness tables are drawn and no exception is shown."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def hundred_labels(tmp_path):
     proc.wait(10)
 
 
-def test_decision_and_regressions_pages_after_100_labels(hundred_labels):
+def test_decision_regressions_and_judges_pages_after_100_labels(hundred_labels):
     ART.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser, page = _open(p)
@@ -68,4 +69,11 @@ def test_decision_and_regressions_pages_after_100_labels(hundred_labels):
         assert not page.locator('[data-testid="stException"]').count()
         assert page.locator('[data-testid="stExpander"]').count() >= 1  # the flips with their outputs
         _whole_page(page, ART / "regressions_100.png")
+        page.get_by_role("link", name="Judges", exact=True).click()
+        page.locator("text=/Judge fitness per model/").first.wait_for(timeout=60_000)
+        page.locator("text=/Calibration curve/").first.wait_for(timeout=60_000)
+        _settle(page, 2000)
+        assert not page.locator('[data-testid="stException"]').count()
+        assert page.get_by_text("judge-lenient").count() >= 1
+        _whole_page(page, ART / "judges_100.png")
         browser.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from calib import cli
-from calib.data import store
+from calib.data import demo, store
 from calib.stats import engine
 from calib.review import simulate
 from calib.insight import annotators, dashboard, diagnostics, report
@@ -62,6 +62,9 @@ def test_judge_bias_toward_the_candidate_is_found(demo_con):
                + a["judge_fail_sme_fail"] for a in agree)
     curve = diagnostics.calibration_curve(demo_con, "judge-strict", "correctness")
     assert curve and all(0 <= c["lo"] <= c["sme_pass_rate"] <= c["hi"] <= 1 for c in curve)
+    binary = diagnostics.calibration_curve(demo_con, "judge-lenient", "correctness")  # a pass/fail judge
+    assert sorted({(c["model"], c["score_mean"]) for c in binary}) == sorted(
+        {(m, v) for m in demo.MODELS for v in (0.0, 1.0)})  # one point per score it gives, per model
     dis = diagnostics.judge_disagreement(demo_con)
     assert dis and all(0 <= d["disagree_share"] <= 1 for d in dis)
 

@@ -8,12 +8,11 @@ import os
 import pathlib
 import re
 import shutil
-import types
 
 import pytest
 
 from calib.data import demo, store
-from calib.insight import report
+from calib.insight import fitness, report
 from calib.review import simulate
 from calib.stats import engine
 
@@ -32,19 +31,6 @@ def project(tmp_path_factory):
         engine.fit_project(con, "fast", forecast_extra=[25, 50, 100])
     yield con, path
     con.close()
-
-
-def _stub_fitness():
-    """A stand-in for calib.insight.fitness (merged separately): its API, fixed rows."""
-    row = {"judge": "judge-x", "dimension": "correctness", "n": 60, "band": "monitoring",
-           **{f"{k}{s}": v for k in ("sensitivity", "specificity", "youden_j", "kappa")
-              for s, v in (("", 0.6), ("_lo", 0.4), ("_hi", 0.8))}}
-    rows = [{**row, "model": demo.BASELINE, "role": "baseline"}, {**row, "model": demo.CANDIDATE, "role": "candidate"}]
-    diff = {"judge": "judge-x", "dimension": "correctness", "baseline": demo.BASELINE, "candidate": demo.CANDIDATE,
-            "kappa_difference": -0.3, "kappa_difference_lo": -0.5, "kappa_difference_hi": -0.1,
-            "j_difference": -0.2, "j_difference_lo": -0.4, "j_difference_hi": 0.0, "differs": True}
-    return types.SimpleNamespace(judge_fitness=lambda con: rows, fitness_differences=lambda con: [diff],
-                                 fitness_warnings=lambda ds: ["judge-x on correctness: kappa differs between the models"])
 
 
 def _th_and_td(html: str) -> tuple[list[str], list[str]]:
@@ -67,10 +53,12 @@ def test_report_content_with_and_without_judge_fitness(project, monkeypatch):
     assert "SME-confirmed regressions" in html and html.count("<div class='flip'>") <= report.SAMPLE_REGRESSIONS
     assert "@page { size: A4; margin: 15mm; }" in html and "@media print" in html
 
-    monkeypatch.setattr(report, "fitness", _stub_fitness())
+    monkeypatch.undo()  # the real calib.insight.fitness: per model, and the difference between the models
     html = report.build_report(con, db_label=str(path))
-    assert "kappa differs between the models" in html and "Kappa (95% interval)" in html
-    assert "0.60 [0.40, 0.80]" in html and "-0.30 [-0.50, -0.10]" in html
+    rows = fitness.judge_fitness(con)
+    assert rows and "Fitness band" in html and "Difference between the models" in html
+    for r in rows:  # every judge x dimension x model row, with its band
+        assert f"<td>{r['band']}</td>" in html
 
 
 def test_report_from_a_nuts_fit_shows_convergence(project, monkeypatch):

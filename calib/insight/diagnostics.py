@@ -83,9 +83,11 @@ def calibration_curve(con: duckdb.DuckDBPyConnection, judge: str, dimension: str
     df = df[(df.judge == judge) & (df.dimension == dimension)]
     if df.empty:
         return []
-    edges = np.unique(np.quantile(df.score, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 2:
-        edges = np.array([df.score.min(), df.score.max() + 1e-9])
+    values = np.unique(df.score)
+    if len(values) <= bins:  # a pass/fail or Likert judge: one bin per score it gives
+        edges = np.append(values, values[-1] + 1e-9)
+    else:
+        edges = np.unique(np.quantile(df.score, np.linspace(0, 1, bins + 1)))
     df = df.assign(bin=np.clip(np.searchsorted(edges, df.score, side="right") - 1, 0, len(edges) - 2))
     out = []
     for (m, b), g in df.groupby(["model", "bin"], sort=True):

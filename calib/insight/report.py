@@ -91,6 +91,7 @@ td, th { border: 1px solid #ccc; padding: 4px 6px; text-align: left; vertical-al
          overflow-wrap: break-word; hyphens: manual; }
 td { max-width: 40em; }
 th { background: #f3f3f3; }
+table.compact { font-size: .82em; } table.compact td, table.compact th { padding: 3px 4px; }
 .meta { color: #444; }
 .cards { display: flex; flex-wrap: wrap; gap: 8px; margin: .5em 0 1em; }
 .card { border: 1px solid #ccc; border-radius: 8px; padding: 8px 14px; min-width: 12em; break-inside: avoid; }
@@ -183,24 +184,11 @@ def _fitness_section(con) -> list[str]:
         return out + ["<p class='empty'>No judge fitness yet: it needs SME labels and pointwise judge scores.</p>"]
     if warnings:
         out.append("<ul class='worse'>" + "".join(f"<li>{_esc(w)}</li>" for w in warnings) + "</ul>")
-    n2 = lambda v: tables.num(v, 2)  # noqa: E731
-    d2 = lambda v: tables.DASH if v is None or v != v else f"{v:+.2f}"  # noqa: E731
-    out.append(_table(tables.present(rows, [
-        ("judge", "Judge", None), ("dimension", "Dimension", None),
-        (lambda r: f"{r.get('model')} ({r.get('role')})", "Model", None),
-        ("n", "Labelled outputs", tables.integer),
-        (tables.with_interval("sensitivity"), "Sensitivity (95% interval)", None),
-        (tables.with_interval("specificity"), "Specificity (95% interval)", None),
-        (tables.with_interval("youden_j", n2), "Youden's J (95% interval)", None),
-        (tables.with_interval("kappa", n2), "Kappa (95% interval)", None),
-        ("band", "Band", None)])))
+    # the fitness module's compact display rows ("estimate [95% interval]" per measure) fit an A4 page
+    out.append(_table(fitness.fitness_table(rows), cls="compact"))
     if diffs:
         out.append("<h3>Difference between the models (candidate minus baseline)</h3>")
-        out.append(_table(tables.present(diffs, [
-            ("judge", "Judge", None), ("dimension", "Dimension", None), ("candidate", "Candidate", None),
-            (tables.with_interval("kappa_difference", d2), "Kappa difference (95% interval)", None),
-            (tables.with_interval("j_difference", d2), "Youden's J difference (95% interval)", None),
-            ("differs", "Differs between models", tables.yes_no)])))
+        out.append(_table(fitness.differences_table(diffs), cls="compact"))
     return out
 
 

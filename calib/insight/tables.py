@@ -207,3 +207,29 @@ def drift_table(rows: list[dict]) -> list[dict]:
                           ("pass_rate_last", "Pass rate, last third", pct),
                           ("pass_rate_change", "Change", pp), ("median_s_first", "Median per item, first third", seconds),
                           ("median_s_last", "Median per item, last third", seconds)])
+
+
+def judge_agreement_table(rows: list[dict]) -> list[dict]:
+    """``diagnostics.judge_agreement``: kappa with its interval, accuracy and the confusion matrix."""
+    n2 = lambda v: num(v, 2)  # noqa: E731
+    return present(rows, [("judge", "Judge", None), ("dimension", "Dimension", None), ("n", "Labelled outputs", integer),
+                          (with_interval("kappa", n2), "Kappa [95% interval]", None), ("accuracy", "Accuracy", pct),
+                          ("judge_pass_sme_pass", "Both pass", integer), ("judge_pass_sme_fail", "Judge pass, SME fail", integer),
+                          ("judge_fail_sme_pass", "Judge fail, SME pass", integer), ("judge_fail_sme_fail", "Both fail", integer)])
+
+
+def judge_bias_table(rows: list[dict]) -> list[dict]:
+    """``diagnostics.judge_bias_by_model``: judge minus SME pass rate per model and the difference."""
+    spp = lambda v: DASH if _missing(v) else f"{100 * v:+.1f} pp"  # noqa: E731
+    return present(rows, [("judge", "Judge", None), ("dimension", "Dimension", None), ("candidate", "Candidate", None),
+                          ("bias_baseline", "Bias on the baseline", spp), ("bias_candidate", "Bias on the candidate", spp),
+                          ("bias_difference", "Difference", spp), (interval("lo", "hi", spp), "95% interval", None),
+                          ("differs", "Differs", yes_no),
+                          (lambda r: f"{r.get('n_baseline', 0):,} / {r.get('n_candidate', 0):,}", "Labelled (baseline / candidate)", None)])
+
+
+def judge_disagreement_table(rows: list[dict]) -> list[dict]:
+    """``diagnostics.judge_disagreement``: how often two judges' verdicts differ, and their kappa."""
+    return present(rows, [("dimension", "Dimension", None), ("judge_a", "Judge", None), ("judge_b", "Other judge", None),
+                          ("n", "Outputs compared", integer), ("disagree_share", "Verdicts differ", pct),
+                          ("kappa", "Kappa", lambda v: num(v, 2))])
