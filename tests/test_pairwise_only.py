@@ -84,6 +84,9 @@ def test_pandalm_pair_through_the_queue(con, tmp_path, panda):
         queue.submit(con, lease.lease_id, "sme", {}, preference=pref[lease.item_id])
         done.append(lease.item_id)
     assert len(set(done)) == len(done)  # a pair-labelled item is not served again
+    # the judges' disagreement starts; once SMEs compared pairs, the preference model allocates
+    policies = [r[0] for r in con.execute("SELECT DISTINCT policy FROM queue ORDER BY batch_id").fetchall()]
+    assert policies[0].startswith("disagreement") and any(p.startswith("variance-reduction") for p in policies)
     fit = engine.fit_project(con, "fast")
     (p,) = [p for p in fit["preference"] if p["dimension"] == "overall"]
     assert 0 <= p["lo"] <= p["mean"] <= p["hi"] <= 1

@@ -119,8 +119,27 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
     decided = decided_candidates(con, cands)
     store.register(con, "_unit_cands", pd.DataFrame({"candidate": pd.Series(cands, dtype=object),
                                                      "baseline": pd.Series([base] * len(cands), dtype=object)}))
+    pair_vr = _pair_residual_variance(con, base, cands) if not s["dimensions"] and len(models) >= 2 else None
     try:
-        if n_labels == 0 or len(models) < 2 or not s["dimensions"]:
+        if pair_vr is not None:
+            # Pairwise-only project with SME preferences: Neyman allocation for each candidate's
+            # design-consistent win rate, pi proportional to the sd of a preference's residual in the
+            # unit's pair cell (cells with no estimate get the mean): the judges' disagreement alone
+            # over-samples a few cells and made the queue's interval 1.5-1.7x random labels' on PandaLM.
+            store.register(con, "_pair_vr", pair_vr)
+            try:
+                rows = con.execute(
+                    f"""SELECT d.item_id, u.candidate, d.segment,
+                               sqrt(coalesce(v.vr, (SELECT avg(vr) FROM _pair_vr))) AS prio {_ELIGIBLE_UNITS.replace(
+                        'WHERE NOT EXISTS',
+                        'LEFT JOIN item_pair_cells ic ON ic.item_id = d.item_id AND ic.baseline = u.baseline '
+                        'AND ic.candidate = u.candidate LEFT JOIN _pair_vr v ON v.candidate = u.candidate '
+                        'AND v.cell_id = ic.cell_id WHERE NOT EXISTS', 1)} ORDER BY d.item_id, u.candidate""",
+                    [base, first_candidate(con)]).fetch_df()
+            finally:
+                con.unregister("_pair_vr")
+            policy = "variance-reduction"
+        elif n_labels == 0 or len(models) < 2 or not s["dimensions"]:
             if len(cands) > 1 and s["dimensions"]:
                 # the judges' spread plus how far the judges' consensus on this candidate's output is
                 # from the baseline's (``item_disagreement`` holds the first candidate's only)
@@ -182,6 +201,26 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
     prio = np.where(is_decided, 0.0, prio)
     return Units(policy, rows["item_id"].to_numpy(object), cand_arr, rows["segment"].to_numpy(object), prio,
                  np.where(is_decided, EXPLORE, 1.0))
+
+
+def _pair_residual_variance(con: duckdb.DuckDBPyConnection, base: str, cands: list[str]):
+    """Per candidate and pair cell, the expected squared residual of one more SME preference under
+    the preference model: within-cell variance plus the posterior variance of the cell's win
+    score; None when no candidate has SME preferences yet (the judges' disagreement starts)."""
+    import pandas as pd
+
+    parts = []
+    for c in cands:
+        pdata = engine.load_pairs(con, base, c, "overall")
+        if pdata is None:
+            continue
+        th, _ = model.pairwise_posterior(pdata, "fast", draws=200)
+        win, var, _ = model.pairwise_cells(pdata, th)
+        cell_ids = con.execute("SELECT cell_id FROM pair_cells WHERE baseline = ? AND candidate = ? ORDER BY cell_id",
+                               [base, c]).fetchall()
+        parts.append(pd.DataFrame({"candidate": c, "cell_id": [r[0] for r in cell_ids],
+                                   "vr": var.mean(0) + win.var(0)}))
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def item_priorities(con: duckdb.DuckDBPyConnection) -> tuple[str, "np.ndarray", "np.ndarray", "np.ndarray"]:
