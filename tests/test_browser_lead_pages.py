@@ -37,7 +37,7 @@ def hundred_labels(tmp_path):
     """A demo project where a simulated SME labelled 100 items, with a fit every 20 labels."""
     db = tmp_path / "lead100.duckdb"
     con = store.connect(db)
-    demo.load_demo(con, 1000, seed=3)
+    demo.load_demo(con, 1000, seed=3, candidates=2)  # as the bundled demo: a baseline, two candidates
     users.add_user(con, "lea", "lead", "lea-password")
     for _ in range(5):
         simulate.simulate_sme(con, 20)
