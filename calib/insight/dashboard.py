@@ -63,13 +63,15 @@ def signoff(fit: dict, comparison: list[dict], settings: dict, candidate: str | 
         {"worse": blockers, "label more": pending}.get(decision, []).append(line)
 
     for d in fit["diffs"]:
-        add(f"{d['dimension']}: Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}], "
-            f"P(not worse by more than {fit['margin']:g}) = {d['p_noninferior']:.3f} -> {d['decision']}", d["decision"])
+        # percentage points, as the cards and tables show Delta
+        add(f"{d['dimension']}: Delta {100 * d['mean']:+.1f} pp [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}], "
+            f"P(not worse by more than {100 * fit['margin']:g} pp) = {d['p_noninferior']:.3f} -> {d['decision']}",
+            d["decision"])
     for d in fit.get("preference", []):  # the side-by-side question: the win rate against the baseline
         if "decision" in d:
-            add(f"{d['candidate']} vs {d['baseline']} side by side ({d['dimension']}): win rate {d['mean']:.3f} "
-                f"[{d['lo']:.3f}, {d['hi']:.3f}], P(win rate >= {0.5 - fit['margin']:g}) = {d['p_noninferior']:.3f} "
-                f"-> {d['decision']}", d["decision"])
+            add(f"{d['candidate']} vs {d['baseline']} side by side ({d['dimension']}): win rate {100 * d['mean']:.1f}% "
+                f"[{100 * d['lo']:.1f}%, {100 * d['hi']:.1f}%], P(win rate >= {100 * (0.5 - fit['margin']):g}%) = "
+                f"{d['p_noninferior']:.3f} -> {d['decision']}", d["decision"])
     checks = (  # (setting, column, how a value reads)
         ("signoff_max_p95_latency_ms", "latency_p95_ms", lambda v: f"p95 latency {v:.0f} ms"),
         ("signoff_max_cost_per_1k_usd", "cost_per_1k_usd", lambda v: f"${v:.2f} per 1,000 requests"))
