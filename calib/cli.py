@@ -656,6 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tiebreak: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tiebreak queue ... | head`: the reader left; what was written stays
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -55,13 +55,14 @@ def test_pandalm_pair_fit_from_imported_labels(con, tmp_path, panda):
     _project(con, panda, tmp_path)
     assert store.get_settings(con)["dimensions"] == []
     fit0 = engine.fit_project(con, "fast", record=False)
-    assert isinstance(fit0["preference"], list)  # no labels yet: no crash
+    assert fit0["preference"] == [] and any("no SME preferences yet" in w for w in fit0["warnings"])  # says why
     lab = panda.head(40)
     pd.DataFrame({"item_id": lab.item_id, "baseline": "bloom-7b", "candidate": "llama-7b", "dimension": "overall",
                   "preference": lab.human_majority.map(PREF), "annotator": "human"}).to_csv(tmp_path / "l.csv", index=False)
     ingest.import_labels(con, tmp_path / "l.csv")
     fit = engine.fit_project(con, "fast")
     (p,) = [p for p in fit["preference"] if p["dimension"] == "overall"]
+    assert fit["n_labels"] == 40 and not any("no SME preferences" in w for w in fit["warnings"])
     assert p["decision"] in ("not worse", "worse", "label more")
     assert 0 <= p["lo"] <= p["mean"] <= p["hi"] <= 1 and p["hi"] - p["lo"] < 0.6
     # the authoritative fit: the preference model by NUTS, with its convergence on record

@@ -340,6 +340,11 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             _hold_on_few(row, int(how.get("items", 0)) if how.get("estimator") == "design" else 0,
                          s["min_decision_items"], "pairs compared by SMEs")
             result["preference"].append(row)
+            labelled_items |= set(pdata.item_id.tolist()) if pdata.item_id is not None else set()
+    if not s["dimensions"] and not result["preference"]:
+        # a pairwise-only project before any SME comparison: say what the fit is waiting for
+        result["warnings"].append("no SME preferences yet: the win rate and its decision appear once SMEs "
+                                  "compare pairs (the Label page, `tiebreak queue --lease`, or `tiebreak labels import`)")
     result["n_labels"] = len(labelled_items)
     result["max_label_id"] = max_label_id if max_label_id is not None else label_high_water
     result["n_label_rows"] = n_label_rows
