@@ -21,17 +21,38 @@ SHARED = ("loc", "chol", "lam", "prec", "block", "XT", "k", "n", "scales")
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True)
+def unwhiten(w, loc, chol):  # pragma: no cover - numba
+    """The model's coordinates u = loc + chol @ w of the whitened point w."""
+    D = w.shape[0]
+    u = loc.copy()
+    for a in range(D):
+        wa = w[a]
+        for b in range(D):
+            u[b] += chol[b, a] * wa
+    return u
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True)
+def whitened_gradient(chol, g_u):  # pragma: no cover - numba
+    """The gradient in w, chol^T g_u, of a gradient g_u in u (the Jacobian is constant)."""
+    D = g_u.shape[0]
+    g_w = np.zeros(D)
+    for a in range(D):
+        acc = 0.0
+        for b in range(D):
+            acc += chol[b, a] * g_u[b]
+        g_w[a] = acc
+    return g_w
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True)
 def logp_grad(w, loc, chol, lam, prec, block, XT, k, n, scales):  # pragma: no cover - numba
     """(log density, gradient in w). ``block[i]`` is 0 (no hyperparameter), 1 (tau) or 2 (sigma);
     ``scales`` = [tau's half-normal scale, sigma's half-normal scale]."""
     tau_scale, sigma_scale = scales[0], scales[1]
     D = w.shape[0]
     P = D - 2
-    u = loc.copy()
-    for a in range(D):
-        wa = w[a]
-        for b in range(D):
-            u[b] += chol[b, a] * wa
+    u = unwhiten(w, loc, chol)
     log_tau, log_sigma = u[P], u[P + 1]
     v = np.empty(P)
     scale = np.empty(P)
@@ -79,13 +100,7 @@ def logp_grad(w, loc, chol, lam, prec, block, XT, k, n, scales):  # pragma: no c
             g_u[P] += dlh
         elif block[j] == 2:
             g_u[P + 1] += dlh
-    g_w = np.zeros(D)
-    for a in range(D):
-        acc = 0.0
-        for b in range(D):
-            acc += chol[b, a] * g_u[b]
-        g_w[a] = acc
-    return lp, g_w
+    return lp, whitened_gradient(chol, g_u)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -30,10 +30,7 @@ def logp_grad(w, loc, chol, X, counts):  # pragma: no cover - numba
     """(log density, gradient in w) of the preference model at the whitened point ``w``."""
     D = w.shape[0]
     F = D - 2
-    u = loc.copy()
-    for a in range(D):
-        for b in range(D):
-            u[b] += chol[b, a] * w[a]
+    u = nuts_kernel.unwhiten(w, loc, chol)
     c0 = u[F]
     gap = np.exp(u[F + 1])
     c1 = c0 + gap
@@ -75,13 +72,7 @@ def logp_grad(w, loc, chol, X, counts):  # pragma: no cover - numba
             g[f] += d_eta * X[j, f]
     g[F] += g_c1
     g[F + 1] += g_c1 * gap
-    g_w = np.zeros(D)
-    for a in range(D):
-        acc = 0.0
-        for b in range(D):
-            acc += chol[b, a] * g[b]
-        g_w[a] = acc
-    return lp, g_w
+    return lp, nuts_kernel.whitened_gradient(chol, g)
 
 
 @numba.njit(nogil=True, cache=True)
