@@ -29,6 +29,19 @@ def write_table(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def demo_db_file(path: Path, items: int, seed: int, labels: int = 0) -> Path:
+    """A demo project written to ``path`` (closed, for the app or the CLI to open), with ``labels``
+    items labelled by the simulated SME through the queue."""
+    from calib.review import simulate
+
+    c = store.connect(path)
+    demo.load_demo(c, items, seed=seed)
+    if labels:
+        simulate.simulate_sme(c, labels)
+    c.close()
+    return path
+
+
 @pytest.fixture
 def con(tmp_path):
     c = store.connect(tmp_path / "t.duckdb")

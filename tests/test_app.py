@@ -7,18 +7,15 @@ import pathlib
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import demo_db_file  # (not tests.conftest: ppi-python installs a top-level `tests` package)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = ["app.py"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))
 
 
 @pytest.fixture
 def demo_db(tmp_path, monkeypatch):
-    from calib.data import demo, store
-
-    path = tmp_path / "app.duckdb"
-    con = store.connect(path)
-    demo.load_demo(con, 200, seed=2)
-    con.close()
+    path = demo_db_file(tmp_path / "app.duckdb", 200, seed=2)
     monkeypatch.setenv("TIEBREAK_DB", str(path))
     monkeypatch.chdir(ROOT)
     return path

@@ -10,13 +10,11 @@ import sys
 
 import pytest
 
-from calib.data import demo, store
-from calib.review import simulate, users
-from calib.stats import engine
+from calib.data import demo
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from test_browser import ART, _open, _settle, _sign_in, _start_app, playwright  # noqa: E402
+from test_browser import ART, _open, _settle, _sign_in, labelled_lead_app, playwright  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +33,8 @@ def _whole_page(page, path) -> None:
 @pytest.fixture
 def hundred_labels(tmp_path):
     """A demo project where a simulated SME labelled 100 items, with a fit every 20 labels."""
-    db = tmp_path / "lead100.duckdb"
-    con = store.connect(db)
-    demo.load_demo(con, 1000, seed=3, candidates=2)  # as the bundled demo: a baseline, two candidates
-    users.add_user(con, "lea", "lead", "lea-password")
-    for _ in range(5):
-        simulate.simulate_sme(con, 20)
-        engine.fit_project(con, "fast", forecast_extra=[25, 50, 100, 200, 400, 800])
-    con.close()
-    url, proc = _start_app(db)
+    # as the bundled demo: a baseline and two candidates
+    url, proc = labelled_lead_app(tmp_path / "lead100.duckdb", 1000, seed=3, rounds=5, candidates=2)
     yield url
     proc.terminate()
     proc.wait(10)

@@ -8,20 +8,15 @@ import pathlib
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import demo_db_file  # (not tests.conftest: ppi-python installs a top-level `tests` package)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "8_Regressions.py")
 
 
 @pytest.fixture
 def labelled_db(tmp_path, monkeypatch):
-    from calib.data import demo, store
-    from calib.review import simulate
-
-    path = tmp_path / "regr.duckdb"
-    con = store.connect(path)
-    demo.load_demo(con, 300, seed=4)
-    simulate.simulate_sme(con, 60)
-    con.close()
+    path = demo_db_file(tmp_path / "regr.duckdb", 300, seed=4, labels=60)
     monkeypatch.setenv("TIEBREAK_DB", str(path))
     monkeypatch.chdir(ROOT)
     return path
@@ -65,12 +60,7 @@ def test_page_shows_flips_and_queues_likely_regressions(labelled_db):
 
 
 def test_page_explains_when_nothing_is_labelled(tmp_path, monkeypatch):
-    from calib.data import demo, store
-
-    path = tmp_path / "fresh.duckdb"
-    con = store.connect(path)
-    demo.load_demo(con, 100, seed=2)
-    con.close()
+    path = demo_db_file(tmp_path / "fresh.duckdb", 100, seed=2)
     monkeypatch.setenv("TIEBREAK_DB", str(path))
     monkeypatch.chdir(ROOT)
     at = AppTest.from_file(PAGE, default_timeout=120)

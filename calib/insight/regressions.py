@@ -116,7 +116,7 @@ def queue_likely_regressions(con, dimension: str, k: int, candidate: str | None 
     df = likely_regressions(con, dimension, candidate, seed)
     _, cand = _models(con, candidate)
     queued = {r[0] for r in con.execute("SELECT item_id FROM queue WHERE coalesce(candidate, ?) = ?",
-                                        [queue.first_candidate(con), cand]).fetchall()}
+                                        [store.first_candidate(con), cand]).fetchall()}
     df = df[~df["item_id"].isin(queued)]
     batch_id = queue._next_batch_id(con)
     if df.empty or k <= 0:

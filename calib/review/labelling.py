@@ -66,7 +66,7 @@ def item_view(con: duckdb.DuckDBPyConnection, item_id: str, annotator: str, show
         raise TiebreakError(f"unknown item {item_id}")
     outs = dict(con.execute("SELECT model, output FROM outputs WHERE item_id = ?", [item_id]).fetchall())
     s = store.get_settings(con)
-    cand = candidate or queue.first_candidate(con)
+    cand = candidate or store.first_candidate(con)
     pair = [m for m in [s["baseline"], cand] if m in outs]
     if len(pair) < 2:
         raise TiebreakError(f"item {item_id} lacks an output of the baseline or the candidate")
@@ -136,7 +136,7 @@ def undo_last(con: duckdb.DuckDBPyConnection, annotator: str, minutes: float | N
     row = con.execute(
         """SELECT l.item_id, coalesce(e.candidate, ?) FROM labels l LEFT JOIN leases e USING (lease_id)
            WHERE l.annotator = ? AND l.source = 'app'
-           ORDER BY l.created_at DESC, l.label_id DESC LIMIT 1""", [queue.first_candidate(con), annotator]).fetchall()
+           ORDER BY l.created_at DESC, l.label_id DESC LIMIT 1""", [store.first_candidate(con), annotator]).fetchall()
     if not row:
         return None
     item_id, cand = row[0]

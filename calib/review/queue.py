@@ -54,34 +54,11 @@ def _now() -> datetime:
 # --------------------------------------------------------------------------- priorities
 
 
-def variance_reduction_by_cell(data: model.CellData, post: model.Posterior, baseline: int, candidate: int) -> np.ndarray:
-    """Expected reduction of Var(Delta) from one more label in each cell (Laplace, rank-one update),
-    plus the predictive variance the label removes."""
-    cells = np.arange(len(data.cell_n))
-    X = model._design(data, cells, post.mode_sigma, post.mode_tau)
-    p = expit(X @ post.mode)
-    w = p * (1 - p)
-    unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(float)
-    N = {m: max(1, data.cell_n[data.cell_model == m].sum()) for m in (baseline, candidate)}
-    sign = np.where(data.cell_model == candidate, 1.0 / N[candidate],
-                    np.where(data.cell_model == baseline, -1.0 / N[baseline], 0.0))
-    g = X.T @ (sign * unl * w)
-    cov = np.linalg.inv(post.hessian)
-    cg = X @ (cov @ g)  # x_c' Sigma g
-    xsx = np.einsum("ij,jk,ik->i", X, cov, X)
-    return w * cg ** 2 / (1 + w * xsx) + sign ** 2 * w
-
-
 def unit_candidates(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The candidates a unit of work can pair with the baseline (as the fit: every model but the
     baseline, the settings' order first)."""
     base = store.get_settings(con)["baseline"]
     return [m for m in store.models(con) if m != base]
-
-
-def first_candidate(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The candidate a queue or lease row with no candidate (from before units) stands for."""
-    return store.first_candidate(con)
 
 
 @dataclass
@@ -117,80 +94,28 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
     base = s["baseline"]
     n_labels = con.execute("SELECT count(*) FROM labels").fetchone()[0]
     decided = decided_candidates(con, cands)
-    store.register(con, "_unit_cands", pd.DataFrame({"candidate": pd.Series(cands, dtype=object),
-                                                     "baseline": pd.Series([base] * len(cands), dtype=object)}))
     pair_vr = _pair_residual_variance(con, base, cands) if not s["dimensions"] and len(models) >= 2 else None
+    tables = {"_unit_cands": pd.DataFrame({"candidate": pd.Series(cands, dtype=object),
+                                           "baseline": pd.Series([base] * len(cands), dtype=object)})}
+    if pair_vr is not None:
+        policy, sql, params = "variance-reduction", _PAIR_NEYMAN, []
+        tables["_pair_vr"] = pair_vr
+    elif n_labels == 0 or len(models) < 2 or not s["dimensions"]:
+        policy = "disagreement"
+        sql, params = (_COLD_START_SEVERAL, [base, base]) if len(cands) > 1 and s["dimensions"] else (_COLD_START, [])
+    else:
+        policy, sql, params = "variance-reduction", _NEYMAN, [base]
+        tables["_cell_vr"] = _cell_residual_variance(con, s["dimensions"], models)
+        tables["_dim_w"] = pd.DataFrame([{"dimension": d, "candidate": c, "w": v}
+                                         for (d, c), v in unit_weights(con, s["dimensions"], cands).items()])
+    for name, df in tables.items():
+        store.register(con, name, df)
     try:
-        if pair_vr is not None:
-            # Pairwise-only project with SME preferences: Neyman allocation for each candidate's
-            # design-consistent win rate, pi proportional to the sd of a preference's residual in the
-            # unit's pair cell (cells with no estimate get the mean): the judges' disagreement alone
-            # over-samples a few cells and made the queue's interval 1.5-1.7x random labels' on PandaLM.
-            store.register(con, "_pair_vr", pair_vr)
-            try:
-                rows = con.execute(
-                    f"""SELECT d.item_id, u.candidate, d.segment,
-                               sqrt(coalesce(v.vr, (SELECT avg(vr) FROM _pair_vr))) AS prio {_ELIGIBLE_UNITS.replace(
-                        'WHERE NOT EXISTS',
-                        'LEFT JOIN item_pair_cells ic ON ic.item_id = d.item_id AND ic.baseline = u.baseline '
-                        'AND ic.candidate = u.candidate LEFT JOIN _pair_vr v ON v.candidate = u.candidate '
-                        'AND v.cell_id = ic.cell_id WHERE NOT EXISTS', 1)} ORDER BY d.item_id, u.candidate""",
-                    [base, first_candidate(con)]).fetch_df()
-            finally:
-                con.unregister("_pair_vr")
-            policy = "variance-reduction"
-        elif n_labels == 0 or len(models) < 2 or not s["dimensions"]:
-            if len(cands) > 1 and s["dimensions"]:
-                # the judges' spread plus how far the judges' consensus on this candidate's output is
-                # from the baseline's (``item_disagreement`` holds the first candidate's only)
-                rows = con.execute(
-                    f"""WITH un AS (SELECT d.item_id, u.candidate, d.segment, d.within_judges, d.score {_ELIGIBLE_UNITS}),
-                             z AS (SELECT oc.item_id, oc.model, oc.dimension, list_avg(mc.x) AS z
-                                   FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id)),
-                             bt AS (SELECT c.item_id, c.model AS candidate, avg(abs(c.z - b.z)) AS between_models
-                                    FROM z c JOIN z b ON b.item_id = c.item_id AND b.dimension = c.dimension AND b.model = ?
-                                    WHERE c.model <> ? GROUP BY ALL)
-                        SELECT un.item_id, un.candidate, un.segment,
-                               CASE WHEN bt.between_models IS NULL THEN un.score
-                                    ELSE un.within_judges + bt.between_models END AS prio
-                        FROM un LEFT JOIN bt USING (item_id, candidate) ORDER BY un.item_id, un.candidate""",
-                    [base, first_candidate(con), base, base]).fetch_df()
-            else:
-                rows = con.execute(f"SELECT d.item_id, u.candidate, d.segment, d.score AS prio {_ELIGIBLE_UNITS} "
-                                   "ORDER BY d.item_id, u.candidate", [base, first_candidate(con)]).fetch_df()
-            policy = "disagreement"
-        else:
-            parts = []
-            for dim in s["dimensions"]:
-                data, _, _ = engine.load_dimension(con, dim, models)
-                post = model.fit_laplace(data, draws=200)
-                parts.append({"dimension": dim, "cell_id": data.cell_ids, "vr": residual_variance_by_cell(data, post)})
-            cell_scores = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
-            w = unit_weights(con, s["dimensions"], cands)
-            dim_w = pd.DataFrame([{"dimension": d, "candidate": c, "w": v} for (d, c), v in w.items()])
-            store.register(con, "_cell_vr", cell_scores)
-            store.register(con, "_dim_w", dim_w)
-            try:
-                # Neyman allocation for each candidate's design-consistent Delta: its variance is
-                # sum (1 - pi) / pi * E[r^2] over that candidate's units, minimised at fixed sample size
-                # by pi proportional to sqrt(E[r^2]), the unit's predicted residual variance summed over
-                # its two outputs (baseline and candidate) and the dimensions still undecided for it.
-                rows = con.execute(
-                    f"""WITH un AS (SELECT d.item_id, u.candidate, d.segment {_ELIGIBLE_UNITS}),
-                             ov AS (SELECT oc.item_id, oc.model, oc.dimension, c.vr FROM output_cells oc
-                                    JOIN _cell_vr c USING (dimension, cell_id)
-                                    WHERE oc.item_id IN (SELECT item_id FROM un))
-                        SELECT un.item_id, un.candidate, un.segment, sqrt(coalesce(sum(w.w * ov.vr), 0)) AS prio
-                        FROM un LEFT JOIN ov ON ov.item_id = un.item_id AND (ov.model = ? OR ov.model = un.candidate)
-                        LEFT JOIN _dim_w w ON w.dimension = ov.dimension AND w.candidate = un.candidate
-                        GROUP BY ALL ORDER BY un.item_id, un.candidate""",
-                    [base, first_candidate(con), base]).fetch_df()
-            finally:
-                con.unregister("_cell_vr")
-                con.unregister("_dim_w")
-            policy = "variance-reduction"
+        rows = con.execute(sql.format(eligible=_ELIGIBLE_UNITS),
+                           [base, store.first_candidate(con), *params]).fetch_df()
     finally:
-        con.unregister("_unit_cands")
+        for name in tables:
+            con.unregister(name)
     cand_arr = rows["candidate"].to_numpy(object)
     # Only while another candidate still needs labels: with every candidate decided (or a single
     # one) the 0.1-weighted priorities of ``unit_weights`` apply, as before units existed.
@@ -201,6 +126,51 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
     prio = np.where(is_decided, 0.0, prio)
     return Units(policy, rows["item_id"].to_numpy(object), cand_arr, rows["segment"].to_numpy(object), prio,
                  np.where(is_decided, EXPLORE, 1.0))
+
+
+# The priority queries of ``unit_priorities``; ``{eligible}`` is ``_ELIGIBLE_UNITS`` (its two
+# parameters come first), the rest of the parameters after.
+
+# Before any label: the item's judge disagreement.
+_COLD_START = "SELECT d.item_id, u.candidate, d.segment, d.score AS prio {eligible} ORDER BY d.item_id, u.candidate"
+
+# Before any label, several candidates: the judges' spread plus how far the judges' consensus on
+# this candidate's output is from the baseline's (``item_disagreement`` holds the first candidate's only).
+_COLD_START_SEVERAL = """
+    WITH un AS (SELECT d.item_id, u.candidate, d.segment, d.within_judges, d.score {eligible}),
+         z AS (SELECT oc.item_id, oc.model, oc.dimension, list_avg(mc.x) AS z
+               FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id)),
+         bt AS (SELECT c.item_id, c.model AS candidate, avg(abs(c.z - b.z)) AS between_models
+                FROM z c JOIN z b ON b.item_id = c.item_id AND b.dimension = c.dimension AND b.model = ?
+                WHERE c.model <> ? GROUP BY ALL)
+    SELECT un.item_id, un.candidate, un.segment,
+           CASE WHEN bt.between_models IS NULL THEN un.score ELSE un.within_judges + bt.between_models END AS prio
+    FROM un LEFT JOIN bt USING (item_id, candidate) ORDER BY un.item_id, un.candidate"""
+
+# Neyman allocation for each candidate's design-consistent Delta: its variance is
+# sum (1 - pi) / pi * E[r^2] over that candidate's units, minimised at fixed sample size by pi
+# proportional to sqrt(E[r^2]), the unit's predicted residual variance (``_cell_vr``) summed over
+# its two outputs (baseline and candidate) and the dimensions still undecided for it (``_dim_w``).
+_NEYMAN = """
+    WITH un AS (SELECT d.item_id, u.candidate, d.segment {eligible}),
+         ov AS (SELECT oc.item_id, oc.model, oc.dimension, c.vr FROM output_cells oc
+                JOIN _cell_vr c USING (dimension, cell_id) WHERE oc.item_id IN (SELECT item_id FROM un))
+    SELECT un.item_id, un.candidate, un.segment, sqrt(coalesce(sum(w.w * ov.vr), 0)) AS prio
+    FROM un LEFT JOIN ov ON ov.item_id = un.item_id AND (ov.model = ? OR ov.model = un.candidate)
+    LEFT JOIN _dim_w w ON w.dimension = ov.dimension AND w.candidate = un.candidate
+    GROUP BY ALL ORDER BY un.item_id, un.candidate"""
+
+# Pairwise-only project with SME preferences: Neyman allocation for each candidate's win rate, pi
+# proportional to the sd of a preference's residual in the unit's pair cell (``_pair_vr``; cells
+# with no estimate get the mean): the judges' disagreement alone over-samples a few cells and made
+# the queue's interval 1.5-1.7x random labels' on PandaLM.
+_PAIR_NEYMAN = """
+    WITH un AS (SELECT d.item_id, u.candidate, u.baseline, d.segment {eligible})
+    SELECT un.item_id, un.candidate, un.segment, sqrt(coalesce(v.vr, (SELECT avg(vr) FROM _pair_vr))) AS prio
+    FROM un LEFT JOIN item_pair_cells ic ON ic.item_id = un.item_id AND ic.baseline = un.baseline
+                                        AND ic.candidate = un.candidate
+    LEFT JOIN _pair_vr v ON v.candidate = un.candidate AND v.cell_id = ic.cell_id
+    ORDER BY un.item_id, un.candidate"""
 
 
 def _pair_residual_variance(con: duckdb.DuckDBPyConnection, base: str, cands: list[str]):
@@ -228,6 +198,19 @@ def item_priorities(con: duckdb.DuckDBPyConnection) -> tuple[str, "np.ndarray", 
     ``unit_priorities`` also says which candidate."""
     u = unit_priorities(con)
     return u.policy, u.item_id, u.segment, u.priority
+
+
+def _cell_residual_variance(con: duckdb.DuckDBPyConnection, dimensions: list[str], models: list[str]):
+    """Per dimension and cell, the predicted residual variance of a label under the current fast fit."""
+    import pandas as pd
+
+    parts = []
+    for dim in dimensions:
+        data, _, _ = engine.load_dimension(con, dim, models)
+        post = model.fit_laplace(data, draws=200)
+        parts.append(pd.DataFrame({"dimension": dim, "cell_id": data.cell_ids,
+                                   "vr": residual_variance_by_cell(data, post)}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def residual_variance_by_cell(data: model.CellData, post: model.Posterior) -> np.ndarray:
@@ -347,7 +330,7 @@ def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment
     try:
         found = con.execute(
             f"SELECT d.item_id, u.candidate {_ELIGIBLE_UNITS} AND {' AND '.join(where)} ORDER BY d.item_id, u.candidate",
-            [s["baseline"], first_candidate(con), *params]).fetchall()
+            [s["baseline"], store.first_candidate(con), *params]).fetchall()
     finally:
         con.unregister("_unit_cands")
     ids = np.array([r[0] for r in found], dtype=object)
@@ -373,7 +356,7 @@ def _insert_queue(con, rows) -> None:
     """Append chosen units (``rows``: item_id, candidate, inclusion_prob, policy, reason, priority,
     batch_id, overlap; no candidate column = the first candidate); a unit already queued is not
     queued twice."""
-    first = first_candidate(con)
+    first = store.first_candidate(con)
     if "candidate" not in rows:
         rows = rows.assign(candidate=first)
     store.register(con, "_new_queue", rows)
@@ -427,7 +410,7 @@ SERVABLE = _SERVABLE_TEMPLATE.format(head="")
 
 
 def _params(con, annotator: str, now: datetime) -> list:
-    first = first_candidate(con)
+    first = store.first_candidate(con)
     return [first, first, now, annotator, now]
 
 
@@ -478,7 +461,7 @@ def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | No
         mine = con.execute(
             """SELECT lease_id, item_id, leased_at, expires_at, coalesce(candidate, ?) FROM leases
                WHERE annotator = ? AND ended_at IS NULL AND expires_at > ? ORDER BY lease_id LIMIT 1""",
-            [first_candidate(con), annotator, now]).fetchone() if reuse_active else None
+            [store.first_candidate(con), annotator, now]).fetchone() if reuse_active else None
         if mine:
             return Lease(mine[0], mine[1], annotator, mine[2], mine[3], mine[4])
         minutes = store.get_settings(con)["lease_minutes"] if lease_minutes is None else lease_minutes
@@ -574,7 +557,7 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
     output, given in a unit of another candidate, is not written again (it adds nothing: the newest
     label per SME counts). Returns the number of label rows written."""
     s = store.get_settings(con)
-    first = first_candidate(con)
+    first = store.first_candidate(con)
     with _LEASE_LOCK, store.transaction(con):
         now = now or _now()
         row = con.execute("SELECT item_id, annotator, outcome, coalesce(candidate, ?) FROM leases WHERE lease_id = ?",

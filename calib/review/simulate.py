@@ -39,7 +39,7 @@ def simulate_sme(con: duckdb.DuckDBPyConnection, n_items: int, annotator: str = 
         if lease is None:
             break
         # the unit shows the baseline's and one candidate's output: answer for those two only
-        pair = [base, lease.candidate or queue.first_candidate(con)]
+        pair = [base, lease.candidate or store.first_candidate(con)]
         truth = con.execute("SELECT model, dimension, verdict, kind FROM sim_truth WHERE item_id = ?",
                             [lease.item_id]).fetchall()
         verdicts = {(m, d): (bool(v), k) for m, d, v, k in truth if m in pair and m in models}
