@@ -128,7 +128,8 @@ def labelling_area() -> None:
     b3.caption("Rated the previous item wrongly?")
     b3.button("Undo last (Alt+U)", on_click=on_undo)
     m1, m2, m3 = st.columns(3)
-    m1.metric("Labelled today", p["labelled_today"])
+    m1.metric("Comparisons today", p["comparisons_today"],
+              help="Pairs of answers you compared today (a re-rating after Undo counts once).")
     m2.metric("Left in queue", p["left_in_queue"])
     m3.metric("Agreement with others", "-" if p["agreement"] is None else f"{p['agreement']:.0%}",
               help=f"on {p['agreement_pairs']} overlapping verdicts")

@@ -45,7 +45,8 @@ if not agreement:
 else:
     st.subheader("Agreement with SMEs")
     st.caption("Cohen's kappa of the judge's pass/fail (score >= its threshold) with the SME majority verdict on the "
-               "labelled outputs, 95% bootstrap interval; the confusion matrix counts outputs.")
+               "labelled outputs of every model together (the baseline's and every candidate's; per model: the next "
+               "table), 95% bootstrap interval; the confusion matrix counts outputs.")
     st.dataframe(safe.rows(tables.judge_agreement_table(agreement)), hide_index=True, width="stretch", height="content")
 
     st.subheader("Judge fitness per model")
@@ -54,14 +55,14 @@ else:
                f"probabilities (so they describe all outputs, not just the hard ones the queue picked). Sensitivity: "
                f"share of SME passes the judge passes; specificity: share of SME fails it fails (95% Wilson "
                f"intervals); Youden's J = sensitivity + specificity - 1; Cohen's kappa (95% bootstrap intervals); "
-               f"each as estimate [95% interval], the baseline first. "
+               f"each as estimate [95% interval]; the baseline first (marked), then every candidate. "
                f"Fitness band by kappa, a common convention rather than a law: below 0.4 exploration only, 0.4 to "
                f"0.7 monitoring, 0.7 and above release gating; 'too few labels' under {fitness.MIN_LABELS} labelled "
                f"outputs or under {fitness.MIN_PER_CLASS} SME passes or fails.")
     st.dataframe(safe.rows(fitness.fitness_table(per_model)), hide_index=True, width="stretch", height="content")
 
     st.subheader("Does the judge's quality differ between the models?")
-    st.caption(f"Candidate minus baseline: difference [95% bootstrap interval, items resampled]. A judge that is good on the old model "
+    st.caption(f"Each candidate minus the baseline: difference [95% bootstrap interval, items resampled]. A judge that is good on the old model "
                f"and poor on the new one can flip a migration verdict. Flagged when its sensitivity or specificity "
                f"differs by at least {fitness.MATERIAL:.2f} (a convention) and the difference holds up when all "
                f"these comparisons are made at once (Benjamini-Hochberg, 5% false discovery rate), with enough labels "
@@ -79,9 +80,9 @@ else:
         st.caption("Needs a baseline, a candidate and labelled outputs of both.")
 
     st.subheader("Does a judge's bias differ between the models?")
-    st.caption("Bias = judge pass rate - SME pass rate on the same labelled outputs. A difference between the models "
-               "(interval excluding 0) is why the calibration is fitted per model: a judge-only comparison would be "
-               "off by that much.")
+    st.caption("Bias = judge pass rate - SME pass rate on the same labelled outputs, on the baseline and on each "
+               "candidate (one row per candidate). A difference between the models (interval excluding 0) is why the "
+               "calibration is fitted per model: a judge-only comparison would be off by that much.")
     for b in bias:
         if b["differs"]:
             st.warning(f"{safe.md(b['judge'])} on {safe.md(b['dimension'])}: bias {b['bias_candidate']:+.3f} on "
@@ -95,10 +96,15 @@ else:
     pick = st.selectbox("Judge and dimension", range(len(pairs)), format_func=lambda i: f"{safe.one_line(pairs[i][0])} / {safe.one_line(pairs[i][1])}",
                         key="judges_pick")
     judge, dim = pairs[pick]
+    st.caption("One line per model (the baseline and every candidate with labelled outputs): the SMEs' pass rate "
+               "among the outputs the judge scored in each score bin, 95% Wilson interval. A well-calibrated judge's "
+               "lines rise with its score and lie on top of each other.")
     st.plotly_chart(plots.calibration_figure(_curve(db, wm, judge, dim), judge, dim), key="judges_curve")
 
 st.subheader("Judge-judge disagreement")
-st.caption("Over a uniform sample of up to 200,000 outputs: how often two judges' pass/fail verdicts differ, and "
-           "their kappa. Items where judges disagree are what the queue sends to SMEs first.")
+st.caption("Over a uniform sample of up to 200,000 outputs, per model (the baseline and every candidate): how often "
+           "two judges' pass/fail verdicts differ, and their kappa. Judges that disagree more on a candidate's outputs "
+           "than on the baseline's are less to be trusted on it. Items where judges disagree are what the queue sends "
+           "to SMEs first.")
 st.dataframe(safe.rows(tables.judge_disagreement_table(_disagreement(db, cells.fingerprint(cur)))), hide_index=True,
              width="stretch", height="content")

@@ -33,8 +33,10 @@ else:
     st.dataframe(safe.rows(tables.agreement_table(agree)), hide_index=True, width="stretch")
 
 st.subheader("Throughput")
-st.caption("Labelled items are distinct items (re-rated after an undo: counted once); a label row is one verdict "
-           "on one output, dimension and SME. Times come from the labelling form's timer.")
+st.caption("A comparison is what an SME rates in one submit: one item's baseline answer against one candidate's "
+           "answer, so with several candidates an item can be several comparisons (re-rated after an undo: counted "
+           "once); distinct items count each item once. A label row is one verdict on one output, dimension and "
+           "SME. Times per comparison come from the labelling form's timer.")
 thr = annotators.throughput(cur)
 if thr:
     st.dataframe(safe.rows(tables.annotator_table(thr)), hide_index=True, width="stretch")
@@ -42,20 +44,22 @@ else:
     st.info("No SME labels yet: throughput appears once SMEs rate items on the Label page.")
 
 st.subheader("Position bias")
-st.caption("Share of decided preferences that went to the answer shown on the left (sides are random per item and "
-           "SME, so 0.5 is no bias). A Wilson interval excluding 0.5 is flagged.")
+st.caption("Share of decided preferences that went to the answer shown on the left, over every candidate's "
+           "comparisons (sides are random per item, candidate and SME, so 0.5 is no bias). A Wilson interval "
+           "excluding 0.5 is flagged.")
 bias = annotators.position_bias(cur)
 for b in bias:
     if b["biased"]:
         st.warning(f"{safe.md(b['annotator'])} prefers the left answer in {b['left_rate']:.0%} "
-                   f"[{b['lo']:.0%}, {b['hi']:.0%}] of {b['decided']} decided items")
+                   f"[{b['lo']:.0%}, {b['hi']:.0%}] of {b['decided']} decided comparisons")
 if bias:
     st.dataframe(safe.rows(tables.position_bias_table(bias)), hide_index=True, width="stretch")
 else:
     st.info("No decided side-by-side preferences yet (ties are left out).")
 
 st.subheader("Drift over the session")
-st.caption("Pass rate and seconds per item in the first and the last third of each SME's labels.")
+st.caption("Pass rate (over the outputs of every model the SME rated) and seconds per comparison in the first and "
+           "the last third of each SME's labels.")
 drift = annotators.drift(cur)
 if drift:
     st.dataframe(safe.rows(tables.drift_table(drift)), hide_index=True, width="stretch")

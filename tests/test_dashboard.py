@@ -83,8 +83,8 @@ def test_annotator_position_bias_throughput_and_drift(demo_con):
     bias = {b["annotator"]: b for b in annotators.position_bias(demo_con)}
     assert bias["lefty"]["left_rate"] == 1.0 and bias["lefty"]["biased"]
     thr = {t["annotator"]: t for t in annotators.throughput(demo_con)}
-    assert thr["lefty"]["items"] == 30 and thr["lefty"]["median_s"] == pytest.approx(30.0)
-    assert thr["lefty"]["items_per_hour"] == pytest.approx(120.0)
+    assert thr["lefty"]["items"] == thr["lefty"]["units"] == 30 and thr["lefty"]["median_s"] == pytest.approx(30.0)
+    assert thr["lefty"]["units_per_hour"] == pytest.approx(120.0)
     assert annotators.drift(demo_con)
 
 

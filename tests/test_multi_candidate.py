@@ -348,3 +348,66 @@ def test_a_lead_filter_queues_units_of_every_candidate_or_of_one(con3):
         == {demo.CANDIDATE_ORION}
     with pytest.raises(TiebreakError, match="unknown candidate"):
         queue.queue_filtered(con3, n=5, segment="eu", candidate="nope")
+
+
+def test_a_comparison_is_a_unit_in_progress_and_throughput(con3):
+    """An SME who rates one item against two candidates did two comparisons (one distinct item):
+    the Label page's count and the Annotators page's throughput say 2; a label with no lease counts
+    for the first candidate."""
+    from calib.insight import annotators, tables
+
+    item = "q0000011"
+    for cand in CANDS[:2]:
+        _queue_unit(con3, item, cand)
+        lease = queue.next_item(con3, "ana")
+        assert (lease.item_id, lease.candidate) == (item, cand)
+        queue.submit(con3, lease.lease_id, "ana", _verdicts(con3, item, [demo.BASELINE, cand]), preference="tie",
+                     duration_ms=20_000)
+    assert labelling.progress(con3, "ana")["comparisons_today"] == 2
+    # an imported label (no lease) on another item: one more comparison, for the first candidate
+    con3.execute("""INSERT INTO labels (item_id, model, dimension, verdict, annotator, created_at, source)
+                    VALUES ('q0000012', ?, 'style', true, 'ana', current_timestamp, 'import')""", [CANDS[1]])
+    assert labelling.progress(con3, "ana")["comparisons_today"] == 3
+    thr = {t["annotator"]: t for t in annotators.throughput(con3)}["ana"]
+    assert (thr["units"], thr["items"]) == (3, 2)
+    assert thr["by_candidate"] == {CANDS[0]: 2, CANDS[1]: 1}  # in the settings' order
+    assert thr["median_s"] == pytest.approx(20.0)
+    row = tables.annotator_table([thr])[0]
+    assert row[tables.COMPARISONS] == "3" and row[f"Comparisons: {CANDS[1]}"] == "1" and row["Distinct items"] == "2"
+
+
+def _chart_names(at) -> list[str]:
+    return [t.get("name", "") for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
+
+
+def test_judges_and_annotators_pages_show_every_candidate(labelled_db, monkeypatch):
+    """Every per-model table and the calibration curve on the Judges page list the baseline (marked)
+    and every candidate; the Annotators page counts comparisons per candidate."""
+    monkeypatch.setenv("TIEBREAK_DB", str(labelled_db))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Judges.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    frames = [df.value for df in at.dataframe]
+    fitness_df = next(f for f in frames if "Fitness band" in f.columns)
+    assert set(fitness_df["Model"]) == {f"{demo.BASELINE} (baseline)", *CANDS}
+    differences = next(f for f in frames if "Quality differs" in f.columns)
+    assert set(differences["Candidate"]) == set(CANDS)
+    bias = next(f for f in frames if "Bias on the candidate" in f.columns)
+    assert set(bias["Candidate"]) <= set(CANDS) and len(set(bias["Candidate"])) >= 2
+    disagreement = next(f for f in frames if "Verdicts differ" in f.columns)
+    assert set(disagreement["Model"]) == {f"{demo.BASELINE} (baseline)", *CANDS}
+    names = _chart_names(at)
+    assert names[0] == f"{demo.BASELINE} (baseline)" and set(names[1:]) <= set(CANDS) and len(names) >= 3
+    assert not [c for f in frames for c in f.columns if "_" in c]  # human headers
+
+    at = AppTest.from_file(str(ROOT / "pages" / "4_Annotators.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    thr = next(df.value for df in at.dataframe if "Comparisons (item, candidate)" in df.value.columns)
+    per_cand = [c for c in thr.columns if c.startswith("Comparisons: ")]
+    assert per_cand and {c.removeprefix("Comparisons: ") for c in per_cand} <= set(CANDS)
+    count = lambda v: int(v.replace(",", ""))  # noqa: E731
+    for _, r in thr.iterrows():  # every comparison belongs to one candidate
+        assert sum(count(r[c]) for c in per_cand) == count(r["Comparisons (item, candidate)"])
+        assert count(r["Comparisons (item, candidate)"]) >= count(r["Distinct items"])

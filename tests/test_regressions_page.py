@@ -70,8 +70,9 @@ def test_page_explains_when_nothing_is_labelled(tmp_path, monkeypatch):
     assert "No item has SME labels for both models" in infos and "No side-by-side preferences" in infos
 
 
-def test_annotators_page_explains_no_overlap_and_counts_distinct_items(labelled_db):
-    """Before any overlap the agreement section explains itself; throughput counts distinct items."""
+def test_annotators_page_explains_no_overlap_and_counts_comparisons(labelled_db):
+    """Before any overlap the agreement section explains itself; throughput counts comparisons
+    (distinct (item, candidate) units) and distinct items."""
     from calib.insight import annotators
     from pages.shared import ui
 
@@ -81,7 +82,10 @@ def test_annotators_page_explains_no_overlap_and_counts_distinct_items(labelled_
     con = ui._connection(str(labelled_db)).cursor()
     if not any(a["units"] for a in annotators.agreement(con)):  # one simulated SME: no overlap
         assert any("No overlap yet" in i.value for i in at.info)
-    thr = next(df.value for df in at.dataframe if "Labelled items" in df.value.columns)
+    thr = next(df.value for df in at.dataframe if "Distinct items" in df.value.columns)
     items = con.execute("SELECT count(DISTINCT item_id) FROM labels WHERE annotator = 'demo-sme'").fetchone()[0]
-    assert thr["Labelled items"].tolist() == [f"{items:,}"]
+    units = con.execute("""SELECT count(DISTINCT (l.item_id, e.candidate)) FROM labels l
+                           LEFT JOIN leases e ON e.lease_id = l.lease_id WHERE l.annotator = 'demo-sme'""").fetchone()[0]
+    assert thr["Distinct items"].tolist() == [f"{items:,}"]
+    assert thr["Comparisons (item, candidate)"].tolist() == [f"{units:,}"]
     assert not [c for df in at.dataframe for c in df.value.columns if "_" in c]  # human headers

@@ -9,6 +9,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from calib.data import store
 from calib.stats.crosscheck import wilson_interval
 
 BOOT = 500
@@ -66,20 +67,40 @@ def agreement(con: duckdb.DuckDBPyConnection, seed: int = 0) -> list[dict]:
 
 
 def throughput(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    """Per SME: distinct items rated (an item re-rated after an undo counts once), label rows (one
-    per item, model, dimension and rating), median and p90 seconds per rating (the form's timer),
-    ratings per hour of rating time, hours of rating time, first and last rating."""
-    rows = con.execute(
-        """WITH per_item AS (
-               SELECT annotator, lease_id, item_id, max(duration_ms) AS ms, min(created_at) AS t_first, count(*) AS labels
-               FROM labels GROUP BY annotator, lease_id, item_id)
-           SELECT annotator, count(DISTINCT item_id) AS items, sum(labels) AS labels,
-                  median(ms) / 1000 AS median_s, quantile_cont(ms, 0.9) / 1000 AS p90_s,
-                  3600 * count(ms) / nullif(sum(ms) / 1000, 0) AS items_per_hour, sum(ms) / 3.6e6 AS hours,
-                  min(t_first) AS first_at, max(t_first) AS last_at
-           FROM per_item GROUP BY annotator ORDER BY items DESC, annotator""").fetchall()
-    keys = ["annotator", "items", "labels", "median_s", "p90_s", "items_per_hour", "hours", "first_at", "last_at"]
-    return [dict(zip(keys, r)) for r in rows]
+    """Per SME: comparisons rated (``units``: distinct (item, candidate) units, what an SME rates
+    once per submit; re-rated after an undo counts once) and per candidate (``by_candidate``), distinct
+    items, label rows (one per item, model, dimension and rating), median and p90 seconds per rating
+    (the form's timer), ratings per hour of rating time, hours of rating time, first and last rating.
+
+    A label's candidate is its lease's (``leases.candidate``); a label without a lease (imported) or
+    whose lease has none (from before units were (item, candidate)) counts for the first candidate,
+    as ``labelling.undo_last`` does."""
+    first = store.first_candidate(con)
+    per_unit = con.execute(
+        """SELECT l.annotator, l.item_id, coalesce(e.candidate, ?) AS candidate, l.lease_id,
+                  max(l.duration_ms) AS ms, min(l.created_at) AS t_first, count(*) AS labels
+           FROM labels l LEFT JOIN leases e ON e.lease_id = l.lease_id
+           GROUP BY l.annotator, l.lease_id, l.item_id, 3""", [first]).fetch_df()
+    if per_unit.empty:
+        return []
+    out = []
+    for ann, g in per_unit.groupby("annotator", sort=False):
+        units = g[["item_id", "candidate"]].drop_duplicates()
+        ms = g.ms.dropna().to_numpy(float)
+        seconds = ms.sum() / 1000
+        out.append({
+            "annotator": ann, "units": len(units), "items": int(g.item_id.nunique()),
+            "by_candidate": {str(c): int(n) for c, n in units.candidate.value_counts(sort=False).items()},
+            "labels": int(g.labels.sum()),
+            "median_s": float(np.median(ms)) / 1000 if len(ms) else None,
+            "p90_s": float(np.quantile(ms, 0.9)) / 1000 if len(ms) else None,
+            "units_per_hour": 3600 * len(ms) / seconds if seconds > 0 else None,
+            "hours": seconds / 3600 if len(ms) else None,
+            "first_at": g.t_first.min(), "last_at": g.t_first.max()})
+    order = {c: i for i, c in enumerate(store.get_settings(con)["candidates"] or [])}
+    for r in out:  # per-candidate counts in the settings' order
+        r["by_candidate"] = dict(sorted(r["by_candidate"].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+    return sorted(out, key=lambda r: (-r["units"], r["annotator"]))
 
 
 def position_bias(con: duckdb.DuckDBPyConnection) -> list[dict]:

@@ -77,8 +77,22 @@ def judge_agreement(con: duckdb.DuckDBPyConnection, seed: int = 0) -> list[dict]
     return out
 
 
+def _model_order(con: duckdb.DuckDBPyConnection):
+    """A sort key for model names: the baseline, then the candidates in the settings' order, then any
+    other model by name (so every per-model table and plot lists them the same way)."""
+    rank = {m: i for i, m in enumerate(store.models(con))}
+    return lambda m: (rank.get(m, len(rank)), m)
+
+
+def _role(con: duckdb.DuckDBPyConnection, model: str) -> str:
+    s = store.get_settings(con)
+    return "baseline" if model == s["baseline"] else "candidate" if model in (s["candidates"] or []) else "other"
+
+
 def calibration_curve(con: duckdb.DuckDBPyConnection, judge: str, dimension: str, bins: int = 5) -> list[dict]:
-    """SME pass rate (Wilson 95% interval) against the judge's score, in score-quantile bins, per model."""
+    """SME pass rate (Wilson 95% interval) against the judge's score, in score-quantile bins, per
+    model (every labelled model: the baseline first, then the candidates in the settings' order);
+    ``role`` says which is the baseline, so a plot or table can name it."""
     df = labelled_judgements(con)
     df = df[(df.judge == judge) & (df.dimension == dimension)]
     if df.empty:
@@ -89,27 +103,31 @@ def calibration_curve(con: duckdb.DuckDBPyConnection, judge: str, dimension: str
     else:
         edges = np.unique(np.quantile(df.score, np.linspace(0, 1, bins + 1)))
     df = df.assign(bin=np.clip(np.searchsorted(edges, df.score, side="right") - 1, 0, len(edges) - 2))
+    order = _model_order(con)
     out = []
     for (m, b), g in df.groupby(["model", "bin"], sort=True):
         mean, lo, hi = wilson_interval(float(g.sme_pass.sum()), float(len(g)))
-        out.append({"model": m, "bin": int(b), "score_mean": float(g.score.mean()), "score_lo": float(edges[b]),
-                    "score_hi": float(edges[b + 1]), "n": len(g), "sme_pass_rate": mean, "lo": lo, "hi": hi})
-    return out
+        out.append({"model": m, "role": _role(con, m), "bin": int(b), "score_mean": float(g.score.mean()),
+                    "score_lo": float(edges[b]), "score_hi": float(edges[b + 1]), "n": len(g), "sme_pass_rate": mean,
+                    "lo": lo, "hi": hi})
+    return sorted(out, key=lambda r: (order(r["model"]), r["bin"]))
 
 
 def judge_bias_by_model(con: duckdb.DuckDBPyConnection, seed: int = 0) -> list[dict]:
     """Per judge and dimension: the judge's bias (judge pass rate - SME pass rate on the same
     labelled outputs) for each model, and the candidate-minus-baseline difference of the bias with
-    a 95% bootstrap interval; ``differs`` when that interval excludes 0 (the judge favours one model)."""
+    a 95% bootstrap interval; ``differs`` when that interval excludes 0 (the judge favours one model).
+    One row per candidate of the settings (in their order) with 5 or more labelled outputs of it and
+    of the baseline; a labelled model the settings no longer name as a candidate is left out."""
     s = store.get_settings(con)
-    base = s["baseline"]
+    base, cands = s["baseline"], list(s["candidates"] or [])
     df = labelled_judgements(con)
     rng = np.random.default_rng(seed)
     out = []
     for (judge, dim), g in df.groupby(["judge", "dimension"], sort=True):
         err = (g.judge_pass.astype(int) - g.sme_pass.astype(int)).to_numpy(float)
         by = {m: err[(g.model == m).to_numpy()] for m in g.model.unique()}
-        for cand in [m for m in by if m != base]:
+        for cand in [m for m in cands if m in by and m != base]:
             if base not in by or len(by[base]) < 5 or len(by[cand]) < 5:
                 continue
             eb, ec = by[base], by[cand]
@@ -124,8 +142,11 @@ def judge_bias_by_model(con: duckdb.DuckDBPyConnection, seed: int = 0) -> list[d
 
 
 def judge_disagreement(con: duckdb.DuckDBPyConnection, sample: int = 200_000) -> list[dict]:
-    """Per dimension and pair of judges, over (a uniform sample of up to ``sample``) outputs: how
-    often their pass/fail verdicts differ, and Cohen's kappa between them."""
+    """Per dimension, pair of judges and model, over (a uniform sample of up to ``sample``) outputs:
+    how often their pass/fail verdicts differ, and Cohen's kappa between them. Per model (the
+    baseline first, then the candidates), because judges that agree on the baseline's outputs and
+    not on a candidate's are one reason to trust them less on that candidate; ``role`` names the
+    baseline."""
     cells.ensure_cells(con)
     n = con.execute("SELECT count(*) FROM outputs").fetchone()[0]
     pct = min(100.0, 100.0 * sample / max(n, 1))
@@ -134,16 +155,21 @@ def judge_disagreement(con: duckdb.DuckDBPyConnection, sample: int = 200_000) ->
             SELECT j.item_id, j.model, j.dimension, j.judge, j.score >= k.threshold AS p
             FROM judge_scores j JOIN o USING (item_id, model)
             JOIN judge_scale k ON k.judge = j.judge AND k.dimension = j.dimension""").fetch_df()
+    order = _model_order(con)
     out = []
     for dim, g in df.groupby("dimension", sort=True):
         wide = g.pivot_table(index=["item_id", "model"], columns="judge", values="p", aggfunc="first")
         js = list(wide.columns)
+        models = sorted(wide.index.get_level_values("model").unique(), key=order)
         for i in range(len(js)):
             for j in range(i + 1, len(js)):
-                both = wide[[js[i], js[j]]].dropna()
-                if len(both) == 0:
-                    continue
-                a, b = both[js[i]].to_numpy(bool), both[js[j]].to_numpy(bool)
-                out.append({"dimension": dim, "judge_a": js[i], "judge_b": js[j], "n": len(both),
-                            "disagree_share": float(np.mean(a != b)), "kappa": cohen_kappa(a, b)})
+                pair = wide[[js[i], js[j]]].dropna()
+                for m in models:
+                    both = pair[pair.index.get_level_values("model") == m]
+                    if len(both) == 0:
+                        continue
+                    a, b = both[js[i]].to_numpy(bool), both[js[j]].to_numpy(bool)
+                    out.append({"dimension": dim, "judge_a": js[i], "judge_b": js[j], "model": m,
+                                "role": _role(con, m), "n": len(both), "disagree_share": float(np.mean(a != b)),
+                                "kappa": cohen_kappa(a, b)})
     return out

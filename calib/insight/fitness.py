@@ -61,7 +61,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from calib.data import store
-from calib.insight import diagnostics
+from calib.insight import diagnostics, tables
 from calib.stats import engine
 from calib.stats.crosscheck import wilson_interval
 
@@ -345,8 +345,8 @@ def _with_interval(value: float, lo: float, hi: float, sign: bool = False) -> st
 def fitness_table(rows: list[dict]) -> list[dict]:
     """``judge_fitness`` rows for display: human headers, each measure as "estimate [95% interval]"
     text, the band; compact enough to fit a wide page (the model's role is its place: the baseline
-    comes first). Names are data: the caller escapes them (``safetext.rows``)."""
-    return [{"Judge": r["judge"], "Dimension": r["dimension"], "Model": r["model"],
+    comes first and is marked "(baseline)"). Names are data: the caller escapes them (``safetext.rows``)."""
+    return [{"Judge": r["judge"], "Dimension": r["dimension"], "Model": tables.model_with_role(r),
              "Labelled (SME pass / fail)": f"{r['n']:,} ({r['n_sme_pass']:,} / {r['n_sme_fail']:,})",
              **{name: _with_interval(r[k], r[f"{k}_lo"], r[f"{k}_hi"])
                 for name, k in [("Sensitivity", "sensitivity"), ("Specificity", "specificity"),

@@ -95,12 +95,15 @@ def forest_figure(segment_diffs: list[dict], dimension: str, margin: float, cand
 
 
 def calibration_figure(curve: list[dict], judge: str, dimension: str) -> go.Figure:
-    """SME pass rate (95% Wilson interval) against the judge's score, one line per model."""
+    """SME pass rate (95% Wilson interval) against the judge's score, one line per model, in the
+    curve's order (``diagnostics.calibration_curve``: the baseline first, then every candidate),
+    the baseline's named "(baseline)" in the legend (its name may be cut: the mark must stay)."""
     fig = go.Figure()
-    for m in sorted({r["model"] for r in curve}):
+    for m in dict.fromkeys(r["model"] for r in curve):
         rows = [r for r in curve if r["model"] == m]
+        name = _name(m) + (" (baseline)" if rows[0].get("role") == "baseline" else "")
         fig.add_trace(go.Scatter(
-            x=[r["score_mean"] for r in rows], y=[r["sme_pass_rate"] for r in rows], mode="lines+markers", name=_name(m),
+            x=[r["score_mean"] for r in rows], y=[r["sme_pass_rate"] for r in rows], mode="lines+markers", name=name,
             error_y={"type": "data", "symmetric": False, "array": [r["hi"] - r["sme_pass_rate"] for r in rows],
                      "arrayminus": [r["sme_pass_rate"] - r["lo"] for r in rows]},
             text=[f"n = {r['n']}" for r in rows]))
@@ -108,7 +111,7 @@ def calibration_figure(curve: list[dict], judge: str, dimension: str) -> go.Figu
     fig.update_layout(title=f"{j} on {d}: SME pass rate by judge score",
                       xaxis_title=f"{j} score (judge's own units, bin mean)",
                       yaxis_title="SME pass rate (share of outputs)", yaxis_range=[0, 1.02], height=340,
-                      margin={"t": 50, "b": 40, "l": 60, "r": 20})
+                      legend_title_text="Model", margin={"t": 50, "b": 40, "l": 60, "r": 20})
     return fig
 
 

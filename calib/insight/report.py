@@ -275,8 +275,10 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
 
     parts.append(_h2("Who labelled how much"))
     thr = annotators.throughput(con)
-    parts.append("<p>Labelled items are distinct items; a label row is one verdict on one output on one dimension "
-                 "by one SME (a re-rating adds rows). Rating time is the labelling form's timer.</p>")
+    parts.append("<p>A comparison is one item's baseline answer against one candidate's answer, what an SME rates in "
+                 "one submit (with several candidates an item can be several comparisons; a re-rating counts once); "
+                 "distinct items count each item once; a label row is one verdict on one output on one dimension by "
+                 "one SME (a re-rating adds rows). Rating time is the labelling form's timer.</p>")
     parts.append(_table(tables.annotator_table(thr)) if thr else "<p class='empty'>No SME labels yet.</p>")
 
     parts.append(_h2("Fit convergence"))

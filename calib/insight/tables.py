@@ -75,6 +75,12 @@ def with_interval(key: str, fmt: Callable[[Any], str] = pct) -> Callable[[dict],
     return f
 
 
+def model_with_role(r: dict) -> str:
+    """A row's model, marked "(baseline)" when its ``role`` says so: with several candidates a
+    per-model table must say which one the others are compared with."""
+    return f"{r.get('model')} (baseline)" if r.get("role") == "baseline" else text(r.get("model"))
+
+
 def present(rows: list[dict], columns: list[Column]) -> list[dict]:
     """Rows of display strings with human headers (see module doc)."""
     out = []
@@ -179,12 +185,22 @@ def likely_table(rows: list[dict]) -> list[dict]:
         ("p_regression", "P(regression)", pct)])
 
 
+COMPARISONS = "Comparisons (item, candidate)"
+
+
 def annotator_table(rows: list[dict]) -> list[dict]:
-    """Who labelled how much: distinct items, label rows, rating time."""
+    """Who labelled how much (``annotators.throughput``): comparisons, i.e. distinct (item,
+    candidate) units, which is what an SME rates; distinct items; label rows; rating time per
+    comparison. With several candidates, one more column per candidate: that candidate's
+    comparisons (its name is the header: data, escaped by the caller like every cell)."""
+    cands = list(dict.fromkeys(c for r in rows for c in (r.get("by_candidate") or {})))
+    per_cand: list[Column] = [(lambda r, c=c: (r.get("by_candidate") or {}).get(c, 0), f"Comparisons: {c}", integer)
+                              for c in cands] if len(cands) > 1 else []
     return present(rows, [
-        ("annotator", "SME", None), ("items", "Labelled items", integer), ("labels", "Label rows", integer),
-        ("hours", "Rating time (h)", lambda v: num(v, 1)), ("median_s", "Median per item", seconds),
-        ("p90_s", "p90 per item", seconds), ("items_per_hour", "Items per hour", lambda v: num(v, 0)),
+        ("annotator", "SME", None), ("units", COMPARISONS, integer), *per_cand,
+        ("items", "Distinct items", integer), ("labels", "Label rows", integer),
+        ("hours", "Rating time (h)", lambda v: num(v, 1)), ("median_s", "Median per comparison", seconds),
+        ("p90_s", "p90 per comparison", seconds), ("units_per_hour", "Comparisons per hour", lambda v: num(v, 0)),
         ("first_at", "First label", lambda v: text(str(v)[:16] if v is not None else None)),
         ("last_at", "Last label", lambda v: text(str(v)[:16] if v is not None else None))])
 
@@ -205,8 +221,9 @@ def drift_table(rows: list[dict]) -> list[dict]:
     return present(rows, [("annotator", "SME", None), ("dimension", "Dimension", None), ("labels", "Label rows", integer),
                           ("pass_rate_first", "Pass rate, first third", pct),
                           ("pass_rate_last", "Pass rate, last third", pct),
-                          ("pass_rate_change", "Change", pp), ("median_s_first", "Median per item, first third", seconds),
-                          ("median_s_last", "Median per item, last third", seconds)])
+                          ("pass_rate_change", "Change", pp),
+                          ("median_s_first", "Median per comparison, first third", seconds),
+                          ("median_s_last", "Median per comparison, last third", seconds)])
 
 
 def judge_agreement_table(rows: list[dict]) -> list[dict]:
@@ -229,7 +246,8 @@ def judge_bias_table(rows: list[dict]) -> list[dict]:
 
 
 def judge_disagreement_table(rows: list[dict]) -> list[dict]:
-    """``diagnostics.judge_disagreement``: how often two judges' verdicts differ, and their kappa."""
+    """``diagnostics.judge_disagreement``: per model, how often two judges' verdicts differ, and their kappa."""
     return present(rows, [("dimension", "Dimension", None), ("judge_a", "Judge", None), ("judge_b", "Other judge", None),
+                          (model_with_role, "Model", None),
                           ("n", "Outputs compared", integer), ("disagree_share", "Verdicts differ", pct),
                           ("kappa", "Kappa", lambda v: num(v, 2))])

@@ -113,10 +113,20 @@ def to_labels(values: dict[str, str | None], view: ItemView, dimensions: list[st
 
 
 def progress(con: duckdb.DuckDBPyConnection, annotator: str) -> dict:
-    """Labelled today, items left in the queue for this annotator, own agreement with others on overlap."""
+    """Comparisons labelled today, units left in the queue for this annotator, own agreement with
+    others on overlap.
+
+    ``comparisons_today`` counts units of work, distinct (item, candidate): with several candidates
+    an SME compares the same item's baseline answer with each candidate's, and each comparison is
+    work done (a re-rating after an undo counts once). A label's candidate is its lease's; a label
+    without one (imported, or from before units were (item, candidate)) counts for the first
+    candidate, as ``undo_last`` reads it."""
     today = con.execute(
-        "SELECT count(DISTINCT item_id) FROM labels WHERE annotator = ? AND created_at >= current_date",
-        [annotator]).fetchone()[0]
+        """SELECT count(*) FROM (
+               SELECT DISTINCT l.item_id, coalesce(e.candidate, ?) FROM labels l
+               LEFT JOIN leases e ON e.lease_id = l.lease_id
+               WHERE l.annotator = ? AND l.created_at >= current_date)""",
+        [store.first_candidate(con), annotator]).fetchone()[0]
     left = queue.servable_count(con, annotator)
     agree = con.execute(
         """WITH latest AS (
@@ -126,7 +136,7 @@ def progress(con: duckdb.DuckDBPyConnection, annotator: str) -> dict:
            SELECT avg((a.verdict = b.verdict)::INT), count(*) FROM latest a JOIN latest b
              ON a.item_id = b.item_id AND a.model = b.model AND a.dimension = b.dimension AND a.annotator <> b.annotator
            WHERE a.annotator = ?""", [annotator]).fetchone()
-    return {"labelled_today": today, "left_in_queue": left,
+    return {"comparisons_today": today, "left_in_queue": left,
             "agreement": agree[0], "agreement_pairs": agree[1]}
 
 
