@@ -59,7 +59,13 @@ else:
                f"Fitness band by kappa, a common convention rather than a law: below 0.4 exploration only, 0.4 to "
                f"0.7 monitoring, 0.7 and above release gating; 'too few labels' under {fitness.MIN_LABELS} labelled "
                f"outputs or under {fitness.MIN_PER_CLASS} SME passes or fails.")
-    st.dataframe(safe.rows(fitness.fitness_table(per_model)), hide_index=True, width="stretch", height="content")
+    # one table per dimension, without its Dimension column: with the baseline and several candidates
+    # per judge, one table of every dimension is too wide for the fitness band to show in full
+    fit_rows = fitness.fitness_table(per_model)
+    for dimension in dict.fromkeys(r["Dimension"] for r in fit_rows):
+        st.markdown(f"**{safe.md(safe.one_line(dimension, 80))}**")
+        st.dataframe(safe.rows([{k: v for k, v in r.items() if k != "Dimension"} for r in fit_rows
+                                if r["Dimension"] == dimension]), hide_index=True, width="stretch", height="content")
 
     st.subheader("Does the judge's quality differ between the models?")
     st.caption(f"Each candidate minus the baseline: difference [95% bootstrap interval, items resampled]. A judge that is good on the old model "

@@ -36,10 +36,21 @@ st.subheader("Throughput")
 st.caption("A comparison is what an SME rates in one submit: one item's baseline answer against one candidate's "
            "answer, so with several candidates an item can be several comparisons (re-rated after an undo: counted "
            "once); distinct items count each item once. A label row is one verdict on one output, dimension and "
-           "SME. Times per comparison come from the labelling form's timer.")
+           "SME. Rating time comes from the labelling form's timer, per comparison.")
 thr = annotators.throughput(cur)
 if thr:
-    st.dataframe(safe.rows(tables.annotator_table(thr)), hide_index=True, width="stretch")
+    # the same rows in parts (the work, per candidate, the time it took): one table would be too wide
+    rows = tables.annotator_table(thr)
+    work = ["SME", tables.COMPARISONS, "Distinct items", "Label rows", "First label", "Last label"]
+    st.markdown("**Work done**")
+    st.dataframe(safe.rows([{c: r[c] for c in work} for r in rows]), hide_index=True, width="stretch")
+    per_candidate = tables.annotator_candidate_table(thr)
+    if per_candidate:
+        st.markdown("**Comparisons per candidate**")
+        st.dataframe(safe.rows(per_candidate), hide_index=True, width="stretch")
+    st.markdown("**Rating time**")
+    st.dataframe(safe.rows([{c: r[c] for c in ["SME"] + [c for c in r if c not in work]} for r in rows]),
+                 hide_index=True, width="stretch")
 else:
     st.info("No SME labels yet: throughput appears once SMEs rate items on the Label page.")
 

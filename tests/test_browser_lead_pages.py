@@ -1,7 +1,8 @@
-"""The lead's pages in a real browser after 100 simulated labels: screenshots of the Decision,
-Regressions and Judges pages (tests/_artifacts/decision_100.png, regressions_100.png,
-judges_100.png), looked at by a person; the test checks the cards, the charts, the flips and the
-judge fitness tables are drawn and no exception is shown."""
+"""The lead's pages in a real browser after 100 simulated labels with two candidates: screenshots
+of the Decision, Regressions, Judges and Annotators pages (tests/_artifacts/decision_100.png,
+regressions_100.png, judges_100.png, annotators_100.png), looked at by a person; the test checks
+the cards, the charts, the flips, the judge fitness tables and the comparisons per candidate are
+drawn, every candidate is named on the Judges page, and no exception is shown."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def hundred_labels(tmp_path):
     proc.wait(10)
 
 
-def test_decision_regressions_and_judges_pages_after_100_labels(hundred_labels):
+def test_decision_regressions_judges_and_annotators_pages_after_100_labels(hundred_labels):
     ART.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser, page = _open(p)
@@ -67,4 +68,12 @@ def test_decision_regressions_and_judges_pages_after_100_labels(hundred_labels):
         assert not page.locator('[data-testid="stException"]').count()
         assert page.get_by_text("judge-lenient").count() >= 1
         _whole_page(page, ART / "judges_100.png")
+        judges_text = page.locator('[data-testid="stMain"]').inner_text()
+        assert all(c in judges_text for c in demo.ALL_CANDIDATES[:2]) and "(baseline)" in judges_text
+        page.get_by_role("link", name="Annotators", exact=True).click()
+        page.locator("text=/Drift over the session/").first.wait_for(timeout=60_000)
+        page.locator("text=/A comparison is what an SME rates/").first.wait_for(timeout=60_000)
+        _settle(page, 2000)
+        assert not page.locator('[data-testid="stException"]').count()
+        _whole_page(page, ART / "annotators_100.png")
         browser.close()

@@ -259,7 +259,9 @@ def test_judges_page_shows_fitness_per_model(labelled_db):
     heads = [s.value for s in at.subheader]
     assert "Judge fitness per model" in heads and "Does the judge's quality differ between the models?" in heads
     tables = [t.value for t in at.dataframe]
-    per_model = next(t for t in tables if "Fitness band" in t.columns)
+    per_dimension = [t for t in tables if "Fitness band" in t.columns]  # one table per dimension (fits the width)
+    assert len(per_dimension) == 3 and all("Dimension" not in t.columns for t in per_dimension)
+    per_model = pd.concat(per_dimension)
     assert len(per_model) == 3 * 3 * 2
     assert {"Sensitivity", "Specificity", "Youden's J", "Kappa", "Labelled (SME pass / fail)"} <= set(per_model.columns)
     assert per_model["Sensitivity"].str.fullmatch(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]").all()

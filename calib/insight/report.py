@@ -280,6 +280,9 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
                  "distinct items count each item once; a label row is one verdict on one output on one dimension by "
                  "one SME (a re-rating adds rows). Rating time is the labelling form's timer.</p>")
     parts.append(_table(tables.annotator_table(thr)) if thr else "<p class='empty'>No SME labels yet.</p>")
+    per_candidate = tables.annotator_candidate_table(thr)
+    if per_candidate:
+        parts.append("<h3>Comparisons per candidate</h3>" + _table(per_candidate))
 
     parts.append(_h2("Fit convergence"))
     if fit["kind"] == "nuts":

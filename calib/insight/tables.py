@@ -191,18 +191,25 @@ COMPARISONS = "Comparisons (item, candidate)"
 def annotator_table(rows: list[dict]) -> list[dict]:
     """Who labelled how much (``annotators.throughput``): comparisons, i.e. distinct (item,
     candidate) units, which is what an SME rates; distinct items; label rows; rating time per
-    comparison. With several candidates, one more column per candidate: that candidate's
-    comparisons (its name is the header: data, escaped by the caller like every cell)."""
-    cands = list(dict.fromkeys(c for r in rows for c in (r.get("by_candidate") or {})))
-    per_cand: list[Column] = [(lambda r, c=c: (r.get("by_candidate") or {}).get(c, 0), f"Comparisons: {c}", integer)
-                              for c in cands] if len(cands) > 1 else []
+    comparison. Per candidate: ``annotator_candidate_table``."""
     return present(rows, [
-        ("annotator", "SME", None), ("units", COMPARISONS, integer), *per_cand,
+        ("annotator", "SME", None), ("units", COMPARISONS, integer),
         ("items", "Distinct items", integer), ("labels", "Label rows", integer),
         ("hours", "Rating time (h)", lambda v: num(v, 1)), ("median_s", "Median per comparison", seconds),
         ("p90_s", "p90 per comparison", seconds), ("units_per_hour", "Comparisons per hour", lambda v: num(v, 0)),
         ("first_at", "First label", lambda v: text(str(v)[:16] if v is not None else None)),
         ("last_at", "Last label", lambda v: text(str(v)[:16] if v is not None else None))])
+
+
+def annotator_candidate_table(rows: list[dict]) -> list[dict]:
+    """Each SME's comparisons per candidate (``annotators.throughput``'s ``by_candidate``), one
+    column per candidate named after it (data: the caller escapes headers like cells); [] when the
+    SMEs' comparisons are all of one candidate (the main table says it all)."""
+    cands = list(dict.fromkeys(c for r in rows for c in (r.get("by_candidate") or {})))
+    if len(cands) < 2:
+        return []
+    return present(rows, [("annotator", "SME", None),
+                          *[(lambda r, c=c: (r.get("by_candidate") or {}).get(c, 0), c, integer) for c in cands]])
 
 
 def agreement_table(rows: list[dict]) -> list[dict]:
