@@ -65,8 +65,9 @@ def test_submit_stores_one_label_per_dimension_and_side_with_the_true_mapping(db
     pref = con.execute("SELECT preference, strength, left_model FROM pair_labels WHERE item_id = ?", [item]).fetchone()
     assert pref[2] == left  # "Left much better" is the first option
     assert pref[0] == ("baseline" if left == demo.BASELINE else "candidate") and pref[1] == 2
-    # the next item appears at once
+    # the next item appears at once, and the day's count says one comparison done
     assert at.caption[0].value.split()[1] != item
+    assert {m.label: m.value for m in at.metric}["Comparisons today"] == "1"
 
 
 def test_half_filled_form_is_refused(db):
