@@ -65,8 +65,11 @@ def test_judge_bias_toward_the_candidate_is_found(demo_con):
     binary = diagnostics.calibration_curve(demo_con, "judge-lenient", "correctness")  # a pass/fail judge
     assert sorted({(c["model"], c["score_mean"]) for c in binary}) == sorted(
         {(m, v) for m in demo.MODELS for v in (0.0, 1.0)})  # one point per score it gives, per model
+    assert curve[0]["model"] == demo.BASELINE and curve[0]["role"] == "baseline"  # the baseline's line first
     dis = diagnostics.judge_disagreement(demo_con)
     assert dis and all(0 <= d["disagree_share"] <= 1 for d in dis)
+    assert {d["model"] for d in dis} == set(demo.MODELS)  # per model
+    assert {d["role"] for d in dis if d["model"] == demo.BASELINE} == {"baseline"}
 
 
 def test_annotator_position_bias_throughput_and_drift(demo_con):

@@ -84,9 +84,11 @@ def _model_order(con: duckdb.DuckDBPyConnection):
     return lambda m: (rank.get(m, len(rank)), m)
 
 
-def _role(con: duckdb.DuckDBPyConnection, model: str) -> str:
+def _roles(con: duckdb.DuckDBPyConnection):
+    """A function model -> 'baseline', 'candidate' or 'other' (a model the settings name as neither)."""
     s = store.get_settings(con)
-    return "baseline" if model == s["baseline"] else "candidate" if model in (s["candidates"] or []) else "other"
+    base, cands = s["baseline"], set(s["candidates"] or [])
+    return lambda m: "baseline" if m == base else "candidate" if m in cands else "other"
 
 
 def calibration_curve(con: duckdb.DuckDBPyConnection, judge: str, dimension: str, bins: int = 5) -> list[dict]:
@@ -103,11 +105,11 @@ def calibration_curve(con: duckdb.DuckDBPyConnection, judge: str, dimension: str
     else:
         edges = np.unique(np.quantile(df.score, np.linspace(0, 1, bins + 1)))
     df = df.assign(bin=np.clip(np.searchsorted(edges, df.score, side="right") - 1, 0, len(edges) - 2))
-    order = _model_order(con)
+    order, role = _model_order(con), _roles(con)
     out = []
     for (m, b), g in df.groupby(["model", "bin"], sort=True):
         mean, lo, hi = wilson_interval(float(g.sme_pass.sum()), float(len(g)))
-        out.append({"model": m, "role": _role(con, m), "bin": int(b), "score_mean": float(g.score.mean()),
+        out.append({"model": m, "role": role(m), "bin": int(b), "score_mean": float(g.score.mean()),
                     "score_lo": float(edges[b]), "score_hi": float(edges[b + 1]), "n": len(g), "sme_pass_rate": mean,
                     "lo": lo, "hi": hi})
     return sorted(out, key=lambda r: (order(r["model"]), r["bin"]))
@@ -155,7 +157,7 @@ def judge_disagreement(con: duckdb.DuckDBPyConnection, sample: int = 200_000) ->
             SELECT j.item_id, j.model, j.dimension, j.judge, j.score >= k.threshold AS p
             FROM judge_scores j JOIN o USING (item_id, model)
             JOIN judge_scale k ON k.judge = j.judge AND k.dimension = j.dimension""").fetch_df()
-    order = _model_order(con)
+    order, role = _model_order(con), _roles(con)
     out = []
     for dim, g in df.groupby("dimension", sort=True):
         wide = g.pivot_table(index=["item_id", "model"], columns="judge", values="p", aggfunc="first")
@@ -170,6 +172,6 @@ def judge_disagreement(con: duckdb.DuckDBPyConnection, sample: int = 200_000) ->
                         continue
                     a, b = both[js[i]].to_numpy(bool), both[js[j]].to_numpy(bool)
                     out.append({"dimension": dim, "judge_a": js[i], "judge_b": js[j], "model": m,
-                                "role": _role(con, m), "n": len(both), "disagree_share": float(np.mean(a != b)),
+                                "role": role(m), "n": len(both), "disagree_share": float(np.mean(a != b)),
                                 "kappa": cohen_kappa(a, b)})
     return out
