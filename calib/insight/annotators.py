@@ -97,15 +97,17 @@ def throughput(con: duckdb.DuckDBPyConnection) -> list[dict]:
             "units_per_hour": 3600 * len(ms) / seconds if seconds > 0 else None,
             "hours": seconds / 3600 if len(ms) else None,
             "first_at": g.t_first.min(), "last_at": g.t_first.max()})
-    order = {c: i for i, c in enumerate(store.get_settings(con)["candidates"] or [])}
-    for r in out:  # per-candidate counts in the settings' order
-        r["by_candidate"] = dict(sorted(r["by_candidate"].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+    rank = {c: i for i, c in enumerate(store.get_settings(con)["candidates"] or [])}
+    key = lambda kv: (rank.get(kv[0], len(rank)), kv[0])  # noqa: E731 - the settings' order, then by name
+    for r in out:
+        r["by_candidate"] = dict(sorted(r["by_candidate"].items(), key=key))
     return sorted(out, key=lambda r: (-r["units"], r["annotator"]))
 
 
 def position_bias(con: duckdb.DuckDBPyConnection) -> list[dict]:
     """Per SME: how often the preferred answer was the one shown on the left (ties left out), with a
-    Wilson 95% interval; 0.5 is no bias (sides are random per item and SME)."""
+    Wilson 95% interval; 0.5 is no bias (sides are random per item, candidate and SME). Over every
+    candidate's comparisons: position bias is the SME's, whichever pair they see."""
     rows = con.execute(
         """SELECT annotator,
                   count(*) FILTER (WHERE preference <> 'tie' AND left_model IS NOT NULL) AS decided,
