@@ -170,3 +170,59 @@ def test_rate_near_one_still_covers_when_the_sample_holds_no_failure():
         lo, hi = np.quantile(d, [0.025, 0.975])
         hits += lo <= truth <= hi
     assert hits / reps >= 0.93
+
+
+def _two_batch_sample(rng, N, y, p_model):
+    """A big batch (pi ~ 0.03, larger where the wrong model is least sure) then a small one
+    (pi ~ 0.003, larger elsewhere), both Poisson over the whole population, as the queue draws
+    them; returns the labelled indices, their within-batch 1/pi and batch ids."""
+    s1 = np.abs(p_model - 0.5) < 0.3
+    pi1 = np.where(s1, 0.05, 0.015)
+    pi2 = np.where(s1, 0.001, 0.005)
+    take1 = rng.random(N) < pi1
+    take2 = (rng.random(N) < pi2) & ~take1
+    idx = np.concatenate([np.flatnonzero(take1), np.flatnonzero(take2)])
+    w = np.concatenate([1 / pi1[take1], 1 / pi2[take2]])
+    batch = np.concatenate([np.zeros(take1.sum(), int), np.ones(take2.sum(), int)])
+    return idx, w, batch
+
+
+def test_batches_combined_by_size_stay_unbiased_and_beat_pooled_weights():
+    """Two queue batches of very different sizes under a deliberately wrong working model: the
+    estimate with batches combined by their labelled items (design.combine_batches) is unbiased,
+    covers, and is more precise than pooling the batches' raw 1/pi weights (where the small
+    batch's few large weights count as much as the whole big batch)."""
+    rng = np.random.default_rng(11)
+    N = 3000
+    x = rng.normal(size=N)
+    y = (rng.random(N) < expit(1.5 * x - 0.3 * x ** 2 + 0.4)).astype(float)
+    p_model = expit(0.8 * x)  # wrong: misses the curvature and the level
+    truth = y.mean()
+    est = {"combined": [], "pooled": []}
+    hits = 0
+    for r in range(300):
+        idx, w, batch = _two_batch_sample(rng, N, y, p_model)
+        lab = np.zeros(N, bool)
+        lab[idx] = True
+        e = (y[idx] - p_model[idx])[:, None]
+        for how, ww in (("combined", design.combine_batches(w, idx, batch, np.ones(len(idx), bool))), ("pooled", w)):
+            mean, cov, _ = design._domain_estimate(
+                np.array([y[idx].sum()]), np.array([p_model[~lab].sum()]), np.array([float(N)]),
+                np.array([float(N - len(idx))]), e, (p_model[idx] * (1 - p_model[idx]))[:, None],
+                np.ones_like(e), ww, y[idx][:, None])
+            est[how].append(mean[0])
+            if how == "combined":
+                hw = 1.96 * np.sqrt(cov[0, 0])
+                hits += abs(mean[0] - truth) <= hw
+    err = {k: np.array(v) - truth for k, v in est.items()}
+    assert abs(err["combined"].mean()) < 3 * err["combined"].std() / np.sqrt(300) + 0.002
+    assert np.sqrt((err["combined"] ** 2).mean()) < 0.9 * np.sqrt((err["pooled"] ** 2).mean())
+    assert hits / 300 >= 0.92
+
+
+def test_a_lead_subset_batch_keeps_its_weights():
+    w = np.array([10.0, 10.0, 10.0, 50.0, 2.0])
+    out = design.combine_batches(w, np.array(["a", "b", "c", "d", "e"]), np.array([1, 1, 1, 2, 3]),
+                                 np.array([True, True, True, True, False]))
+    assert out[4] == 2.0  # the lead's subset
+    assert np.allclose(out[:3], 10.0 * 3 / 2) and np.isclose(out[3], 50.0 * 1 / 2)

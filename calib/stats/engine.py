@@ -55,22 +55,26 @@ MAX_ID = 2 ** 62
 
 
 def design_weights(con, item_ids: np.ndarray, n_pop: int, candidate: str | None = None) -> tuple[np.ndarray, str]:
-    """Design weights 1/pi of labelled items for the units (item, ``candidate``; None = the first
+    """Design weights of labelled items for the units (item, ``candidate``; None = the first
     candidate), and a description of the design.
 
     A unit chosen by the queue has the inclusion probability of its batch (Poisson sampling),
     times the share of its batch's units of that candidate served so far: batches are served in a
     random order within the batch (``calib.review.queue``), so the labelled part of a partly served
     batch is a uniform subsample of it. Labels with no queue record (imported, or labelled outside
-    the queue) are declared a uniform sample of the items: pi = (such items) / (population)."""
+    the queue) are declared a uniform sample of the items: pi = (such items) / (population).
+
+    Several batches are combined by their labelled units (``design.combine_batches``): a lead's
+    subset batch (policy ``filtered``) keeps its 1/pi weights; every other batch, and the labels
+    from outside the queue taken as one, is scaled by its labelled units over their mean."""
     if not len(item_ids):
         return np.zeros(0), "none"
     s = store.get_settings(con)
     first = store.first_candidate(con)
     cand = candidate or first
-    rows = {r[0]: (r[1], r[2]) for r in con.execute(
+    rows = {r[0]: (r[1], r[2], r[3], r[4]) for r in con.execute(
         """WITH q AS (SELECT item_id, coalesce(candidate, ?) AS c, arg_max(inclusion_prob, queue_id) AS pi,
-                             arg_max(batch_id, queue_id) AS b
+                             arg_max(batch_id, queue_id) AS b, arg_max(policy, queue_id) AS pol
                       FROM queue WHERE coalesce(candidate, ?) = ? GROUP BY ALL),
                 done AS (SELECT l.item_id FROM labels l LEFT JOIN leases e USING (lease_id)
                          WHERE l.model = ? OR (l.model = ? AND coalesce(e.candidate, ?) = ?)
@@ -78,18 +82,23 @@ def design_weights(con, item_ids: np.ndarray, n_pop: int, candidate: str | None 
                 served AS (SELECT q.b, count(*) FILTER (WHERE q.item_id IN (SELECT item_id FROM done))
                                        / count(*) AS share
                            FROM q GROUP BY q.b)
-           SELECT q.item_id, q.pi, served.share FROM q JOIN served USING (b)""",
+           SELECT q.item_id, q.pi, served.share, q.b, q.pol FROM q JOIN served USING (b)""",
         [first, first, cand, cand, s["baseline"], first, cand, cand]).fetchall()}
     uniq = set(item_ids.tolist())
     outside = [i for i in uniq if i not in rows]
     default = len(outside) / max(n_pop, 1)
     pi = np.array([rows[i][0] * max(rows[i][1] or 1.0, 1e-6) if i in rows else default for i in item_ids], float)
+    w = 1.0 / np.clip(pi, 1e-6, 1.0)
+    # batch of each row (-1: outside the queue); lead-chosen (filtered) batches keep their weights
+    batch = np.array([rows[i][2] if i in rows else -1 for i in item_ids])
+    whole = np.array([i not in rows or rows[i][3] != "filtered" for i in item_ids])
+    w = design.combine_batches(w, item_ids, batch, whole)
     kinds = []
     if len(outside) < len(uniq):
-        kinds.append("queue (inclusion probabilities recorded per batch)")
+        kinds.append("queue (inclusion probabilities recorded per batch; batches combined by their labelled units)")
     if outside:
         kinds.append(f"{len(outside)} items labelled outside the queue, taken as a uniform random sample")
-    return 1.0 / np.clip(pi, 1e-6, 1.0), "; ".join(kinds)
+    return w, "; ".join(kinds)
 
 
 def load_dimension(con, dimension: str, models: list[str], max_label_id: int | None = None
@@ -218,7 +227,7 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0, kind: str = "fast",
     mean, cov, n = design._domain_estimate(
         np.array([pdata.cell_lab_win.sum()]), np.array([(unl * p).sum()]), np.array([N]), np.array([unl.sum()]),
         e, v[pdata.item_cell][:, None], np.ones_like(e), w, pdata.item_win[:, None])
-    draws = design._t_draws(mean, cov, max(n - 1, 1), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
+    draws = design._t_draws(mean, cov, design.t_df(w), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
     return draws, {"estimator": "design", "items": n, "sd": float(np.sqrt(cov[0, 0])), "design": how,
                    "diagnostics": diagnostics}
 
