@@ -248,24 +248,25 @@ def _build_cells(con) -> None:
 def _build_disagreement(con) -> None:
     """Per item: spread of the judges on the same output (sd of their normal scores, averaged over
     outputs and dimensions) plus |consensus(candidate) - consensus(baseline)| averaged over
-    dimensions (a possible regression)."""
+    dimensions (a possible regression), for the candidate whose judges' view differs most from the
+    baseline's (with several candidates; the queue computes it per (item, candidate) unit)."""
     s = store.get_settings(con)
     base = s["baseline"]
-    cand = s["candidates"][0] if s["candidates"] else None
     con.execute(
-        f"""INSERT INTO item_disagreement
+        """INSERT INTO item_disagreement
+            WITH cons AS (SELECT oc.item_id, oc.dimension, oc.model, avg(list_avg(mc.x)) AS v
+                          FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id) GROUP BY ALL),
+                 per_cand AS (SELECT c.item_id, c.model, avg(abs(c.v - b.v)) AS d
+                              FROM cons c JOIN cons b ON b.item_id = c.item_id AND b.dimension = c.dimension
+                                                     AND b.model = ?
+                              WHERE list_contains(?, c.model) GROUP BY ALL)
             SELECT w.item_id, i.segment, i.topic, w.within_judges, coalesce(b.between_models, 0),
                    w.within_judges + coalesce(b.between_models, 0)
             FROM (SELECT oc.item_id, avg(CASE WHEN len(mc.x) > 1 THEN sqrt(list_var_pop(mc.x)) ELSE 0 END) AS within_judges
                   FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id) GROUP BY oc.item_id) w
             JOIN items i USING (item_id)
-            LEFT JOIN (SELECT item_id, avg(abs(c - b)) AS between_models FROM (
-                          SELECT oc.item_id, oc.dimension,
-                                 avg(list_avg(mc.x)) FILTER (WHERE oc.model = {_q(cand or '')}) AS c,
-                                 avg(list_avg(mc.x)) FILTER (WHERE oc.model = {_q(base or '')}) AS b
-                          FROM output_cells oc JOIN model_cells mc USING (dimension, cell_id) GROUP BY ALL)
-                       GROUP BY item_id) b USING (item_id)"""
-    )
+            LEFT JOIN (SELECT item_id, max(d) AS between_models FROM per_cand GROUP BY item_id) b USING (item_id)""",
+        [base or "", list(s["candidates"])])
     # Items with no pointwise score (a pairwise-only or not yet judged project): the pairwise judges'
     # disagreement as the cold-start priority, i.e. their spread plus how close their mean is to a tie
     # (0.5 for an item no judge compared), so every item with two outputs can be queued.

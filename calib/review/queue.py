@@ -135,7 +135,7 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
 _COLD_START = "SELECT d.item_id, u.candidate, d.segment, d.score AS prio {eligible} ORDER BY d.item_id, u.candidate"
 
 # Before any label, several candidates: the judges' spread plus how far the judges' consensus on
-# this candidate's output is from the baseline's (``item_disagreement`` holds the first candidate's only).
+# this candidate's output is from the baseline's (``item_disagreement`` holds the furthest candidate's).
 _COLD_START_SEVERAL = """
     WITH un AS (SELECT d.item_id, u.candidate, d.segment, d.within_judges, d.score {eligible}),
          z AS (SELECT oc.item_id, oc.model, oc.dimension, list_avg(mc.x) AS z
