@@ -172,57 +172,78 @@ def test_rate_near_one_still_covers_when_the_sample_holds_no_failure():
     assert hits / reps >= 0.93
 
 
-def _two_batch_sample(rng, N, y, p_model):
-    """A big batch (pi ~ 0.03, larger where the wrong model is least sure) then a small one
-    (pi ~ 0.003, larger elsewhere), both Poisson over the whole population, as the queue draws
-    them; returns the labelled indices, their within-batch 1/pi and batch ids."""
-    s1 = np.abs(p_model - 0.5) < 0.3
-    pi1 = np.where(s1, 0.05, 0.015)
-    pi2 = np.where(s1, 0.001, 0.005)
-    take1 = rng.random(N) < pi1
-    take2 = (rng.random(N) < pi2) & ~take1
-    idx = np.concatenate([np.flatnonzero(take1), np.flatnonzero(take2)])
-    w = np.concatenate([1 / pi1[take1], 1 / pi2[take2]])
-    batch = np.concatenate([np.zeros(take1.sum(), int), np.ones(take2.sum(), int)])
-    return idx, w, batch
+def _estimate(y_lab, p_unl_sum, N, e, v, w):
+    mean, cov, _ = design._domain_estimate(
+        np.array([y_lab.sum()]), np.array([p_unl_sum]), np.array([float(N)]), np.array([float(N - len(y_lab))]),
+        e[:, None], v[:, None], np.ones((len(e), 1)), w, y_lab[:, None])
+    return mean[0], np.sqrt(cov[0, 0])
 
 
-def test_batches_combined_by_size_stay_unbiased_and_beat_pooled_weights():
-    """Two queue batches of very different sizes under a deliberately wrong working model: the
-    estimate with batches combined by their labelled items (design.combine_batches) is unbiased,
-    covers, and is more precise than pooling the batches' raw 1/pi weights (where the small
-    batch's few large weights count as much as the whole big batch)."""
-    rng = np.random.default_rng(11)
-    N = 3000
+def _sequential_study(N, sizes, reps, seed, model="wrong"):
+    """Queue-like sequential batches: each batch is Poisson over the units the earlier ones left,
+    inclusion probabilities sum to the batch size over that pool and favour (4x) the items the
+    wrong working model is least sure of; returns the errors of the sequential and the pooled
+    (raw 1/pi) estimates, and the sequential estimate's coverage of the 95% interval."""
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=N)
-    y = (rng.random(N) < expit(1.5 * x - 0.3 * x ** 2 + 0.4)).astype(float)
-    p_model = expit(0.8 * x)  # wrong: misses the curvature and the level
+    y = (rng.random(N) < expit(1.5 * x - 0.6 * x ** 2 + 0.4)).astype(float)
+    # "wrong": misses the curvature and the level; "none": a constant (the human-only estimate)
+    p_model = expit(0.8 * x) if model == "wrong" else np.full(N, 0.5)
     truth = y.mean()
-    est = {"combined": [], "pooled": []}
+    err = {"sequential": [], "pooled": []}
     hits = 0
-    for r in range(300):
-        idx, w, batch = _two_batch_sample(rng, N, y, p_model)
-        lab = np.zeros(N, bool)
-        lab[idx] = True
-        e = (y[idx] - p_model[idx])[:, None]
-        for how, ww in (("combined", design.combine_batches(w, idx, batch, np.ones(len(idx), bool))), ("pooled", w)):
-            mean, cov, _ = design._domain_estimate(
-                np.array([y[idx].sum()]), np.array([p_model[~lab].sum()]), np.array([float(N)]),
-                np.array([float(N - len(idx))]), e, (p_model[idx] * (1 - p_model[idx]))[:, None],
-                np.ones_like(e), ww, y[idx][:, None])
-            est[how].append(mean[0])
-            if how == "combined":
-                hw = 1.96 * np.sqrt(cov[0, 0])
-                hits += abs(mean[0] - truth) <= hw
-    err = {k: np.array(v) - truth for k, v in est.items()}
-    assert abs(err["combined"].mean()) < 3 * err["combined"].std() / np.sqrt(300) + 0.002
-    assert np.sqrt((err["combined"] ** 2).mean()) < 0.9 * np.sqrt((err["pooled"] ** 2).mean())
-    assert hits / 300 >= 0.92
+    for _ in range(reps):
+        left = np.ones(N, bool)
+        idx, w, key, batches = [], [], [], []
+        for b, n_b in enumerate(sizes):
+            prio = np.where(np.abs(x) < 0.6, 4.0, 1.0) * left
+            pi = np.minimum(n_b * prio / prio.sum(), 1.0)
+            take = (rng.random(N) < pi) & left
+            idx += list(np.flatnonzero(take)); w += list(1 / pi[take]); key += [b] * int(take.sum())
+            batches.append(design.Batch(key=b, whole=True, queued=int(take.sum()), share=1.0))
+            left &= ~take
+        idx, w, key = np.array(idx), np.array(w), np.array(key)
+        e, v = y[idx] - p_model[idx], p_model[idx] * (1 - p_model[idx])
+        unl = p_model[left].sum()
+        for how, ww in (("sequential", design.sequential_weights(w, idx, key, batches, N)), ("pooled", w)):
+            m, sd = _estimate(y[idx], unl, N, e, v, ww)
+            err[how].append(m - truth)
+            if how == "sequential":
+                hits += abs(m - truth) <= 1.96 * sd
+    return {k: np.array(v) for k, v in err.items()}, hits / reps
 
 
-def test_a_lead_subset_batch_keeps_its_weights():
+def test_sequential_batches_stay_unbiased_and_beat_pooled_weights_when_the_last_batch_is_small():
+    """A big batch then a small one (2% and 0.2% of a large population) under a deliberately wrong
+    working model: combined by their labelled items the estimate is unbiased and covers, and is
+    more precise than pooling the raw 1/pi weights (where the small batch's few large weights
+    count as much as the whole big batch)."""
+    err, cover = _sequential_study(3000, [60, 6], 300, 11)
+    seq = err["sequential"]
+    assert abs(seq.mean()) < 3 * seq.std() / np.sqrt(len(seq)) + 0.002
+    assert np.sqrt((seq ** 2).mean()) < 0.9 * np.sqrt((err["pooled"] ** 2).mean())
+    assert cover >= 0.92
+
+
+def test_sequential_batches_stay_unbiased_when_most_of_a_small_population_is_labelled():
+    """60 of 100 items in three batches, each drawn from what the earlier ones left (as the queue
+    does): the estimate stays unbiased and covers though the last pool is a third of the
+    population, with a wrong working model and with none (a constant: the human-only estimate)."""
+    for model in ("wrong", "none"):
+        err, cover = _sequential_study(100, [30, 20, 10], 400, 12, model)
+        seq = err["sequential"]
+        assert abs(seq.mean()) < 3 * seq.std() / np.sqrt(len(seq)) + 0.002
+        assert cover >= 0.93
+
+
+def test_a_lead_subset_batch_stands_only_for_itself():
+    """A lead's subset batch (filtered) after the queue's batches: its items are known exactly and
+    stand for no unlabelled unit; the weights still add up to the population."""
     w = np.array([10.0, 10.0, 10.0, 50.0, 2.0])
-    out = design.combine_batches(w, np.array(["a", "b", "c", "d", "e"]), np.array([1, 1, 1, 2, 3]),
-                                 np.array([True, True, True, True, False]))
-    assert out[4] == 2.0  # the lead's subset
-    assert np.allclose(out[:3], 10.0 * 3 / 2) and np.isclose(out[3], 50.0 * 1 / 2)
+    batches = [design.Batch(1, True, 3, 1.0), design.Batch(2, True, 1, 1.0), design.Batch(3, False, 1, 1.0)]
+    c = design.sequential_weights(w, np.array(["a", "b", "c", "d", "e"]), np.array([1, 1, 1, 2, 3]), batches, 40)
+    assert c[4] == 0.0
+    assert np.isclose(c[:4].sum(), 40.0)
+    # batch 1 (3 of 4 labelled items): 3/4 of the pool of 40; then each of its items stands for
+    # itself in batch 2's estimate (1/4); batch 2: 1/4 of its pool of 37
+    assert np.allclose(c[:3], 0.75 * 40 / 3 + 0.25) and np.isclose(c[3], 0.25 * 37)

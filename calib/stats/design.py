@@ -80,36 +80,78 @@ class DesignRates:
     info: dict = field(default_factory=dict)
 
 
-def combine_batches(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, whole: np.ndarray) -> np.ndarray:
-    """Design weights of several sampling batches, combined by their labelled items.
+@dataclass
+class Batch:
+    """One sampling batch of a candidate's units, in the order the batches were drawn.
 
-    ``w`` (L,): 1/pi of each labelled row within its own batch; ``item_id``/``batch`` (L,): its item
-    and batch; ``whole`` (L,): its batch was drawn over the whole population (not a lead's subset).
-    Each such batch is on its own a probability sample of the population, and its 1/pi add up to
-    about the population size however few of its items were labelled: pooled as they are, a batch
-    of 5 labelled items counts as much as one of 50 and its few large weights dominate the
-    estimate. Scaled by (the batch's labelled items) / (their mean over such batches), the Hajek
-    estimate becomes the combination of the batches' own estimates weighted by their sizes, as
-    active inference combines its rounds (Zrnic & Candes 2024): each batch's estimate is unbiased
-    for its population, so any such combination is. A lead's subset batch keeps its weights."""
+    ``whole``: drawn over every unit still available (the queue's batches; labels from outside the
+    queue, declared a uniform sample), not over a lead's subset; ``queued``: units it took out of
+    the pool (for outside labels: the labelled ones); ``share``: the share of them labelled so far
+    (a batch is served in random order, so its labelled part is a uniform subsample of it)."""
+
+    key: object
+    whole: bool
+    queued: int
+    share: float
+
+
+def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, batches: list[Batch],
+                       n_pop: int) -> np.ndarray:
+    """Weights c_i such that sum_i c_i e_i estimates the population total of any e (the residuals)
+    from sequential batches, each drawn from the units the earlier ones left.
+
+    ``w`` (L,): 1/pi of each labelled row within its own batch (the batch's recorded inclusion
+    probability, not yet scaled by the share served); ``item_id``/``batch`` (L,): its item and the
+    key of its batch; ``batches``: every batch in the order drawn; ``n_pop``: the units.
+
+    Batch b is drawn from the pool U_b, the units the earlier batches did not take. On its own it
+    estimates the population total as (the earlier batches' units: their labelled ones' e, the rest
+    by their batch's labelled share) + |U_b| x (its Hajek mean of e): unbiased given the history
+    for any model, and valid however small the pool has become (with 60 of 100 items labelled, the
+    pool of the last batch is 40 items, not 100). The estimate combines these per-batch estimates
+    with weights proportional to their labelled items, as active inference combines its rounds
+    (Zrnic & Candes 2024), so a small last batch counts for little; written per item:
+
+        c_i = lambda_b |U_b| w_i / W_b  +  (sum of lambda over whole batches after b) / share_b
+
+    (W_b: the sum of w over b's labelled items). A lead's subset batch has no population estimate
+    of its own (lambda = 0) but its labelled units still stand for themselves in the later batches'
+    estimates. With no whole batch at all the weights are ``w`` as they are."""
     w = np.asarray(w, float)
     if not len(w):
         return w
-    key = np.asarray(batch).astype(str)
-    whole = np.asarray(whole, bool)
-    sizes = _unique_items_per_batch(key[whole], np.asarray(item_id)[whole])
-    if len(sizes) < 2:
+    key = np.array([str(b) for b in batch], dtype=object)
+    order = [str(b.key) for b in batches]
+    info = {str(b.key): b for b in batches}
+    # labelled items and weight sums per batch, over distinct items (rows repeat per output)
+    first_row: dict = {}
+    for r, (i, k) in enumerate(zip(item_id, key)):
+        first_row.setdefault((i, k), r)
+    served: dict[str, int] = {}
+    W: dict[str, float] = {}
+    for (_, k), r in first_row.items():
+        served[k] = served.get(k, 0) + 1
+        W[k] = W.get(k, 0.0) + w[r]
+    whole = [k for k in order if info[k].whole and served.get(k, 0) > 0]
+    if not whole:
         return w
-    mean_size = float(np.mean(list(sizes.values())))
-    scale = np.array([sizes[b] / mean_size if ok else 1.0 for b, ok in zip(key, whole)])
-    return w * scale
-
-
-def _unique_items_per_batch(batch: np.ndarray, item_id: np.ndarray) -> dict[str, int]:
-    out: dict[str, set] = {}
-    for b, i in zip(batch, item_id):
-        out.setdefault(b, set()).add(i)
-    return {b: len(v) for b, v in out.items()}
+    total = sum(served[k] for k in whole)
+    lam = {k: served[k] / total for k in whole}
+    pool, taken = {}, 0
+    after: dict[str, float] = {}
+    for k in order:
+        pool[k] = max(n_pop - taken, served.get(k, 0), 1)
+        if info[k].share > 0:  # a batch nobody has served yet leaves its units to the later pools' estimate
+            taken += info[k].queued
+    run = 0.0
+    for k in reversed(order):
+        after[k] = run
+        run += lam.get(k, 0.0)
+    c = np.empty_like(w)
+    for r, k in enumerate(key):
+        own = lam[k] * pool[k] * w[r] / W[k] if k in lam else 0.0
+        c[r] = own + after.get(k, 0.0) / max(info[k].share, 1e-6)
+    return c
 
 
 def loo_predictions(p_draws: np.ndarray, k: np.ndarray, n: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:

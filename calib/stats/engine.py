@@ -58,44 +58,47 @@ def design_weights(con, item_ids: np.ndarray, n_pop: int, candidate: str | None 
     """Design weights of labelled items for the units (item, ``candidate``; None = the first
     candidate), and a description of the design.
 
-    A unit chosen by the queue has the inclusion probability of its batch (Poisson sampling),
-    times the share of its batch's units of that candidate served so far: batches are served in a
-    random order within the batch (``calib.review.queue``), so the labelled part of a partly served
-    batch is a uniform subsample of it. Labels with no queue record (imported, or labelled outside
-    the queue) are declared a uniform sample of the items: pi = (such items) / (population).
-
-    Several batches are combined by their labelled units (``design.combine_batches``): a lead's
-    subset batch (policy ``filtered``) keeps its 1/pi weights; every other batch, and the labels
-    from outside the queue taken as one, is scaled by its labelled units over their mean."""
+    A unit chosen by the queue has the inclusion probability its batch recorded (Poisson sampling
+    over the units no earlier batch took); a batch is served in a random order, so the labelled
+    part of a partly served batch is a uniform subsample of it. Labels with no queue record
+    (imported, or labelled outside the queue) are declared a uniform sample of the items, one
+    batch placed at their first label's time. The batches are combined as sequential samples
+    (``design.sequential_weights``): each estimates the population from its own pool, weighted by
+    its labelled units; a lead's subset batch (policy ``filtered``) only stands for itself."""
     if not len(item_ids):
         return np.zeros(0), "none"
     s = store.get_settings(con)
     first = store.first_candidate(con)
     cand = candidate or first
-    rows = {r[0]: (r[1], r[2], r[3], r[4]) for r in con.execute(
-        """WITH q AS (SELECT item_id, coalesce(candidate, ?) AS c, arg_max(inclusion_prob, queue_id) AS pi,
-                             arg_max(batch_id, queue_id) AS b, arg_max(policy, queue_id) AS pol
-                      FROM queue WHERE coalesce(candidate, ?) = ? GROUP BY ALL),
-                done AS (SELECT l.item_id FROM labels l LEFT JOIN leases e USING (lease_id)
-                         WHERE l.model = ? OR (l.model = ? AND coalesce(e.candidate, ?) = ?)
-                         UNION SELECT item_id FROM pair_labels WHERE candidate = ?),
-                served AS (SELECT q.b, count(*) FILTER (WHERE q.item_id IN (SELECT item_id FROM done))
-                                       / count(*) AS share
-                           FROM q GROUP BY q.b)
-           SELECT q.item_id, q.pi, served.share, q.b, q.pol FROM q JOIN served USING (b)""",
-        [first, first, cand, cand, s["baseline"], first, cand, cand]).fetchall()}
+    with_q = """WITH q AS (SELECT item_id, arg_max(inclusion_prob, queue_id) AS pi, arg_max(batch_id, queue_id) AS b,
+                                  arg_max(policy, queue_id) AS pol, min(created_at) AS t
+                           FROM queue WHERE coalesce(candidate, ?) = ? GROUP BY item_id),
+                     done AS (SELECT l.item_id, min(l.created_at) AS t FROM labels l LEFT JOIN leases e USING (lease_id)
+                              WHERE l.model = ? OR (l.model = ? AND coalesce(e.candidate, ?) = ?) GROUP BY l.item_id
+                              UNION ALL SELECT item_id, min(created_at) FROM pair_labels WHERE candidate = ? GROUP BY item_id),
+                     done1 AS (SELECT item_id, min(t) AS t FROM done GROUP BY item_id)"""
+    params = [first, cand, cand, s["baseline"], first, cand, cand]
+    rows = {r[0]: (r[1], r[2]) for r in con.execute(
+        with_q + " SELECT item_id, pi, b FROM q", params).fetchall()}
+    batch_rows = con.execute(
+        with_q + """ SELECT b, arg_max(pol, t) = 'filtered', count(*),
+                            count(*) FILTER (WHERE item_id IN (SELECT item_id FROM done1)) / count(*), min(t)
+                     FROM q GROUP BY b ORDER BY b""", params).fetchall()
     uniq = set(item_ids.tolist())
     outside = [i for i in uniq if i not in rows]
-    default = len(outside) / max(n_pop, 1)
-    pi = np.array([rows[i][0] * max(rows[i][1] or 1.0, 1e-6) if i in rows else default for i in item_ids], float)
+    batches = [design.Batch(key=b, whole=not filt, queued=int(k), share=float(sh)) for b, filt, k, sh, _ in batch_rows]
+    if outside:
+        t_out = con.execute(
+            with_q + " SELECT min(t) FROM done1 WHERE item_id NOT IN (SELECT item_id FROM q)", params).fetchone()[0]
+        at = sum(1 for *_, t in batch_rows if t_out is not None and t is not None and t <= t_out)
+        batches.insert(at, design.Batch(key=-1, whole=True, queued=len(outside), share=1.0))
+    pi = np.array([rows[i][0] if i in rows else len(outside) / max(n_pop, 1) for i in item_ids], float)
     w = 1.0 / np.clip(pi, 1e-6, 1.0)
-    # batch of each row (-1: outside the queue); lead-chosen (filtered) batches keep their weights
-    batch = np.array([rows[i][2] if i in rows else -1 for i in item_ids])
-    whole = np.array([i not in rows or rows[i][3] != "filtered" for i in item_ids])
-    w = design.combine_batches(w, item_ids, batch, whole)
+    batch = np.array([rows[i][1] if i in rows else -1 for i in item_ids])
+    w = design.sequential_weights(w, item_ids, batch, batches, n_pop)
     kinds = []
     if len(outside) < len(uniq):
-        kinds.append("queue (inclusion probabilities recorded per batch; batches combined by their labelled units)")
+        kinds.append("queue (sequential batches, inclusion probabilities recorded per batch)")
     if outside:
         kinds.append(f"{len(outside)} items labelled outside the queue, taken as a uniform random sample")
     return w, "; ".join(kinds)
