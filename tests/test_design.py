@@ -172,10 +172,10 @@ def test_rate_near_one_still_covers_when_the_sample_holds_no_failure():
     assert hits / reps >= 0.93
 
 
-def _estimate(y_lab, p_unl_sum, N, e, v, w):
+def _estimate(y_lab, p_unl_sum, N, e, v, w: design.Weights):
     mean, cov, _ = design._domain_estimate(
         np.array([y_lab.sum()]), np.array([p_unl_sum]), np.array([float(N)]), np.array([float(N - len(y_lab))]),
-        e[:, None], v[:, None], np.ones((len(e), 1)), w, y_lab[:, None])
+        e[:, None], v[:, None], np.ones((len(e), 1)), w.c, y_lab[:, None], w.v, w.pi, w.batch)
     return mean[0], np.sqrt(cov[0, 0])
 
 
@@ -200,12 +200,13 @@ def _sequential_study(N, sizes, reps, seed, model="wrong"):
             pi = np.minimum(n_b * prio / prio.sum(), 1.0)
             take = (rng.random(N) < pi) & left
             idx += list(np.flatnonzero(take)); w += list(1 / pi[take]); key += [b] * int(take.sum())
-            batches.append(design.Batch(key=b, whole=True, queued=int(take.sum()), share=1.0))
+            batches.append(design.Batch(key=b, whole=True, queued=int(take.sum())))
             left &= ~take
         idx, w, key = np.array(idx), np.array(w), np.array(key)
         e, v = y[idx] - p_model[idx], p_model[idx] * (1 - p_model[idx])
         unl = p_model[left].sum()
-        for how, ww in (("sequential", design.sequential_weights(w, idx, key, batches, N)), ("pooled", w)):
+        pooled = design.Weights(w, w, 1 / np.maximum(w, 1), key)
+        for how, ww in (("sequential", design.sequential_weights(w, idx, key, batches, N)), ("pooled", pooled)):
             m, sd = _estimate(y[idx], unl, N, e, v, ww)
             err[how].append(m - truth)
             if how == "sequential":
@@ -236,14 +237,18 @@ def test_sequential_batches_stay_unbiased_when_most_of_a_small_population_is_lab
         assert cover >= 0.93
 
 
-def test_a_lead_subset_batch_stands_only_for_itself():
-    """A lead's subset batch (filtered) after the queue's batches: its items are known exactly and
-    stand for no unlabelled unit; the weights still add up to the population."""
+def test_a_lead_subset_batch_does_not_stand_for_the_population():
+    """A lead's subset batch (filtered) after the queue's batches has no population estimate of its
+    own: its items weigh 0 (they were in the last queue batch's pool, which that batch's estimate
+    covers; the estimator then subtracts their known residuals); the weights add up to the
+    population, and only the queue batches' own terms are random."""
     w = np.array([10.0, 10.0, 10.0, 50.0, 2.0])
-    batches = [design.Batch(1, True, 3, 1.0), design.Batch(2, True, 1, 1.0), design.Batch(3, False, 1, 1.0)]
-    c = design.sequential_weights(w, np.array(["a", "b", "c", "d", "e"]), np.array([1, 1, 1, 2, 3]), batches, 40)
-    assert c[4] == 0.0
+    batches = [design.Batch(1, True, 3), design.Batch(2, True, 1), design.Batch(3, False, 1)]
+    parts = design.sequential_weights(w, np.array(["a", "b", "c", "d", "e"]), np.array([1, 1, 1, 2, 3]), batches, 40)
+    c = parts.c
+    assert c[4] == 0.0 and parts.v[4] == 0.0
     assert np.isclose(c[:4].sum(), 40.0)
     # batch 1 (3 of 4 labelled items): 3/4 of the pool of 40; then each of its items stands for
     # itself in batch 2's estimate (1/4); batch 2: 1/4 of its pool of 37
     assert np.allclose(c[:3], 0.75 * 40 / 3 + 0.25) and np.isclose(c[3], 0.25 * 37)
+    assert np.allclose(parts.v[:3], 0.75 * 40 / 3)

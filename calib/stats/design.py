@@ -56,7 +56,9 @@ class LabelledSet:
     """One dimension's labelled outputs, item-aligned for the design estimator.
 
     ``cell`` indexes ``CellData`` cells; ``k``/``n`` are the output's passes and labels (several
-    SMEs); ``y = k / n``; ``w = 1 / pi`` is the item's design weight."""
+    SMEs); ``y = k / n``; ``w`` is the item's weight in the estimate (``Weights.c``; 1 / pi for a
+    single sample), ``wv``/``pi`` its random part and inclusion probability within its batch
+    (``Weights.v``/``Weights.pi``; None: ``w`` and 1 / ``w``)."""
 
     item_id: np.ndarray  # (L,) object
     model: np.ndarray  # (L,) int, index into data.models
@@ -64,6 +66,9 @@ class LabelledSet:
     k: np.ndarray  # (L,) float
     n: np.ndarray  # (L,) float
     w: np.ndarray  # (L,) float
+    wv: np.ndarray | None = None  # (L,) float
+    pi: np.ndarray | None = None  # (L,) float
+    batch: np.ndarray | None = None  # (L,) its batch's key
 
     @property
     def y(self) -> np.ndarray:
@@ -86,40 +91,54 @@ class Batch:
 
     ``whole``: drawn over every unit still available (the queue's batches; labels from outside the
     queue, declared a uniform sample), not over a lead's subset; ``queued``: units it took out of
-    the pool (for outside labels: the labelled ones); ``share``: the share of them labelled so far
-    (a batch is served in random order, so its labelled part is a uniform subsample of it)."""
+    the pool (for outside labels: the labelled ones). A batch is served in random order, so its
+    labelled part is a uniform subsample of it."""
 
     key: object
     whole: bool
     queued: int
-    share: float
+
+
+@dataclass
+class Weights:
+    """Per labelled row: ``c``, its weight in the estimate (sum c e estimates the population total
+    of e); ``v``, the random part of c (its own batch's term), whose spread is the estimate's
+    variance; ``pi``, its inclusion probability within its batch's pool (the finite-population
+    correction)."""
+
+    c: np.ndarray
+    v: np.ndarray
+    pi: np.ndarray
+    batch: np.ndarray | None = None  # each row's batch (the variance centres residuals per batch)
 
 
 def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, batches: list[Batch],
-                       n_pop: int) -> np.ndarray:
-    """Weights c_i such that sum_i c_i e_i estimates the population total of any e (the residuals)
+                       n_pop: int) -> Weights:
+    """Weights such that sum_i c_i e_i estimates the population total of any e (the residuals)
     from sequential batches, each drawn from the units the earlier ones left.
 
     ``w`` (L,): 1/pi of each labelled row within its own batch (the batch's recorded inclusion
-    probability, not yet scaled by the share served); ``item_id``/``batch`` (L,): its item and the
-    key of its batch; ``batches``: every batch in the order drawn; ``n_pop``: the units.
+    probability); ``item_id``/``batch`` (L,): its item and the key of its batch; ``batches``:
+    every batch in the order drawn; ``n_pop``: the units.
 
     Batch b is drawn from the pool U_b, the units the earlier batches did not take. On its own it
-    estimates the population total as (the earlier batches' units: their labelled ones' e, the rest
-    by their batch's labelled share) + |U_b| x (its Hajek mean of e): unbiased given the history
-    for any model, and valid however small the pool has become (with 60 of 100 items labelled, the
-    pool of the last batch is 40 items, not 100). The estimate combines these per-batch estimates
-    with weights proportional to their labelled items, as active inference combines its rounds
-    (Zrnic & Candes 2024), so a small last batch counts for little; written per item:
+    estimates the population total as (the earlier batches' units: their labelled share scaled up
+    to the batch, share_g = labelled / queued) + |U_b| x (its Hajek mean of e): unbiased given the
+    history for any model, and valid however small the pool has become (with 60 of 100 items
+    labelled, the last batch's pool is 40 items, not 100). The estimate combines these per-batch
+    estimates with weights lambda_b proportional to their labelled items, as active inference
+    combines its rounds (Zrnic & Candes 2024), so a small last batch counts for little:
 
         c_i = lambda_b |U_b| w_i / W_b  +  (sum of lambda over whole batches after b) / share_b
 
-    (W_b: the sum of w over b's labelled items). A lead's subset batch has no population estimate
-    of its own (lambda = 0) but its labelled units still stand for themselves in the later batches'
-    estimates. With no whole batch at all the weights are ``w`` as they are."""
+    (W_b: the sum of w over b's labelled items); v_i is the first term. A lead's subset batch has no
+    population estimate of its own (lambda = 0): its labelled units only stand for its units in the
+    later batches' estimates. A batch none of whose units is labelled (yet) leaves its units to the
+    later pools (an assumption: the queue serves the oldest batch first, so this is rare). With no
+    whole batch the weights are ``w`` as they are."""
     w = np.asarray(w, float)
     if not len(w):
-        return w
+        return Weights(w, w, w, np.zeros(0, dtype=object))
     key = np.array([str(b) for b in batch], dtype=object)
     order = [str(b.key) for b in batches]
     info = {str(b.key): b for b in batches}
@@ -134,24 +153,22 @@ def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, ba
         W[k] = W.get(k, 0.0) + w[r]
     whole = [k for k in order if info[k].whole and served.get(k, 0) > 0]
     if not whole:
-        return w
+        return Weights(w, w, 1.0 / np.maximum(w, 1.0), key)
     total = sum(served[k] for k in whole)
     lam = {k: served[k] / total for k in whole}
+    share = {k: min(served.get(k, 0) / max(info[k].queued, 1), 1.0) for k in order}
     pool, taken = {}, 0
-    after: dict[str, float] = {}
     for k in order:
         pool[k] = max(n_pop - taken, served.get(k, 0), 1)
-        if info[k].share > 0:  # a batch nobody has served yet leaves its units to the later pools' estimate
-            taken += info[k].queued
-    run = 0.0
+        if served.get(k, 0):
+            taken += max(info[k].queued, served[k])
+    after, run = {}, 0.0
     for k in reversed(order):
         after[k] = run
         run += lam.get(k, 0.0)
-    c = np.empty_like(w)
-    for r, k in enumerate(key):
-        own = lam[k] * pool[k] * w[r] / W[k] if k in lam else 0.0
-        c[r] = own + after.get(k, 0.0) / max(info[k].share, 1e-6)
-    return c
+    v = np.array([lam[k] * pool[k] * w[r] / W[k] if k in lam else 0.0 for r, k in enumerate(key)])
+    known = np.array([after[k] / max(share[k], 1e-6) for k in key])
+    return Weights(c=v + known, v=v, pi=1.0 / np.maximum(w, 1.0), batch=key)
 
 
 def loo_predictions(p_draws: np.ndarray, k: np.ndarray, n: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:
@@ -201,35 +218,50 @@ def loo_pair_predictions(probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.ndarray, n_unl: np.ndarray,
                      e: np.ndarray, v_model: np.ndarray, present: np.ndarray, w: np.ndarray,
-                     y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+                     y: np.ndarray | None = None, wv: np.ndarray | None = None,
+                     pi: np.ndarray | None = None, batch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean (M,) and covariance (M, M) of the models' rates in one domain; ``e``/``v_model``/
     ``present``/``y`` are (I, M) per labelled item (residual, model variance p(1-p), output
-    labelled, observed pass share), ``w`` (I,) the items' design weights. Returns (mean, cov, items).
+    labelled, observed pass share), ``w`` (I,) the items' weights in the estimate, ``wv``/``pi``
+    their random part and inclusion probability within their batch (``Weights``; None: a single
+    sample, ``w`` and 1 / ``w``), ``batch`` (I,) their batch. Returns (mean, cov, items).
 
+    The unlabelled outputs' residual total is the population's, N x (the c-weighted mean residual,
+    a Hajek ratio: within a segment this post-stratifies the sample), less the labelled outputs'
+    (those outside this sample, e.g. the baseline's labelled for another candidate, at the mean).
     The empirical residual variance is pooled with ``PRIOR_N`` pseudo-items of the model's own
     p(1-p), then floored per model (see the code: rates near 0 or 1; SummEval's 0.99 rate covered
     50-68% of the time without the floor)."""
     I, M = e.shape
-    # Calibrate the weights to the domain's size: each queue batch's probabilities describe a sample
-    # of the whole population, so the labelled items of several batches carry weights summing to
-    # several times N; rescaled, the labelled items stand for the domain exactly once (and within a
-    # segment this post-stratifies the sample).
-    w = w * N.max() / max(w.sum(), 1e-12)
-    wm1 = np.maximum(w - 1.0, 0.0)[:, None] * present  # each labelled item stands for w - 1 unlabelled ones
-    denom = wm1.sum(0)
-    ebar_unl = np.where(denom > 0, (wm1 * e).sum(0) / np.where(denom > 0, denom, 1), 0.0)
-    R = n_unl * ebar_unl
+    scale = N.max() / max(w.sum(), 1e-12)  # the weights' sum is the domain's size only on average
+    c = w * scale
+    v = c if wv is None else wv * scale
+    pi = 1.0 / np.maximum(c, 1.0) if pi is None else pi
+    cp = c[:, None] * present
+    tot = cp.sum(0)
+    ebar = np.where(tot > 0, (cp * e).sum(0) / np.where(tot > 0, tot, 1), 0.0)
+    n_s = present.sum(0)
+    R = (n_unl + n_s) * ebar - (present * e).sum(0)
     mean = (y_lab_total + pred_unl_total + R) / np.where(N > 0, N, 1)
-    # linearised variance (Hajek residuals centred by their weighted mean), jointly over models
-    pi = 1.0 / np.maximum(w, 1.0)
-    wp = w[:, None] * present
-    ebar = np.where(wp.sum(0) > 0, (wp * e).sum(0) / np.maximum(wp.sum(0), 1e-12), 0.0)
-    r = present * w[:, None] * (e - ebar)  # (I, M)
-    scale = (1.0 - pi)[:, None]
+    # linearised variance of the random part, jointly over models: each batch is its own Poisson
+    # sample, so residuals are centred by their batch's mean (by the estimate's mean for a batch of
+    # fewer than 5 items here: too few to centre on); units that only stand for themselves or for
+    # their batch (v = 0) add none
+    centre = np.broadcast_to(ebar, e.shape).copy()
+    if batch is not None and len(batch):
+        for b in np.unique(batch):
+            rows = batch == b
+            vp = v[rows, None] * present[rows]
+            ok = (present[rows].sum(0) >= 5) & (vp.sum(0) > 0)
+            if ok.any():
+                mb = (vp * e[rows]).sum(0) / np.where(vp.sum(0) > 0, vp.sum(0), 1)
+                centre[rows] = np.where(ok, mb, ebar)
+    r = present * v[:, None] * (e - centre)  # (I, M)
+    scale_fpc = (1.0 - pi)[:, None]
     fpc = I / max(I - 1, 1)
-    V_emp = fpc * (r * scale).T @ r
-    r_mod = present * w[:, None] * np.sqrt(v_model)
-    V_mod = fpc * np.diag(((r_mod ** 2) * scale).sum(0))
+    V_emp = fpc * (r * scale_fpc).T @ r
+    r_mod = present * v[:, None] * np.sqrt(v_model)
+    V_mod = fpc * np.diag(((r_mod ** 2) * scale_fpc).sum(0))
     V = (I * V_emp + PRIOR_N * V_mod) / (I + PRIOR_N)
     if y is not None:
         # A variance floor per model, for rates near 0 or 1: labels that all agree with the model
@@ -242,7 +274,7 @@ def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.
         n_m = present.sum(0)
         s_m = (present * (np.abs(e) > 0.5)).sum(0)
         q = (s_m + SURPRISE_PSEUDO / 2) / (n_m + SURPRISE_PSEUDO)
-        per_item = fpc * ((present * w[:, None]) ** 2 * scale).sum(0)
+        per_item = fpc * ((present * v[:, None]) ** 2 * scale_fpc).sum(0)
         F = np.maximum(np.diag(V_mod), per_item * q * (1 - q) * SURPRISE_SIZE)
         extra = np.sqrt(np.maximum(F - np.diag(V), 0.0))
         V = V + np.outer(extra, extra)
@@ -298,6 +330,9 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
     P = np.zeros((I, M))
     Y = np.zeros((I, M))
     W = np.ones(I)
+    WV = np.ones(I)
+    PI = np.ones(I)
+    B = np.zeros(I, dtype=object)
     SEG = np.zeros(I, np.int64)
     if I:
         E[item_idx, lab.model] = e_out
@@ -305,6 +340,9 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
         P[item_idx, lab.model] = 1.0
         Y[item_idx, lab.model] = lab.y
         W[item_idx] = lab.w
+        WV[item_idx] = lab.w if lab.wv is None else lab.wv
+        PI[item_idx] = 1.0 / np.maximum(lab.w, 1.0) if lab.pi is None else lab.pi
+        B[item_idx] = "0" if lab.batch is None else lab.batch
         SEG[item_idx] = data.cell_segment[lab.cell]
     unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(float)
 
@@ -327,9 +365,10 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
             info["domains"][key] = {"estimator": "model", "items": n_items}
             return dict(fallback)
         mean, cov, n = _domain_estimate(ylab, pred, N, n_unl, E[item_mask], Vm[item_mask], P[item_mask], W[item_mask],
-                                        Y[item_mask])
+                                        Y[item_mask], WV[item_mask], PI[item_mask] if lab.pi is not None else None,
+                                        B[item_mask])
         sub = np.array(have)
-        dr = _t_draws(mean[sub], cov[np.ix_(sub, sub)], t_df(W[item_mask]), D, rng)
+        dr = _t_draws(mean[sub], cov[np.ix_(sub, sub)], t_df(WV[item_mask]), D, rng)
         info["domains"][key] = {"estimator": "design", "items": n,
                                 "sd": {data.models[m]: float(np.sqrt(cov[m, m])) for m in have}}
         return {data.models[m]: dr[:, j] for j, m in enumerate(have)}

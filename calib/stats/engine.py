@@ -39,10 +39,13 @@ class LabelledOutputs:
     k: np.ndarray | None = None  # passes among the output's latest labels (one per SME)
     n: np.ndarray | None = None  # labels (SMEs) of the output
     design_note: str = "none"  # how the labelled items were chosen (see ``design_weights``)
+    wv: np.ndarray | None = None  # the random part of w, and the inclusion probability within its
+    pi: np.ndarray | None = None  # batch (``design.Weights``; None: a single sample, w and 1 / w)
+    batch: np.ndarray | None = None  # its batch's key
 
     def labelled_set(self) -> design.LabelledSet:
-        return design.LabelledSet(item_id=self.item_id, model=self.model, cell=self.cell,
-                                  k=self.k.astype(float), n=self.n.astype(float), w=self.w)
+        return design.LabelledSet(item_id=self.item_id, model=self.model, cell=self.cell, k=self.k.astype(float),
+                                  n=self.n.astype(float), w=self.w, wv=self.wv, pi=self.pi, batch=self.batch)
 
 
 LATEST_LABELS = """
@@ -55,8 +58,16 @@ MAX_ID = 2 ** 62
 
 
 def design_weights(con, item_ids: np.ndarray, n_pop: int, candidate: str | None = None) -> tuple[np.ndarray, str]:
+    """Each labelled item's weight in a population estimate (``design_weight_parts``' ``c``: a
+    weighted mean with them estimates the population mean), and a description of the design."""
+    parts, how = design_weight_parts(con, item_ids, n_pop, candidate)
+    return parts.c, how
+
+
+def design_weight_parts(con, item_ids: np.ndarray, n_pop: int, candidate: str | None = None
+                        ) -> tuple[design.Weights, str]:
     """Design weights of labelled items for the units (item, ``candidate``; None = the first
-    candidate), and a description of the design.
+    candidate), with their random part and inclusion probabilities, and a description of the design.
 
     A unit chosen by the queue has the inclusion probability its batch recorded (Poisson sampling
     over the units no earlier batch took); a batch is served in a random order, so the labelled
@@ -66,11 +77,11 @@ def design_weights(con, item_ids: np.ndarray, n_pop: int, candidate: str | None 
     (``design.sequential_weights``): each estimates the population from its own pool, weighted by
     its labelled units; a lead's subset batch (policy ``filtered``) only stands for itself."""
     if not len(item_ids):
-        return np.zeros(0), "none"
+        return design.Weights(np.zeros(0), np.zeros(0), np.zeros(0)), "none"
     s = store.get_settings(con)
     first = store.first_candidate(con)
     cand = candidate or first
-    with_q = """WITH q AS (SELECT item_id, arg_max(inclusion_prob, queue_id) AS pi, arg_max(batch_id, queue_id) AS b,
+    with_q = """WITH q AS (SELECT item_id, arg_max(inclusion_prob, queue_id) AS pi, arg_max(coalesce(batch_id, 0), queue_id) AS b,
                                   arg_max(policy, queue_id) AS pol, min(created_at) AS t
                            FROM queue WHERE coalesce(candidate, ?) = ? GROUP BY item_id),
                      done AS (SELECT l.item_id, min(l.created_at) AS t FROM labels l LEFT JOIN leases e USING (lease_id)
@@ -81,27 +92,26 @@ def design_weights(con, item_ids: np.ndarray, n_pop: int, candidate: str | None 
     rows = {r[0]: (r[1], r[2]) for r in con.execute(
         with_q + " SELECT item_id, pi, b FROM q", params).fetchall()}
     batch_rows = con.execute(
-        with_q + """ SELECT b, arg_max(pol, t) = 'filtered', count(*),
-                            count(*) FILTER (WHERE item_id IN (SELECT item_id FROM done1)) / count(*), min(t)
-                     FROM q GROUP BY b ORDER BY b""", params).fetchall()
+        with_q + " SELECT b, arg_max(pol, t) = 'filtered', count(*), min(t) FROM q GROUP BY b ORDER BY b",
+        params).fetchall()
     uniq = set(item_ids.tolist())
     outside = [i for i in uniq if i not in rows]
-    batches = [design.Batch(key=b, whole=not filt, queued=int(k), share=float(sh)) for b, filt, k, sh, _ in batch_rows]
+    batches = [design.Batch(key=b, whole=not filt, queued=int(k)) for b, filt, k, _ in batch_rows]
     if outside:
         t_out = con.execute(
             with_q + " SELECT min(t) FROM done1 WHERE item_id NOT IN (SELECT item_id FROM q)", params).fetchone()[0]
         at = sum(1 for *_, t in batch_rows if t_out is not None and t is not None and t <= t_out)
-        batches.insert(at, design.Batch(key=-1, whole=True, queued=len(outside), share=1.0))
+        batches.insert(at, design.Batch(key=-1, whole=True, queued=len(outside)))
     pi = np.array([rows[i][0] if i in rows else len(outside) / max(n_pop, 1) for i in item_ids], float)
     w = 1.0 / np.clip(pi, 1e-6, 1.0)
     batch = np.array([rows[i][1] if i in rows else -1 for i in item_ids])
-    w = design.sequential_weights(w, item_ids, batch, batches, n_pop)
+    parts = design.sequential_weights(w, item_ids, batch, batches, n_pop)
     kinds = []
     if len(outside) < len(uniq):
         kinds.append("queue (sequential batches, inclusion probabilities recorded per batch)")
     if outside:
         kinds.append(f"{len(outside)} items labelled outside the queue, taken as a uniform random sample")
-    return w, "; ".join(kinds)
+    return parts, "; ".join(kinds)
 
 
 def load_dimension(con, dimension: str, models: list[str], max_label_id: int | None = None
@@ -154,11 +164,11 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
     )
     item_ids = per_out["item_id"].to_numpy(object)
     n_pop = int(cell_n[cell_model == 0].sum()) if C else 0
-    w, how = design_weights(con, item_ids, n_pop)
+    parts, how = design_weight_parts(con, item_ids, n_pop)
     lab = LabelledOutputs(
         item_id=item_ids, model=per_out["model"].map(mi).to_numpy(np.int64),
-        y=per_out["y"].to_numpy(float), f=per_out["f"].to_numpy(float), w=w,
-        cell=ci.astype(np.int64), k=k_out, n=n_out, design_note=how,
+        y=per_out["y"].to_numpy(float), f=per_out["f"].to_numpy(float), w=parts.c,
+        cell=ci.astype(np.int64), k=k_out, n=n_out, design_note=how, wv=parts.v, pi=parts.pi, batch=parts.batch,
     )
     return data, lab, f_pop
 
@@ -224,13 +234,14 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0, kind: str = "fast",
         draws = np.clip((mean + sd * rng.standard_normal(len(th))) / N, 0, 1)
         return draws, {"estimator": "model", "items": 0 if pdata.item_id is None else len(pdata.item_id),
                        "diagnostics": diagnostics}
-    w, how = design_weights(con, pdata.item_id, int(N), candidate)
+    parts, how = design_weight_parts(con, pdata.item_id, int(N), candidate)
     p_loo = design.loo_pair_predictions(probs[:, pdata.item_cell], pdata.item_counts)
     e = (pdata.item_win - p_loo)[:, None]
     mean, cov, n = design._domain_estimate(
         np.array([pdata.cell_lab_win.sum()]), np.array([(unl * p).sum()]), np.array([N]), np.array([unl.sum()]),
-        e, v[pdata.item_cell][:, None], np.ones_like(e), w, pdata.item_win[:, None])
-    draws = design._t_draws(mean, cov, design.t_df(w), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
+        e, v[pdata.item_cell][:, None], np.ones_like(e), parts.c, pdata.item_win[:, None], parts.v, parts.pi,
+        parts.batch)
+    draws = design._t_draws(mean, cov, design.t_df(parts.v), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
     return draws, {"estimator": "design", "items": n, "sd": float(np.sqrt(cov[0, 0])), "design": how,
                    "diagnostics": diagnostics}
 
@@ -409,9 +420,10 @@ def candidate_rates(con, data: model.CellData, post: model.Posterior, lab: Label
         ci = models.index(c)
         items_c = set(lab.item_id[lab.model == ci].tolist())
         mask = np.isin(lab.item_id, list(items_c)) & np.isin(lab.model, [bi, ci])
-        w, how = design_weights(con, lab.item_id[mask], n_pop, c)
-        lab_c = LabelledOutputs(item_id=lab.item_id[mask], model=lab.model[mask], y=lab.y[mask], f=lab.f[mask], w=w,
-                                cell=lab.cell[mask], k=lab.k[mask], n=lab.n[mask], design_note=how)
+        parts, how = design_weight_parts(con, lab.item_id[mask], n_pop, c)
+        lab_c = LabelledOutputs(item_id=lab.item_id[mask], model=lab.model[mask], y=lab.y[mask], f=lab.f[mask],
+                                w=parts.c, cell=lab.cell[mask], k=lab.k[mask], n=lab.n[mask], design_note=how,
+                                wv=parts.v, pi=parts.pi, batch=parts.batch)
         out[c] = (design_rates(data, post, lab_c, model_rates, seed + 104_729 * ci, only=[bi, ci]), lab_c)
     return out
 
