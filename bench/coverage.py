@@ -6,7 +6,8 @@ links that are not logistic (a probit of a noisy latent, a thresholded latent, a
 Labels are drawn by the project's own sampler (calib.review.queue): the first 50 items by judge
 disagreement, each later batch by the expected reduction of Var(Delta) under the current fit,
 both with a 20% random share and a per-segment floor, each batch's inclusion probabilities kept
-as design weights for the human-only and PPI++ cross-checks; sizes 50, 100, 200, 400 labelled
+and the batches combined as the product does (`design.sequential_weights`) for the estimate and
+the human-only and PPI++ cross-checks; sizes 50, 100, 200, 400 labelled
 items are nested. Truth is the hidden SME verdict of every output.
 
 Reports, per size: coverage of the 95% intervals (rates and Delta), the mean width of Delta
@@ -41,7 +42,7 @@ import pandas as pd
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from calib.data import cells, demo  # noqa: E402
-from calib.stats import engine, crosscheck, forecast, model, sampling  # noqa: E402
+from calib.stats import engine, crosscheck, design, forecast, model, sampling  # noqa: E402
 from calib.review import queue  # noqa: E402
 
 SIZES = [50, 100, 200, 400]
@@ -86,6 +87,8 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
         rng = np.random.default_rng([seed, 0x5A3F])  # own stream, independent of the generator
         selected = np.zeros(N, bool)
         w_item = np.zeros(N)
+        batch_item = np.full(N, -1)
+        batches: list = []
         fits = {}
         for n in SIZES:
             elig = np.flatnonzero(~selected)
@@ -109,6 +112,13 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
                     fits[dim] = (pdata, ppost, pcell, psd, n_prev, fsd)
             selected[new] = True
             w_item[new] = 1.0 / pi[hit]
+            # each batch drawn from the items the earlier ones left: combined as the product does
+            batch_item[new] = len(batches)
+            batches.append(design.Batch(key=len(batches), whole=True, queued=len(new)))
+            items = np.flatnonzero(selected)
+            parts = design.sequential_weights(w_item[items], items, batch_item[items], batches, N)
+            c_item, v_item, pi_item_w = np.zeros(N), np.zeros(N), np.ones(N)
+            c_item[items], v_item[items], pi_item_w[items] = parts.c, parts.v, parts.pi
             lab_out = np.flatnonzero(selected[oi])
             for dim in demo.DIMENSIONS:
                 Z, y, f = per_dim[dim]
@@ -118,8 +128,9 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
                 # the product's estimate: the model's projection corrected by the design (calib.stats.design)
                 lab = engine.LabelledOutputs(
                     item_id=oi[lab_out].astype(str).astype(object), model=om[lab_out], y=y[lab_out], f=f[lab_out],
-                    w=w_item[oi[lab_out]], cell=out_cell[lab_out].astype(np.int64), k=y[lab_out].astype(np.int64),
-                    n=np.ones(len(lab_out), np.int64))
+                    w=c_item[oi[lab_out]], cell=out_cell[lab_out].astype(np.int64), k=y[lab_out].astype(np.int64),
+                    n=np.ones(len(lab_out), np.int64), wv=v_item[oi[lab_out]], pi=pi_item_w[oi[lab_out]],
+                    batch=batch_item[oi[lab_out]])
                 rates = engine.design_rates(data, post, lab, model.population_rate_draws(data, post, seed=seed), seed)
                 for mi, m in enumerate(demo.MODELS):
                     _, lo, hi = model.posterior_interval(rates.overall[m])
@@ -133,7 +144,7 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
                 b = lab_out[om[lab_out] == 0]
                 c = lab_out[om[lab_out] == 1]
                 b, c = b[np.argsort(oi[b])], c[np.argsort(oi[c])]
-                w = w_item[oi[c]]
+                w = c_item[oi[c]]
                 _, hlo, hhi = crosscheck.human_only_diff(y[c], y[b], w)
                 ppi = crosscheck.ppi_mean_interval(y[c] - y[b], f[c] - f[b], f[om == 1].mean() - f[om == 0].mean(), w)
                 res[n]["w_human"].append(hhi - hlo)
