@@ -129,8 +129,7 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
                 lab = engine.LabelledOutputs(
                     item_id=oi[lab_out].astype(str).astype(object), model=om[lab_out], y=y[lab_out], f=f[lab_out],
                     w=c_item[oi[lab_out]], cell=out_cell[lab_out].astype(np.int64), k=y[lab_out].astype(np.int64),
-                    n=np.ones(len(lab_out), np.int64), wv=v_item[oi[lab_out]], pi=pi_item_w[oi[lab_out]],
-                    batch=batch_item[oi[lab_out]])
+                    n=np.ones(len(lab_out), np.int64), wv=v_item[oi[lab_out]], pi=pi_item_w[oi[lab_out]])
                 rates = engine.design_rates(data, post, lab, model.population_rate_draws(data, post, seed=seed), seed)
                 for mi, m in enumerate(demo.MODELS):
                     _, lo, hi = model.posterior_interval(rates.overall[m])

@@ -175,7 +175,7 @@ def test_rate_near_one_still_covers_when_the_sample_holds_no_failure():
 def _estimate(y_lab, p_unl_sum, N, e, v, w: design.Weights):
     mean, cov, _ = design._domain_estimate(
         np.array([y_lab.sum()]), np.array([p_unl_sum]), np.array([float(N)]), np.array([float(N - len(y_lab))]),
-        e[:, None], v[:, None], np.ones((len(e), 1)), w.c, y_lab[:, None], w.v, w.pi, w.batch)
+        e[:, None], v[:, None], np.ones((len(e), 1)), w.c, y_lab[:, None], w.v, w.pi)
     return mean[0], np.sqrt(cov[0, 0])
 
 

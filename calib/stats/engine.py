@@ -41,11 +41,10 @@ class LabelledOutputs:
     design_note: str = "none"  # how the labelled items were chosen (see ``design_weights``)
     wv: np.ndarray | None = None  # the random part of w, and the inclusion probability within its
     pi: np.ndarray | None = None  # batch (``design.Weights``; None: a single sample, w and 1 / w)
-    batch: np.ndarray | None = None  # its batch's key
 
     def labelled_set(self) -> design.LabelledSet:
         return design.LabelledSet(item_id=self.item_id, model=self.model, cell=self.cell, k=self.k.astype(float),
-                                  n=self.n.astype(float), w=self.w, wv=self.wv, pi=self.pi, batch=self.batch)
+                                  n=self.n.astype(float), w=self.w, wv=self.wv, pi=self.pi)
 
 
 LATEST_LABELS = """
@@ -168,7 +167,7 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
     lab = LabelledOutputs(
         item_id=item_ids, model=per_out["model"].map(mi).to_numpy(np.int64),
         y=per_out["y"].to_numpy(float), f=per_out["f"].to_numpy(float), w=parts.c,
-        cell=ci.astype(np.int64), k=k_out, n=n_out, design_note=how, wv=parts.v, pi=parts.pi, batch=parts.batch,
+        cell=ci.astype(np.int64), k=k_out, n=n_out, design_note=how, wv=parts.v, pi=parts.pi,
     )
     return data, lab, f_pop
 
@@ -239,8 +238,7 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0, kind: str = "fast",
     e = (pdata.item_win - p_loo)[:, None]
     mean, cov, n = design._domain_estimate(
         np.array([pdata.cell_lab_win.sum()]), np.array([(unl * p).sum()]), np.array([N]), np.array([unl.sum()]),
-        e, v[pdata.item_cell][:, None], np.ones_like(e), parts.c, pdata.item_win[:, None], parts.v, parts.pi,
-        parts.batch)
+        e, v[pdata.item_cell][:, None], np.ones_like(e), parts.c, pdata.item_win[:, None], parts.v, parts.pi)
     draws = design._t_draws(mean, cov, design.t_df(parts.v), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
     return draws, {"estimator": "design", "items": n, "sd": float(np.sqrt(cov[0, 0])), "design": how,
                    "diagnostics": diagnostics}
@@ -423,7 +421,7 @@ def candidate_rates(con, data: model.CellData, post: model.Posterior, lab: Label
         parts, how = design_weight_parts(con, lab.item_id[mask], n_pop, c)
         lab_c = LabelledOutputs(item_id=lab.item_id[mask], model=lab.model[mask], y=lab.y[mask], f=lab.f[mask],
                                 w=parts.c, cell=lab.cell[mask], k=lab.k[mask], n=lab.n[mask], design_note=how,
-                                wv=parts.v, pi=parts.pi, batch=parts.batch)
+                                wv=parts.v, pi=parts.pi)
         out[c] = (design_rates(data, post, lab_c, model_rates, seed + 104_729 * ci, only=[bi, ci]), lab_c)
     return out
 
