@@ -21,9 +21,9 @@ a wrong model costs width, not coverage.
 - Variance: the linearised design variance with a finite-population correction (Poisson / SRS),
   V = (1/N^2) n/(n-1) sum_S (1 - pi_i) w_i^2 (e_i - e_bar)^2, jointly for all models of an item
   (Delta's variance uses the paired residuals: the two outputs of an item were labelled together).
-- Small samples: the empirical residual variance is pooled with the model's own expected
-  residual variance p(1-p) as ``PRIOR_N`` pseudo-items (an honest prior: a handful of labels that
-  happen to agree with the model do not make a zero-width interval), and the interval uses a
+- Small samples: where the model's own expected residual variance p(1-p) is larger than the
+  empirical one, it is pooled in as ``PRIOR_N`` pseudo-items (an honest prior: a handful of labels
+  that happen to agree with the model do not make a zero-width interval), and the interval uses a
   Student-t whose degrees of freedom are Kish's effective sample size of the weights minus one.
 - Draws: the estimate is returned as draws from the multivariate t, so every downstream consumer
   (intervals, P(not worse), Delta, segments) works unchanged.
@@ -41,10 +41,10 @@ from scipy.special import expit, logsumexp
 
 from calib.data.cells import CellData
 
-# Pseudo-items of model-implied residual variance pooled into the empirical variance. At ~20
-# labelled items the empirical variance alone is so unstable that the narrowest quarter of the
-# intervals covered 84% (three-candidate demo, 60 units); 6 pseudo-items bring that quarter to 90%
-# and the whole to 96%, for 1.4% more width (bench/coverage.py --candidates 3; README).
+# Pseudo-items of model-implied residual variance pooled into the empirical variance where it is
+# the larger. At ~20 labelled items the empirical variance alone is so unstable that the narrowest
+# quarter of the intervals covered 84% (three-candidate demo, 60 units); with 6 pseudo-items, 88-90%
+# (README, "Several candidates").
 PRIOR_N = 6.0
 SURPRISE_PSEUDO = 2.0  # pseudo-items (half of them surprises) in the floor's surprise rate
 SURPRISE_SIZE = 0.25  # a surprise's squared residual, as a share of a full one, in the floor
@@ -253,7 +253,12 @@ def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.
     V_emp = fpc * (r * scale_fpc).T @ r
     r_mod = present * v[:, None] * np.sqrt(v_model)
     V_mod = fpc * np.diag(((r_mod ** 2) * scale_fpc).sum(0))
-    V = (I * V_emp + PRIOR_N * V_mod) / (I + PRIOR_N)
+    # the prior only ever widens: pooled where the model expects more residual variance than the
+    # sample shows (a variance small by chance at ~20 items), never pulling a larger empirical one
+    # down (PandaLM's preference model expects less than its 20 compared pairs show: 0.922 coverage
+    # when pooled both ways); covariances are left as estimated
+    gap = np.maximum(np.diag(V_mod) - np.diag(V_emp), 0.0)
+    V = V_emp + np.diag(PRIOR_N * gap / (I + PRIOR_N))
     if y is not None:
         # A variance floor per model, for rates near 0 or 1: labels that all agree with the model
         # leave residuals with no variation, though the population's few failures may simply not
