@@ -205,7 +205,7 @@ def _sequential_study(N, sizes, reps, seed, model="wrong"):
         idx, w, key = np.array(idx), np.array(w), np.array(key)
         e, v = y[idx] - p_model[idx], p_model[idx] * (1 - p_model[idx])
         unl = p_model[left].sum()
-        pooled = design.Weights(w, w, 1 / np.maximum(w, 1), key)
+        pooled = design.Weights(w, w, 1 / np.maximum(w, 1))
         for how, ww in (("sequential", design.sequential_weights(w, idx, key, batches, N)), ("pooled", pooled)):
             m, sd = _estimate(y[idx], unl, N, e, v, ww)
             err[how].append(m - truth)

@@ -108,7 +108,6 @@ class Weights:
     c: np.ndarray
     v: np.ndarray
     pi: np.ndarray
-    batch: np.ndarray | None = None  # each row's batch
 
 
 def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, batches: list[Batch],
@@ -137,7 +136,7 @@ def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, ba
     whole batch the weights are ``w`` as they are."""
     w = np.asarray(w, float)
     if not len(w):
-        return Weights(w, w, w, np.zeros(0, dtype=object))
+        return Weights(w, w, w)
     key = np.array([str(b) for b in batch], dtype=object)
     order = [str(b.key) for b in batches]
     info = {str(b.key): b for b in batches}
@@ -152,7 +151,7 @@ def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, ba
         W[k] = W.get(k, 0.0) + w[r]
     whole = [k for k in order if info[k].whole and served.get(k, 0) > 0]
     if not whole:
-        return Weights(w, w, 1.0 / np.maximum(w, 1.0), key)
+        return Weights(w, w, 1.0 / np.maximum(w, 1.0))
     total = sum(served[k] for k in whole)
     lam = {k: served[k] / total for k in whole}
     share = {k: min(served.get(k, 0) / max(info[k].queued, 1), 1.0) for k in order}
@@ -167,7 +166,7 @@ def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, ba
         run += lam.get(k, 0.0)
     v = np.array([lam[k] * pool[k] * w[r] / W[k] if k in lam else 0.0 for r, k in enumerate(key)])
     known = np.array([after[k] / max(share[k], 1e-6) for k in key])
-    return Weights(c=v + known, v=v, pi=1.0 / np.maximum(w, 1.0), batch=key)
+    return Weights(c=v + known, v=v, pi=1.0 / np.maximum(w, 1.0))
 
 
 def loo_predictions(p_draws: np.ndarray, k: np.ndarray, n: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:
