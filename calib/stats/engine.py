@@ -74,31 +74,30 @@ def design_weight_parts(con, item_ids: np.ndarray, n_pop: int, candidate: str | 
     (imported, or labelled outside the queue) are declared a uniform sample of the items, one
     batch placed at their first label's time. The batches are combined as sequential samples
     (``design.sequential_weights``): each estimates the population from its own pool, weighted by
-    its labelled units; a lead's subset batch (policy ``filtered``) only stands for itself."""
+    its labelled units; a lead's subset batch (policy ``filtered``) has no population estimate of its own."""
     if not len(item_ids):
         return design.Weights(np.zeros(0), np.zeros(0), np.zeros(0)), "none"
     s = store.get_settings(con)
     first = store.first_candidate(con)
     cand = candidate or first
-    with_q = """WITH q AS (SELECT item_id, arg_max(inclusion_prob, queue_id) AS pi, arg_max(coalesce(batch_id, 0), queue_id) AS b,
-                                  arg_max(policy, queue_id) AS pol, min(created_at) AS t
-                           FROM queue WHERE coalesce(candidate, ?) = ? GROUP BY item_id),
-                     done AS (SELECT l.item_id, min(l.created_at) AS t FROM labels l LEFT JOIN leases e USING (lease_id)
-                              WHERE l.model = ? OR (l.model = ? AND coalesce(e.candidate, ?) = ?) GROUP BY l.item_id
-                              UNION ALL SELECT item_id, min(created_at) FROM pair_labels WHERE candidate = ? GROUP BY item_id),
-                     done1 AS (SELECT item_id, min(t) AS t FROM done GROUP BY item_id)"""
-    params = [first, cand, cand, s["baseline"], first, cand, cand]
-    rows = {r[0]: (r[1], r[2]) for r in con.execute(
-        with_q + " SELECT item_id, pi, b FROM q", params).fetchall()}
+    q_cte = """WITH q AS (SELECT item_id, arg_max(inclusion_prob, queue_id) AS pi, arg_max(coalesce(batch_id, 0), queue_id) AS b,
+                                 arg_max(policy, queue_id) AS pol, min(created_at) AS t
+                          FROM queue WHERE coalesce(candidate, ?) = ? GROUP BY item_id)"""
+    rows = {r[0]: (r[1], r[2]) for r in con.execute(q_cte + " SELECT item_id, pi, b FROM q", [first, cand]).fetchall()}
     batch_rows = con.execute(
-        with_q + " SELECT b, arg_max(pol, t) = 'filtered', count(*), min(t) FROM q GROUP BY b ORDER BY b",
-        params).fetchall()
+        q_cte + " SELECT b, arg_max(pol, t) = 'filtered', count(*), min(t) FROM q GROUP BY b ORDER BY b",
+        [first, cand]).fetchall()
     uniq = set(item_ids.tolist())
     outside = [i for i in uniq if i not in rows]
     batches = [design.Batch(key=b, whole=not filt, queued=int(k)) for b, filt, k, _ in batch_rows]
     if outside:
+        # the labels from outside the queue: one batch, placed at their first label's time
         t_out = con.execute(
-            with_q + " SELECT min(t) FROM done1 WHERE item_id NOT IN (SELECT item_id FROM q)", params).fetchone()[0]
+            q_cte + """, done AS (SELECT l.item_id, l.created_at AS t FROM labels l LEFT JOIN leases e USING (lease_id)
+                                  WHERE l.model = ? OR (l.model = ? AND coalesce(e.candidate, ?) = ?)
+                                  UNION ALL SELECT item_id, created_at FROM pair_labels WHERE candidate = ?)
+                       SELECT min(t) FROM done WHERE item_id NOT IN (SELECT item_id FROM q)""",
+            [first, cand, cand, s["baseline"], first, cand, cand]).fetchone()[0]
         at = sum(1 for *_, t in batch_rows if t_out is not None and t is not None and t <= t_out)
         batches.insert(at, design.Batch(key=-1, whole=True, queued=len(outside)))
     pi = np.array([rows[i][0] if i in rows else len(outside) / max(n_pop, 1) for i in item_ids], float)
