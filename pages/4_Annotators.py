@@ -40,17 +40,9 @@ st.caption("A comparison is what an SME rates in one submit: one item's baseline
 thr = annotators.throughput(cur)
 if thr:
     # the same rows in parts (the work, per candidate, the time it took): one table would be too wide
-    rows = tables.annotator_table(thr)
-    work = ["SME", tables.COMPARISONS, "Distinct items", "Label rows", "First label", "Last label"]
-    st.markdown("**Work done**")
-    st.dataframe(safe.rows([{c: r[c] for c in work} for r in rows]), hide_index=True, width="stretch")
-    per_candidate = tables.annotator_candidate_table(thr)
-    if per_candidate:
-        st.markdown("**Comparisons per candidate**")
-        st.dataframe(safe.rows(per_candidate), hide_index=True, width="stretch")
-    st.markdown("**Rating time**")
-    st.dataframe(safe.rows([{c: r[c] for c in ["SME"] + [c for c in r if c not in work]} for r in rows]),
-                 hide_index=True, width="stretch")
+    for title, part in tables.annotator_tables(thr).items():
+        st.markdown(f"**{title}**")
+        st.dataframe(safe.rows(part), hide_index=True, width="stretch")
 else:
     st.info("No SME labels yet: throughput appears once SMEs rate items on the Label page.")
 

@@ -279,10 +279,10 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
                  "one submit (with several candidates an item can be several comparisons; a re-rating counts once); "
                  "distinct items count each item once; a label row is one verdict on one output on one dimension by "
                  "one SME (a re-rating adds rows). Rating time is the labelling form's timer.</p>")
-    parts.append(_table(tables.annotator_table(thr)) if thr else "<p class='empty'>No SME labels yet.</p>")
-    per_candidate = tables.annotator_candidate_table(thr)
-    if per_candidate:
-        parts.append("<h3>Comparisons per candidate</h3>" + _table(per_candidate))
+    for title, part in tables.annotator_tables(thr).items():  # in parts: one table is wider than A4
+        parts.append(f"<h3>{_esc(title)}</h3>" + _table(part))
+    if not thr:
+        parts.append("<p class='empty'>No SME labels yet.</p>")
 
     parts.append(_h2("Fit convergence"))
     if fit["kind"] == "nuts":

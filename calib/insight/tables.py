@@ -201,6 +201,23 @@ def annotator_table(rows: list[dict]) -> list[dict]:
         ("last_at", "Last label", lambda v: text(str(v)[:16] if v is not None else None))])
 
 
+WORK_COLUMNS = ["SME", COMPARISONS, "Distinct items", "Label rows", "First label", "Last label"]
+
+
+def annotator_tables(rows: list[dict]) -> dict[str, list[dict]]:
+    """``annotator_table`` in parts that fit a page or an A4 report: "Work done", "Comparisons per
+    candidate" (only with several candidates) and "Rating time"; {} when nobody has labelled."""
+    if not rows:
+        return {}
+    full = annotator_table(rows)
+    out = {"Work done": [{c: r[c] for c in WORK_COLUMNS} for r in full]}
+    per_candidate = annotator_candidate_table(rows)
+    if per_candidate:
+        out["Comparisons per candidate"] = per_candidate
+    out["Rating time"] = [{c: r[c] for c in ["SME"] + [c for c in r if c not in WORK_COLUMNS]} for r in full]
+    return out
+
+
 def annotator_candidate_table(rows: list[dict]) -> list[dict]:
     """Each SME's comparisons per candidate (``annotators.throughput``'s ``by_candidate``), one
     column per candidate named after it (data: the caller escapes headers like cells); [] when the
