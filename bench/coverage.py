@@ -18,7 +18,7 @@ about to draw, vs the sd actually obtained at n+k).
     .venv/bin/python bench/coverage.py [--reps 200] [--kind fast|nuts] [--items 2000]
     .venv/bin/python bench/coverage.py --summeval ../shared/datasets/summeval_flat_with_rouge.jsonl
     .venv/bin/python bench/coverage.py --pandalm ../shared/datasets/pandalm_merged.jsonl
-    .venv/bin/python bench/coverage.py --candidates 3 --reps 6 --items 1000
+    .venv/bin/python bench/coverage.py --candidates 3 --reps 6 --items 1000 [--seed 5000]
 
 ``--candidates K`` (K >= 2) runs the product path end to end instead: a demo project with K
 candidates in DuckDB, the simulated SME labelling units (item, candidate) through the real queue
@@ -334,25 +334,29 @@ def main() -> None:
     ap.add_argument("--pandalm")
     ap.add_argument("--json", help="also write the tables as JSON here")
     ap.add_argument("--candidates", type=int, default=1, help="K >= 2: the multi-candidate study through the product")
+    ap.add_argument("--seed", type=int, help="first replicate's seed (default: 1000 for the simulation, 2000 for "
+                                             "--candidates, 0 for the real data): other seeds give independent runs")
     args = ap.parse_args()
     tables = {}
     if args.candidates > 1:
         t = time.time()
-        tables["candidates"] = run_multi(args.reps, args.items, args.candidates)
+        tables["candidates"] = run_multi(args.reps, args.items, args.candidates,
+                                         seed0=2000 if args.seed is None else args.seed)
         print_table(tables["candidates"], f"{args.candidates} candidates ({args.reps} replicates x 3 dimensions, "
                                           f"{args.items} items, fast fit, {time.time() - t:.0f} s)")
         if args.json:
             Path(args.json).write_text(json.dumps(tables, indent=2, default=float))
         return
     if args.summeval:
-        tables["summeval"] = run_summeval(args.summeval, args.reps, kind=args.kind)
+        tables["summeval"] = run_summeval(args.summeval, args.reps, kind=args.kind, seed0=args.seed or 0)
         print_table(tables["summeval"], f"SummEval ({args.reps} replicates, {args.kind} fit)")
     if args.pandalm:
-        tables["pandalm"] = run_pandalm(args.pandalm, args.reps)
+        tables["pandalm"] = run_pandalm(args.pandalm, args.reps, seed0=args.seed or 0)
         print_table(tables["pandalm"], f"PandaLM pairwise win rate ({args.reps} replicates)")
     if not (args.summeval or args.pandalm):
         t = time.time()
-        tables["simulation"] = summarise(run_sim(args.reps, args.kind, args.items))
+        tables["simulation"] = summarise(run_sim(args.reps, args.kind, args.items,
+                                                        seed0=1000 if args.seed is None else args.seed))
         print_table(tables["simulation"], f"Simulation ({args.reps} replicates x 3 dimensions, {args.items} items, "
                                           f"{args.kind} fit, {time.time() - t:.0f} s)")
     if args.json:
