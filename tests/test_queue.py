@@ -29,6 +29,24 @@ def test_inclusion_probabilities_sum_to_n_and_honour_the_random_share():
             assert pi.min() >= r * 150 / 1000 * 0.999
 
 
+def test_priorities_are_clipped_so_no_weight_runs_away():
+    """A priority far from the rest (an estimate from few labels) moves pi at most ``clip`` times
+    the mean's way: the positive priorities' probabilities stay within clip^2 of each other, zero
+    priorities (a decided candidate's units) keep only their uniform part, and the order is kept."""
+    rng = np.random.default_rng(1)
+    prio = rng.exponential(size=500) ** 4
+    prio[:50] = 0.0
+    pi = sampling.inclusion_probabilities(prio, 40, random_share=0.0, clip=3.0)
+    assert pi.sum() == pytest.approx(40)
+    pos = pi[50:]
+    assert pos.max() / pos.min() <= 9 * 1.0001
+    assert np.all(pi[:50] < 1e-9)
+    order = np.argsort(prio[50:])
+    assert np.all(np.diff(pos[order]) >= -1e-12)
+    unclipped = sampling.inclusion_probabilities(prio, 40, random_share=0.0, clip=None)
+    assert unclipped[50:].max() / unclipped[50:].min() > 100
+
+
 def test_selection_frequency_matches_inclusion_probability(demo_con):
     """Over repeated seeded refills on fresh copies of the same queue state, each item's selection
     frequency matches its recorded inclusion probability, and the random share is as set."""
