@@ -340,7 +340,8 @@ def replicate(args) -> list[dict]:
                 if r["segment"] is None:
                     t = truth["rate"][(r["model"], r["dimension"])]
                     out.append({"data": "summeval", "design": design, "n": n, "pair": f"{base}/{cand}",
-                                "method": "tiebreak (rate)", "dim": r["dimension"], "lo": r["lo"], "hi": r["hi"],
+                                "method": "tiebreak (rate)", "dim": r["dimension"], "model": r["model"],
+                                "truth": t, "lo": r["lo"], "hi": r["hi"],
                                 "width": r["hi"] - r["lo"], "covered": r["lo"] <= t <= r["hi"],
                                 "scaled_err": abs(t - (r["lo"] + r["hi"]) / 2) / max((r["hi"] - r["lo"]) / 2, 1e-9)})
             for r in _peer_intervals(con, fit, truth, design, df_scores, base, cand):

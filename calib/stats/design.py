@@ -124,8 +124,9 @@ def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, ba
     to the batch, share_g = labelled / queued) + |U_b| x (its Hajek mean of e): unbiased given the
     history for any model, and valid however small the pool has become (with 60 of 100 items
     labelled, the last batch's pool is 40 items, not 100). The estimate combines these per-batch
-    estimates with weights lambda_b proportional to their labelled items, as active inference
-    combines its rounds (Zrnic & Candes 2024), so a small last batch counts for little:
+    estimates with weights lambda_b inversely proportional to their planned variances
+    (``batch_combination``), as active inference combines its rounds (Zrnic & Candes 2024), so a
+    small batch from a large pool counts for little:
 
         c_i = lambda_b |U_b| w_i / W_b  +  (sum of lambda over whole batches after b) / share_b
 
@@ -146,20 +147,21 @@ def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, ba
         first_row.setdefault((i, k), r)
     served: dict[str, int] = {}
     W: dict[str, float] = {}
+    ws: dict[str, list] = {}
     for (_, k), r in first_row.items():
         served[k] = served.get(k, 0) + 1
         W[k] = W.get(k, 0.0) + w[r]
+        ws.setdefault(k, []).append(w[r])
     whole = [k for k in order if info[k].whole and served.get(k, 0) > 0]
     if not whole:
         return Weights(w, w, 1.0 / np.maximum(w, 1.0))
-    total = sum(served[k] for k in whole)
-    lam = {k: served[k] / total for k in whole}
     share = {k: min(served.get(k, 0) / max(info[k].queued, 1), 1.0) for k in order}
     pool, taken = {}, 0
     for k in order:
         pool[k] = max(n_pop - taken, served.get(k, 0), 1)
         if served.get(k, 0):
             taken += max(info[k].queued, served[k])
+    lam = batch_combination({k: (pool[k], np.array(ws[k]) / max(share[k], 1e-6)) for k in whole})
     after, run = {}, 0.0
     for k in reversed(order):
         after[k] = run
@@ -167,6 +169,30 @@ def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, ba
     v = np.array([lam[k] * pool[k] * w[r] / W[k] if k in lam else 0.0 for r, k in enumerate(key)])
     known = np.array([after[k] / max(share[k], 1e-6) for k in key])
     return Weights(c=v + known, v=v, pi=1.0 / np.maximum(w, 1.0))
+
+
+def batch_combination(batches: dict) -> dict:
+    """Weights lambda_b (summing to 1) of the batches' population estimates: inversely proportional
+    to each estimate's planned variance per unit of residual variance,
+
+        D_b = |U_b|^2 sum_{S_b} w'_i (w'_i - 1) / (sum_{S_b} w'_i)^2,
+
+    the Hajek estimator's linearised variance with equal residual variances (w' = 1/pi scaled by the
+    share of the batch served). ``batches``: {key: (pool size |U_b|, w' of its labelled items)}.
+
+    Why not proportional to the labelled items: a batch from a pool of 100 and one from the last 40
+    hold the same information per label only when the pool is infinite. Each estimates the pool's
+    residuals, and the smaller the pool left, the more exactly (its finite-population correction):
+    with uniform batches of 10 until 60 of 100 items, weights by labelled items made the error's
+    variance 1.44x one uniform sample's; inverse-variance weights recover the uniform sample's
+    N (N - n) / n exactly, and a census of the last pool gets the weight it deserves."""
+    inv = {}
+    for k, (pool, wk) in batches.items():
+        wk = np.maximum(np.asarray(wk, float), 1.0)
+        d = pool ** 2 * float(np.sum(wk * (wk - 1.0))) / float(np.sum(wk)) ** 2
+        inv[k] = 1.0 / max(d, 1e-6 * pool)  # a census of its pool: (nearly) exact
+    total = sum(inv.values())
+    return {k: v / total for k, v in inv.items()}
 
 
 def loo_predictions(p_draws: np.ndarray, k: np.ndarray, n: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:
