@@ -73,8 +73,8 @@ def design_weight_parts(con, item_ids: np.ndarray, n_pop: int, candidate: str | 
     part of a partly served batch is a uniform subsample of it. Labels with no queue record
     (imported, or labelled outside the queue) are declared a uniform sample of the items, one
     batch placed at their first label's time. The batches are combined as sequential samples
-    (``design.sequential_weights``): each estimates the population from its own pool, weighted by
-    its labelled units; a lead's subset batch (policy ``filtered``) has no population estimate of its own."""
+    (``design.sequential_weights``): each estimates the population from its own pool, and these
+    estimates are combined inversely to their planned variances; a lead's subset batch (policy ``filtered``) has no population estimate of its own."""
     if not len(item_ids):
         return design.Weights(np.zeros(0), np.zeros(0), np.zeros(0)), "none"
     s = store.get_settings(con)
