@@ -265,9 +265,9 @@ def test_a_lead_subset_batch_does_not_stand_for_the_population():
     c = parts.c
     assert c[4] == 0.0 and parts.v[4] == 0.0
     assert np.isclose(c[:4].sum(), 40.0)
-    # the batches' estimates combined inversely to their planned variances, pool^2 sum w(w-1) / (sum w)^2:
-    # batch 1, 40^2 x 270 / 900 = 480; batch 2 (one item of weight 50 from the 37 left), 37^2 x 0.98
-    inv1, inv2 = 1 / 480, 1 / (37 ** 2 * 50 * 49 / 50 ** 2)
+    # the batches' estimates combined inversely to their planned variances, pool (pool - n) / n:
+    # batch 1, 3 labelled of a pool of 40; batch 2, one labelled of the 37 left
+    inv1, inv2 = 1 / (40 * 37 / 3), 1 / (37 * 36 / 1)
     lam1, lam2 = inv1 / (inv1 + inv2), inv2 / (inv1 + inv2)
     # batch 1: lam1 of the pool of 40; then each of its items stands for itself in batch 2's
     # estimate (lam2); batch 2: lam2 of its pool of 37

@@ -147,11 +147,9 @@ def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, ba
         first_row.setdefault((i, k), r)
     served: dict[str, int] = {}
     W: dict[str, float] = {}
-    ws: dict[str, list] = {}
     for (_, k), r in first_row.items():
         served[k] = served.get(k, 0) + 1
         W[k] = W.get(k, 0.0) + w[r]
-        ws.setdefault(k, []).append(w[r])
     whole = [k for k in order if info[k].whole and served.get(k, 0) > 0]
     if not whole:
         return Weights(w, w, 1.0 / np.maximum(w, 1.0))
@@ -161,7 +159,7 @@ def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, ba
         pool[k] = max(n_pop - taken, served.get(k, 0), 1)
         if served.get(k, 0):
             taken += max(info[k].queued, served[k])
-    lam = batch_combination({k: (pool[k], np.array(ws[k]) / max(share[k], 1e-6)) for k in whole})
+    lam = batch_combination({k: (pool[k], served[k]) for k in whole})
     after, run = {}, 0.0
     for k in reversed(order):
         after[k] = run
@@ -173,23 +171,25 @@ def sequential_weights(w: np.ndarray, item_id: np.ndarray, batch: np.ndarray, ba
 
 def batch_combination(batches: dict) -> dict:
     """Weights lambda_b (summing to 1) of the batches' population estimates: inversely proportional
-    to each estimate's planned variance per unit of residual variance,
+    to each estimate's planned variance per unit of residual variance, taken as a uniform sample's,
 
-        D_b = |U_b|^2 sum_{S_b} w'_i (w'_i - 1) / (sum_{S_b} w'_i)^2,
+        D_b = |U_b| (|U_b| - n_b) / n_b,
 
-    the Hajek estimator's linearised variance with equal residual variances (w' = 1/pi scaled by the
-    share of the batch served). ``batches``: {key: (pool size |U_b|, w' of its labelled items)}.
+    ``batches``: {key: (pool size |U_b|, labelled items n_b)}.
 
     Why not proportional to the labelled items: a batch from a pool of 100 and one from the last 40
-    hold the same information per label only when the pool is infinite. Each estimates the pool's
+    hold the same information per label only when the pool is infinite. Each estimates its pool's
     residuals, and the smaller the pool left, the more exactly (its finite-population correction):
     with uniform batches of 10 until 60 of 100 items, weights by labelled items made the error's
-    variance 1.44x one uniform sample's; inverse-variance weights recover the uniform sample's
-    N (N - n) / n exactly, and a census of the last pool gets the weight it deserves."""
+    variance 1.5x one uniform sample's; inverse-variance weights recover about one uniform sample's
+    N (N - n) / n, and a census of the last pool gets the weight it deserves. Why the counts only,
+    not the batch's own weights 1/pi: lambda then does not depend on which units the batch drew
+    (given how many), as active inference requires of its rounds' weights; with the drawn units'
+    weights in D_b, batches of 5 favouring some units 9x were biased by 4 standard errors in
+    simulation (1.6 with counts), for a 7% smaller error."""
     inv = {}
-    for k, (pool, wk) in batches.items():
-        wk = np.maximum(np.asarray(wk, float), 1.0)
-        d = pool ** 2 * float(np.sum(wk * (wk - 1.0))) / float(np.sum(wk)) ** 2
+    for k, (pool, n_b) in batches.items():
+        d = pool * max(pool - n_b, 0) / max(n_b, 1)
         inv[k] = 1.0 / max(d, 1e-6 * pool)  # a census of its pool: (nearly) exact
     total = sum(inv.values())
     return {k: v / total for k, v in inv.items()}
