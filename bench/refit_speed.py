@@ -8,7 +8,9 @@ since the timing does not depend on them), then times:
 - the authoritative NUTS fit: cold (first, compiles the model) and warm (after one more label);
 and prints how far the fast fit's Delta intervals are from NUTS's, as a share of NUTS's width.
 
-    .venv/bin/python bench/refit_speed.py [--store bench/out/scale.duckdb]
+    .venv/bin/python bench/refit_speed.py [--store bench/out/scale.duckdb] [--no-nuts]
+
+--no-nuts stops after the fast fits (the NUTS part adds a minute or two on the 2-core machine).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     ap.add_argument("--store", default=str(Path(__file__).parent / "out" / "scale.duckdb"))
     ap.add_argument("--labels", type=int, default=2000)
     ap.add_argument("--refits", type=int, default=20)
+    ap.add_argument("--no-nuts", action="store_true", help="time the cell build and the fast fits only")
     args = ap.parse_args()
     src = Path(args.store)
     if not src.exists():
@@ -72,6 +75,8 @@ def main() -> None:
         times.append(time.perf_counter() - t)
     print(f"fast fit after each new label: p50 {np.percentile(times, 50):.2f} s, p95 {np.percentile(times, 95):.2f} s "
           f"(n={len(times)})")
+    if args.no_nuts:
+        return
 
     t = time.perf_counter()
     engine.fit_project(con, "nuts")

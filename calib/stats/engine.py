@@ -7,6 +7,7 @@ cost does not grow with the number of unlabelled outputs.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 from scipy.special import expit
+from threadpoolctl import threadpool_limits
 
 from calib.data import store
 from calib.data.cells import ensure_cells
@@ -246,11 +248,26 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0, kind: str = "fast",
 # --------------------------------------------------------------------------- fit
 
 
+def one_blas_thread(fn):
+    """Run ``fn`` with BLAS (OpenBLAS) on one thread. A fit's matrices are small (tens of
+    parameters by a few thousand cells): a second BLAS thread saves little on an idle machine, and
+    on a busy one (the app's sessions, the NUTS thread, other work on 2 cores) its threads spin
+    waiting for a core: the dashboard's fast refit took 2.9 s with two threads against 1.5 s with
+    one at load 3.6 (bench/profile_refresh.py). The limit is process-wide while ``fn`` runs and
+    restored after; results are the same up to float round-off."""
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+    return inner
+
+
 def _interval_dict(draws, mass):
     mean, lo, hi = model.posterior_interval(draws, mass)
     return {"mean": mean, "lo": lo, "hi": hi}
 
 
+@one_blas_thread
 def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: float | None = None,
                 seed: int = 0, record: bool = True, draws: int | None = None,
                 max_label_id: int | None = None, forecast_extra: list[int] | None = None) -> dict:
@@ -488,6 +505,7 @@ def label_watermark(con: duckdb.DuckDBPyConnection) -> int:
                + con.execute("SELECT coalesce(max(label_id), 0) FROM pair_labels").fetchone()[0])
 
 
+@one_blas_thread
 def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_width: float | None = None,
                      margin: float | None = None, seed: int = 0) -> dict:
     """Expected interval width of Delta after each number of extra labelled items, the chance of a
