@@ -408,7 +408,7 @@ def design_rates(data: model.CellData, post: model.Posterior, lab: LabelledOutpu
     small = model.Posterior(theta=post.theta[:sub], sigma=post.sigma[:sub], tau=post.tau[:sub], kind=post.kind)
     p_cells = design.cell_probabilities(data, model.eta_draws(data, small))
     cells = lab.cell if lab.cell is not None else np.zeros(0, np.int64)
-    p_lab = expit(model.eta_draws(data, small, cells=cells)) if len(cells) else np.zeros((sub, 0))
+    p_lab = model.expit_fast(model.eta_draws(data, small, cells=cells)) if len(cells) else np.zeros((sub, 0))
     return design.design_rate_draws(data, p_cells, p_lab, lab.labelled_set(), model_rates.overall,
                                     model_rates.by_segment, seed=seed, only=only)
 
@@ -542,7 +542,7 @@ def _forecast_dimension(dim, data, post, rates, models, base, extra, target, mar
     # the residual variance of a label once the calibration is learnt: E over the posterior of
     # p(1-p) (with no labels the posterior is the prior, whose draws are far from 1/2 in most
     # cells; p-bar(1-p-bar) at the posterior mean would say 0.25 everywhere)
-    pe = expit(model.eta_draws(data, model.Posterior(
+    pe = model.expit_fast(model.eta_draws(data, model.Posterior(
         theta=post.theta[:200], sigma=post.sigma[:200], tau=post.tau[:200], kind=post.kind)))
     v = (pe * (1 - pe)).mean(0)
     for c in [m for m in models if m != base]:
