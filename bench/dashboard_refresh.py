@@ -7,7 +7,11 @@ After each of N new labelled items it times:
   the latency/cost scan of the outputs is cached per data version, and is timed once separately;
 - a full rerun of pages/2_Decision.py through Streamlit's AppTest (script, widgets, exports, charts).
 
-    .venv/bin/python bench/dashboard_refresh.py [--db bench/out/refit.duckdb] [--n 10]
+    .venv/bin/python bench/dashboard_refresh.py [--db bench/out/refit.duckdb] [--n 10] [--history 2000]
+
+--history N first pads the fits table to N recorded fits (copies of the fits already there): a live
+dashboard refits after each labelled item, so a project at 2,000 labels has about 2,000 fits, and
+the refresh reads the fits history (the copy of refit.duckdb has only the bench's few dozen).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", default=str(ROOT / "bench" / "out" / "refit.duckdb"))
     ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--history", type=int, default=0, help="pad the fits table to this many fits first")
     args = ap.parse_args()
     src = Path(args.db)
     if not src.exists():
@@ -64,6 +69,12 @@ def main() -> None:
     n_lab = con.execute("SELECT count(DISTINCT item_id) FROM labels").fetchone()[0]
     print(f"store: {n_out:,} outputs, {n_lab:,} labelled items")
     cells.ensure_cells(con)
+    have = con.execute("SELECT count(*) FROM fits").fetchone()[0]
+    if have and args.history > have:
+        con.execute("""INSERT INTO fits (created_at, kind, n_labels, seconds, result)
+                       SELECT f.created_at, f.kind, f.n_labels, f.seconds, f.result FROM fits f, range(?) r
+                       ORDER BY r.range, f.fit_id LIMIT ?""", [args.history // have + 1, args.history - have])
+    print(f"fits recorded: {con.execute('SELECT count(*) FROM fits').fetchone()[0]:,}")
     t = time.perf_counter()
     comparison = dashboard.output_stats(con)
     print(f"latency/cost scan of every output (cached per data version): {time.perf_counter() - t:.2f} s")
