@@ -7,7 +7,7 @@ After each of N new labelled items it times:
   the latency/cost scan of the outputs is cached per data version, and is timed once separately;
 - a full rerun of pages/2_Decision.py through Streamlit's AppTest (script, widgets, exports, charts).
 
-    .venv/bin/python bench/dashboard_refresh.py [--db bench/out/refit.duckdb] [--n 10] [--history 2000]
+    .venv/bin/python bench/dashboard_refresh.py [--db bench/out/refit.duckdb] [--n 10] [--history 2000] [--no-page]
 
 --history N first pads the fits table to N recorded fits (copies of the fits already there): a live
 dashboard refits after each labelled item, so a project at 2,000 labels has about 2,000 fits, and
@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--db", default=str(ROOT / "bench" / "out" / "refit.duckdb"))
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--history", type=int, default=0, help="pad the fits table to this many fits first")
+    ap.add_argument("--no-page", action="store_true", help="skip the full page reruns (AppTest)")
     args = ap.parse_args()
     src = Path(args.db)
     if not src.exists():
@@ -79,18 +80,22 @@ def main() -> None:
     comparison = dashboard.output_stats(con)
     print(f"latency/cost scan of every output (cached per data version): {time.perf_counter() - t:.2f} s")
     live_refresh(con, comparison)  # warm: first fit in the process
-    times = []
+    times, cpu = [], []
     for i in range(args.n):
         add_label(con, 500 + i)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         live_refresh(con, comparison)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     print(f"live refresh after each new label: p50 {np.percentile(times, 50):.2f} s, p95 {np.percentile(times, 95):.2f} s, "
-          f"max {max(times):.2f} s (n={len(times)})")
+          f"max {max(times):.2f} s (n={len(times)}); CPU time (all threads) p50 {np.percentile(cpu, 50):.2f} s; "
+          f"load average {os.getloadavg()[0]:.2f}")
     t = time.perf_counter()
     live_refresh(con, comparison)
     print(f"live refresh with no new label (no refit): {time.perf_counter() - t:.3f} s")
     con.close()
+    if args.no_page:
+        return
 
     from streamlit.testing.v1 import AppTest
 
@@ -109,7 +114,7 @@ def main() -> None:
         page.append(time.perf_counter() - t)
         assert not at.exception, at.exception
     print(f"full page rerun (AppTest) after each new label: p50 {np.percentile(page, 50):.2f} s, "
-          f"max {max(page):.2f} s (n={len(page)})")
+          f"max {max(page):.2f} s (n={len(page)}); load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

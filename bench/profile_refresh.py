@@ -15,6 +15,7 @@ import cProfile
 import functools
 import importlib.util
 import io
+import os
 import pstats
 import shutil
 import sys
@@ -87,23 +88,25 @@ def main() -> None:
     for mod, name in STAGES:
         wrap(mod, name)
     per_refresh: list[dict[str, float]] = []
-    total = []
+    total, cpu = [], []
     prof = cProfile.Profile() if args.cprofile else None
     for i in range(args.n):
         dashboard_refresh.add_label(con, 700 + i)
         TIMES.clear()
         CALLS.clear()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         if prof:
             prof.enable()
         dashboard_refresh.live_refresh(con, comparison)
         if prof:
             prof.disable()
         total.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         per_refresh.append({k: (v, CALLS[k]) for k, v in TIMES.items()})
     con.close()
     db.unlink()
-    print(f"live refresh: median {np.median(total):.3f} s over {args.n} (cProfile {'on' if prof else 'off'})")
+    print(f"live refresh: median {np.median(total):.3f} s wall, {np.median(cpu):.3f} s CPU (all threads) over {args.n} "
+          f"(cProfile {'on' if prof else 'off'}); load average {os.getloadavg()[0]:.2f}")
     labels = sorted({k for r in per_refresh for k in r}, key=lambda k: -np.median([r.get(k, (0, 0))[0] for r in per_refresh]))
     print(f"{'stage (inclusive)':40s} {'median s':>9s} {'calls':>6s}")
     for k in labels:
