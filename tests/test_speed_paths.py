@@ -86,3 +86,44 @@ def test_a_fit_runs_blas_on_one_thread_and_restores_it(demo_con, monkeypatch):
     engine.fit_project(demo_con, "fast", record=False)
     assert seen and all(s == {1} for s in seen)
     assert {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == before
+
+
+def test_model_cells_read_as_columns_equal_the_tuple_per_cell_reading(demo_con):
+    from calib.data import cells
+
+    cells.ensure_cells(demo_con)
+    models = store.models(demo_con)
+    for dim in store.get_settings(demo_con)["dimensions"]:
+        for ms in (models, models[:1]):  # every model, and a subset (cells of other models dropped)
+            data, _, f_pop = engine.load_dimension(demo_con, dim, ms)
+            # the code it replaces: one Python tuple per cell
+            mc = demo_con.execute("SELECT cell_id, model, segment, x, n, sum_f FROM model_cells WHERE dimension = ? "
+                                  "ORDER BY cell_id", [dim]).fetchall()
+            mi = {m: i for i, m in enumerate(ms)}
+            si = {s: i for i, s in enumerate(sorted({r[2] for r in mc}))}
+            keep = [r for r in mc if r[1] in mi]
+            assert data.segments == sorted(si) and data.cell_x.dtype == float
+            assert np.array_equal(data.cell_model, np.array([mi[r[1]] for r in keep], np.int64))
+            assert np.array_equal(data.cell_segment, np.array([si[r[2]] for r in keep], np.int64))
+            assert np.array_equal(data.cell_x, np.array([r[3] for r in keep], float).reshape(len(keep), len(data.judges)))
+            assert np.array_equal(data.cell_n, np.array([r[4] for r in keep], np.int64))
+            assert np.array_equal(data.cell_ids, np.array([r[0] for r in keep], np.int64))
+            assert f_pop == {m: sum(r[5] for r in keep if r[1] == m) / max(1, sum(r[4] for r in keep if r[1] == m))
+                             for m in ms}
+
+
+def test_shrinkage_figure_arrays_hold_the_history_values():
+    from calib.insight import plots
+
+    rng = np.random.default_rng(2)
+    hist = [{"dimension": "style", "n_labels": int(n), "fit_id": i, "mean": float(m), "lo": float(m - w), "hi": float(m + w)}
+            for i, (n, m, w) in enumerate(zip(range(10, 2010), rng.normal(0, 0.05, 2000), rng.uniform(0.01, 0.2, 2000)))]
+    fig = plots.shrinkage_figure(hist, "style")
+    x = [h["n_labels"] for h in hist]
+    assert list(fig.data[0].x) == x + x[::-1]
+    assert list(fig.data[0].y) == [h["hi"] for h in hist] + [h["lo"] for h in hist][::-1]
+    assert list(fig.data[1].x) == x and list(fig.data[1].y) == [h["mean"] for h in hist]
+    assert list(fig.data[1].error_y.array) == [h["hi"] - h["mean"] for h in hist]
+    assert list(fig.data[1].error_y.arrayminus) == [h["mean"] - h["lo"] for h in hist]
+    empty = plots.shrinkage_figure([], "style")
+    assert len(empty.data[0].x) == 0 and len(empty.data[1].x) == 0
