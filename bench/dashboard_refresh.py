@@ -100,6 +100,10 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     os.environ["TIEBREAK_DB"] = str(db)
+    # the page takes --db from the command line before $TIEBREAK_DB (ui.db_path): with this
+    # script's own --db it opened the source store, never saw the new labels and measured a page
+    # with nothing to redo; it must open the copy the labels go to
+    sys.argv = sys.argv[:1]
     os.chdir(ROOT)
     at = AppTest.from_file(str(ROOT / "pages" / "2_Decision.py"), default_timeout=300)
     at.run()
