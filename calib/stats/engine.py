@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import duckdb
 import numpy as np
-from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
 from calib.data import store
