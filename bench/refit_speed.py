@@ -8,12 +8,15 @@ since the timing does not depend on them), then times:
 - the authoritative NUTS fit: cold (first, compiles the model) and warm (after one more label);
 and prints how far the fast fit's Delta intervals are from NUTS's, as a share of NUTS's width.
 
-    .venv/bin/python bench/refit_speed.py [--store bench/out/scale.duckdb]
+    .venv/bin/python bench/refit_speed.py [--store bench/out/scale.duckdb] [--no-nuts]
+
+--no-nuts stops after the fast fits (the NUTS part adds a minute or two on the 2-core machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -45,6 +48,7 @@ def main() -> None:
     ap.add_argument("--store", default=str(Path(__file__).parent / "out" / "scale.duckdb"))
     ap.add_argument("--labels", type=int, default=2000)
     ap.add_argument("--refits", type=int, default=20)
+    ap.add_argument("--no-nuts", action="store_true", help="time the cell build and the fast fits only")
     args = ap.parse_args()
     src = Path(args.store)
     if not src.exists():
@@ -64,14 +68,17 @@ def main() -> None:
     t = time.perf_counter()
     engine.fit_project(con, "fast")
     print(f"fast fit, first in process:    {time.perf_counter() - t:6.2f} s")
-    times = []
+    times, cpu = [], []
     for i in range(args.refits):
         add_labels(con, 1, 100 + i)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fast = engine.fit_project(con, "fast")
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     print(f"fast fit after each new label: p50 {np.percentile(times, 50):.2f} s, p95 {np.percentile(times, 95):.2f} s "
-          f"(n={len(times)})")
+          f"(n={len(times)}); CPU time (all threads) p50 {np.percentile(cpu, 50):.2f} s; load average {os.getloadavg()[0]:.2f}")
+    if args.no_nuts:
+        return
 
     t = time.perf_counter()
     engine.fit_project(con, "nuts")

@@ -6,6 +6,7 @@ goes through ``safetext.html`` first."""
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 
 from calib.safetext import html as _h, one_line
@@ -29,14 +30,18 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
     rows = sorted((h for h in history if h["dimension"] == dimension and candidate in (None, h.get("candidate"))),
                   key=lambda h: (h["n_labels"], h["fit_id"]))
     x = [h["n_labels"] for h in rows]
+    # numpy arrays, not lists: Plotly validates a list element by element (45 ms a figure at the
+    # ~2,000 fits of a live project at 2,000 labels; 4 ms as arrays), the values are the same
+    xa = np.array(x, dtype=np.int64)
+    lo, hi, mean = (np.array([h[k] for h in rows], dtype=float) for k in ("lo", "hi", "mean"))
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x + x[::-1], y=[h["hi"] for h in rows] + [h["lo"] for h in rows][::-1],
+    fig.add_trace(go.Scatter(x=np.concatenate([xa, xa[::-1]]), y=np.concatenate([hi, lo[::-1]]),
                              fill="toself", mode="lines", line={"width": 0}, name="95% interval", hoverinfo="skip",
                              fillcolor="rgba(99, 110, 250, 0.25)"))
     fig.add_trace(go.Scatter(
-        x=x, y=[h["mean"] for h in rows], mode="lines+markers", name="posterior mean",
-        error_y={"type": "data", "symmetric": False, "array": [h["hi"] - h["mean"] for h in rows],
-                 "arrayminus": [h["mean"] - h["lo"] for h in rows], "thickness": 1, "width": 2}))
+        x=xa, y=mean, mode="lines+markers", name="posterior mean",
+        error_y={"type": "data", "symmetric": False, "array": hi - mean,
+                 "arrayminus": mean - lo, "thickness": 1, "width": 2}))
     fig.add_hline(y=0, line_dash="dot", line_color="grey")
     if margin is not None:
         fig.add_hline(y=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})",

@@ -37,9 +37,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import expit, logsumexp
+from scipy.special import logsumexp
 
 from calib.data.cells import CellData
+from calib.stats.model import expit_fast
 
 # Pseudo-items of model-implied residual variance pooled into the empirical variance where it is
 # the larger. At ~20 labelled items the empirical variance alone is so unstable that the narrowest
@@ -406,4 +407,4 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
 
 def cell_probabilities(data: CellData, eta_draws: np.ndarray) -> np.ndarray:
     """Posterior-mean pass probability of every cell from linear-predictor draws (D, C)."""
-    return expit(eta_draws).mean(0)
+    return expit_fast(eta_draws).mean(0)

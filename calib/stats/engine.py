@@ -7,13 +7,15 @@ cost does not grow with the number of unlabelled outputs.
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 import time
 from dataclasses import dataclass
 
 import duckdb
 import numpy as np
-from scipy.special import expit
+from threadpoolctl import threadpool_limits
 
 from calib.data import store
 from calib.data.cells import ensure_cells
@@ -116,24 +118,28 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
                    ) -> tuple[model.CellData, LabelledOutputs, dict]:
     """CellData for one dimension (cells from DuckDB, labels joined), with cross-check inputs;
     ``max_label_id`` counts only the labels written up to that one (a replay of the history)."""
+    # column arrays, not a Python tuple per cell (thousands of cells: a third of the load's time)
     mc = con.execute(
         "SELECT cell_id, model, segment, x, n, sum_f FROM model_cells WHERE dimension = ? ORDER BY cell_id",
-        [dimension]).fetchall()
-    if not mc:
+        [dimension]).fetchnumpy()
+    if not len(mc["cell_id"]):
         raise TiebreakError(f"no judge scores for dimension {dimension!r}")
     judges = [r[0] for r in con.execute(
         "SELECT judge FROM judge_scale WHERE dimension = ? ORDER BY judge", [dimension]).fetchall()]
-    segments = sorted({r[2] for r in mc})
+    segments = sorted(set(mc["segment"].tolist()))
     mi = {m: i for i, m in enumerate(models)}
     si = {s: i for i, s in enumerate(segments)}
-    keep = [r for r in mc if r[1] in mi]
-    C = len(keep)
-    cell_model = np.array([mi[r[1]] for r in keep], np.int64)
-    cell_segment = np.array([si[r[2]] for r in keep], np.int64)
-    cell_x = np.array([r[3] for r in keep], float).reshape(C, len(judges))
-    cell_n = np.array([r[4] for r in keep], np.int64)
-    cell_ids_all = np.array([r[0] for r in keep], np.int64)
-    f_pop = {m: sum(r[5] for r in keep if r[1] == m) / max(1, sum(r[4] for r in keep if r[1] == m)) for m in models}
+    code = np.array([mi.get(m, -1) for m in mc["model"].tolist()], np.int64)
+    keep = code >= 0
+    C = int(keep.sum())
+    cell_model = code[keep]
+    cell_segment = np.array([si[s] for s in mc["segment"].tolist()], np.int64)[keep]
+    cell_x = np.array(mc["x"][keep].tolist(), float).reshape(C, len(judges))
+    cell_n = np.asarray(mc["n"][keep], np.int64)
+    cell_ids_all = np.asarray(mc["cell_id"][keep], np.int64)
+    sum_f = np.asarray(mc["sum_f"][keep], float)
+    # Python's sum over the cells in order, as before (not numpy's pairwise sum)
+    f_pop = {m: sum(sum_f[cell_model == mi[m]].tolist()) / max(1, int(cell_n[cell_model == mi[m]].sum())) for m in models}
 
     # labelled outputs: mean verdict over annotators, cell, judge consensus (aggregated in DuckDB)
     per_out = con.execute(
@@ -246,11 +252,26 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0, kind: str = "fast",
 # --------------------------------------------------------------------------- fit
 
 
+def one_blas_thread(fn):
+    """Run ``fn`` with BLAS (OpenBLAS) on one thread. A fit's matrices are small (tens of
+    parameters by a few thousand cells): a second BLAS thread saves little on an idle machine, and
+    on a busy one (the app's sessions, the NUTS thread, other work on 2 cores) its threads spin
+    waiting for a core: the dashboard's fast refit took 2.9 s with two threads against 1.5 s with
+    one at load 3.6 (bench/profile_refresh.py). The limit is process-wide while ``fn`` runs and
+    restored after; results are the same up to float round-off."""
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+    return inner
+
+
 def _interval_dict(draws, mass):
     mean, lo, hi = model.posterior_interval(draws, mass)
     return {"mean": mean, "lo": lo, "hi": hi}
 
 
+@one_blas_thread
 def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: float | None = None,
                 seed: int = 0, record: bool = True, draws: int | None = None,
                 max_label_id: int | None = None, forecast_extra: list[int] | None = None) -> dict:
@@ -391,7 +412,7 @@ def design_rates(data: model.CellData, post: model.Posterior, lab: LabelledOutpu
     small = model.Posterior(theta=post.theta[:sub], sigma=post.sigma[:sub], tau=post.tau[:sub], kind=post.kind)
     p_cells = design.cell_probabilities(data, model.eta_draws(data, small))
     cells = lab.cell if lab.cell is not None else np.zeros(0, np.int64)
-    p_lab = expit(model.eta_draws(data, small, cells=cells)) if len(cells) else np.zeros((sub, 0))
+    p_lab = model.expit_fast(model.eta_draws(data, small, cells=cells)) if len(cells) else np.zeros((sub, 0))
     return design.design_rate_draws(data, p_cells, p_lab, lab.labelled_set(), model_rates.overall,
                                     model_rates.by_segment, seed=seed, only=only)
 
@@ -488,6 +509,7 @@ def label_watermark(con: duckdb.DuckDBPyConnection) -> int:
                + con.execute("SELECT coalesce(max(label_id), 0) FROM pair_labels").fetchone()[0])
 
 
+@one_blas_thread
 def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_width: float | None = None,
                      margin: float | None = None, seed: int = 0) -> dict:
     """Expected interval width of Delta after each number of extra labelled items, the chance of a
@@ -524,7 +546,7 @@ def _forecast_dimension(dim, data, post, rates, models, base, extra, target, mar
     # the residual variance of a label once the calibration is learnt: E over the posterior of
     # p(1-p) (with no labels the posterior is the prior, whose draws are far from 1/2 in most
     # cells; p-bar(1-p-bar) at the posterior mean would say 0.25 everywhere)
-    pe = expit(model.eta_draws(data, model.Posterior(
+    pe = model.expit_fast(model.eta_draws(data, model.Posterior(
         theta=post.theta[:200], sigma=post.sigma[:200], tau=post.tau[:200], kind=post.kind)))
     v = (pe * (1 - pe)).mean(0)
     for c in [m for m in models if m != base]:
@@ -554,16 +576,37 @@ def _forecast_dimension(dim, data, post, rates, models, base, extra, target, mar
     return out
 
 
+# Parsed ``fits_history`` rows per recorded fit, by (fit_id, created_at, kind, n_labels, seconds):
+# fits are written once and never changed, and the time to the microsecond with the fit's own
+# run time tells two databases' fits apart. A live dashboard refits after every labelled item, so
+# at 2,000 labels it has ~2,000 fits of ~21 kB of JSON each: parsing them all took 0.8-1.0 s on
+# every refresh; now only the new fit is read.
+_HISTORY_ROWS: dict[tuple, list[dict]] = {}
+_HISTORY_LOCK = threading.Lock()
+_HISTORY_FIELDS = ("dimension", "candidate", "mean", "lo", "hi", "p_noninferior", "decision")
+
+
+def _history_rows(head: tuple, result: str) -> list[dict]:
+    fid, at, kind, n, secs = head
+    return [{"fit_id": fid, "created_at": at, "kind": kind, "n_labels": n, "seconds": secs,
+             **{k: d[k] for k in _HISTORY_FIELDS}} for d in json.loads(result)["diffs"]]
+
+
 def fits_history(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    """Every recorded fit, oldest first: id, time, kind, labels and the Delta intervals."""
-    rows = con.execute("SELECT fit_id, created_at, kind, n_labels, seconds, result FROM fits ORDER BY fit_id").fetchall()
-    out = []
-    for fid, at, kind, n, secs, res in rows:
-        r = json.loads(res)
-        for d in r["diffs"]:
-            out.append({"fit_id": fid, "created_at": at, "kind": kind, "n_labels": n, "seconds": secs,
-                        **{k: d[k] for k in ("dimension", "candidate", "mean", "lo", "hi", "p_noninferior", "decision")}})
-    return out
+    """Every recorded fit, oldest first: id, time, kind, labels and the Delta intervals (one row
+    per fit and Delta). Fits already read in this process are not parsed again."""
+    heads = [tuple(h) for h in con.execute(
+        "SELECT fit_id, created_at, kind, n_labels, seconds FROM fits ORDER BY fit_id").fetchall()]
+    with _HISTORY_LOCK:
+        missing = [h for h in heads if h not in _HISTORY_ROWS]
+    if missing:
+        new = con.execute("SELECT fit_id, created_at, kind, n_labels, seconds, result FROM fits "
+                          "WHERE fit_id IN (SELECT unnest(?::BIGINT[]))", [[h[0] for h in missing]]).fetchall()
+        parsed = {tuple(r[:5]): _history_rows(tuple(r[:5]), r[5]) for r in new}
+        with _HISTORY_LOCK:
+            _HISTORY_ROWS.update(parsed)
+    with _HISTORY_LOCK:
+        return [dict(r) for h in heads for r in _HISTORY_ROWS[h]]  # copies: a caller may change its rows
 
 
 def latest_fit(con: duckdb.DuckDBPyConnection, kind: str | None = None) -> dict | None:

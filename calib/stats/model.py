@@ -134,6 +134,29 @@ def eta_draws(data: CellData, post: Posterior, cells: np.ndarray | None = None) 
     return th.astype(np.float32) @ _design_unscaled(data, cells).T.astype(np.float32)
 
 
+def expit_fast(eta: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-eta)), elementwise (a new array): scipy's ``expit`` takes ~7 ns an element in
+    float32, this ~2 (the draws x cells probabilities of every refit); the two differ by float
+    round-off only (relative 3e-7 at most in float32, a few units in the last place)."""
+    out = np.negative(eta)
+    with np.errstate(over="ignore"):  # exp(-eta) = inf for eta << 0 gives 1 / inf = 0, as it should
+        np.exp(out, out=out)
+    out += 1
+    return np.reciprocal(out, out=out)
+
+
+def _softplus_inplace(eta: np.ndarray) -> np.ndarray:
+    """log(1 + exp(eta)) = max(eta, 0) + log1p(exp(-|eta|)), overwriting ``eta``: ``np.logaddexp(0,
+    eta)``'s formula in whole-array passes, three times faster, equal to it to round-off (1e-15)."""
+    pos = np.maximum(eta, 0.0)
+    np.abs(eta, out=eta)
+    np.negative(eta, out=eta)
+    np.exp(eta, out=eta)
+    np.log1p(eta, out=eta)
+    eta += pos
+    return eta
+
+
 # --------------------------------------------------------------------------- Laplace fit
 
 
@@ -203,7 +226,7 @@ def fit_laplace(data: CellData, draws: int = 1000, seed: int = 0) -> Posterior:
         th = theta + z @ L.T
         X = _scale_design(X1, data, sg, tu)
         eta = th @ X.T  # (cnt, K)
-        loglik = (k * eta).sum(1) - (n * np.logaddexp(0.0, eta)).sum(1)
+        loglik = eta @ k - _softplus_inplace(eta) @ n  # sum_K k eta - n log(1 + e^eta), as matrix products
         logprior = -0.5 * (th ** 2 * prec).sum(1) + 0.5 * np.sum(np.log(prec / (2 * np.pi)))
         _, logdet = np.linalg.slogdet(H)
         logq = -0.5 * (z ** 2).sum(1) + 0.5 * logdet - 0.5 * len(theta) * np.log(2 * np.pi)
@@ -435,7 +458,7 @@ def population_rate_draws(data: CellData, post: Posterior, seed: int = 0) -> Rat
     rng = np.random.default_rng(seed)
     M, S = len(data.models), len(data.segments)
     # float32 halves the memory traffic; sums over millions of outputs stay exact to ~1e-7
-    p = expit(eta_draws(data, post))  # (D, C)
+    p = expit_fast(eta_draws(data, post))  # (D, C)
     unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(np.float32)
     # groups: (model, all segments) then (model, segment); one indicator matrix, one product each
     C = len(data.cell_n)
