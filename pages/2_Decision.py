@@ -38,10 +38,11 @@ def _forecast(path: str, watermark: int) -> dict:
     return engine.forecast_project(ui._connection(path).cursor(), dashboard.FORECAST_EXTRA)
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def _judge_transport(path: str, watermark: int) -> list[str]:
-    """Judges whose quality differs between the models (calib.insight.fitness), per label watermark."""
-    return fitness.fitness_warnings(fitness.fitness_differences(ui._connection(path).cursor()))
+@st.cache_data(ttl=600, show_spinner=False)
+def _judge_transport(path: str, as_of: int) -> list[str]:
+    """Judges whose quality differs between the models (calib.insight.fitness), as of the labels up
+    to ``as_of`` (fitness.fitness_watermark: refreshed every 25 labels or 5%, not on every label)."""
+    return fitness.fitness_warnings(fitness.fitness_differences(ui._connection(path).cursor(), max_label_id=as_of))
 
 
 @st.fragment(run_every=5)
@@ -98,10 +99,11 @@ def live() -> None:
     if many and fit.get("p_best"):
         st.markdown("**Which model is best?** Posterior probability of the highest pass rate, per dimension")
         st.dataframe(safe.rows(dashboard.p_best_rows(fit)), hide_index=True, width="stretch", height="content")
-    transport = _judge_transport(db, engine.label_watermark(cur))
+    as_of, n_as_of = fitness.fitness_watermark(cur)
+    transport = _judge_transport(db, as_of)
     if transport:  # one box, one line per judge and dimension, under the recommendation and its cards
-        st.warning("A judge's quality differs between the models (see the Judges page):\n"
-                   + "\n".join(f"- {safe.md(w)}" for w in transport), icon="⚖️")
+        st.warning(f"A judge's quality differs between the models (see the Judges page; judge fitness as of "
+                   f"{n_as_of:,} labels):\n" + "\n".join(f"- {safe.md(w)}" for w in transport), icon="⚖️")
     for w in fit["warnings"]:
         st.warning(safe.md(w))
 

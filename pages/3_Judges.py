@@ -22,10 +22,11 @@ def _agreement(path: str, watermark: int) -> tuple[list[dict], list[dict]]:
     return diagnostics.judge_agreement(c), diagnostics.judge_bias_by_model(c)
 
 
-@st.cache_data(ttl=60, show_spinner="Measuring each judge's fitness per model ...")
-def _fitness(path: str, watermark: int) -> tuple[list[dict], list[dict]]:
-    c = ui._connection(path).cursor()
-    return fitness.judge_fitness(c), fitness.fitness_differences(c)
+@st.cache_data(ttl=600, show_spinner="Measuring each judge's fitness per model ...")
+def _fitness(path: str, as_of: int) -> tuple[list[dict], list[dict]]:
+    """Judge fitness and its differences as of the labels up to ``as_of`` (fitness.fitness_watermark:
+    refreshed every 25 labels or 5%, not on every label; seconds on a large store)."""
+    return fitness.fitness_and_differences(ui._connection(path).cursor(), max_label_id=as_of)
 
 
 @st.cache_data(ttl=600, show_spinner="Comparing judges with each other ...")
@@ -50,8 +51,11 @@ else:
     st.dataframe(safe.rows(tables.judge_agreement_table(agreement)), hide_index=True, width="stretch", height="content")
 
     st.subheader("Judge fitness per model")
-    per_model, differences = _fitness(db, wm)
-    st.caption(f"Each judge against the SMEs on each model's labelled outputs, weighted by the queue's inclusion "
+    as_of, n_as_of = fitness.fitness_watermark(cur)
+    per_model, differences = _fitness(db, as_of)
+    st.caption(f"Judge fitness as of {n_as_of:,} labels (refreshed every {fitness.REFRESH_EVERY} new labels, or "
+               f"{100 * fitness.REFRESH_SHARE:g}% once there are many). "
+               f"Each judge against the SMEs on each model's labelled outputs, weighted by the queue's inclusion "
                f"probabilities (so they describe all outputs, not just the hard ones the queue picked). Sensitivity: "
                f"share of SME passes the judge passes; specificity: share of SME fails it fails (95% Wilson "
                f"intervals); Youden's J = sensitivity + specificity - 1; Cohen's kappa (95% bootstrap intervals); "
@@ -61,6 +65,9 @@ else:
                f"outputs or under {fitness.MIN_PER_CLASS} SME passes or fails.")
     # one table per dimension, without its Dimension column: with the baseline and several candidates
     # per judge, one table of every dimension is too wide for the fitness band to show in full
+    if not per_model:
+        st.info(f"No judge fitness as of {n_as_of:,} labels: it needs at least {fitness.REFRESH_EVERY} SME labels "
+                f"and pointwise judge scores.")
     fit_rows = fitness.fitness_table(per_model)
     for dimension in dict.fromkeys(r["Dimension"] for r in fit_rows):
         st.markdown(f"**{safe.md(safe.one_line(dimension, 80))}**")

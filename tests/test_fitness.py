@@ -161,6 +161,50 @@ def test_intervals_cover_the_truth_across_seeds():
     assert all("judge-lenient" in f and "judge-strict" not in f for f in flagged), flagged
 
 
+def _same(a: list[dict], b: list[dict]) -> bool:
+    """Rows equal value for value (nan equal to nan: the same bits, not merely close)."""
+    def norm(v):
+        return "nan" if isinstance(v, float) and math.isnan(v) else v
+    return [{k: norm(v) for k, v in r.items()} for r in a] == [{k: norm(v) for k, v in r.items()} for r in b]
+
+
+def test_a_loaded_frame_gives_the_same_rows(simulated):
+    """Passing the labelled outputs (and the per-model rows) in changes nothing, bit for bit: same
+    seed, same draws; and so does the combined call the pages and the report use."""
+    cut = simulated.execute("SELECT max(label_id) FROM (SELECT label_id FROM labels ORDER BY label_id "
+                            "LIMIT 2000)").fetchone()[0]
+    for max_id in (None, cut):
+        per_model = fitness.judge_fitness(simulated, max_id, seed=3)
+        diffs = fitness.fitness_differences(simulated, max_id, seed=3)
+        df = fitness.labelled_outputs(simulated, max_id)
+        assert _same(fitness.judge_fitness(simulated, seed=3, labelled=df), per_model)
+        assert _same(fitness.fitness_differences(simulated, seed=3, labelled=df), diffs)
+        assert _same(fitness.fitness_differences(simulated, seed=3, labelled=df, per_model=per_model), diffs)
+        both = fitness.fitness_and_differences(simulated, max_id, seed=3)
+        assert _same(both[0], per_model) and _same(both[1], diffs)
+
+
+def test_coarse_label_id_refreshes_every_25_or_5_percent():
+    """Rounded down to a step of 25 labels, or 25 * 2^k at most 5% of the labels once there are
+    many: never ahead of the newest label, never behind by max(25, 5%) or more, never backwards."""
+    assert [fitness.coarse_label_id(i) for i in (0, 24, 25, 49, 50, 999)] == [0, 0, 25, 25, 50, 975]
+    assert [fitness.coarse_label_id(i) for i in (1000, 1049, 1050, 2099, 2100, 5300)] == [1000, 1000, 1050, 2000,
+                                                                                          2100, 5200]
+    prev = 0
+    for latest in range(0, 50_000, 7):
+        c = fitness.coarse_label_id(latest)
+        assert prev <= c <= latest and latest - c < max(fitness.REFRESH_EVERY, fitness.REFRESH_SHARE * latest)
+        prev = c
+    assert len({fitness.coarse_label_id(i) for i in range(2000, 3000)}) == 10  # one refresh per 100 labels there
+
+
+def test_fitness_watermark_is_as_of_a_label(simulated):
+    coarse, n = fitness.fitness_watermark(simulated)
+    latest, total = simulated.execute("SELECT max(label_id), count(*) FROM labels").fetchone()
+    assert coarse == fitness.coarse_label_id(latest) and 0 < n <= total
+    assert n == simulated.execute("SELECT count(*) FROM labels WHERE label_id <= ?", [coarse]).fetchone()[0]
+
+
 def test_empty_and_pairwise_only_projects_give_nothing(tmp_path):
     c = store.connect(tmp_path / "empty.duckdb")
     assert fitness.judge_fitness(c) == [] and fitness.fitness_differences(c) == []
@@ -267,6 +311,7 @@ def test_judges_page_shows_fitness_per_model(labelled_db):
     assert per_model["Sensitivity"].str.fullmatch(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]").all()
     assert not per_model.astype(str).apply(lambda col: col.str.contains("nan|None")).any().any()
     assert any("convention" in c.value for c in at.caption)
+    assert any(c.value.startswith("Judge fitness as of 3,600 labels") for c in at.caption)  # 600 items x 2 x 3
     warned = [w.value for w in at.warning if "do not transport" in w.value]
     assert any("judge\\-lenient" in w for w in warned) and not any("judge\\-strict" in w for w in warned)
 

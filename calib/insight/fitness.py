@@ -172,9 +172,11 @@ def _benjamini_hochberg(p: list[float], q: float = FDR) -> list[bool]:
     return reject
 
 
-def _labelled(con: duckdb.DuckDBPyConnection, max_label_id: int | None) -> pd.DataFrame:
+def labelled_outputs(con: duckdb.DuckDBPyConnection, max_label_id: int | None = None) -> pd.DataFrame:
     """``diagnostics.labelled_judgements`` plus ``w``, the item's design weight 1/pi (as the
-    queue records it now: with ``max_label_id``, the weights are today's, not the replayed moment's)."""
+    queue records it now: with ``max_label_id``, the weights are today's, not the replayed moment's).
+    The frame ``judge_fitness`` and ``fitness_differences`` work on: load it once and pass it to
+    both (its join against every judge score is most of their cost on a large store)."""
     df = diagnostics.labelled_judgements(con, max_label_id)
     if df.empty:
         return df
@@ -199,15 +201,18 @@ def _role(model: str, settings: dict) -> str:
     return "candidate" if model in settings["candidates"] else "other"
 
 
-def judge_fitness(con: duckdb.DuckDBPyConnection, max_label_id: int | None = None, seed: int = 0) -> list[dict]:
+def judge_fitness(con: duckdb.DuckDBPyConnection, max_label_id: int | None = None, seed: int = 0,
+                  labelled: pd.DataFrame | None = None) -> list[dict]:
     """One row per (judge, dimension, model) with labelled outputs: ``n``, sensitivity and
     specificity (95% Wilson), Youden's J and kappa (95% bootstrap over the outputs), and the
     fitness ``band`` (see ``band``: kappa < 0.4 'exploration only', 0.4-0.7 'monitoring', >= 0.7
     'release gating', a documented convention rather than a law; 'too few labels' below
     MIN_LABELS outputs or MIN_PER_CLASS of either SME verdict). ``role`` is 'baseline' or
     'candidate' ('other' for a model the settings name as neither). Labels up to
-    ``max_label_id`` only (all by default). [] when nothing is labelled (or no judge scores)."""
-    df = _labelled(con, max_label_id)
+    ``max_label_id`` only (all by default). [] when nothing is labelled (or no judge scores).
+    ``labelled``: ``labelled_outputs(con, max_label_id)`` when the caller already has it (then
+    ``max_label_id`` is not used)."""
+    df = labelled_outputs(con, max_label_id) if labelled is None else labelled
     if df.empty:
         return []
     settings = store.get_settings(con)
@@ -235,7 +240,8 @@ def judge_fitness(con: duckdb.DuckDBPyConnection, max_label_id: int | None = Non
     return out
 
 
-def fitness_differences(con: duckdb.DuckDBPyConnection, max_label_id: int | None = None, seed: int = 0) -> list[dict]:
+def fitness_differences(con: duckdb.DuckDBPyConnection, max_label_id: int | None = None, seed: int = 0,
+                        labelled: pd.DataFrame | None = None, per_model: list[dict] | None = None) -> list[dict]:
     """Per (judge, dimension, candidate): the candidate-minus-baseline differences in kappa,
     Youden's J, sensitivity and specificity, each with a 95% bootstrap interval (items resampled,
     both models' outputs of an item together: ``<measure>_difference_lo/_hi`` with ``j`` for J)
@@ -249,15 +255,21 @@ def fitness_differences(con: duckdb.DuckDBPyConnection, max_label_id: int | None
     labels'); ``differs_on`` names those measures. See the module doc for why this rule and not
     "the J or kappa interval excludes 0". Point estimates equal ``judge_fitness``'s. One row per
     candidate in the settings; [] for a project without a baseline or candidate, without labels or
-    without pointwise judge scores (a pairwise-only project)."""
+    without pointwise judge scores (a pairwise-only project).
+
+    ``labelled`` (``labelled_outputs(con, max_label_id)``) and ``per_model`` (``judge_fitness`` of
+    the same labels and seed): pass them when already computed, so the join and the per-model
+    bootstraps run once (the results are the same)."""
     settings = store.get_settings(con)
     base, cands = settings["baseline"], list(settings["candidates"] or [])
     if not base or not cands:
         return []
-    df = _labelled(con, max_label_id)
+    df = labelled_outputs(con, max_label_id) if labelled is None else labelled
     if df.empty:
         return []
-    fit = {(r["judge"], r["dimension"], r["model"]): r for r in judge_fitness(con, max_label_id, seed)}
+    if per_model is None:
+        per_model = judge_fitness(con, max_label_id, seed, labelled=df)
+    fit = {(r["judge"], r["dimension"], r["model"]): r for r in per_model}
     out = []
     for (judge, dim), g in df.groupby(["judge", "dimension"], sort=True):
         for cand in cands:
@@ -308,6 +320,45 @@ def fitness_differences(con: duckdb.DuckDBPyConnection, max_label_id: int | None
     for r in out:
         r["differs"] = bool(r["differs_on"])
     return out
+
+
+def fitness_and_differences(con: duckdb.DuckDBPyConnection, max_label_id: int | None = None,
+                            seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """``judge_fitness`` and ``fitness_differences`` of the same labels, with the labelled outputs
+    loaded once and the per-model bootstraps run once (the same rows as the two calls apart)."""
+    df = labelled_outputs(con, max_label_id)
+    per_model = judge_fitness(con, seed=seed, labelled=df)
+    return per_model, fitness_differences(con, seed=seed, labelled=df, per_model=per_model)
+
+
+REFRESH_EVERY = 25  # new labels between two refreshes of a page's judge fitness, at least ...
+REFRESH_SHARE = 0.05  # ... and at most this share of the labels once there are many
+
+
+def coarse_label_id(latest: int) -> int:
+    """The label id a page computes judge fitness "as of": ``latest`` (the newest label id) rounded
+    down to a multiple of a step: the largest 25 * 2^k (REFRESH_EVERY) that is at most 5%
+    (REFRESH_SHARE) of ``latest``, 25 at least (25 up to id 999, 50 from 1,000, 100 from 2,000 ...),
+    so the result lags ``latest`` by fewer than max(25, 5% of ``latest``) labels.
+
+    Why: judge fitness takes seconds on a large store and moves little with one more label, while
+    SMEs label continuously; a page cached on this id recomputes once per step, not on every label,
+    and the result is exactly that of the labels up to this id (labels are never overwritten). The
+    step's doubling at ids that are multiples of the new step keeps the result monotone: it never
+    goes back to an older id as labels arrive. 0 below 25 labels."""
+    latest = max(int(latest), 0)
+    step = REFRESH_EVERY
+    while 2 * step <= REFRESH_SHARE * latest:
+        step *= 2
+    return latest // step * step
+
+
+def fitness_watermark(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(the coarse label id of ``coarse_label_id`` for the newest SME label, how many labels have
+    an id up to it): what a page passes as ``max_label_id``, and the count it names ("as of N labels")."""
+    latest = con.execute("SELECT coalesce(max(label_id), 0) FROM labels").fetchone()[0]
+    coarse = coarse_label_id(latest)
+    return coarse, con.execute("SELECT count(*) FROM labels WHERE label_id <= ?", [coarse]).fetchone()[0]
 
 
 def _num(x: float) -> str:

@@ -175,8 +175,7 @@ def _fitness_section(con) -> list[str]:
     if fitness is None:
         return out + ["<p class='empty'>Judge fitness is not available in this version of Tiebreak.</p>"]
     try:
-        rows = fitness.judge_fitness(con)
-        diffs = fitness.fitness_differences(con)
+        rows, diffs = fitness.fitness_and_differences(con)  # exact: every label (one join, one bootstrap each)
         warnings = fitness.fitness_warnings(diffs)
     except Exception as exc:  # noqa: BLE001 - one section failing must not stop the sign-off document
         return out + [f"<p class='empty'>Judge fitness could not be computed: {_esc(exc)}</p>"]
