@@ -140,7 +140,11 @@ def _boot_counts(rng: np.random.Generator, indicators: list[np.ndarray], draws: 
     n = indicators[0].shape[0]
     out = [[] for _ in indicators]
     for start in range(0, draws, _CHUNK):
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(_CHUNK, draws - start)).astype(float)
+        k = min(_CHUNK, draws - start)
+        # each row's counts of n uniform draws of a row index: a multinomial(n, 1/n) draw, but about 3x
+        # faster than rng.multinomial with n categories (one bincount over the k rows, offset per row)
+        picks = rng.integers(0, n, size=(k, n)) + n * np.arange(k)[:, None]
+        counts = np.bincount(picks.ravel(), minlength=k * n).reshape(k, n).astype(float)
         for acc, ind in zip(out, indicators):
             acc.append(counts @ ind)
     return [np.concatenate(acc) for acc in out]
