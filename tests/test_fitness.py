@@ -184,6 +184,14 @@ def test_a_loaded_frame_gives_the_same_rows(simulated):
         assert _same(both[0], per_model) and _same(both[1], diffs)
 
 
+def test_labelled_outputs_come_in_a_fixed_order(simulated):
+    """The bootstraps resample rows by position: a parallel join's row order would change the
+    intervals from run to run, so the frame is sorted by its key."""
+    df = fitness.labelled_outputs(simulated)
+    key = list(zip(df.item_id, df.model, df.dimension, df.judge))
+    assert key == sorted(key) and len(set(key)) == len(key)
+
+
 def test_coarse_label_id_refreshes_every_25_or_5_percent():
     """Rounded down to a step of 25 labels, or 25 * 2^k at most 5% of the labels once there are
     many: never ahead of the newest label, never behind by max(25, 5%) or more, never backwards."""

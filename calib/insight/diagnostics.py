@@ -21,7 +21,13 @@ BOOT = 400
 
 
 def labelled_judgements(con: duckdb.DuckDBPyConnection, max_label_id: int | None = None) -> pd.DataFrame:
-    """One row per labelled (item, model, dimension, judge): SME verdict, judge score, judge pass."""
+    """One row per labelled (item, model, dimension, judge): SME verdict, judge score, judge pass.
+
+    Sorted by (item, model, dimension, judge): a parallel hash join returns its rows in a different
+    order from run to run, and the bootstraps that resample these rows (judge fitness, agreement)
+    must give the same intervals on the same data. (Cutting judge_scores to the labelled items by
+    a semi-join first gains nothing measurable: DuckDB already pushes the join's filter into the
+    scan of every score, which is the floor of this query's cost.)"""
     cells.ensure_cells(con)
     return con.execute(
         """WITH latest AS (
@@ -32,7 +38,8 @@ def labelled_judgements(con: duckdb.DuckDBPyConnection, max_label_id: int | None
                    FROM latest GROUP BY ALL)
            SELECT s.item_id, s.model, s.dimension, j.judge, j.score, j.score >= k.threshold AS judge_pass, s.sme_pass
            FROM sme s JOIN judge_scores j USING (item_id, model, dimension)
-           JOIN judge_scale k ON k.judge = j.judge AND k.dimension = j.dimension""",
+           JOIN judge_scale k ON k.judge = j.judge AND k.dimension = j.dimension
+           ORDER BY s.item_id, s.model, s.dimension, j.judge""",
         [engine.MAX_ID if max_label_id is None else max_label_id]).fetch_df()
 
 
