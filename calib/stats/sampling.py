@@ -12,10 +12,10 @@ import numpy as np
 
 # A priority (the judges' disagreement before any label, then the predicted sd of a label's
 # residual under the current fit) is an estimate from few labels, and the estimate pays for every
-# spread of the weights 1/pi. Held within 3x of its mean, the queue matched random labels on
-# PandaLM (RMSE of the win rate 0.089 / 0.045 / 0.033 at 20 / 40 / 60 pairs, random 0.083 / 0.048 /
-# 0.034) where unclipped it was 0.099 / 0.062 / 0.042. Even the oracle allocation (the true
-# residual sd per judge cell) would gain only 5% there (bench/oracle_bound.py).
+# spread of the weights 1/pi. Held within 3x of its mean, the queue about matched random labels
+# on PandaLM (RMSE of the win rate 0.089 / 0.045 / 0.033 at 20 / 40 / 60 pairs, 20 replicates;
+# random 0.083 / 0.048 / 0.034) where unclipped it was 0.099 / 0.062 / 0.042. Even the oracle
+# allocation (the true residual sd per judge cell) would gain only 5% there (bench/oracle_bound.py).
 PRIORITY_CLIP = 3.0
 
 
