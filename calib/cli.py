@@ -1,6 +1,8 @@
 """The ``tiebreak`` command line. Each command is a thin wrapper over a calib function.
 
-The database comes from ``--db``, else ``$TIEBREAK_DB``, else the bundled demo database.
+The database comes from ``--db``, else ``$TIEBREAK_DB``, else the bundled demo database. Only an
+existing Tiebreak database opens (``init``, ``import --new`` and ``demo`` create one), and every write
+command reports what it wrote as read back from the file.
 Errors meant for the user (bad input, a database locked by the app) print one line and exit 2.
 """
 
@@ -23,7 +25,8 @@ from calib import safetext  # noqa: E402
 
 
 def _db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", help="DuckDB file (default: $TIEBREAK_DB, else the bundled demo database)")
+    p.add_argument("--db", help="an existing Tiebreak database (default: $TIEBREAK_DB, else the bundled demo "
+                                "database); create one with `tiebreak init FILE` or `import FILE --db NEW --new`")
 
 
 def _print_json(obj) -> None:
@@ -56,15 +59,16 @@ def command_path(args) -> str:
     return f"{args.command} {sub}" if sub else args.command
 
 
-def _open_db(args, read_only: bool = False):
-    """The project's database; when another process (the app) holds it, a read command works on a
+def _open_db(args, read_only: bool = False, create: bool = False):
+    """The project's database: an existing Tiebreak database only, unless ``create`` (``init``,
+    ``import --new``, ``demo``). When another process (the app) holds it, a read command works on a
     fresh snapshot (said on stderr) and a write command stops with a pointer to the page."""
     import atexit
     import shutil
     import tempfile
 
     try:
-        return demo.open_db(args.db, read_only=read_only)
+        return demo.open_db(args.db, read_only=read_only, create=create)
     except store.DatabaseLocked as exc:
         cmd = command_path(args)
         if cmd not in READS:
@@ -83,13 +87,70 @@ def _open_db(args, read_only: bool = False):
 # --------------------------------------------------------------------------- commands
 
 
+def read_back(args, con, what):
+    """Close the command's connection and open the file it names afresh (read-only), so what a
+    write command reports is what the file holds, not what the process believes it wrote; return
+    ``what(fresh_connection)``."""
+    con.close()
+    fresh = store.connect(args.db, read_only=True, create=False)
+    try:
+        return what(fresh)
+    finally:
+        fresh.close()
+
+
+def _counts(con) -> str:
+    one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
+    return (f"{one('SELECT count(*) FROM items')} items, {one('SELECT count(*) FROM outputs')} outputs, "
+            f"{one('SELECT count(*) FROM judge_scores')} judge scores, "
+            f"{one('SELECT count(*) FROM pair_judge_prefs')} pairwise judge preferences, "
+            f"{one('SELECT count(*) FROM labels') + one('SELECT count(*) FROM pair_labels')} labels")
+
+
+def cmd_init(args) -> int:
+    """A new, empty Tiebreak database (the only command besides ``import --new`` and ``demo`` that
+    creates one)."""
+    from pathlib import Path
+
+    path = Path(args.path)
+    if path.exists():
+        what = ("a DuckDB database" if store.is_duckdb_file(path) else store.describe_file(path))
+        raise TiebreakError(f"{path} already exists ({what}); give a new file name")
+    args.db = str(path)
+    con = _open_db(args, create=True)
+    n = read_back(args, con, lambda c: c.execute("SELECT count(*) FROM _migrations").fetchone()[0])
+    print(f"{path}: new empty Tiebreak database (schema version {n}, read back from the file); "
+          f"next: `tiebreak import FILE --db {path}`")
+    return 0
+
+
+def _refuse_existing(args) -> None:
+    path = store.resolve_db(args.db)
+    if path.exists():
+        raise TiebreakError(f"{path} already exists; --new creates a database: drop --new to import into it")
+
+
 def cmd_import(args) -> int:
     from calib.data import ingest
 
-    con = _open_db(args)
-    print(ingest.import_file(con, args.file, baseline=args.baseline, add_model=args.add_model,
-                             add_judge=args.add_judge, add_dimension=args.add_dimension,
-                             allow_new=args.allow_new).summary())
+    if args.new:
+        if not args.db:
+            raise TiebreakError("--new needs --db PATH: the new database's file")
+        _refuse_existing(args)
+    con = _open_db(args, create=args.new)
+    try:
+        summary = ingest.import_file(con, args.file, baseline=args.baseline, add_model=args.add_model,
+                                     add_judge=args.add_judge, add_dimension=args.add_dimension,
+                                     allow_new=args.allow_new).summary()
+    except BaseException:
+        if args.new:  # bad input changes nothing: not even an empty new database is left behind
+            con.close()
+            path = store.resolve_db(args.db)
+            for f in (path, path.with_name(path.name + ".wal")):
+                f.unlink(missing_ok=True)
+        raise
+    print(summary)
+    print(f"{store.resolve_db(args.db)} now holds " + read_back(args, con, _counts) + " (read back from the file)")
     return 0
 
 
@@ -98,6 +159,7 @@ def cmd_labels_import(args) -> int:
 
     con = _open_db(args)
     print(ingest.import_labels(con, args.file, source=args.source).summary())
+    print(f"{store.resolve_db(args.db)} now holds " + read_back(args, con, _counts) + " (read back from the file)")
     return 0
 
 
@@ -167,6 +229,12 @@ def cmd_regressions(args) -> int:
     # every candidate (or the one asked for); the first one's entries also at the top level, as before
     per = [one(c) for c in cands]
     out = {"baseline": s["baseline"], **per[0], "candidates": per}
+    if args.queue:
+        ids = [e["queued"]["batch_id"] for entry in per for e in entry["dimensions"].values()]
+        n = read_back(args, con, lambda c: c.execute(
+            "SELECT count(*) FROM queue WHERE list_contains(?, batch_id)", [ids]).fetchone()[0])
+        print(f"read back from {store.resolve_db(args.db)}: {n} queued units in batch(es) "
+              f"{', '.join(map(str, ids))}", file=sys.stderr)
     if args.json:
         _print_json(out)
         return 0
@@ -191,7 +259,7 @@ def _print_regressions(entry: dict) -> None:
 
 
 def cmd_demo(args) -> int:
-    con = _open_db(args)
+    con = _open_db(args, create=True)
     have = con.execute("SELECT count(*) FROM items").fetchone()[0]
     if have:
         raise TiebreakError(f"{store.resolve_db(args.db)} already holds {have} items; give a new --db path for a demo")
@@ -200,6 +268,7 @@ def cmd_demo(args) -> int:
     demo.load_demo(con, args.items, args.seed, candidates=args.candidates)
     print(f"{store.resolve_db(args.db)}: demo with {args.items} items and {args.candidates} candidate(s) "
           f"(seed {args.seed}) loaded; hidden truth stored for the simulated SME")
+    print("read back from the file: " + read_back(args, con, _counts))
     return 0
 
 
@@ -213,7 +282,8 @@ def cmd_settings_set(args) -> int:
     con = _open_db(args)
     with store.transaction(con):
         store.set_settings(con, **{args.key: store.parse_setting(args.key, args.value)})
-    print(f"{args.key} = {json.dumps(store.get_settings(con)[args.key])}")
+    value = read_back(args, con, lambda c: store.get_settings(c)[args.key])
+    print(f"{args.key} = {json.dumps(value)} (read back from {store.resolve_db(args.db)})")
     return 0
 
 
@@ -313,6 +383,11 @@ def cmd_queue(args) -> int:
     # several candidates: a unit of work is (item, candidate), so say which candidate
     cols = ["item_id", *(["candidate"] if len(queue.unit_candidates(con)) > 1 else []),
             "inclusion_prob", "reason", "priority", "overlap"]
+    queued, leased_now = read_back(args, con, lambda c: c.execute(
+        "SELECT (SELECT count(*) FROM queue), (SELECT count(*) FROM leases WHERE ended_at IS NULL AND annotator = ?)",
+        [args.lease or ""]).fetchone())
+    print(f"read back from {store.resolve_db(args.db)}: {queued} queued units"
+          + (f", {leased_now} open leases for {safetext.one_line(args.lease)}" if args.lease else ""), file=sys.stderr)
     if args.format == "json":
         _print_json([{k: r[k] for k in cols} for r in rows])
     else:
@@ -336,7 +411,10 @@ def cmd_users_add(args) -> int:
         password = getpass.getpass(f"password for {args.name}: ")
     con = _open_db(args)
     users.add_user(con, args.name, args.role, password)
-    print(f"user {args.name} ({args.role}) saved")
+    row = read_back(args, con, lambda c: c.execute("SELECT role, active FROM users WHERE name = ?", [args.name]).fetchone())
+    if row is None or row[0] != args.role:
+        raise TiebreakError(f"user {args.name}: not found in {store.resolve_db(args.db)} after saving")
+    print(f"user {safetext.one_line(args.name)} ({row[0]}) saved in {store.resolve_db(args.db)} (read back)")
     return 0
 
 
@@ -355,7 +433,13 @@ def cmd_users_unlock(args) -> int:
 
     con = _open_db(args)
     users.unlock(con, args.name, actor="cli")
-    print(f"user {args.name}: failed sign-ins cleared, lock lifted")
+    left = read_back(args, con, lambda c: c.execute(
+        "SELECT count(*) FROM sign_in_throttle WHERE scope = 'user' AND key = ? AND (locked OR failures > 0)",
+        [args.name]).fetchone()[0])
+    if left:
+        raise TiebreakError(f"user {args.name}: still locked in {store.resolve_db(args.db)} after unlocking")
+    print(f"user {safetext.one_line(args.name)}: failed sign-ins cleared, lock lifted (read back from "
+          f"{store.resolve_db(args.db)})")
     return 0
 
 
@@ -415,6 +499,10 @@ def _judge_run(args, generate: bool) -> int:
         print("  stopped before the end: re-run to go on")
     if p.failed:
         print("  re-run the same command to retry the failed calls (done ones are skipped)")
+    ok = read_back(args, con, lambda c: c.execute(
+        "SELECT count(*) FROM judge_calls WHERE status = 'ok' AND task " + ("= 'generate'" if generate else "<> 'generate'")
+    ).fetchone()[0])
+    print(f"  read back from {store.resolve_db(args.db)}: {ok} successful {what} recorded in all")
     return 0
 
 
@@ -470,6 +558,11 @@ def cmd_simulate(args) -> int:
     con = _open_db(args)
     n = simulate.simulate_sme(con, args.items, annotator=args.annotator, seed=args.seed)
     print(f"{n} items labelled by the simulated SME {args.annotator!r}")
+    if not args.fit:
+        total = read_back(args, con, lambda c: c.execute(
+            "SELECT count(DISTINCT item_id) FROM (SELECT item_id FROM labels WHERE annotator = ? UNION ALL "
+            "SELECT item_id FROM pair_labels WHERE annotator = ?)", [args.annotator, args.annotator]).fetchone()[0])
+        print(f"  read back from {store.resolve_db(args.db)}: {total} items labelled by {args.annotator!r} in all")
     if args.fit:
         fit = engine.fit_project(con, "fast")
         for d in fit["diffs"]:
@@ -485,6 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    c = sub.add_parser("init", help="create a new, empty Tiebreak database (the other commands open existing ones only)")
+    c.add_argument("path", help="the database file to create (must not exist), e.g. project.duckdb")
+    c.set_defaults(func=cmd_init, db=None)
+
     c = sub.add_parser("import", help="import outputs with judge scores, or pairwise judge preferences (CSV, JSONL, Parquet)")
     c.add_argument("file", help="one row per (item, model), or per (item, baseline, candidate) for pref: columns")
     c.add_argument("--baseline", help="the production model's name (default: kept, or the first model in the file)")
@@ -492,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--add-judge", action="store_true", help="accept a judge the project does not have yet")
     c.add_argument("--add-dimension", action="store_true", help="accept a dimension the project does not have yet")
     c.add_argument("--allow-new", action="store_true", help="accept new models, judges and dimensions")
+    c.add_argument("--new", action="store_true", help="create the --db database (it must not exist) and import into it")
     _db_arg(c)
     c.set_defaults(func=cmd_import)
 
