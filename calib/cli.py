@@ -209,16 +209,25 @@ def cmd_regressions(args) -> int:
     cands = [args.candidate] if args.candidate else [m for m in store.models(con) if m != s["baseline"]]
     if not cands:
         raise TiebreakError("no candidate model: import outputs of a candidate first")
+    top = args.top if args.top is not None else (20 if args.json else 5)
+    prompts: dict[str, str] = {}  # for the text output's excerpts only
 
     def one(cand: str) -> dict:
         entry = {"candidate": cand, "dimensions": {}}
         for d in dims:
             flips = rg.sme_flips(con, d, cand)
-            lik = rg.likely_regressions(con, d, cand).head(args.top)
+            every = rg.likely_regressions(con, d, cand)
+            lik = every.head(top)
+            summary = rg.flip_summary(con, d, cand)
             e = {"flips": flips.to_dict("records"),
                  "by_segment": rg.flip_rates(con, d, "segment", cand).to_dict("records"),
                  "by_topic": rg.flip_rates(con, d, "topic", cand).to_dict("records"),
-                 "likely_regressions": lik.to_dict("records")}
+                 "likely_regressions": lik.to_dict("records"),
+                 "summary": summary, "unlabelled_items": len(every),
+                 "ranking_note": rg.ranking_note(summary["items"], every["p_regression"].to_numpy(),
+                                                 int(s["min_decision_items"]))}
+            if not args.json:
+                prompts.update(rg.item_prompts(con, lik["item_id"].tolist()))
             if args.queue:
                 b = rg.queue_likely_regressions(con, d, args.queue, cand)
                 e["queued"] = {"batch_id": b.batch_id, "selected": b.selected, "expected": b.expected}
@@ -239,23 +248,67 @@ def cmd_regressions(args) -> int:
         _print_json(out)
         return 0
     for entry in per:
-        if len(per) > 1:
-            print(f"candidate {safetext.one_line(entry['candidate'])}:")
-        _print_regressions(entry)
+        print("\n".join(regressions_text(entry, s["baseline"], top, prompts)))
     return 0
 
 
-def _print_regressions(entry: dict) -> None:
+def _pct(k: int, n: int) -> str:
+    return f"{k} ({k / n:.1%})" if n else str(k)
+
+
+def regressions_text(entry: dict, baseline: str, top: int, prompts: dict[str, str]) -> list[str]:
+    """The text report of one candidate: per dimension the counts and rates, the rates per segment,
+    the top SME-confirmed regressions and improvements with short excerpts of both outputs, the top
+    likely regressions (with a warning while their ranking is not informative); then the items an
+    SME preferred the baseline on. ``top`` applies to every list. Every string from the data goes
+    through ``safetext`` (one line, control characters and escape sequences visible, cut)."""
+    name, ex = safetext.one_line, safetext.excerpt
+    more = lambda n: [f"    ... and {n - top} more (--top N shows more)"] if n > top else []  # noqa: E731
+    lines = [f"== {name(entry['candidate'], 60)} vs {name(baseline, 60)} (baseline)"]
     for d, e in entry["dimensions"].items():
-        reg = [f for f in e["flips"] if f["flip"] == "regression"]
-        print(f"{d}: {len(reg)} SME-confirmed regressions, {len(e['flips']) - len(reg)} improvements")
-        for f in reg:
-            print(f"  {safetext.one_line(str(f['item_id']))}  {safetext.one_line(str(f['segment']))}  "
-                  f"{safetext.one_line(str(f['topic']))}")
-        print("  likely regressions (unlabelled): " + ", ".join(
-            f"{safetext.one_line(str(x['item_id']))} {x['p_regression']:.2f}" for x in e["likely_regressions"]))
+        sm = e["summary"]
+        n = sm["items"]
+        lines.append(f"{name(d, 60)}: {n} items labelled for both models by SMEs: {_pct(sm['regressions'], n)} "
+                     f"regressions, {_pct(sm['improvements'], n)} improvements")
+        segs = sorted(e["by_segment"], key=lambda r: (-r["regressions"], -r["items"], str(r["segment"])))
+        if segs:
+            lines.append("  by segment (regressions, improvements, of items labelled):")
+            width = min(24, max(len(name(r["segment"], 24)) for r in segs))
+            for r in segs[:top]:
+                lines.append(f"    {name(r['segment'], 24):<{width}}  {_pct(int(r['regressions']), int(r['items'])):>12}  "
+                             f"{_pct(int(r['improvements']), int(r['items'])):>12}  of {int(r['items'])}")
+            lines += more(len(segs))
+        for kind in ("regression", "improvement"):
+            flips = [f for f in e["flips"] if f["flip"] == kind]
+            if not flips:
+                continue
+            lines.append(f"  SME-confirmed {kind}s ({min(top, len(flips))} of {len(flips)}; "
+                         f"baseline {'passed' if kind == 'regression' else 'failed'}, candidate "
+                         f"{'failed' if kind == 'regression' else 'passed'}):")
+            for f in flips[:top]:
+                lines.append(f"    {name(f['item_id'], 24)}  {name(f['segment'], 16)}/{name(f['topic'], 16)}  "
+                             f"baseline {ex(f['baseline_output'], 40)}  candidate {ex(f['candidate_output'], 40)}")
+            lines += more(len(flips))
+        lik = e["likely_regressions"]
+        lines.append(f"  likely regressions among {e['unlabelled_items']} unlabelled items "
+                     f"(top {len(lik)}; P(regression) from the judges, a ranking rather than a calibrated chance):")
+        if e["ranking_note"]:
+            lines.append(f"    ({e['ranking_note']})")
+        for x in lik[:top]:
+            lines.append(f"    {name(x['item_id'], 24)}  {x['p_regression']:.2f}  {name(x['segment'], 16)}/"
+                         f"{name(x['topic'], 16)}  prompt {ex(prompts.get(x['item_id'], ''), 50)}")
+        lines += more(e["unlabelled_items"])
         if "queued" in e:
-            print(f"  queued batch {e['queued']['batch_id']}: {e['queued']['selected']} items")
+            lines.append(f"  queued batch {e['queued']['batch_id']}: {e['queued']['selected']} items")
+    pref = entry["pairwise_baseline_preferred"]
+    if pref:
+        lines.append(f"side by side, an SME preferred the baseline ({min(top, len(pref))} of {len(pref)}):")
+        for x in pref[:top]:
+            strength = {2: "much better", 1: "slightly better"}.get(x["strength"], "better")
+            lines.append(f"    {name(x['item_id'], 24)}  {name(x['dimension'], 16)}  {strength}  "
+                         f"by {name(x['annotator'], 20)}" + (f"  note {ex(x['note'], 50)}" if isinstance(x["note"], str) and x["note"] else ""))
+        lines += more(len(pref))
+    return lines
 
 
 def cmd_demo(args) -> int:
@@ -615,7 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON")
     c.add_argument("--dimension")
     c.add_argument("--candidate")
-    c.add_argument("--top", type=int, default=20, help="likely regressions to list")
+    c.add_argument("--top", type=int, help="entries in every list: segments, regressions, improvements, likely "
+                                          "regressions, baseline preferences (default 5; with --json 20 likely "
+                                          "regressions and every flip)")
     c.add_argument("--queue", type=int, default=0, metavar="K", help="queue about K likely regressions for SMEs")
     _db_arg(c)
     c.set_defaults(func=cmd_regressions)

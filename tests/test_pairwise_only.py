@@ -113,7 +113,7 @@ def test_pandalm_pair_through_the_cli(tmp_path, panda):
                   "preference": lab.human_majority.map(PREF), "annotator": "human"}).to_csv(tmp_path / "l.csv", index=False)
     run = lambda *a: subprocess.run([sys.executable, "-m", "calib.cli", *a, "--db", db],  # noqa: E731
                                     capture_output=True, text=True)
-    for args in (["import", str(tmp_path / "outputs.csv"), "--new", "--baseline", "bloom-7b"],
+    for args in (["import", str(tmp_path / "outputs.csv"), "--baseline", "bloom-7b"],
                  ["import", str(tmp_path / "prefs.csv")], ["labels", "import", str(tmp_path / "l.csv")]):
         r = run(*args)
         assert r.returncode == 0, r.stderr

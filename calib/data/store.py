@@ -336,9 +336,25 @@ def _m009_unit_candidate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE queue ADD COLUMN candidate VARCHAR; ALTER TABLE leases ADD COLUMN candidate VARCHAR")
 
 
+def _m011_drafts(con: duckdb.DuckDBPyConnection) -> None:
+    """An SME's answers in progress, one row per SME and unit of work (item, candidate; '' for a
+    project's rows from before units had a candidate), so a reload or a new tab shows them again.
+    Not labels: nothing reads this table but the Label page, and a submit or skip deletes the row."""
+    con.execute(
+        """CREATE TABLE drafts (
+               annotator VARCHAR NOT NULL,
+               item_id VARCHAR NOT NULL,
+               candidate VARCHAR NOT NULL,
+               answers JSON NOT NULL,
+               updated_at TIMESTAMP NOT NULL,
+               PRIMARY KEY (annotator, item_id, candidate)
+           )"""
+    )
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
-    _m007_judge_calls, _m008_sign_in_and_admin, _m009_unit_candidate,
+    _m007_judge_calls, _m008_sign_in_and_admin, _m009_unit_candidate, _m011_drafts,
 ]
 
 

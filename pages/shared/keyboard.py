@@ -50,7 +50,7 @@ _SCRIPT = r"""
     const b = [...doc.querySelectorAll('button')].find(x => !x.disabled && x.innerText.trim().startsWith(prefix));
     if (b) { b.click(); return true; } return false;
   };
-  const groups = () => [...doc.querySelectorAll('[data-testid="stForm"] [role="radiogroup"]')];
+  const groups = () => [...doc.querySelectorAll('.st-key-label_rating [role="radiogroup"]')];
   const answered = (g) => !!g.querySelector('input:checked');
   const show = () => {
     const el = here();
