@@ -88,15 +88,15 @@ NEXT_ITEM_JS = r"""old => {
 
 
 FORM_READY_JS = r"""n => {
-    const groups = document.querySelectorAll('.st-key-label_rating [role="radiogroup"]');
-    return groups.length === n && !document.querySelector('.st-key-label_rating input:checked')
+    const groups = document.querySelectorAll('[data-testid="stForm"] [role="radiogroup"]');
+    return groups.length === n && !document.querySelector('[data-testid="stForm"] input:checked')
         && document.__tiebreakKeys === true;
 }"""
 
 
 FORM_ONE_ANSWERED_JS = r"""n => {
-    const groups = document.querySelectorAll('.st-key-label_rating [role="radiogroup"]');
-    return groups.length === n && document.querySelectorAll('.st-key-label_rating input:checked').length === 1
+    const groups = document.querySelectorAll('[data-testid="stForm"] [role="radiogroup"]');
+    return groups.length === n && document.querySelectorAll('[data-testid="stForm"] input:checked').length === 1
         && document.__tiebreakKeys === true;
 }"""
 
@@ -272,7 +272,7 @@ LEAKS_JS = """port => {
 }"""
 
 
-FORM_TOP_JS = "() => document.querySelector('.st-key-label_rating').getBoundingClientRect().top + window.scrollY"
+FORM_TOP_JS = "() => document.querySelector('[data-testid=\"stForm\"]').getBoundingClientRect().top + window.scrollY"
 
 
 def _watch(page, app_url, seen):

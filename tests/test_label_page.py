@@ -180,6 +180,12 @@ def test_hostile_segment_and_dimension_names_are_shown_escaped(tmp_path, monkeyp
 # --------------------------------------------------------------------------- answers in progress (issue 24)
 
 
+def _keep(at):
+    from pages.shared import keyboard
+
+    next(b for b in at.get("form_submit_button") if b.label == keyboard.SAVE_LABEL).click().run()
+
+
 def _answers(at) -> dict:
     return {r.key.split("_", 2)[2]: r.value for r in at.radio if r.key and r.key.startswith("label_")}
 
@@ -194,9 +200,10 @@ def test_answers_in_progress_survive_a_reload_and_submit_clears_them(db):
     item = at.caption[0].value.split()[1]
     picks = {"correctness_left": "Pass", "correctness_right": "Fail"}
     for key, value in picks.items():
-        at.radio(key=next(r.key for r in at.radio if r.key and r.key.endswith(key))).set_value(value).run()
+        at.radio(key=next(r.key for r in at.radio if r.key and r.key.endswith(key))).set_value(value)
     pref = next(r for r in at.radio if r.key and r.key.endswith("_preference"))
-    pref.set_value(pref.options[3]).run()
+    pref.set_value(pref.options[3])
+    _keep(at)  # what the keyboard script does a moment after the last change
     assert not at.exception
     # drafts are not labels: nothing counted, nothing exported
     con = _con(db)
@@ -227,7 +234,8 @@ def test_skip_clears_the_draft(db):
     at = _app()
     at.run()
     first = next(r for r in at.radio if r.key and r.key.startswith("label_"))
-    first.set_value(first.options[0]).run()
+    first.set_value(first.options[0])
+    _keep(at)
     assert _con(db).execute("SELECT count(*) FROM drafts").fetchone()[0] == 1
     next(b for b in at.button if b.label.startswith("Skip")).click().run()
     assert _con(db).execute("SELECT count(*) FROM drafts").fetchone()[0] == 0

@@ -31,16 +31,23 @@ def _clean(answers: dict) -> dict[str, str]:
 
 
 def save_draft(con: duckdb.DuckDBPyConnection, annotator: str, item_id: str, candidate: str | None,
-               answers: dict) -> None:
+               answers: dict, lease_id: int | None = None) -> bool:
     """Replace ``annotator``'s draft on the unit with ``answers`` (None or '' answers are dropped;
-    no answer left deletes the draft)."""
+    no answer left deletes the draft). With ``lease_id``, only while that lease is still open: a
+    change that reaches the server after the submit (quick clicks, then Ctrl+Enter) must not bring
+    back a draft of a finished unit. Returns whether a draft is stored."""
     kept = _clean(answers)
+    if lease_id is not None and not con.execute(
+            "SELECT count(*) FROM leases WHERE lease_id = ? AND annotator = ? AND ended_at IS NULL",
+            [lease_id, annotator]).fetchone()[0]:
+        return False
     if not kept:
         clear_draft(con, annotator, item_id, candidate)
-        return
+        return False
     con.execute("INSERT OR REPLACE INTO drafts VALUES (?, ?, ?, ?, ?)",
                 [annotator, item_id, _candidate(candidate), json.dumps(kept),
                  datetime.now(timezone.utc).replace(tzinfo=None)])
+    return True
 
 
 def load_draft(con: duckdb.DuckDBPyConnection, annotator: str, item_id: str, candidate: str | None) -> dict[str, str]:
