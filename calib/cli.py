@@ -209,7 +209,7 @@ def cmd_regressions(args) -> int:
     cands = [args.candidate] if args.candidate else [m for m in store.models(con) if m != s["baseline"]]
     if not cands:
         raise TiebreakError("no candidate model: import outputs of a candidate first")
-    top = args.top if args.top is not None else (20 if args.json else 5)
+    top = args.top if args.top is not None else (20 if args.json else 3)
     prompts: dict[str, str] = {}  # for the text output's excerpts only
 
     def one(cand: str) -> dict:
@@ -287,11 +287,11 @@ def regressions_text(entry: dict, baseline: str, top: int, prompts: dict[str, st
                          f"{'failed' if kind == 'regression' else 'passed'}):")
             for f in flips[:top]:
                 lines.append(f"    {name(f['item_id'], 24)}  {name(f['segment'], 16)}/{name(f['topic'], 16)}  "
-                             f"baseline {ex(f['baseline_output'], 40)}  candidate {ex(f['candidate_output'], 40)}")
+                             f"baseline {ex(f['baseline_output'], 32)}  candidate {ex(f['candidate_output'], 32)}")
             lines += more(len(flips))
         lik = e["likely_regressions"]
-        lines.append(f"  likely regressions among {e['unlabelled_items']} unlabelled items "
-                     f"(top {len(lik)}; P(regression) from the judges, a ranking rather than a calibrated chance):")
+        lines.append(f"  likely regressions ({len(lik)} of {e['unlabelled_items']} unlabelled items; "
+                     "P(regression) from the judges ranks items, it is no calibrated chance):")
         if e["ranking_note"]:
             lines.append(f"    ({e['ranking_note']})")
         for x in lik[:top]:
@@ -502,9 +502,7 @@ def cmd_backup(args) -> int:
     import tempfile
     from pathlib import Path
 
-    src, out = store.resolve_db(args.db), Path(args.out)
-    if not src.exists():
-        raise TiebreakError(f"{src}: no such database")
+    src, out = store.check_db_path(args.db), Path(args.out)  # an existing DuckDB file, refused in one line if not
     if out.exists():
         raise TiebreakError(f"{out}: already exists; give a new file name")
     with tempfile.TemporaryDirectory(prefix="tiebreak-backup-", dir=out.parent if out.parent.exists() else None) as tmp:
@@ -669,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dimension")
     c.add_argument("--candidate")
     c.add_argument("--top", type=int, help="entries in every list: segments, regressions, improvements, likely "
-                                          "regressions, baseline preferences (default 5; with --json 20 likely "
+                                          "regressions, baseline preferences (default 3; with --json 20 likely "
                                           "regressions and every flip)")
     c.add_argument("--queue", type=int, default=0, metavar="K", help="queue about K likely regressions for SMEs")
     _db_arg(c)

@@ -34,8 +34,8 @@ def _values(lease_id: int) -> dict:
 
 
 def save_draft(lease: queue.Lease) -> None:
-    """Every answer change: the answers in progress go to the database (a reload or a new tab shows
-    them again; the README promises SMEs that nothing is lost)."""
+    """"Keep answers for later" (pressed by the keyboard script a moment after each change): the
+    answers in progress go to the database, so a reload or a new tab shows them again."""
     if lease.lease_id not in ss["label_done"]:
         drafts.save_draft(ui.cursor(), user, lease.item_id, lease.candidate,
                           {**_values(lease.lease_id), "note": ss.get(f"label_{lease.lease_id}_note")}, lease.lease_id)

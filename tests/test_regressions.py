@@ -129,7 +129,7 @@ def test_cli_text_says_the_ranking_is_not_informative_without_labels(tmp_path, c
     assert cli.main(["regressions", "--db", str(db), "--dimension", "refusal"]) == 0
     out = capsys.readouterr().out
     assert "0 items labelled for both models" in out and "not yet informative" in out
-    assert len(_entries(out.splitlines(), "likely regressions")) == 5  # default --top in text
+    assert len(_entries(out.splitlines(), "likely regressions")) == 3  # default --top in text
 
 
 def test_ranking_note():

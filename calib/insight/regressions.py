@@ -179,8 +179,8 @@ def ranking_note(labelled_items: int, p_regression, min_items: int) -> str | Non
     p = np.asarray(p_regression, float)
     spread = float(p.max() - p.min()) if len(p) > 1 else 0.0
     if labelled_items < min_items:
-        return (f"not yet informative: {labelled_items} item(s) labelled for both models (about {min_items} "
-                f"needed); until then P(regression) mostly reflects the prior, so the order says little")
+        return (f"not yet informative: {labelled_items} item(s) labelled for both models, about {min_items} "
+                "needed; until then the order mostly reflects the prior")
     if len(p) > 1 and spread < 0.02:
         return f"not informative: the probabilities differ by less than {spread:.3f}, so the order says little"
     return None
