@@ -87,7 +87,9 @@ def cmd_import(args) -> int:
     from calib.data import ingest
 
     con = _open_db(args)
-    print(ingest.import_file(con, args.file, baseline=args.baseline, add_model=args.add_model,
+    # --add-model alone: accept any new model; --add-model NAME (repeatable): accept exactly those
+    add_model = True if args.add_model and "*" in args.add_model else (args.add_model or False)
+    print(ingest.import_file(con, args.file, baseline=args.baseline, add_model=add_model,
                              add_judge=args.add_judge, add_dimension=args.add_dimension,
                              allow_new=args.allow_new).summary())
     return 0
@@ -488,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("import", help="import outputs with judge scores, or pairwise judge preferences (CSV, JSONL, Parquet)")
     c.add_argument("file", help="one row per (item, model), or per (item, baseline, candidate) for pref: columns")
     c.add_argument("--baseline", help="the production model's name (default: kept, or the first model in the file)")
-    c.add_argument("--add-model", action="store_true", help="accept a model the project does not have yet")
+    c.add_argument("--add-model", action="append", nargs="?", const="*", metavar="NAME",
+                   help="accept a model the project does not have yet; with a NAME (repeatable), accept that "
+                        "model only, also when names of the file differ only in case, '-'/'_' or spaces")
     c.add_argument("--add-judge", action="store_true", help="accept a judge the project does not have yet")
     c.add_argument("--add-dimension", action="store_true", help="accept a dimension the project does not have yet")
     c.add_argument("--allow-new", action="store_true", help="accept new models, judges and dimensions")
