@@ -17,7 +17,7 @@ from typing import Sequence
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from calib.data import demo, store  # noqa: E402
+from calib.data import store  # noqa: E402 (calib.data.demo pulls in pandas and scipy: imported when needed)
 from calib.errors import TiebreakError  # noqa: E402
 from calib import safetext  # noqa: E402
 
@@ -64,7 +64,11 @@ def _open_db(args, read_only: bool = False):
     import tempfile
 
     try:
-        return demo.open_db(args.db, read_only=read_only)
+        if store.resolve_db(args.db) == store.DEMO_DB:  # built on first use from the demo files
+            from calib.data import demo
+
+            return demo.open_db(args.db, read_only=read_only)
+        return store.connect(args.db, read_only=read_only)
     except store.DatabaseLocked as exc:
         cmd = command_path(args)
         if cmd not in READS:
@@ -193,6 +197,8 @@ def _print_regressions(entry: dict) -> None:
 
 
 def cmd_demo(args) -> int:
+    from calib.data import demo
+
     con = _open_db(args)
     have = con.execute("SELECT count(*) FROM items").fetchone()[0]
     if have:

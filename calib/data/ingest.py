@@ -322,7 +322,7 @@ def _check_near_duplicate_models(con, path: Path, file_models: list[str], known:
         if len(names) < 2 or not new or all(m in named for m in new):
             continue
         first_new = con.execute(f"SELECT min(_row) FROM _stage s WHERE {_text_expr('model')} = ?",
-                                [new[0]]).fetchone()[0]
+                                [names[1]]).fetchone()[0]  # where the second spelling first appears
         spelled = ", ".join(repr(m) for m in names[:-1]) + f" and {names[-1]!r}"
         flags = " ".join(f"--add-model {shlex.quote(m)}" for m in new)
         raise InputError(
