@@ -70,8 +70,7 @@ def test_judge_and_column_limits_are_settings(con, tmp_path):
 def test_many_judge_columns_at_the_limit_import(con, tmp_path):
     """200 judge columns (the default limit): no 'Max expression depth' from DuckDB's parser."""
     df = _frame(2, ("base",))
-    for i in range(199):
-        df[f"judge:j{i}:d"] = 0.5
+    df = pd.concat([df, pd.DataFrame({f"judge:j{i}:d": [0.5] * len(df) for i in range(199)})], axis=1)
     rep = ingest.import_file(con, write_table(df, tmp_path / "many.csv"))
     assert rep.added["judge_scores"] == 2 * 200
 
