@@ -172,19 +172,89 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _session(port: int):
-    """Open a websocket session like a browser on the sign-in page; return (ws, session_id, xsrf)."""
-    import asyncio  # noqa: F401
+def _open_session(port: int):
+    """Open an unauthenticated session the way a browser on the sign-in page does: GET the health check for the
+    XSRF cookie, open the websocket, ask for a run; return (websocket, session_id, xsrf cookie)."""
+    import httpx
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.sync.client import connect
 
-    from tornado import httpclient, websocket  # noqa: F401
-    raise NotImplementedError
+    base = f"http://127.0.0.1:{port}"
+    xsrf = httpx.get(base + "/_stcore/health", timeout=30).cookies.get("_streamlit_xsrf")  # set by the health check
+    ws = connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit", xsrf] if xsrf else ["streamlit"],
+                 additional_headers={"Cookie": f"_streamlit_xsrf={xsrf}", "Origin": base}, open_timeout=30,
+                 max_size=None)
+    msg = BackMsg()
+    msg.rerun_script.query_string = ""
+    ws.send(msg.SerializeToString())
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        fwd = ForwardMsg()
+        fwd.ParseFromString(ws.recv(timeout=60))
+        if fwd.WhichOneof("type") == "new_session":
+            return ws, fwd.new_session.initialize.session_id, xsrf
+    raise RuntimeError("no session id from the app")
 
 
 def upload_attack(workdir: Path, files: int = 6, mb: int = 40) -> list[dict]:
-    """Start the app, open an unauthenticated session, PUT ``files`` files of ``mb`` MB each."""
-    from bench import _upload_probe
+    """Start the app on a fresh project, open an unauthenticated session (the sign-in page), PUT
+    ``files`` files of ``mb`` MB to /_stcore/upload_file/<session>/<id>, close the session; the app's
+    resident memory before, after the uploads and after the tab closed."""
+    import httpx
 
-    return _upload_probe.run(workdir, PORT, files, mb)
+    from calib.data import store
+    from calib.review import users
+
+    db = workdir / "upload.duckdb"
+    con = store.connect(db)
+    users.add_user(con, "ada", "admin", "ada-password")  # a user exists: the app asks to sign in
+    con.close()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TIEBREAK_DB=str(db))
+    log = open(workdir / "app.log", "w")
+    app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(PORT),
+                            "--server.address", "127.0.0.1"], cwd=str(ROOT), env=env, stdout=log, stderr=log)
+    rows = []
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"http://127.0.0.1:{PORT}/_stcore/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        limit = None
+        for line in (ROOT / ".streamlit" / "config.toml").read_text().splitlines():
+            if line.strip().startswith("maxUploadSize"):
+                limit = int(line.split("=")[1])
+        ws, session, xsrf = _open_session(PORT)
+        time.sleep(2)
+        before = _rss_mb(app.pid)
+        payload = os.urandom(mb * 1024 * 1024)
+        codes = []
+        for i in range(files):
+            r = httpx.put(f"http://127.0.0.1:{PORT}/_stcore/upload_file/{session}/probe{i}",
+                          files={"file": (f"f{i}.csv", payload, "text/csv")},
+                          headers={"X-Xsrftoken": xsrf or ""}, cookies={"_streamlit_xsrf": xsrf or ""}, timeout=120)
+            codes.append(r.status_code)
+        after = _rss_mb(app.pid)
+        ws.close()
+        time.sleep(5)
+        closed = _rss_mb(app.pid)
+        big = httpx.put(f"http://127.0.0.1:{PORT}/_stcore/upload_file/{session}/big",
+                        files={"file": ("big.csv", os.urandom((limit or 200) * 1024 * 1024 + 1024), "text/csv")},
+                        headers={"X-Xsrftoken": xsrf or ""}, cookies={"_streamlit_xsrf": xsrf or ""}, timeout=120)
+        rows.append({"problem": "4", "attack": f"{files} PUTs of {mb} MB to /_stcore/upload_file from an unauthenticated "
+                                               f"session (sign-in page); server.maxUploadSize = {limit} MB",
+                     "figure": f"status {sorted(set(codes))}; app RSS {before:.0f} MB -> {after:.0f} MB after the "
+                               f"uploads (+{after - before:.0f}) -> {closed:.0f} MB 5 s after the tab closed"})
+        rows.append({"problem": "4", "attack": f"one PUT just over maxUploadSize ({limit} MB) after the tab closed",
+                     "figure": f"status {big.status_code} (400 = the session is gone; 413 = too large)"})
+    finally:
+        app.terminate()
+        app.wait(30)
+        log.close()
+    return rows
 
 
 def run(workdir: Path | None = None, upload: bool = True) -> list[dict]:
