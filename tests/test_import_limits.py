@@ -225,3 +225,11 @@ def test_unknown_delimiter_is_named_in_the_error(con, tmp_path):
     with pytest.raises(InputError, match="has 4 fields but the header has 1; the header has no comma") as info:
         ingest.import_file(con, path)
     assert info.value.row == 1
+
+
+def test_jsonl_keys_differing_only_in_case(con, tmp_path):
+    p = tmp_path / "case.jsonl"
+    p.write_text('{"item_id": "a", "model": "m", "prompt": "p", "output": "o", "Output": "x"}\n')
+    with pytest.raises(InputError, match="only in case") as info:
+        ingest.import_file(con, p)
+    assert (info.value.row, info.value.column) == (0, "Output")

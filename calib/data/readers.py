@@ -101,6 +101,11 @@ def check_columns(path: Path, columns: list[str], limits: Limits) -> None:
     """Column and judge-column counts (each judge column costs checks and an insert per row)."""
     if len(columns) > limits.max_columns:
         raise _over(path, "columns", f"{len(columns):,}", limits.max_columns, "import_max_columns", 0)
+    seen: dict[str, str] = {}
+    for c in columns:  # DuckDB's column names are case-insensitive: refuse before it does, naming both
+        if c.lower() in seen:
+            raise InputError(str(path), 0, c, f"differs from column {seen[c.lower()]!r} only in case; keep one")
+        seen[c.lower()] = c
     judged = [c for c in columns if c.startswith(JUDGE_PREFIXES)]
     if len(judged) > limits.max_judge_columns:
         raise _over(path, "judge:/pref: columns", f"{len(judged):,}", limits.max_judge_columns,
@@ -182,11 +187,6 @@ def _header(path: Path, limits: Limits) -> tuple[list[str], str]:
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
         raise InputError(str(path), 0, dup, "the column name appears twice in the header")
-    seen: dict[str, str] = {}
-    for h in header:  # DuckDB's column names are case-insensitive: refuse before it does, naming both
-        if h.lower() in seen:
-            raise InputError(str(path), 0, h, f"differs from column {seen[h.lower()]!r} only in case; keep one")
-        seen[h.lower()] = h
     if any(not h for h in header):
         raise InputError(str(path), 0, None, f"column {header.index('') + 1} of the header has no name")
     return header, best[1]
