@@ -183,7 +183,7 @@ def _open_session(port: int):
 
     base = f"http://127.0.0.1:{port}"
     xsrf = httpx.get(base + "/_stcore/health", timeout=30).cookies.get("_streamlit_xsrf")  # set by the health check
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module="websockets")
+    warnings.filterwarnings("ignore", message=r"connect\(\) must be used", category=DeprecationWarning)
     ws = connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit", xsrf] if xsrf else ["streamlit"],
                  additional_headers={"Cookie": f"_streamlit_xsrf={xsrf}", "Origin": base}, open_timeout=30,
                  max_size=None)
