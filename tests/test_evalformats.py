@@ -79,6 +79,17 @@ def test_detects_each_tool_by_structure_not_extension(tmp_path, small_outputs):
     assert ef.detect(other) is None
 
 
+def test_detects_a_document_bigger_than_the_sniffed_prefix_by_its_keys(tmp_path, monkeypatch):
+    monkeypatch.setattr(ef, "SNIFF_BYTES", 300)  # as a 2 GB log would be: only its opening is read
+    for path, kind in ((PF, "promptfoo"), (INSPECT, "inspect"), (DE_RUN, "deepeval"), (DE_RESULTS, "deepeval")):
+        assert ef.detect(path) == kind
+    # a key name inside a string value is data, not structure
+    decoy = tmp_path / "decoy.json"
+    decoy.write_text(json.dumps({"note": '"promptIdx": 1, "provider": "x", "eval": {}, "samples": []',
+                                 "pad": "y" * 1000}))
+    assert ef.detect(decoy) is None
+
+
 # --------------------------------------------------------------------------- promptfoo
 
 
@@ -118,6 +129,9 @@ def test_promptfoo_jsonl_export_reads_like_the_json(tmp_path):
     a, b = ef.convert(PF), ef.convert(p)
     assert [r.values for r in a.rows] == [r.values for r in b.rows]
     assert b.rows[0].where == "line 1"
+    # EvalResult lines carry the vars in testCase only: the same items all the same
+    p.write_text("\n".join(json.dumps({k: v for k, v in r.items() if k != "vars"}) for r in results) + "\n")
+    assert [r.values["item_id"] for r in ef.convert(p).rows] == [r.values["item_id"] for r in a.rows]
 
 
 def test_promptfoo_same_test_in_two_files_is_one_item(con, tmp_path):

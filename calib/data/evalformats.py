@@ -273,11 +273,59 @@ def detect(path: str | Path) -> str | None:
         return None  # a Tiebreak JSONL row
     if value is not None:
         return _kind_of(value)
-    # the first value is bigger than the sniffed prefix: one big document, read it whole
-    try:
-        return _kind_of(_read_json_document(path))
-    except InputError:
-        return None
+    # the document is bigger than the sniffed prefix: tell it by the keys the prefix opens with
+    return _kind_of_keys(_key_paths(text))
+
+
+def _key_paths(text: str, max_depth: int = 3) -> set[tuple[str, ...]]:
+    """Object keys of a (possibly cut) JSON text as paths from the top, e.g. ("results", "version");
+    list elements are "[]". A small scanner: text inside string values is never taken for a key."""
+    paths: set[tuple[str, ...]] = set()
+    stack: list[list] = []  # [kind, key of this container in its parent]
+    i, n = 0, len(text)
+    last_key: str | None = None
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            j, buf = i + 1, []
+            while j < n and text[j] != '"':
+                if text[j] == "\\":
+                    j += 1
+                buf.append(text[j] if j < n else "")
+                j += 1
+            k = j + 1
+            while k < n and text[k] in " \t\r\n":
+                k += 1
+            if k < n and text[k] == ":" and stack and stack[-1][0] == "{":
+                last_key = "".join(buf)
+                if len(stack) <= max_depth:
+                    paths.add(tuple(s[1] for s in stack[1:]) + (last_key,))
+            i = j + 1
+            continue
+        if ch in "{[":
+            key = "[]" if stack and stack[-1][0] == "[" else (last_key or "")
+            stack.append([ch, key])
+            last_key = None
+        elif ch in "}]":
+            if stack:
+                stack.pop()
+        i += 1
+    return paths
+
+
+def _kind_of_keys(paths: set[tuple[str, ...]]) -> str | None:
+    top = {p[0] for p in paths if len(p) == 1}
+    first = {p[1] for p in paths if len(p) == 2 and p[0] == "[]"}
+    if {"promptIdx", "testIdx"} & (top | first) and {"provider", "response"} & (top | first):
+        return "promptfoo"
+    if ("results", "results") in paths or ("evalId" in top and ("results", "version") in paths):
+        return "promptfoo"
+    if "eval" in top and top & {"samples", "plan", "status"}:
+        return "inspect"
+    if top & {"testCases", "test_results", "conversationalTestCases"} or (
+            "input" in first and first & {"metrics_data", "metricsData", "actual_output", "actualOutput"}):
+        return "deepeval"
+    return None
 
 
 # --------------------------------------------------------------------------- promptfoo
@@ -344,7 +392,10 @@ def _promptfoo(path: Path, dimension: str, model: str | None) -> Converted:
         prompt = r.get("prompt") if isinstance(r.get("prompt"), dict) else {}
         raw_prompt = _text(prompt.get("raw")) or _text(r.get("prompt") if isinstance(r.get("prompt"), str) else None)
         test = r.get("testCase") if isinstance(r.get("testCase"), dict) else {}
-        vars_ = r.get("vars") if isinstance(r.get("vars"), dict) else (test.get("vars") if isinstance(test.get("vars"), dict) else {})
+        # testCase.vars first: the JSONL export (EvalResult) has no top-level vars, and the same test
+        # must get the same item id from either export
+        vars_ = test.get("vars") if isinstance(test.get("vars"), dict) else (
+            r.get("vars") if isinstance(r.get("vars"), dict) else {})
         response = r.get("response") if isinstance(r.get("response"), dict) else None
         if r.get("error") and (response is None or response.get("output") is None) or \
                 (r.get("failureReason") == 2 and (response is None or response.get("output") is None)):
@@ -515,9 +566,9 @@ def _read_capped(z: zipfile.ZipFile, name: str, budget: list[int], path: Path) -
         with z.open(name) as fh:
             data = fh.read(MAX_ZIP_MEMBER_BYTES + 1)
     except NotImplementedError:
-        raise InputError(str(path), None, None, f"member {name!r} uses a compression Python cannot read "
-                                                "(deflate64, from older Inspect); convert it with "
-                                                "`inspect log convert --to json`") from None
+        raise InputError(str(path), None, None, f"member {name!r} uses a compression this Python cannot read "
+                                                "(deflate64 from older Inspect, or zstd from INSPECT_USE_ZSTD); "
+                                                "convert it with `inspect log convert --to json`") from None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise InputError(str(path), None, None, f"damaged zip member {name!r}: {exc}") from None
     if len(data) > MAX_ZIP_MEMBER_BYTES:
@@ -566,7 +617,9 @@ def _inspect_log(path: Path) -> tuple[dict, Iterator[tuple[str, Any]], str]:
     spec = header.get("eval") if isinstance(header, dict) else None
     if not isinstance(spec, dict):
         raise InputError(str(path), None, "eval", f"{header_name} has no 'eval' object")
-    sample_names = [n for n in names if n.startswith("samples/") and n.endswith(".json")]
+    # samples/<id>_epoch_<n>.json (the experimental .eval2 keeps a sample's shell in .../sample.json)
+    sample_names = [n for n in names if n.startswith("samples/") and n.endswith(".json")
+                    and (n.count("/") == 1 or n.endswith("/sample.json"))]
     if not sample_names:
         raise InputError(str(path), None, "samples", "the log has no samples (was it written with "
                                                      "--no-log-samples, or is it still running?)")
