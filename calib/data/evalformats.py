@@ -150,15 +150,15 @@ def _score(raw: Any) -> float | None:
     return _num(raw)
 
 
-def _loads(text: str, path: Path, line: int | None = None) -> Any:
+def _loads(text: str, path: Path) -> Any:
+    """One JSON document (no record to name yet: the error gives its line and character)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(str(path), line or exc.lineno, None,
-                         f"malformed JSON: {exc.msg} (line {exc.lineno if line is None else line}, "
-                         f"character {exc.colno})") from None
+        raise InputError(str(path), None, None,
+                         f"malformed JSON: {exc.msg} (line {exc.lineno}, character {exc.colno})") from None
     except RecursionError:
-        raise InputError(str(path), line, None, "JSON nested too deeply to read") from None
+        raise InputError(str(path), None, None, "JSON nested too deeply to read") from None
 
 
 def _read_json_document(path: Path) -> Any:
