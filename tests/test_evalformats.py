@@ -281,7 +281,7 @@ def test_malformed_file_is_one_line_error_and_changes_nothing(con, tmp_path, cap
     truncated.write_text(PF.read_text()[:3000])
     assert cli.main(["import", str(truncated), "--db", str(db), "--format", "promptfoo"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and str(truncated) in err and "malformed JSON" in err and "line 1" in err
+    assert len(err.splitlines()) == 1 and str(truncated) in err and "malformed JSON" in err and "(line 41, character" in err
     # a score the importer refuses: named by the original file, record and promptfoo field
     results = pf_results()
     results[3]["gradingResult"]["componentResults"][0]["score"] = 250
