@@ -333,9 +333,10 @@ def _kind_of_keys(paths: set[tuple[str, ...]]) -> str | None:
 
 def _promptfoo_results(path: Path) -> tuple[list[tuple[int, str, dict]], str]:
     """(record number, locator, EvaluateResult) for each result, and a description of the layout."""
-    head = path.read_bytes()[:SNIFF_BYTES].decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
+    with open(path, "rb") as fh:  # JSONL when the first line is a whole result (however long it is)
+        first_line = fh.readline(MAX_JSON_BYTES).decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
     try:
-        first, _ = json.JSONDecoder().raw_decode(head)
+        first, _ = json.JSONDecoder().raw_decode(first_line)
         one_per_line = isinstance(first, dict) and _is_promptfoo_result(first)
     except (json.JSONDecodeError, RecursionError):
         one_per_line = False
@@ -378,7 +379,7 @@ def _promptfoo(path: Path, dimension: str, model: str | None) -> Converted:
     multi_prompt = len(prompt_keys) > 1
     errors = 0
     judge_keys: dict[tuple[str, str, int], str] = {}  # (type, metric, nth of that pair in a result) -> judge
-    described: set[str] = set()
+    described: set[tuple[str, str]] = set()
     renamed: dict[str, str] = {}
     for rec, where, r in results:
         provider = r.get("provider")
@@ -417,7 +418,7 @@ def _promptfoo(path: Path, dimension: str, model: str | None) -> Converted:
         if item_prompt is None:
             raise InputError(str(path), rec, "prompt.raw", f"{where}: no prompt text")
         out = response.get("output") if response else None
-        usage = _get(r, "tokenUsage") or _get(response, "tokenUsage") or {}
+        usage = _get(response, "tokenUsage") or _get(r, "tokenUsage") or {}  # the provider's, not the graders'
         ref = next((vars_[k] for k in ("reference", "expected", "expected_output", "ground_truth") if k in vars_), None)
         values: dict[str, Any] = {
             "item_id": item_id, "model": name, "prompt": item_prompt, "output": _text(out) if out is not None else "",
@@ -454,10 +455,8 @@ def _promptfoo(path: Path, dimension: str, model: str | None) -> Converted:
                 fields[col] = src
                 if comp.get("reason") is not None:
                     values[f"rationale:{judge}:{dim}"] = _text(comp.get("reason"))
-                if score is not None:
-                    conv.scores[(judge, dim)] = conv.scores.get((judge, dim), 0) + 1
-                if judge not in described:
-                    described.add(judge)
+                if (judge, dim) not in described:
+                    described.add((judge, dim))
                     how = "score" if _num(comp.get("score")) is not None else "pass/fail as 1/0"
                     conv.mapping.append(
                         f"assertion {atype!r}{f' (metric {metric!r})' if metric else ''}{f' #{nth + 1}' if nth else ''} "
@@ -470,10 +469,8 @@ def _promptfoo(path: Path, dimension: str, model: str | None) -> Converted:
             fields[col] = "gradingResult.score"
             if grading.get("reason") is not None:
                 values[f"rationale:promptfoo:{dimension}"] = _text(grading.get("reason"))
-            if values[col] is not None:
-                conv.scores[("promptfoo", dimension)] = conv.scores.get(("promptfoo", dimension), 0) + 1
-            if "promptfoo" not in described:
-                described.add("promptfoo")
+            if ("promptfoo", dimension) not in described:
+                described.add(("promptfoo", dimension))
                 conv.mapping.append(f"gradingResult (no component results) -> judge 'promptfoo', dimension {dimension!r}")
         conv.rows.append(Row(values, rec, where, fields))
     n_providers = len({r.values["model"] for r in conv.rows})
@@ -607,22 +604,27 @@ def _inspect_log(path: Path) -> tuple[dict, Iterator[tuple[str, Any]], str]:
         raise InputError(str(path), None, None, f"not a readable .eval (zip) file: {exc}") from None
     infos = z.infolist()
     if len(infos) > MAX_ZIP_MEMBERS:
+        z.close()
         raise InputError(str(path), None, None, f"the zip has {len(infos)} members (limit {MAX_ZIP_MEMBERS}); refused")
-    names = [i.filename for i in infos]
-    budget = [MAX_ZIP_TOTAL_BYTES]
-    header_name = next((n for n in ("header.json", "_journal/start.json", "start.json") if n in names), None)
-    if header_name is None:
-        raise InputError(str(path), None, None, "not an Inspect .eval log (no header.json or _journal/start.json)")
-    header = _zip_json(z, header_name, budget, path)
-    spec = header.get("eval") if isinstance(header, dict) else None
-    if not isinstance(spec, dict):
-        raise InputError(str(path), None, "eval", f"{header_name} has no 'eval' object")
-    # samples/<id>_epoch_<n>.json (the experimental .eval2 keeps a sample's shell in .../sample.json)
-    sample_names = [n for n in names if n.startswith("samples/") and n.endswith(".json")
-                    and (n.count("/") == 1 or n.endswith("/sample.json"))]
-    if not sample_names:
-        raise InputError(str(path), None, "samples", "the log has no samples (was it written with "
-                                                     "--no-log-samples, or is it still running?)")
+    try:
+        names = [i.filename for i in infos]
+        budget = [MAX_ZIP_TOTAL_BYTES]
+        header_name = next((n for n in ("header.json", "_journal/start.json", "start.json") if n in names), None)
+        if header_name is None:
+            raise InputError(str(path), None, None, "not an Inspect .eval log (no header.json or _journal/start.json)")
+        header = _zip_json(z, header_name, budget, path)
+        spec = header.get("eval") if isinstance(header, dict) else None
+        if not isinstance(spec, dict):
+            raise InputError(str(path), None, "eval", f"{header_name} has no 'eval' object")
+        # samples/<id>_epoch_<n>.json (the experimental .eval2 keeps a sample's shell in .../sample.json)
+        sample_names = [n for n in names if n.startswith("samples/") and n.endswith(".json")
+                        and (n.count("/") == 1 or n.endswith("/sample.json"))]
+        if not sample_names:
+            raise InputError(str(path), None, "samples", "the log has no samples (was it written with "
+                                                         "--no-log-samples, or is it still running?)")
+    except BaseException:
+        z.close()
+        raise
 
     def gen():
         try:
@@ -702,8 +704,6 @@ def _inspect(path: Path, dimension: str, model: str | None) -> Converted:
                 fields[col] = f"scores.{scorer}.value" + (f".{key}" if key is not None else "")
                 if sc.get("explanation") is not None:
                     values[f"rationale:{judge}:{dim}"] = _text(sc.get("explanation"))
-                if score is not None:
-                    conv.scores[(judge, dim)] = conv.scores.get((judge, dim), 0) + 1
                 if (judge, dim) not in scorers:
                     scorers.add((judge, dim))
                     conv.mapping.append(f"scorer {scorer!r}{f' value {key!r}' if key is not None else ''} -> judge "
@@ -810,8 +810,6 @@ def _deepeval(path: Path, dimension: str, model: str | None) -> Converted:
             fields[col] = f"{where.split('[')[0]}[].metricsData[{mi}].score"
             if m.get("reason") is not None:
                 values[f"rationale:{judge}:{dimension}"] = _text(m.get("reason"))
-            if s is not None:
-                conv.scores[(judge, dimension)] = conv.scores.get((judge, dimension), 0) + 1
             if judge not in described:
                 described.add(judge)
                 ev = _text(_get(m, "evaluation_model", "evaluationModel"))
@@ -877,6 +875,11 @@ def convert(path: str | Path, fmt: str | None = None, *, dimension: str = DEFAUL
     if model is not None and fmt == "promptfoo" and conv.rows:
         conv.mapping.append(f"--model {model!r}: every provider renamed to it")
     _merge_repeats(conv)
+    for row in conv.rows:  # scores given per (judge, dimension), counted on the rows as imported
+        for col, v in row.values.items():
+            if col.startswith("judge:") and v is not None:
+                judge, dim = col[len("judge:"):].rsplit(":", 1)
+                conv.scores[(judge, dim)] = conv.scores.get((judge, dim), 0) + 1
     if not conv.rows:
         raise InputError(str(path), None, None, f"no outputs to import ({fmt} file with nothing usable; "
                                                 + ("; ".join(f'{v} {k}' for k, v in conv.skipped.items() if v) or "empty")
