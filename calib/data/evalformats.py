@@ -746,7 +746,7 @@ def _deepeval_cases(doc: Any, path: Path) -> tuple[list[tuple[int, str, dict]], 
     for i, c in enumerate(cases):
         if not isinstance(c, dict):
             raise InputError(str(path), i + 1, None, f"{prefix}[{i}] is not an object (a DeepEval test case)")
-        if c.get("conversational") or "turns" in c:
+        if c.get("conversational") is True or c.get("turns"):  # (turns is null on single-turn results)
             convo += 1
             continue
         out.append((i + 1, f"{prefix}[{i}]", c))
