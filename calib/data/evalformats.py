@@ -92,7 +92,7 @@ class Converted:
         head = (f"{one_line(self.file, 200)}: read as {self.tool} -> {len(self.items)} items, "
                 f"{len(self.rows)} outputs, {len(self.models)} model{'s' if len(self.models) != 1 else ''} "
                 f"({', '.join(repr(one_line(m, 60)) for m in self.models)})")
-        lines = [head] + [f"  {line}" for line in self.mapping]
+        lines = [head] + [f"  {one_line(line, 600)}" for line in self.mapping]
         for (judge, dim), n in self.scores.items():
             lines.append(f"  judge {one_line(judge, 60)!r}, dimension {one_line(dim, 60)!r}: {n} scores")
         skipped = {k: v for k, v in self.skipped.items() if v}
