@@ -15,6 +15,7 @@ import pytest
 
 from calib import cli
 from calib.data import evalformats as ef
+from calib.data.evalformats import inspectlog, sniff
 from calib.data import ingest, store
 from calib.errors import InputError
 from conftest import write_table
@@ -80,7 +81,7 @@ def test_detects_each_tool_by_structure_not_extension(tmp_path, small_outputs):
 
 
 def test_detects_a_document_bigger_than_the_sniffed_prefix_by_its_keys(tmp_path, monkeypatch):
-    monkeypatch.setattr(ef, "SNIFF_BYTES", 300)  # as a 2 GB log would be: only its opening is read
+    monkeypatch.setattr(sniff, "SNIFF_BYTES", 300)  # as a 2 GB log would be: only its opening is read
     for path, kind in ((PF, "promptfoo"), (INSPECT, "inspect"), (DE_RUN, "deepeval"), (DE_RESULTS, "deepeval")):
         assert ef.detect(path) == kind
     # a key name inside a string value is data, not structure
@@ -218,15 +219,15 @@ def test_eval_zip_bomb_and_member_count_are_refused(tmp_path, monkeypatch):
     log = json.loads(INSPECT.read_text())
     log["samples"][0]["output"]["choices"][0]["message"]["content"] = "x" * 50_000  # compresses to ~100 bytes
     path = write_eval_zip(tmp_path / "bomb.eval", log)
-    monkeypatch.setattr(ef, "MAX_ZIP_MEMBER_BYTES", 20_000)
+    monkeypatch.setattr(inspectlog, "MAX_ZIP_MEMBER_BYTES", 20_000)
     with pytest.raises(InputError, match="unpacks to more than"):
         ef.convert(path)
-    monkeypatch.setattr(ef, "MAX_ZIP_MEMBER_BYTES", 10**9)
-    monkeypatch.setattr(ef, "MAX_ZIP_TOTAL_BYTES", 30_000)
+    monkeypatch.setattr(inspectlog, "MAX_ZIP_MEMBER_BYTES", 10**9)
+    monkeypatch.setattr(inspectlog, "MAX_ZIP_TOTAL_BYTES", 30_000)
     with pytest.raises(InputError, match="the log unpacks to more than"):
         ef.convert(path)
-    monkeypatch.setattr(ef, "MAX_ZIP_TOTAL_BYTES", 10**9)
-    monkeypatch.setattr(ef, "MAX_ZIP_MEMBERS", 3)
+    monkeypatch.setattr(inspectlog, "MAX_ZIP_TOTAL_BYTES", 10**9)
+    monkeypatch.setattr(inspectlog, "MAX_ZIP_MEMBERS", 3)
     with pytest.raises(InputError, match="members"):
         ef.convert(path, "inspect")
 
