@@ -84,12 +84,23 @@ def _open_db(args, read_only: bool = False):
 
 
 def cmd_import(args) -> int:
-    from calib.data import ingest
+    from calib.data import evalformats, ingest
 
+    allow = dict(add_model=args.add_model, add_judge=args.add_judge, add_dimension=args.add_dimension,
+                 allow_new=args.allow_new)
+    fmt = evalformats.detect(args.file) if args.format == "auto" else args.format
+    if fmt in evalformats.FORMATS:  # another eval tool's file: reshaped, then the same importer
+        conv = evalformats.convert(args.file, fmt, dimension=args.dimension or evalformats.DEFAULT_DIMENSION,
+                                   model=args.model)
+        report = evalformats.import_converted(_open_db(args), conv, baseline=args.baseline, **allow)
+        print(conv.summary())  # what became what, printed once the import has landed
+        print(report.summary())
+        return 0
+    if args.model or args.dimension:
+        raise TiebreakError(f"{args.file}: --model and --dimension apply to promptfoo, Inspect AI and DeepEval "
+                            "files; a Tiebreak file names its models and dimensions in its rows and columns")
     con = _open_db(args)
-    print(ingest.import_file(con, args.file, baseline=args.baseline, add_model=args.add_model,
-                             add_judge=args.add_judge, add_dimension=args.add_dimension,
-                             allow_new=args.allow_new).summary())
+    print(ingest.import_file(con, args.file, baseline=args.baseline, **allow).summary())
     return 0
 
 
@@ -485,13 +496,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    c = sub.add_parser("import", help="import outputs with judge scores, or pairwise judge preferences (CSV, JSONL, Parquet)")
+    c = sub.add_parser("import", help="import outputs with judge scores, or pairwise judge preferences (CSV, JSONL, "
+                                      "Parquet), or promptfoo, Inspect AI or DeepEval result files")
     c.add_argument("file", help="one row per (item, model), or per (item, baseline, candidate) for pref: columns")
     c.add_argument("--baseline", help="the production model's name (default: kept, or the first model in the file)")
     c.add_argument("--add-model", action="store_true", help="accept a model the project does not have yet")
     c.add_argument("--add-judge", action="store_true", help="accept a judge the project does not have yet")
     c.add_argument("--add-dimension", action="store_true", help="accept a dimension the project does not have yet")
     c.add_argument("--allow-new", action="store_true", help="accept new models, judges and dimensions")
+    c.add_argument("--format", choices=["auto", "tiebreak", "promptfoo", "inspect", "deepeval"], default="auto",
+                   help="the file's format (default: auto, told from its structure): Tiebreak's import format, "
+                        "a promptfoo results file (JSON/JSONL), an Inspect AI log (.eval/.json), DeepEval results")
+    c.add_argument("--dimension",
+                   help="promptfoo/Inspect/DeepEval: the dimension for scores the tool does not name (default quality)")
+    c.add_argument("--model", help="Inspect/DeepEval: the model's name (default: the log's model; DeepEval "
+                                   "records none, so hyperparameters.model or the file name)")
     _db_arg(c)
     c.set_defaults(func=cmd_import)
 

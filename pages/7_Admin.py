@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from calib import safetext
-from calib.data import ingest, store
+from calib.data import evalformats, ingest, store
 from calib.errors import TiebreakError
 from calib.review import users
 from pages.shared import ui
@@ -165,7 +165,8 @@ with tab_imports:
     kind = st.radio("What the file holds", ["Outputs with judge scores, or pairwise judge preferences",
                                             "SME labels (pointwise and/or pairwise)"], key="admin_import_kind")
     outputs = kind.startswith("Outputs")
-    up = st.file_uploader("File (.csv, .jsonl or .parquet)", type=["csv", "jsonl", "ndjson", "json", "parquet", "pq"],
+    up = st.file_uploader("File (.csv, .jsonl or .parquet; or a promptfoo, Inspect AI (.eval/.json) or DeepEval "
+                          "results file)", type=["csv", "jsonl", "ndjson", "json", "parquet", "pq", "eval"],
                           key="admin_import_file")
     extra: dict = {}
     if outputs:
@@ -182,7 +183,11 @@ with tab_imports:
             path.write_bytes(up.getvalue())
             c = ui.cursor()
             try:
-                if outputs:
+                mapping = ""
+                if outputs and evalformats.detect(path):  # another eval tool's file: reshaped, same importer
+                    conv, report = evalformats.import_eval_file(c, path, baseline=baseline.strip() or None, **extra)
+                    mapping = conv.summary() + "\n"
+                elif outputs:
                     report = ingest.import_file(c, path, baseline=baseline.strip() or None, **extra)
                 else:
                     report = ingest.import_labels(c, path, source=source.strip() or "import")
@@ -191,7 +196,7 @@ with tab_imports:
             else:
                 users.audit(c, user, "imported", f"{fname}: {report.kind}, {report.rows} rows")
                 st.cache_data.clear()
-                st.session_state["admin_import_result"] = ("ok", report.summary().replace(tmp + "/", ""))
+                st.session_state["admin_import_result"] = ("ok", (mapping + report.summary()).replace(tmp + "/", ""))
     result = st.session_state.get("admin_import_result")
     if result:
         (st.error if result[0] == "error" else st.success)(safetext.md(result[1]))

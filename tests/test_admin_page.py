@@ -176,3 +176,16 @@ def test_settings_set_elsewhere_outside_the_usual_range_still_render(db):
     _submit(at, "💾 Save settings")
     s = store.get_settings(cur)
     assert s["margin"] == 0.03 and s["lease_minutes"] == 0  # untouched values are not rewritten
+
+
+def test_upload_of_an_eval_tool_file_imports_with_its_mapping(db):
+    data = (ROOT / "tests" / "data" / "evalformats" / "deepeval_test_run.json").read_bytes()
+    at = _app()
+    at.file_uploader(key="admin_import_file").set_value(("latest_test_run.json", data, "application/json"))
+    at.run()
+    at.checkbox(key="admin_import_allow_new").check()
+    at.button(key="admin_import_go").click().run()
+    assert not at.exception, at.exception
+    shown = " ".join(s.value for s in at.success).replace("\\", "")  # markdown-escaped text
+    assert "read as deepeval" in shown and "support-bot-v2" in shown and "added 3 items" in shown
+    assert "support-bot-v2" in store.models(_cur(db))
