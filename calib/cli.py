@@ -136,7 +136,7 @@ def cmd_status(args) -> int:
     print(f"judges     {len({j['judge'] for j in st['judges']})} judges, {st['judge_scores']} scores, "
           f"{st['pair_judge_prefs']} pairwise preferences")
     for j in st["judges"]:
-        print(f"  {j['judge']:<24} {j['dimension']:<16} {j['scores']}")
+        print(f"  {j['judge']:<24} {j['dimension']:<16} {j['scores']}" + ("  (side by side)" if j.get("kind") == "side by side" else ""))
     total = sum(x["labels"] for x in st["labels"])
     print(f"labels     {total} pointwise, {sum(x['labels'] for x in st['pair_labels'])} pairwise")
     for x in st["labels"] + st["pair_labels"]:
@@ -242,7 +242,7 @@ def cmd_fit(args) -> int:
         _print_json(res)
         return 0
     print(f"{res['kind']} fit on {res['n_labels']} labelled items ({res['seconds']:.1f} s); "
-          f"{res['interval']:.0%} credible intervals; margin {res['margin']}")
+          f"{engine.interval_words(res)}; margin {res['margin']}")
     if len(res["candidates"]) > 1:
         print(f"  {len(res['candidates'])} candidates: {res['multiplicity']}")
     for d in res["diffs"]:

@@ -75,7 +75,7 @@ def live() -> None:
     need = fit.get("decide_prob_per_candidate", fit["decide_prob"])
     st.caption(f"{'NUTS' if fit['kind'] == 'nuts' else 'Fast'} fit on {fit['n_labels']:,} labelled items"
                + (f" ({rows:,} label rows)" if rows is not None else "")
-               + f"; {fit['interval']:.0%} credible intervals; margin {100 * fit['margin']:g} percentage points; "
+               + f"; {engine.interval_words(fit)}; margin {100 * fit['margin']:g} percentage points; "
                f"a decision needs P >= {need:.4g}"
                + (f" ({len(cands)} candidates compared at once: {fit['decide_prob']:g} adjusted by Bonferroni, "
                   f"1 - (1 - {fit['decide_prob']:g}) / {len(cands)})" if many else "")
@@ -131,7 +131,7 @@ def live() -> None:
     st.dataframe(safe.rows(tables.comparison_table(comparison, settings["dimensions"])), hide_index=True,
                  width="stretch", height="content")
     lat, cost = settings["signoff_max_p95_latency_ms"], settings["signoff_max_cost_per_1k_usd"]
-    st.caption("Pass rates are population estimates with their credible intervals; latency and cost come from the "
+    st.caption(f"Pass rates are population estimates with their {engine.interval_words(fit)}; latency and cost come from the "
                "outputs' recorded figures. Sign-off thresholds for the candidate (Admin page, Settings): p95 latency "
                + (f"at most {lat:,.0f} ms" if lat else "no limit") + ", cost per 1,000 requests "
                + (f"at most \\${cost:,.2f}" if cost else "no limit") + ".")

@@ -553,8 +553,11 @@ def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Counts a user checks after an import: items, outputs, judges, labels by dimension."""
     one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
     s = get_settings(con)
+    # pointwise judges' scores, then side-by-side judges' preferences (a pairwise-only project has only these)
     judges = con.execute(
-        "SELECT judge, dimension, count(*) FROM judge_scores GROUP BY ALL ORDER BY ALL"
+        "SELECT judge, dimension, count(*), 'pointwise' FROM judge_scores GROUP BY ALL ORDER BY ALL"
+    ).fetchall() + con.execute(
+        "SELECT judge, dimension, count(*), 'side by side' FROM pair_judge_prefs GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     labels = con.execute(
         """
@@ -576,7 +579,7 @@ def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
             con.execute("SELECT model, count(*) FROM outputs GROUP BY model ORDER BY model").fetchall()
         ),
         "judge_scores": one("SELECT count(*) FROM judge_scores"),
-        "judges": [{"judge": j, "dimension": d, "scores": n} for j, d, n in judges],
+        "judges": [{"judge": j, "dimension": d, "scores": n, "kind": k} for j, d, n, k in judges],
         "pair_judge_prefs": one("SELECT count(*) FROM pair_judge_prefs"),
         "labels": [
             {"dimension": d, "labels": n, "items": i, "annotators": a} for d, n, i, a in labels

@@ -134,12 +134,22 @@ def comparison_table(comparison: list[dict], dimensions: list[str]) -> list[dict
     return [{"Measure": name, **{str(r["model"]): f(r) for r in comparison}} for name, f in measures]
 
 
+def _estimate(r: dict, key: str) -> str:
+    """A cross-check's estimate: Delta in percentage points, a win rate in per cent."""
+    return (pct if r.get("estimand") == "win rate" else pp)(r.get(key))
+
+
 def crosscheck_table(checks: list[dict], with_note: bool = True) -> list[dict]:
-    """The same Delta by other estimators; ``with_note`` False leaves the per-method notes to
-    ``crosscheck_notes`` (a caption), so a narrow table shows every column in full."""
+    """The same Delta (or win rate) by other estimators; ``with_note`` False leaves the per-method
+    notes to ``crosscheck_notes`` (a caption), so a narrow table shows every column in full."""
+    def iv(r: dict) -> str:
+        return DASH if _missing(r.get("lo")) or _missing(r.get("hi")) else f"[{_estimate(r, 'lo')}, {_estimate(r, 'hi')}]"
+
     cols: list[Column] = [
-        ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("method", "Method", None),
-        ("mean", "Delta", pp), (interval("lo", "hi", pp), "95% interval", None), ("n", "Labelled items", integer)]
+        ("dimension", "Dimension", None), ("candidate", "Candidate", None),
+        (lambda r: r.get("estimand", "Delta"), "Estimand", None), ("method", "Method", None),
+        (lambda r: _estimate(r, "mean"), "Estimate", None), (iv, "95% interval", None),
+        ("n", "Labelled items", integer)]
     return present(checks, cols + ([("note", "Note", None)] if with_note else []))
 
 
