@@ -29,22 +29,33 @@ def test_no_secrets_means_passwords_only():
         assert (o.sso, o.password, o.warning) == (False, True, "")
 
 
+def _keys(o):
+    return [(p.key, p.label) for p in o.providers]
+
+
 def test_a_complete_default_provider_offers_one_button_and_passwords():
     o = sso.offer({"auth": AUTH})
-    assert o.providers == (("default", "single sign-on"),) and o.password and not o.warning
-    assert (o.email_claim, o.require_verified_email) == ("email", True)
-    o = sso.offer({"auth": AUTH, "tiebreak": {"sso_label": "Okta"}})
-    assert o.providers == (("default", "Okta"),)
+    assert _keys(o) == [("default", "single sign-on")] and o.password and not o.warning
+    assert o.provider(None) == o.provider("default") == sso.Provider("default", "single sign-on", "email", True)
+    assert _keys(sso.offer({"auth": {**AUTH, "label": "Okta"}})) == [("default", "Okta")]
 
 
-def test_named_providers_each_get_a_button():
+def test_named_providers_each_get_a_button_and_their_own_rules():
     shared = {k: AUTH[k] for k in sso.SHARED_KEYS}
     provider = {k: AUTH[k] for k in sso.PROVIDER_KEYS}
-    o = sso.offer({"auth": {**shared, "okta": provider, "google": {**provider, "label": "Google"},
+    o = sso.offer({"auth": {**shared, "okta": provider,
+                            "microsoft": {**provider, "label": "Microsoft", "email_claim": "preferred_username",
+                                          "require_verified_email": False},
                             "half": {"client_id": "x"}, "client_kwargs": {"prompt": "login"}}})
-    assert o.providers == (("okta", "okta"), ("google", "Google"))
+    assert _keys(o) == [("okta", "okta"), ("microsoft", "Microsoft")]
+    assert (o.provider("okta").email_claim, o.provider("okta").require_verified_email) == ("email", True)
+    ms = o.provider("microsoft")
+    assert (ms.email_claim, ms.require_verified_email) == ("preferred_username", False)
+    assert o.provider("default") is None and o.provider("half") is None
     o = sso.offer({"auth": {**shared, "my_idp": provider}})
     assert not o.sso and "'_'" in o.warning
+    o = sso.offer({"auth": {**AUTH, "email_claim": 3, "require_verified_email": "no"}})
+    assert (o.provider("default").email_claim, o.provider("default").require_verified_email) == ("email", True)
 
 
 def test_an_incomplete_auth_section_is_off_and_says_what_is_missing():
@@ -63,14 +74,6 @@ def test_password_sign_in_turns_off_only_when_a_provider_is_configured():
         assert o.password and "ignored" in o.warning
     o = sso.offer({"auth": AUTH, "tiebreak": {"password_sign_in": "no"}})
     assert o.password and "true or false" in o.warning
-
-
-def test_the_claim_and_the_verified_check_are_configurable():
-    o = sso.offer({"auth": AUTH, "tiebreak": {"sso_email_claim": "preferred_username",
-                                              "sso_require_verified_email": False}})
-    assert (o.email_claim, o.require_verified_email) == ("preferred_username", False)
-    o = sso.offer({"auth": AUTH, "tiebreak": {"sso_email_claim": 3, "sso_require_verified_email": "no"}})
-    assert (o.email_claim, o.require_verified_email) == ("email", True)  # nonsense keeps the safe defaults
 
 
 # --------------------------------------------------------------------------- e-mails
@@ -144,6 +147,20 @@ def test_another_claim_without_the_verified_flag_when_configured(db):
     claims = {"sub": "abc", "preferred_username": "Lea@Contoso.com"}
     assert sso.match(db, claims).user is None
     assert sso.match(db, claims, email_claim="preferred_username", require_verified_email=False).user == "lea"
+
+
+def test_the_provider_that_signed_in_sets_the_rules(db):
+    sso.set_email(db, "lea", "lea@contoso.com", actor="ada")
+    shared = {k: AUTH[k] for k in sso.SHARED_KEYS}
+    provider = {k: AUTH[k] for k in sso.PROVIDER_KEYS}
+    o = sso.offer({"auth": {**shared, "google": provider,
+                            "microsoft": {**provider, "email_claim": "preferred_username",
+                                          "require_verified_email": False}}})
+    unverified = {"sub": "abc", "email": "lea@contoso.com", "preferred_username": "lea@contoso.com"}
+    assert sso.identify(db, o, {**unverified, "provider": "microsoft"}).user == "lea"
+    assert sso.identify(db, o, {**unverified, "provider": "google"}).user is None
+    m = sso.identify(db, o, {**unverified, "provider": "okta"})  # a provider since removed from secrets.toml
+    assert m.user is None and "no longer offers" in m.message
 
 
 def test_two_users_with_one_email_match_neither(db):

@@ -11,10 +11,10 @@ knows but Tiebreak does not (no user with that e-mail, or a deactivated one) is 
 The e-mail must be one the provider vouches for: by default the ID token must say
 ``email_verified: true`` (Google and Okta send it; a provider where anyone can type any e-mail
 into their profile would otherwise let them take over the Tiebreak user with that e-mail).
-Providers that send no such claim (Microsoft Entra ID) are configured explicitly in
-``[tiebreak]``: ``sso_email_claim`` names the claim to match (e.g. ``preferred_username``, the
-account's sign-in name, which the tenant's admins control) and
-``sso_require_verified_email = false`` drops the check.
+Providers that send no such claim (Microsoft Entra ID) are configured explicitly in their
+section of ``[auth]``: ``email_claim`` names the claim to match (e.g. ``preferred_username``, the
+account's sign-in name, which the tenant's admins control) and ``require_verified_email = false``
+drops the check.
 
 Password sign-in can be turned off (``[tiebreak] password_sign_in = false``): a flag in the same
 file as the provider, set by whoever deploys the app, rather than a project setting an admin
@@ -47,47 +47,67 @@ EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass(frozen=True)
-class Offer:
-    """What the sign-in page shows: one button per identity provider (``st.login(key)``; the key
-    ``default`` is the provider written directly in ``[auth]``), the password form or not, and a
-    warning for the admin when the configuration is half done."""
+class Provider:
+    """One identity provider: the key ``st.login`` takes (``default`` is the one written directly
+    in ``[auth]``), the button's label, and which claim holds the e-mail and whether the provider
+    must vouch for it (``email_verified``)."""
 
-    providers: tuple[tuple[str, str], ...] = ()  # (provider key, button label)
-    password: bool = True
-    warning: str = ""
+    key: str
+    label: str
     email_claim: str = "email"
     require_verified_email: bool = True
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What the sign-in page shows: one button per identity provider, the password form or not,
+    and a warning for the admin when the configuration is half done."""
+
+    providers: tuple[Provider, ...] = ()
+    password: bool = True
+    warning: str = ""
 
     @property
     def sso(self) -> bool:
         return bool(self.providers)
+
+    def provider(self, key: str | None) -> Provider | None:
+        return next((p for p in self.providers if p.key == (key or "default")), None)
 
 
 def _complete(section: Mapping) -> bool:
     return all(isinstance(section.get(k), str) and section.get(k) for k in PROVIDER_KEYS)
 
 
+def _provider(key: str, section: Mapping, label: str) -> Provider:
+    # Extra keys in a provider's section are Tiebreak's: Authlib reads only the keys it knows.
+    claim, verified = section.get("email_claim", "email"), section.get("require_verified_email", True)
+    return Provider(key, str(section.get("label") or label),
+                    claim if isinstance(claim, str) and claim else "email",
+                    verified if isinstance(verified, bool) else True)  # nonsense keeps the safe defaults
+
+
 def offer(secret: Mapping | None) -> Offer:
     """The sign-in offer for the app's secrets (the parsed ``secrets.toml``; None or {} when there
-    is none). Single sign-on is on when ``[auth]`` has ``redirect_uri``, ``cookie_secret`` and
-    a provider with ``client_id``, ``client_secret`` and ``server_metadata_url`` (written directly
-    in ``[auth]``, or as ``[auth.NAME]`` sections, one button each)."""
+    is none). Single sign-on is on when ``[auth]`` has ``redirect_uri``, ``cookie_secret`` and a
+    provider with ``client_id``, ``client_secret`` and ``server_metadata_url``: written directly in
+    ``[auth]`` (one button, "single sign-on" unless ``label`` says otherwise) and/or as
+    ``[auth.NAME]`` sections (one button each, labelled NAME unless ``label`` says otherwise)."""
     secret = secret or {}
     auth = secret.get("auth") if isinstance(secret.get("auth"), Mapping) else {}
     opts = secret.get("tiebreak") if isinstance(secret.get("tiebreak"), Mapping) else {}
     warnings = []
 
-    providers: list[tuple[str, str]] = []
+    providers: list[Provider] = []
     if auth:
-        label = opts.get("sso_label") if isinstance(opts.get("sso_label"), str) else "single sign-on"
         if _complete(auth):
-            providers.append(("default", label))
+            providers.append(_provider("default", auth, "single sign-on"))
         for key, section in auth.items():
             if isinstance(section, Mapping) and key != "client_kwargs" and _complete(section):
                 if "_" in key:  # Streamlit refuses provider names with an underscore
                     warnings.append(f"[auth.{key}] is ignored: a provider name cannot contain '_'.")
                 else:
-                    providers.append((key, str(section.get("label") or key)))
+                    providers.append(_provider(key, section, key))
         missing = [k for k in SHARED_KEYS if not auth.get(k)]
         if missing:
             warnings.append("Single sign-on is off: [auth] in .streamlit/secrets.toml lacks "
@@ -105,12 +125,7 @@ def offer(secret: Mapping | None) -> Offer:
         warnings.append("[tiebreak] password_sign_in = false is ignored: no single sign-on provider is "
                         "configured, and nobody could sign in.")
         password = True
-
-    claim = opts.get("sso_email_claim", "email")
-    verified = opts.get("sso_require_verified_email", True)
-    return Offer(tuple(providers), password, " ".join(warnings),
-                 claim if isinstance(claim, str) and claim else "email",
-                 verified if isinstance(verified, bool) else True)
+    return Offer(tuple(providers), password, " ".join(warnings))
 
 
 # --------------------------------------------------------------------------- e-mails of users
@@ -215,3 +230,13 @@ def match(con: duckdb.DuckDBPyConnection, claims: Mapping, email_claim: str = "e
         return Match(None, email=email, message=f"The Tiebreak user for {email} is deactivated: ask a Tiebreak "
                                                 "admin to reactivate it.")
     return Match(name, role, email=email)
+
+
+def identify(con: duckdb.DuckDBPyConnection, o: Offer, claims: Mapping) -> Match:
+    """``match`` with the rules of the provider that signed the user in (Streamlit puts its key in
+    the ``provider`` claim); a provider no longer configured is refused."""
+    p = o.provider(claims.get("provider") if isinstance(claims.get("provider"), str) else None)
+    if p is None:
+        return Match(None, message="You signed in through an identity provider this app no longer offers: "
+                                   "sign out and sign in again.")
+    return match(con, claims, p.email_claim, p.require_verified_email)
