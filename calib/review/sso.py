@@ -220,8 +220,8 @@ def match(con: duckdb.DuckDBPyConnection, claims: Mapping, email_claim: str = "e
     rows = con.execute("SELECT name, role, coalesce(active, TRUE) FROM users WHERE email = ?", [email]).fetchall()
     if not rows:
         return Match(None, email=email,
-                     message=f"Signed in as {email}, but no Tiebreak user has this e-mail: ask a Tiebreak admin "
-                             "to add you with it, or sign in with another account.")
+                     message=f"Your identity provider signed you in as {email}, but no Tiebreak user has this e-mail: "
+                             "ask a Tiebreak admin to add you with it, or sign in with another account.")
     if len(rows) > 1:  # set_email prevents it; a database edited by hand might not
         return Match(None, email=email, message=f"Several Tiebreak users have the e-mail {email}: ask a Tiebreak "
                                                 "admin to keep it on one.")
