@@ -45,6 +45,14 @@ with tab_users:
         st.dataframe(safetext.rows(people), hide_index=True, width="stretch")
     else:
         st.info("No users yet: everyone acts as a local admin until the first user is added.")
+    from pages.shared import sso as sso_page
+
+    offer = sso_page.offer()  # from .streamlit/secrets.toml
+    st.caption(("Single sign-on: " + ", ".join(safetext.md(p.label) for p in offer.providers)
+                + " (users are matched by e-mail)" if offer.sso else "Single sign-on: off")
+               + ("; password sign-in: on." if offer.password else "; password sign-in: off."))
+    if offer.warning:
+        st.warning(safetext.md(offer.warning))
     if not is_admin:
         st.caption("Only admins add or change users; leads can lift sign-in locks (next tabs).")
     else:

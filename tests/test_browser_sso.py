@@ -103,10 +103,13 @@ def _sign_in_page(page):
     assert page.get_by_role("textbox", name="User name").count() == 0  # password sign-in is off
 
 
-def _through_the_provider(page, idp, account):
+def _through_the_provider(page, idp, account) -> float:
+    """Sign in as ``account`` at the provider; returns the time the click on the app's button was made."""
+    t0 = time.perf_counter()
     page.get_by_role("button", name=f"Sign in with {LABEL}").click()
     page.wait_for_url(f"{idp}/oauth2/authorize**", timeout=30_000)
     page.get_by_role("button", name=account, exact=True).click()  # the mock's one-click account
+    return t0
 
 
 def _sign_out(page, idp, button="Sign out"):
@@ -126,8 +129,9 @@ def test_sign_in_through_the_provider_by_role_then_sign_out(app, idp):
         page.screenshot(path=str(ART / "sso_sign_in.png"))
 
         # a lead: Home, with the lead's pages in the sidebar
-        _through_the_provider(page, idp, "lea")
+        t0 = _through_the_provider(page, idp, "lea")
         page.get_by_text("Signed in as lea (lead)").first.wait_for(timeout=60_000)
+        print(f"\nsign-in through the provider, click to signed in: {time.perf_counter() - t0:.2f} s")
         page.get_by_text("Signed in by single sign-on").first.wait_for(timeout=30_000)
         page.get_by_role("heading", name="Project").wait_for(timeout=30_000)
         assert page.url.rstrip("/") == url

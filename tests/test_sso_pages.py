@@ -76,7 +76,7 @@ def test_a_matched_user_gets_tiebreaks_role_and_an_sso_sign_out(db):
     claims = {"is_logged_in": True, "email": "LEA@example.com", "email_verified": True, "provider": "default"}
     at = _run(secrets={"auth": AUTH, "tiebreak": {"password_sign_in": False}}, user=claims)
     assert at.session_state["auth_user"] == "lea" and at.session_state["auth_via"] == "sso"
-    assert "Signed in as lea (lead)" in _text(at) and "single sign-on" in _text(at)
+    assert "Signed in as lea (lead)" in _text(at) and "Signed in by single sign-on" in _text(at)
     assert any(m.label == "Items" for m in at.metric)  # the lead's Home page
     assert "Change password" not in [e.label for e in at.get("expander")]
     # the role is Tiebreak's, read at every rerun
@@ -127,3 +127,14 @@ def test_admin_page_adds_an_sso_only_user_and_sets_emails(db):
     at.text_input(key="admin_email_ada").set_value("ada@example.com")
     next(b for b in at.get("form_submit_button") if b.label == "Save e-mail").click().run()
     assert sso.emails(cur)["ada"] == "ada@example.com"
+
+
+def test_admin_page_says_how_users_sign_in(db):
+    at = _run("pages/7_Admin.py", secrets={"auth": AUTH, "tiebreak": {"password_sign_in": False}},
+              state={"auth_user": "ada", "auth_role": "admin"})
+    # (the password session above ends with passwords off: the sign-in page shows instead)
+    assert _sso_buttons(at) == ["Sign in with Okta"]
+    at = _run("pages/7_Admin.py", secrets={"auth": AUTH}, state={"auth_user": "ada", "auth_role": "admin"})
+    assert "Single sign-on: Okta (users are matched by e-mail); password sign-in: on." in _text(at)
+    at = _run("pages/7_Admin.py", state={"auth_user": "ada", "auth_role": "admin"})
+    assert "Single sign-on: off; password sign-in: on." in _text(at)
