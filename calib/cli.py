@@ -372,11 +372,9 @@ def cmd_users_email(args) -> int:
 
 
 def cmd_users_list(args) -> int:
-    from calib.review import users
+    from calib.review import sso, users
 
     con = _open_db(args)
-    from calib.review import sso
-
     mails = sso.emails(con)
     for u in users.list_users(con):
         state = "locked" if u["locked"] else ("active" if u["active"] else "deactivated")

@@ -62,7 +62,7 @@ with tab_users:
             name = c1.text_input("User name", key="admin_new_name")
             new_role = c2.selectbox("Role", users.ROLES, key="admin_new_role")
             password = c3.text_input("Initial password (8+ characters)", type="password", key="admin_new_pw",
-                                     help="Leave empty for a user who signs in by single sign-on only (give the e-mail).")
+                                     help="Empty: the user signs in by single sign-on only (give the e-mail).")
             email = c4.text_input("E-mail (for single sign-on)", key="admin_new_email")
             if st.form_submit_button("➕ Add user", type="primary"):
                 try:

@@ -138,3 +138,12 @@ def test_admin_page_says_how_users_sign_in(db):
     assert "Single sign-on: Okta (users are matched by e-mail); password sign-in: on." in _text(at)
     at = _run("pages/7_Admin.py", state={"auth_user": "ada", "auth_role": "admin"})
     assert "Single sign-on: off; password sign-in: on." in _text(at)
+
+
+def test_a_hostile_email_claim_is_shown_as_text(db):
+    hostile = "[x](javascript:alert(1))<b>@evil.com"
+    at = _run(secrets={"auth": AUTH},
+              user={"is_logged_in": True, "provider": "default", "email": hostile, "email_verified": True})
+    shown = at.error[0].value
+    assert "no Tiebreak user has this e-mail" in shown.replace("\\", "")
+    assert "\\[x\\]\\(javascript" in shown and "\\<b\\>" in shown  # markdown and HTML escaped
