@@ -3,6 +3,8 @@ e-mails of users, and matching an identity provider's claims to an active Tiebre
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from calib import cli
@@ -156,11 +158,23 @@ def test_the_provider_that_signed_in_sets_the_rules(db):
     o = sso.offer({"auth": {**shared, "google": provider,
                             "microsoft": {**provider, "email_claim": "preferred_username",
                                           "require_verified_email": False}}})
-    unverified = {"sub": "abc", "email": "lea@contoso.com", "preferred_username": "lea@contoso.com"}
+    unverified = {"sub": "abc", "email": "lea@contoso.com", "preferred_username": "lea@contoso.com", "iat": time.time()}
     assert sso.identify(db, o, {**unverified, "provider": "microsoft"}).user == "lea"
     assert sso.identify(db, o, {**unverified, "provider": "google"}).user is None
     m = sso.identify(db, o, {**unverified, "provider": "okta"})  # a provider since removed from secrets.toml
     assert m.user is None and "no longer offers" in m.message
+
+
+def test_a_sign_in_older_than_a_session_is_made_again(db):
+    sso.set_email(db, "lea", "lea@example.com", actor="ada")
+    o = sso.offer({"auth": AUTH})
+    now, hours = 1_800_000_000.0, users.SESSION_HOURS
+    claims = {**_claims(), "provider": "default"}
+    assert sso.identify(db, o, {**claims, "iat": now - hours * 3600 + 60}, now=now).user == "lea"
+    for iat in (now - hours * 3600 - 60, now + 3600, None, "yesterday", True):  # old, from the future, undated
+        m = sso.identify(db, o, {**claims, "iat": iat}, now=now)
+        assert m.user is None and m.again and "sign in again" in m.message
+    assert sso.identify(db, o, {**claims, "iat": now - 50}, now=now, max_age_seconds=30).again
 
 
 def test_two_users_with_one_email_match_neither(db):

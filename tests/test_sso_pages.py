@@ -6,6 +6,7 @@ flow through a provider is in tests/test_browser_sso.py."""
 from __future__ import annotations
 
 import pathlib
+import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -49,7 +50,7 @@ def _sso_buttons(at) -> list[str]:
 
 
 def _text(at) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "title") for e in at.get(kind)]
+    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "title") for e in at.get(kind)]
     return "\n".join(str(p) for p in parts).replace("\\", "")  # markdown escapes of safetext.md
 
 
@@ -73,7 +74,8 @@ def test_sso_button_beside_passwords_and_alone_when_passwords_are_off(db):
 
 
 def test_a_matched_user_gets_tiebreaks_role_and_an_sso_sign_out(db):
-    claims = {"is_logged_in": True, "email": "LEA@example.com", "email_verified": True, "provider": "default"}
+    claims = {"is_logged_in": True, "email": "LEA@example.com", "email_verified": True, "provider": "default",
+              "iat": int(time.time())}
     at = _run(secrets={"auth": AUTH, "tiebreak": {"password_sign_in": False}}, user=claims)
     assert at.session_state["auth_user"] == "lea" and at.session_state["auth_via"] == "sso"
     assert "Signed in as lea (lead)" in _text(at) and "Signed in by single sign-on" in _text(at)
@@ -92,7 +94,8 @@ def test_a_matched_user_gets_tiebreaks_role_and_an_sso_sign_out(db):
 def test_an_unknown_or_unverified_email_is_refused_with_a_way_out(db):
     for claims, why in (({"email": "eve@example.com", "email_verified": True}, "no Tiebreak user has this e-mail"),
                         ({"email": "lea@example.com", "email_verified": False}, "verified")):
-        at = _run(secrets={"auth": AUTH}, user={"is_logged_in": True, "provider": "default", **claims})
+        at = _run(secrets={"auth": AUTH}, user={"is_logged_in": True, "provider": "default", "iat": time.time(),
+                                                **claims})
         assert "auth_user" not in at.session_state and why in _text(at)
         assert "Sign out of the identity provider, to use another account" in [b.label for b in at.button]
         assert [t.label for t in at.text_input] == ["User name", "Password"]  # passwords still on
@@ -143,7 +146,15 @@ def test_admin_page_says_how_users_sign_in(db):
 def test_a_hostile_email_claim_is_shown_as_text(db):
     hostile = "[x](javascript:alert(1))<b>@evil.com"
     at = _run(secrets={"auth": AUTH},
-              user={"is_logged_in": True, "provider": "default", "email": hostile, "email_verified": True})
+              user={"is_logged_in": True, "provider": "default", "email": hostile, "email_verified": True,
+                    "iat": time.time()})
     shown = at.error[0].value
     assert "no Tiebreak user has this e-mail" in shown.replace("\\", "")
     assert "\\[x\\]\\(javascript" in shown and "\\<b\\>" in shown  # markdown and HTML escaped
+
+
+def test_an_old_sign_in_offers_the_providers_button_again(db):
+    at = _run(secrets={"auth": AUTH}, user={"is_logged_in": True, "provider": "default", "email": "lea@example.com",
+                                            "email_verified": True, "iat": time.time() - 13 * 3600})
+    assert "auth_user" not in at.session_state and "sign in again" in _text(at)
+    assert _sso_buttons(at) == ["Sign in with Okta"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -193,6 +194,7 @@ class Match:
     role: str | None = None
     message: str = ""
     email: str = ""
+    again: bool = False  # the sign-in is too old: offer the provider's button, not a sign-out
 
 
 def _true(value: object) -> bool:
@@ -232,11 +234,23 @@ def match(con: duckdb.DuckDBPyConnection, claims: Mapping, email_claim: str = "e
     return Match(name, role, email=email)
 
 
-def identify(con: duckdb.DuckDBPyConnection, o: Offer, claims: Mapping) -> Match:
+def identify(con: duckdb.DuckDBPyConnection, o: Offer, claims: Mapping, now: float | None = None,
+             max_age_seconds: float | None = None) -> Match:
     """``match`` with the rules of the provider that signed the user in (Streamlit puts its key in
-    the ``provider`` claim); a provider no longer configured is refused."""
+    the ``provider`` claim); a provider no longer configured is refused.
+
+    Streamlit's identity cookie lasts 30 days whatever the provider says; a sign-in older than a
+    Tiebreak session (``users.SESSION_HOURS``, from the ID token's ``iat``) must be made again,
+    so someone removed from the identity provider loses access within that time even while
+    Tiebreak still lists them."""
     p = o.provider(claims.get("provider") if isinstance(claims.get("provider"), str) else None)
     if p is None:
         return Match(None, message="You signed in through an identity provider this app no longer offers: "
                                    "sign out and sign in again.")
+    now = time.time() if now is None else now
+    max_age = users.SESSION_HOURS * 3600 if max_age_seconds is None else max_age_seconds
+    iat = claims.get("iat")
+    if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not (now - max_age <= iat <= now + 300):
+        return Match(None, again=True, message=f"Your single sign-on is more than {max_age / 3600:g} hours old "
+                                               "(or undated): sign in again.")
     return match(con, claims, p.email_claim, p.require_verified_email)

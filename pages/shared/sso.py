@@ -60,7 +60,7 @@ def signed_in(cur, o: sso.Offer) -> bool:
     found = sso.identify(cur, o, claims) if claims else None
     if found is None or found.user is None:
         if found is not None:
-            st.session_state["auth_sso_refused"] = found.message
+            st.session_state["auth_sso_refused"], st.session_state["auth_sso_again"] = found.message, found.again
         if st.session_state.get("auth_via") == "sso":
             _forget()
         return False
@@ -80,8 +80,10 @@ def sign_in_panel(o: sso.Offer, title: bool) -> None:
         return
     if not title:
         st.divider()
-    refused = st.session_state.get("auth_sso_refused")
-    if refused:
+    refused, again = st.session_state.get("auth_sso_refused"), st.session_state.get("auth_sso_again")
+    if refused and again:  # too old: the provider's button signs in afresh
+        st.info(safetext.md(refused))
+    elif refused:
         st.error(safetext.md(refused))
         if st.button("Sign out of the identity provider, to use another account", key="auth_sso_other"):
             st.session_state.pop("auth_sso_refused", None)
