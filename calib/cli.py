@@ -45,6 +45,7 @@ WRITE_PAGES = {
     "simulate": "run the simulated SME on the Demo page",
     "demo": "give a new --db path for a demo",
     "users unlock": "unlock on the Admin page (Sign-in locks tab; leads can too)",
+    "users email": "set e-mails on the Admin page (Users tab)",
     "regressions queue": "queue likely regressions on the Regressions page (Queue these for SMEs)",
 }
 NOT_STORED = {"fit": " (the fit is not stored: the Decision page refits and stores while the app runs)"}
@@ -341,23 +342,44 @@ def cmd_users_add(args) -> int:
     from calib.review import users
 
     password = args.password or os.environ.get("TIEBREAK_PASSWORD")
-    if not password:
+    if args.sso_only:
+        if not args.email:
+            raise TiebreakError("--sso-only needs --email (single sign-on matches users by e-mail)")
+        password = None  # a random one nobody knows
+    elif not password:
         if not sys.stdin.isatty():
-            raise TiebreakError("no password: give --password, set TIEBREAK_PASSWORD, or run in a terminal")
+            raise TiebreakError("no password: give --password, set TIEBREAK_PASSWORD, --sso-only, or run in a terminal")
         password = getpass.getpass(f"password for {args.name}: ")
     con = _open_db(args)
-    users.add_user(con, args.name, args.role, password)
-    print(f"user {args.name} ({args.role}) saved")
+    if args.email:
+        from calib.review import sso
+
+        sso.add_user(con, args.name, args.role, password, args.email)
+    else:
+        users.add_user(con, args.name, args.role, password)
+    print(f"user {args.name} ({args.role}) saved" + (f", e-mail {args.email.strip().lower()}" if args.email else ""))
+    return 0
+
+
+def cmd_users_email(args) -> int:
+    from calib.review import sso
+
+    if bool(args.email) == bool(args.clear):
+        raise TiebreakError("give the e-mail, or --clear to remove it")
+    email = sso.set_email(_open_db(args), args.name, None if args.clear else args.email, actor="cli")
+    print(f"user {args.name}: e-mail {email}" if email else f"user {args.name}: e-mail removed")
     return 0
 
 
 def cmd_users_list(args) -> int:
-    from calib.review import users
+    from calib.review import sso, users
 
     con = _open_db(args)
+    mails = sso.emails(con)
     for u in users.list_users(con):
         state = "locked" if u["locked"] else ("active" if u["active"] else "deactivated")
-        print(f"{u['name']:<24} {u['role']:<6} {state:<11} {u['created_at']}")
+        mail = f"  {mails[u['name']]}" if u["name"] in mails else ""
+        print(f"{u['name']:<24} {u['role']:<6} {state:<11} {u['created_at']}{mail}")
     return 0
 
 
@@ -628,8 +650,17 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("name")
     ua.add_argument("--role", choices=["sme", "lead", "admin"], required=True)
     ua.add_argument("--password", help="the password (else $TIEBREAK_PASSWORD, else asked for)")
+    ua.add_argument("--email", help="the e-mail single sign-on matches this user by")
+    ua.add_argument("--sso-only", action="store_true",
+                    help="no password (a random one nobody knows): the user signs in by single sign-on only")
     _db_arg(ua)
     ua.set_defaults(func=cmd_users_add)
+    ue = usub.add_parser("email", help="set or remove the e-mail single sign-on matches a user by")
+    ue.add_argument("name")
+    ue.add_argument("email", nargs="?")
+    ue.add_argument("--clear", action="store_true", help="remove the user's e-mail")
+    _db_arg(ue)
+    ue.set_defaults(func=cmd_users_email)
     ul = usub.add_parser("list", help="list users and roles")
     _db_arg(ul)
     ul.set_defaults(func=cmd_users_list)

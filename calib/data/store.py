@@ -336,9 +336,17 @@ def _m009_unit_candidate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE queue ADD COLUMN candidate VARCHAR; ALTER TABLE leases ADD COLUMN candidate VARCHAR")
 
 
+def _m014_sso_user_email(con: duckdb.DuckDBPyConnection) -> None:
+    """Single sign-on matches the identity provider's verified e-mail to a Tiebreak user: each user
+    may have one e-mail (stored lower-case; unique among users, checked in ``calib.review.sso``
+    rather than by an index, which DuckDB would check against rows updated in the same transaction)."""
+    con.execute("ALTER TABLE users ADD COLUMN email VARCHAR")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
     _m007_judge_calls, _m008_sign_in_and_admin, _m009_unit_candidate,
+    _m014_sso_user_email,
 ]
 
 
