@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -486,6 +487,34 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
     else:
         con.execute("COMMIT")
+
+
+_DB_LOCKS: dict[tuple[str, str], threading.RLock] = {}
+_DB_LOCKS_GUARD = threading.Lock()
+
+
+def db_key(con: duckdb.DuckDBPyConnection) -> str:
+    """The database file a connection or cursor is on (``":memory:"`` for an in-memory one): the
+    key of the process-wide locks below, so two projects open in one process never wait on each other."""
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return str(Path(row[0]).resolve()) if row and row[0] else ":memory:"
+
+
+def db_lock(con: duckdb.DuckDBPyConnection, name: str) -> threading.RLock:
+    """A process-wide re-entrant lock per (database file, ``name``): one writer at a time for a
+    derived table rebuilt by check-then-write (the cells, the queue's batches).
+
+    Why a lock and not DuckDB alone: the app serves every session from threads of ONE process, each
+    with its own cursor, and DuckDB's optimistic concurrency lets two transactions both see "not
+    built yet" or "unit not queued" and both insert (tables without a key), or fail with a
+    primary-key conflict (``cache_state``). Other processes cannot open the file while the app has
+    it (DuckDB allows one writing process), so a process-wide lock is enough."""
+    key = (db_key(con), name)
+    with _DB_LOCKS_GUARD:
+        lock = _DB_LOCKS.get(key)
+        if lock is None:
+            lock = _DB_LOCKS[key] = threading.RLock()
+        return lock
 
 
 def register(con: duckdb.DuckDBPyConnection, name: str, frame) -> None:
