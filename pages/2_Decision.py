@@ -21,12 +21,6 @@ st.title("Decision")
 db = ui.db_path()
 
 
-@st.cache_resource
-def _nuts_runs() -> dict:
-    """The background NUTS fit per database, shared by every session of this process."""
-    return {}
-
-
 @st.cache_data(ttl=600, show_spinner=False)
 def _output_stats(path: str, version: str) -> list[dict]:
     """Latency, tokens and cost per model (scans every output: cached per data version)."""
@@ -148,17 +142,17 @@ def live() -> None:
 live()
 
 st.subheader("Authoritative fit (NUTS)")
-run = _nuts_runs().get(db)
+run = dashboard.nuts_run(ui.cursor())
 st.session_state["decision_nuts_busy"] = bool(run and run.running)
 c1, c2 = st.columns([1, 3])
 if c1.button("Run NUTS in the background", key="decision_nuts", disabled=st.session_state["decision_nuts_busy"]):
-    _nuts_runs()[db] = dashboard.BackgroundFit(ui._connection(db), "nuts")
+    dashboard.start_nuts(ui._connection(db))  # one per database: another session's running fit is kept
     st.rerun()
 
 
 @st.fragment(run_every=2)
 def nuts_status() -> None:
-    run = _nuts_runs().get(db)
+    run = dashboard.nuts_run(ui.cursor())
     if run is not None and run.running:
         st.info("NUTS is running in the background (about 5 s warm, 25 s the first time in a process); "
                 "this page stays usable.")

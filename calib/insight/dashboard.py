@@ -154,3 +154,29 @@ class BackgroundFit:
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
+
+
+# The background NUTS fit per database, shared by every session of this process.
+_NUTS_RUNS: dict[str, BackgroundFit] = {}
+_NUTS_GUARD = threading.Lock()
+
+
+def nuts_run(con: duckdb.DuckDBPyConnection) -> BackgroundFit | None:
+    """This database's latest background NUTS fit in this process (running or finished), or None."""
+    return _NUTS_RUNS.get(store.db_key(con))
+
+
+def start_nuts(con: duckdb.DuckDBPyConnection) -> tuple[BackgroundFit, bool]:
+    """Start the authoritative NUTS fit of ``con``'s database in the background unless one is
+    already running in this process; returns (the run, whether this call started it).
+
+    Every session of the app shares one process: four tabs pressing "Run NUTS" within seconds
+    started three fits (the button was disabled per tab only), each holding its own sampler. The
+    check and the start happen under one lock, so a second press just sees the running fit."""
+    key = store.db_key(con)
+    with _NUTS_GUARD:
+        run = _NUTS_RUNS.get(key)
+        if run is not None and run.running:
+            return run, False
+        run = _NUTS_RUNS[key] = BackgroundFit(con, "nuts")
+        return run, True
