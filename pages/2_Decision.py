@@ -5,7 +5,6 @@ Layout only: every number comes from calib (engine, dashboard, plots, report).""
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from calib import safetext as safe
@@ -183,7 +182,7 @@ def _exports(path: str, watermark: int, n_fits: int) -> dict[str, bytes]:
             f = Path(tmp) / f"labels{suffix}"
             ingest.export_labels(cur, f)
             out[f"labels{suffix}"] = f.read_bytes()
-    out["fits.csv"] = pd.DataFrame(engine.fits_history(cur)).to_csv(index=False).encode()
+    out["fits.csv"] = tables.fits_history_csv(engine.fits_history(cur))  # formula-like text quoted
     return out
 
 

@@ -524,6 +524,23 @@ def register(con: duckdb.DuckDBPyConnection, name: str, frame) -> None:
     con.register(name, frame)
 
 
+def csv_safe_sql(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """``sql`` wrapped so that every text column's value starting with a formula character (``=``,
+    ``+``, ``-``, ``@``, tab, CR: ``calib.safetext.CSV_FORMULA_START``) gets a leading single quote,
+    for a CSV a spreadsheet may open (OWASP, CSV injection). Other columns, numbers included, are
+    unchanged: a number is never run as a formula, and -0.5 stays the number -0.5."""
+    cols = con.execute(f"DESCRIBE ({sql})").fetchall()
+    starts = "('=', '+', '-', '@', chr(9), chr(13))"
+
+    def one(name: str, typ: str) -> str:
+        q = '"' + name.replace('"', '""') + '"'
+        if typ.upper() != "VARCHAR":
+            return q
+        return f"CASE WHEN left({q}, 1) IN {starts} THEN chr(39) || {q} ELSE {q} END AS {q}"
+
+    return f"SELECT {', '.join(one(c[0], c[1]) for c in cols)} FROM ({sql})"
+
+
 # --------------------------------------------------------------------------- settings
 
 
