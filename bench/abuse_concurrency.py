@@ -30,7 +30,9 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the repo instead of bench/ on the path: bench/coverage.py would shadow the coverage package numba imports
+sys.path[:] = [str(Path(__file__).resolve().parents[1])] + [
+    p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from calib import safetext  # noqa: E402
 from calib.data import demo, ingest, store  # noqa: E402

@@ -97,3 +97,12 @@ def test_cli_queue_and_labels_export_write_no_formula_cell(tmp_path, capsys):
     assert len(printed.splitlines()) > 1 and formula_cells(printed) == []
     assert cli.main(["labels", "export", str(tmp_path / "cli.csv"), "--db", str(db)]) == 0
     assert formula_cells((tmp_path / "cli.csv").read_text()) == []
+
+
+def test_the_apps_tables_offer_no_csv_download():
+    """st.dataframe's toolbar CSV is written in the browser from the cells as shown (no
+    neutralising): the app turns it off; its own exports are the neutralised ones above."""
+    import tomllib
+
+    cfg = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert cfg["client"]["disableDataExport"] is True
