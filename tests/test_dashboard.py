@@ -258,7 +258,7 @@ def test_one_nuts_fit_per_database_however_many_sessions_press_run(demo_con, mon
 
     def press():
         barrier.wait()
-        started.append(dashboard.start_nuts(demo_con.cursor()))
+        started.append(dashboard.start_nuts(demo_con))  # as the page: the process's shared connection
 
     threads = [threading.Thread(target=press) for _ in range(4)]
     for t in threads:

@@ -496,7 +496,13 @@ _DB_LOCKS_GUARD = threading.Lock()
 def db_key(con: duckdb.DuckDBPyConnection) -> str:
     """The database file a connection or cursor is on (``":memory:"`` for an in-memory one): the
     key of the process-wide locks below, so two projects open in one process never wait on each other."""
-    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    # on a cursor of its own: callers pass the app's shared connection from many threads, and one
+    # DuckDB connection must not run statements from two threads at once
+    cur = con.cursor()
+    try:
+        row = cur.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    finally:
+        cur.close()
     return str(Path(row[0]).resolve()) if row and row[0] else ":memory:"
 
 
