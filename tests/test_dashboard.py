@@ -247,9 +247,10 @@ def test_one_nuts_fit_per_database_however_many_sessions_press_run(demo_con, mon
     from calib.stats import model
 
     _label_truth(demo_con, 30)
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
 
     def slow_nuts(data, draws=600, seed=0):
+        entered.set()
         release.wait(5)
         return model.fit_laplace(data, 300, seed)
 
@@ -267,6 +268,7 @@ def test_one_nuts_fit_per_database_however_many_sessions_press_run(demo_con, mon
         t.join()
     assert sum(new for _, new in started) == 1 and len({id(run) for run, _ in started}) == 1
     assert dashboard.nuts_run(demo_con.cursor()) is started[0][0]
+    assert entered.wait(10)  # the background fit is sampling (it holds the database's NUTS lock)
     with pytest.raises(engine.FitRunning):
         engine.fit_project(demo_con.cursor(), "nuts")
     release.set()
