@@ -153,8 +153,8 @@ if c1.button("Run NUTS in the background", key="decision_nuts", disabled=st.sess
 def nuts_status() -> None:
     run = dashboard.nuts_run(ui.cursor())
     if run is not None and run.running:
-        st.info("NUTS is running in the background (about 5 s warm, 25 s the first time in a process); "
-                "this page stays usable.")
+        st.info("NUTS is running in the background, one fit at a time for everyone (about 5 s warm, 25 s the "
+                "first time or after 5 idle minutes, when its worker process starts); this page stays usable.")
     elif run is not None and run.error:
         st.error(f"NUTS failed: {safe.md(run.error)}")
     if run is not None and not run.running and st.session_state.get("decision_nuts_busy"):
