@@ -159,12 +159,15 @@ def exports(folder: Path) -> dict:
     out = {}
     ingest.export_labels(con, folder / "labels.csv")
     out["labels_csv"] = formula_cells((folder / "labels.csv").read_text())
+    con.execute(f"COPY ({ingest.EXPORT_SQL}) TO '{folder / 'raw.csv'}' (FORMAT CSV, HEADER)")  # as before the fix
+    out["raw_csv"] = formula_cells((folder / "raw.csv").read_text())
     ingest.export_labels(con, folder / "labels.parquet")
     import pandas as pd
 
     back = pd.read_parquet(folder / "labels.parquet")  # exact values: the formula-like text cells exported
     out["hostile"] = int(sum(back[c].dropna().astype(str).str.startswith(safetext.CSV_FORMULA_START).sum()
-                             for c in back.columns if back[c].dtype == object))
+                             for c in back.columns
+                             if pd.api.types.is_object_dtype(back[c]) or pd.api.types.is_string_dtype(back[c])))
     out["fits_csv"] = formula_cells(tables.fits_history_csv(engine.fits_history(con)).decode())
     con.close()
     buf = io.StringIO()
@@ -235,7 +238,8 @@ def run() -> list[dict]:
         rows.append({"problem": "7", "attack": f"labels whose item ids, model names, notes and annotators are "
                                                f"formulas ({r['hostile']} such text cells, kept exactly in Parquet) "
                                                "exported as CSV",
-                     "figure": f"formula cells: labels CSV {r['labels_csv']}, CLI labels export {r['cli_csv']}, "
+                     "figure": f"formula cells: labels CSV {r['labels_csv']} (written raw, as before: "
+                               f"{r['raw_csv']}), CLI labels export {r['cli_csv']}, "
                                f"fits history CSV {r['fits_csv']}, tiebreak queue CSV {r['queue_csv']}"})
         r = nuts_presses(folder)
         rows.append({"problem": "9", "attack": "4 sessions press Run NUTS at once (dashboard.start_nuts)",
