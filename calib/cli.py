@@ -331,8 +331,8 @@ def cmd_queue(args) -> int:
         shown = {"inclusion_prob": lambda v: f"{v:.6g}", "priority": lambda v: f"{v:.6g}"}
         w = _csv.writer(sys.stdout)
         w.writerow(cols)
-        for r in rows:
-            w.writerow([shown.get(c, lambda v: v)(r[c]) for c in cols])
+        for r in rows:  # item ids, candidates and reasons from the data: formula-like text quoted
+            w.writerow([shown[c](r[c]) if c in shown else safetext.csv_cell(r[c]) for c in cols])
     return 0
 
 
