@@ -194,3 +194,16 @@ def test_hostile_upload_fails_alone_with_one_line(db):
     shown = errors[0].replace("\\", "")
     assert shown.startswith("wide.csv, row 0") and "import_max_columns" in shown
     assert store.status(cur) == before
+
+
+def test_upload_of_an_eval_tool_file_imports_with_its_mapping(db):
+    data = (ROOT / "tests" / "data" / "evalformats" / "deepeval_test_run.json").read_bytes()
+    at = _app()
+    at.file_uploader(key="admin_import_file").set_value(("latest_test_run.json", data, "application/json"))
+    at.run()
+    at.checkbox(key="admin_import_allow_new").check()
+    at.button(key="admin_import_go").click().run()
+    assert not at.exception, at.exception
+    shown = " ".join(s.value for s in at.success).replace("\\", "")  # markdown-escaped text
+    assert "read as deepeval" in shown and "support-bot-v2" in shown and "added 3 items" in shown
+    assert "support-bot-v2" in store.models(_cur(db))

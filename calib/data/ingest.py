@@ -667,12 +667,16 @@ EXPORT_SQL = """
 
 
 def export_labels(con: duckdb.DuckDBPyConnection, path: str | Path) -> int:
-    """Write every label (both kinds, full history, corrections included) to CSV, JSONL or Parquet."""
+    """Write every label (both kinds, full history, corrections included) to CSV, JSONL or Parquet.
+    In a CSV, text that a spreadsheet would run as a formula (a note ``=HYPERLINK(...)``, an item id
+    starting with ``-``) gets a leading single quote (``store.csv_safe_sql``); Parquet and JSONL keep
+    every value exactly."""
     path = Path(path)
     fmt = {".csv": "FORMAT CSV, HEADER", ".parquet": "FORMAT PARQUET", ".jsonl": "FORMAT JSON", ".json": "FORMAT JSON"}.get(path.suffix.lower())
     if fmt is None:
         raise TiebreakError(f"{path}: unknown file type {path.suffix!r}; use .csv, .jsonl or .parquet")
-    con.execute(f"COPY ({EXPORT_SQL}) TO {_lit(str(path))} ({fmt})")
+    sql = store.csv_safe_sql(con, EXPORT_SQL) if path.suffix.lower() == ".csv" else EXPORT_SQL
+    con.execute(f"COPY ({sql}) TO {_lit(str(path))} ({fmt})")
     return con.execute(f"SELECT count(*) FROM ({EXPORT_SQL})").fetchone()[0]
 
 
