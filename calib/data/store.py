@@ -46,6 +46,13 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "demo_pace": 1.0,  # demo mode: simulated SME items per second
     "min_decision_items": 20,  # fewest items labelled for both models before "not worse"/"worse" is announced
     "forecast_prior_sd": 0.1,  # the forecast's sceptical prior on Delta: N(0, sd^2) (most changes move a rate < 0.2)
+    # import limits, checked before any work (calib.data.readers.Limits); a file over one is refused
+    "import_max_bytes": 10_000_000_000,  # file size (app uploads are further capped by server.maxUploadSize)
+    "import_max_rows": 8_000_000,  # data rows per file (5.3M rows import in ~34 s, 2 GB)
+    "import_max_columns": 500,
+    "import_max_judge_columns": 200,  # judge:/pref: columns (judges x dimensions)
+    "import_max_depth": 20,  # nesting of a JSON value or a Parquet column type
+    "import_memory_mb": 2048,  # the app's import process: address-space cap (a bad file fails only it)
 }
 
 
