@@ -110,7 +110,7 @@ def cli_import(path: Path, workdir: Path) -> dict:
     db = workdir / f"{path.stem}.duckdb"
     for p in (db, Path(str(db) + ".wal")):
         p.unlink(missing_ok=True)
-    return measure([sys.executable, "-m", "calib.cli", "import", str(path), "--db", str(db)])
+    return measure([sys.executable, "-m", "calib.cli", "import", str(path), "--db", str(db), "--new"])
 
 
 def _figure(r: dict, path: Path | None = None) -> str:

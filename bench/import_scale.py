@@ -70,7 +70,7 @@ def main() -> None:
     for p in (db, Path(str(db) + ".wal")):
         p.unlink(missing_ok=True)
     exe = str(Path(sys.executable).parent / "tiebreak")
-    s, gb, out = timed([exe, "import", str(pq_path), "--db", str(db)])
+    s, gb, out = timed([exe, "import", str(pq_path), "--db", str(db), "--new"])
     print(out.strip())
     print(f"import:    {s:6.1f} s wall, peak RSS {gb:.2f} GB  ({args.outputs:,} output rows, cores={os.cpu_count()})")
     s2, gb2, out = timed([exe, "import", str(pq_path), "--db", str(db)])

@@ -1,6 +1,8 @@
 """The ``tiebreak`` command line. Each command is a thin wrapper over a calib function.
 
-The database comes from ``--db``, else ``$TIEBREAK_DB``, else the bundled demo database.
+The database comes from ``--db``, else ``$TIEBREAK_DB``, else the bundled demo database. Only an
+existing Tiebreak database opens (``init``, ``import --new`` and ``demo`` create one), and every write
+command reports what it wrote as read back from the file.
 Errors meant for the user (bad input, a database locked by the app) print one line and exit 2.
 """
 
@@ -23,7 +25,8 @@ from calib import safetext  # noqa: E402
 
 
 def _db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", help="DuckDB file (default: $TIEBREAK_DB, else the bundled demo database)")
+    p.add_argument("--db", help="an existing Tiebreak database (default: $TIEBREAK_DB, else the bundled demo "
+                                "database); create one with `tiebreak init FILE` or `import FILE --db NEW --new`")
 
 
 def _print_json(obj) -> None:
@@ -57,8 +60,9 @@ def command_path(args) -> str:
     return f"{args.command} {sub}" if sub else args.command
 
 
-def _open_db(args, read_only: bool = False):
-    """The project's database; when another process (the app) holds it, a read command works on a
+def _open_db(args, read_only: bool = False, create: bool = False):
+    """The project's database: an existing Tiebreak database only, unless ``create`` (``init``,
+    ``import --new``, ``demo``). When another process (the app) holds it, a read command works on a
     fresh snapshot (said on stderr) and a write command stops with a pointer to the page."""
     import atexit
     import shutil
@@ -69,7 +73,7 @@ def _open_db(args, read_only: bool = False):
             from calib.data import demo
 
             return demo.open_db(args.db, read_only=read_only)
-        return store.connect(args.db, read_only=read_only)
+        return store.connect(args.db, read_only=read_only, create=create)
     except store.DatabaseLocked as exc:
         cmd = command_path(args)
         if cmd not in READS:
@@ -88,6 +92,49 @@ def _open_db(args, read_only: bool = False):
 # --------------------------------------------------------------------------- commands
 
 
+def read_back(args, con, what):
+    """Close the command's connection and open the file it names afresh (read-only), so what a
+    write command reports is what the file holds, not what the process believes it wrote; return
+    ``what(fresh_connection)``."""
+    con.close()
+    fresh = store.connect(args.db, read_only=True, create=False)
+    try:
+        return what(fresh)
+    finally:
+        fresh.close()
+
+
+def _counts(con) -> str:
+    one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
+    return (f"{one('SELECT count(*) FROM items')} items, {one('SELECT count(*) FROM outputs')} outputs, "
+            f"{one('SELECT count(*) FROM judge_scores')} judge scores, "
+            f"{one('SELECT count(*) FROM pair_judge_prefs')} pairwise judge preferences, "
+            f"{one('SELECT count(*) FROM labels') + one('SELECT count(*) FROM pair_labels')} labels")
+
+
+def cmd_init(args) -> int:
+    """A new, empty Tiebreak database (the only command besides ``import --new`` and ``demo`` that
+    creates one)."""
+    from pathlib import Path
+
+    path = Path(args.path)
+    if path.exists():
+        what = ("a DuckDB database" if store.is_duckdb_file(path) else store.describe_file(path))
+        raise TiebreakError(f"{path} already exists ({what}); give a new file name")
+    args.db = str(path)
+    con = _open_db(args, create=True)
+    n = read_back(args, con, lambda c: c.execute("SELECT count(*) FROM _migrations").fetchone()[0])
+    print(f"{path}: new empty Tiebreak database (schema version {n}, read back from the file); "
+          f"next: `tiebreak import FILE --db {path}`")
+    return 0
+
+
+def _refuse_existing(args) -> None:
+    path = store.resolve_db(args.db)
+    if path.exists():
+        raise TiebreakError(f"{path} already exists; --new creates a database: drop --new to import into it")
+
+
 def cmd_import(args) -> int:
     from calib.data import evalformats, ingest
 
@@ -96,18 +143,33 @@ def cmd_import(args) -> int:
     allow = dict(add_model=add_model, add_judge=args.add_judge, add_dimension=args.add_dimension,
                  allow_new=args.allow_new)
     fmt = evalformats.detect(args.file) if args.format == "auto" else args.format
+    conv = None
     if fmt in evalformats.FORMATS:  # another eval tool's file: reshaped, then the same importer
         conv = evalformats.convert(args.file, fmt, dimension=args.dimension or evalformats.DEFAULT_DIMENSION,
                                    model=args.model)
-        report = evalformats.import_converted(_open_db(args), conv, baseline=args.baseline, **allow)
-        print(conv.summary())  # what became what, printed once the import has landed
-        print(report.summary())
-        return 0
-    if args.model or args.dimension:
+    elif args.model or args.dimension:
         raise TiebreakError(f"{args.file}: --model and --dimension apply to promptfoo, Inspect AI and DeepEval "
                             "files; a Tiebreak file names its models and dimensions in its rows and columns")
-    con = _open_db(args)
-    print(ingest.import_file(con, args.file, baseline=args.baseline, **allow).summary())
+    if args.new:
+        if not args.db:
+            raise TiebreakError("--new needs --db PATH: the new database's file")
+        _refuse_existing(args)
+    con = _open_db(args, create=args.new)
+    try:
+        if conv is not None:
+            lines = [conv.summary(),  # what became what, printed once the import has landed
+                     evalformats.import_converted(con, conv, baseline=args.baseline, **allow).summary()]
+        else:
+            lines = [ingest.import_file(con, args.file, baseline=args.baseline, **allow).summary()]
+    except BaseException:
+        if args.new:  # bad input changes nothing: not even an empty new database is left behind
+            con.close()
+            path = store.resolve_db(args.db)
+            for f in (path, path.with_name(path.name + ".wal")):
+                f.unlink(missing_ok=True)
+        raise
+    print("\n".join(lines))
+    print(f"{store.resolve_db(args.db)} now holds " + read_back(args, con, _counts) + " (read back from the file)")
     return 0
 
 
@@ -116,6 +178,7 @@ def cmd_labels_import(args) -> int:
 
     con = _open_db(args)
     print(ingest.import_labels(con, args.file, source=args.source).summary())
+    print(f"{store.resolve_db(args.db)} now holds " + read_back(args, con, _counts) + " (read back from the file)")
     return 0
 
 
@@ -165,16 +228,25 @@ def cmd_regressions(args) -> int:
     cands = [args.candidate] if args.candidate else [m for m in store.models(con) if m != s["baseline"]]
     if not cands:
         raise TiebreakError("no candidate model: import outputs of a candidate first")
+    top = args.top if args.top is not None else (20 if args.json else 3)
+    prompts: dict[str, str] = {}  # for the text output's excerpts only
 
     def one(cand: str) -> dict:
         entry = {"candidate": cand, "dimensions": {}}
         for d in dims:
             flips = rg.sme_flips(con, d, cand)
-            lik = rg.likely_regressions(con, d, cand).head(args.top)
+            every = rg.likely_regressions(con, d, cand)
+            lik = every.head(top)
+            summary = rg.flip_summary(con, d, cand)
             e = {"flips": flips.to_dict("records"),
                  "by_segment": rg.flip_rates(con, d, "segment", cand).to_dict("records"),
                  "by_topic": rg.flip_rates(con, d, "topic", cand).to_dict("records"),
-                 "likely_regressions": lik.to_dict("records")}
+                 "likely_regressions": lik.to_dict("records"),
+                 "summary": summary, "unlabelled_items": len(every),
+                 "ranking_note": rg.ranking_note(summary["items"], every["p_regression"].to_numpy(),
+                                                 int(s["min_decision_items"]))}
+            if not args.json:
+                prompts.update(rg.item_prompts(con, lik["item_id"].tolist()))
             if args.queue:
                 b = rg.queue_likely_regressions(con, d, args.queue, cand)
                 e["queued"] = {"batch_id": b.batch_id, "selected": b.selected, "expected": b.expected}
@@ -185,33 +257,83 @@ def cmd_regressions(args) -> int:
     # every candidate (or the one asked for); the first one's entries also at the top level, as before
     per = [one(c) for c in cands]
     out = {"baseline": s["baseline"], **per[0], "candidates": per}
+    if args.queue:
+        ids = [e["queued"]["batch_id"] for entry in per for e in entry["dimensions"].values()]
+        n = read_back(args, con, lambda c: c.execute(
+            "SELECT count(*) FROM queue WHERE list_contains(?, batch_id)", [ids]).fetchone()[0])
+        print(f"read back from {store.resolve_db(args.db)}: {n} queued units in batch(es) "
+              f"{', '.join(map(str, ids))}", file=sys.stderr)
     if args.json:
         _print_json(out)
         return 0
     for entry in per:
-        if len(per) > 1:
-            print(f"candidate {safetext.one_line(entry['candidate'])}:")
-        _print_regressions(entry)
+        print("\n".join(regressions_text(entry, s["baseline"], top, prompts)))
     return 0
 
 
-def _print_regressions(entry: dict) -> None:
+def _pct(k: int, n: int) -> str:
+    return f"{k} ({k / n:.1%})" if n else str(k)
+
+
+def regressions_text(entry: dict, baseline: str, top: int, prompts: dict[str, str]) -> list[str]:
+    """The text report of one candidate: per dimension the counts and rates, the rates per segment,
+    the top SME-confirmed regressions and improvements with short excerpts of both outputs, the top
+    likely regressions (with a warning while their ranking is not informative); then the items an
+    SME preferred the baseline on. ``top`` applies to every list. Every string from the data goes
+    through ``safetext`` (one line, control characters and escape sequences visible, cut)."""
+    name, ex = safetext.one_line, safetext.excerpt
+    more = lambda n: [f"    ... and {n - top} more (--top N shows more)"] if n > top else []  # noqa: E731
+    lines = [f"== {name(entry['candidate'], 60)} vs {name(baseline, 60)} (baseline)"]
     for d, e in entry["dimensions"].items():
-        reg = [f for f in e["flips"] if f["flip"] == "regression"]
-        print(f"{d}: {len(reg)} SME-confirmed regressions, {len(e['flips']) - len(reg)} improvements")
-        for f in reg:
-            print(f"  {safetext.one_line(str(f['item_id']))}  {safetext.one_line(str(f['segment']))}  "
-                  f"{safetext.one_line(str(f['topic']))}")
-        print("  likely regressions (unlabelled): " + ", ".join(
-            f"{safetext.one_line(str(x['item_id']))} {x['p_regression']:.2f}" for x in e["likely_regressions"]))
+        sm = e["summary"]
+        n = sm["items"]
+        lines.append(f"{name(d, 60)}: {n} items labelled for both models by SMEs: {_pct(sm['regressions'], n)} "
+                     f"regressions, {_pct(sm['improvements'], n)} improvements")
+        segs = sorted(e["by_segment"], key=lambda r: (-r["regressions"], -r["items"], str(r["segment"])))
+        if segs:
+            lines.append("  by segment (regressions, improvements, of items labelled):")
+            width = min(24, max(len(name(r["segment"], 24)) for r in segs))
+            for r in segs[:top]:
+                lines.append(f"    {name(r['segment'], 24):<{width}}  {_pct(int(r['regressions']), int(r['items'])):>12}  "
+                             f"{_pct(int(r['improvements']), int(r['items'])):>12}  of {int(r['items'])}")
+            lines += more(len(segs))
+        for kind in ("regression", "improvement"):
+            flips = [f for f in e["flips"] if f["flip"] == kind]
+            if not flips:
+                continue
+            lines.append(f"  SME-confirmed {kind}s ({min(top, len(flips))} of {len(flips)}; "
+                         f"baseline {'passed' if kind == 'regression' else 'failed'}, candidate "
+                         f"{'failed' if kind == 'regression' else 'passed'}):")
+            for f in flips[:top]:
+                lines.append(f"    {name(f['item_id'], 24)}  {name(f['segment'], 16)}/{name(f['topic'], 16)}  "
+                             f"baseline {ex(f['baseline_output'], 32)}  candidate {ex(f['candidate_output'], 32)}")
+            lines += more(len(flips))
+        lik = e["likely_regressions"]
+        lines.append(f"  likely regressions ({len(lik)} of {e['unlabelled_items']} unlabelled items; "
+                     "P(regression) from the judges ranks items, it is no calibrated chance):")
+        if e["ranking_note"]:
+            lines.append(f"    ({e['ranking_note']})")
+        for x in lik[:top]:
+            lines.append(f"    {name(x['item_id'], 24)}  {x['p_regression']:.2f}  {name(x['segment'], 16)}/"
+                         f"{name(x['topic'], 16)}  prompt {ex(prompts.get(x['item_id'], ''), 50)}")
+        lines += more(e["unlabelled_items"])
         if "queued" in e:
-            print(f"  queued batch {e['queued']['batch_id']}: {e['queued']['selected']} items")
+            lines.append(f"  queued batch {e['queued']['batch_id']}: {e['queued']['selected']} items")
+    pref = entry["pairwise_baseline_preferred"]
+    if pref:
+        lines.append(f"side by side, an SME preferred the baseline ({min(top, len(pref))} of {len(pref)}):")
+        for x in pref[:top]:
+            strength = {2: "much better", 1: "slightly better"}.get(x["strength"], "better")
+            lines.append(f"    {name(x['item_id'], 24)}  {name(x['dimension'], 16)}  {strength}  "
+                         f"by {name(x['annotator'], 20)}" + (f"  note {ex(x['note'], 50)}" if isinstance(x["note"], str) and x["note"] else ""))
+        lines += more(len(pref))
+    return lines
 
 
 def cmd_demo(args) -> int:
     from calib.data import demo
 
-    con = _open_db(args)
+    con = _open_db(args, create=True)
     have = con.execute("SELECT count(*) FROM items").fetchone()[0]
     if have:
         raise TiebreakError(f"{store.resolve_db(args.db)} already holds {have} items; give a new --db path for a demo")
@@ -220,6 +342,7 @@ def cmd_demo(args) -> int:
     demo.load_demo(con, args.items, args.seed, candidates=args.candidates)
     print(f"{store.resolve_db(args.db)}: demo with {args.items} items and {args.candidates} candidate(s) "
           f"(seed {args.seed}) loaded; hidden truth stored for the simulated SME")
+    print("read back from the file: " + read_back(args, con, _counts))
     return 0
 
 
@@ -233,7 +356,8 @@ def cmd_settings_set(args) -> int:
     con = _open_db(args)
     with store.transaction(con):
         store.set_settings(con, **{args.key: store.parse_setting(args.key, args.value)})
-    print(f"{args.key} = {json.dumps(store.get_settings(con)[args.key])}")
+    value = read_back(args, con, lambda c: store.get_settings(c)[args.key])
+    print(f"{args.key} = {json.dumps(value)} (read back from {store.resolve_db(args.db)})")
     return 0
 
 
@@ -333,6 +457,11 @@ def cmd_queue(args) -> int:
     # several candidates: a unit of work is (item, candidate), so say which candidate
     cols = ["item_id", *(["candidate"] if len(queue.unit_candidates(con)) > 1 else []),
             "inclusion_prob", "reason", "priority", "overlap"]
+    queued, leased_now = read_back(args, con, lambda c: c.execute(
+        "SELECT (SELECT count(*) FROM queue), (SELECT count(*) FROM leases WHERE ended_at IS NULL AND annotator = ?)",
+        [args.lease or ""]).fetchone())
+    print(f"read back from {store.resolve_db(args.db)}: {queued} queued units"
+          + (f", {leased_now} open leases for {safetext.one_line(args.lease)}" if args.lease else ""), file=sys.stderr)
     if args.format == "json":
         _print_json([{k: r[k] for k in cols} for r in rows])
     else:
@@ -365,7 +494,11 @@ def cmd_users_add(args) -> int:
         sso.add_user(con, args.name, args.role, password, args.email)
     else:
         users.add_user(con, args.name, args.role, password)
-    print(f"user {args.name} ({args.role}) saved" + (f", e-mail {args.email.strip().lower()}" if args.email else ""))
+    row = read_back(args, con, lambda c: c.execute("SELECT role, active FROM users WHERE name = ?", [args.name]).fetchone())
+    if row is None or row[0] != args.role:
+        raise TiebreakError(f"user {args.name}: not found in {store.resolve_db(args.db)} after saving")
+    print(f"user {safetext.one_line(args.name)} ({row[0]}) saved in {store.resolve_db(args.db)} (read back)"
+          + (f", e-mail {args.email.strip().lower()}" if args.email else ""))
     return 0
 
 
@@ -396,7 +529,13 @@ def cmd_users_unlock(args) -> int:
 
     con = _open_db(args)
     users.unlock(con, args.name, actor="cli")
-    print(f"user {args.name}: failed sign-ins cleared, lock lifted")
+    left = read_back(args, con, lambda c: c.execute(
+        "SELECT count(*) FROM sign_in_throttle WHERE scope = 'user' AND key = ? AND (locked OR failures > 0)",
+        [args.name]).fetchone()[0])
+    if left:
+        raise TiebreakError(f"user {args.name}: still locked in {store.resolve_db(args.db)} after unlocking")
+    print(f"user {safetext.one_line(args.name)}: failed sign-ins cleared, lock lifted (read back from "
+          f"{store.resolve_db(args.db)})")
     return 0
 
 
@@ -406,9 +545,7 @@ def cmd_backup(args) -> int:
     import tempfile
     from pathlib import Path
 
-    src, out = store.resolve_db(args.db), Path(args.out)
-    if not src.exists():
-        raise TiebreakError(f"{src}: no such database")
+    src, out = store.check_db_path(args.db), Path(args.out)  # an existing DuckDB file, refused in one line if not
     if out.exists():
         raise TiebreakError(f"{out}: already exists; give a new file name")
     with tempfile.TemporaryDirectory(prefix="tiebreak-backup-", dir=out.parent if out.parent.exists() else None) as tmp:
@@ -456,6 +593,10 @@ def _judge_run(args, generate: bool) -> int:
         print("  stopped before the end: re-run to go on")
     if p.failed:
         print("  re-run the same command to retry the failed calls (done ones are skipped)")
+    ok = read_back(args, con, lambda c: c.execute(
+        "SELECT count(*) FROM judge_calls WHERE status = 'ok' AND task " + ("= 'generate'" if generate else "<> 'generate'")
+    ).fetchone()[0])
+    print(f"  read back from {store.resolve_db(args.db)}: {ok} successful {what} recorded in all")
     return 0
 
 
@@ -511,6 +652,11 @@ def cmd_simulate(args) -> int:
     con = _open_db(args)
     n = simulate.simulate_sme(con, args.items, annotator=args.annotator, seed=args.seed)
     print(f"{n} items labelled by the simulated SME {args.annotator!r}")
+    if not args.fit:
+        total = read_back(args, con, lambda c: c.execute(
+            "SELECT count(DISTINCT item_id) FROM (SELECT item_id FROM labels WHERE annotator = ? UNION ALL "
+            "SELECT item_id FROM pair_labels WHERE annotator = ?)", [args.annotator, args.annotator]).fetchone()[0])
+        print(f"  read back from {store.resolve_db(args.db)}: {total} items labelled by {args.annotator!r} in all")
     if args.fit:
         fit = engine.fit_project(con, "fast")
         for d in fit["diffs"]:
@@ -526,6 +672,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    c = sub.add_parser("init", help="create a new, empty Tiebreak database (the other commands open existing ones only)")
+    c.add_argument("path", help="the database file to create (must not exist), e.g. project.duckdb")
+    c.set_defaults(func=cmd_init, db=None)
+
     c = sub.add_parser("import", help="import outputs with judge scores, or pairwise judge preferences (CSV, JSONL, "
                                       "Parquet), or promptfoo, Inspect AI or DeepEval result files")
     c.add_argument("file", help="one row per (item, model), or per (item, baseline, candidate) for pref: columns")
@@ -536,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--add-judge", action="store_true", help="accept a judge the project does not have yet")
     c.add_argument("--add-dimension", action="store_true", help="accept a dimension the project does not have yet")
     c.add_argument("--allow-new", action="store_true", help="accept new models, judges and dimensions")
+    c.add_argument("--new", action="store_true", help="create the --db database (it must not exist) and import into it")
     c.add_argument("--format", choices=["auto", "tiebreak", "promptfoo", "inspect", "deepeval"], default="auto",
                    help="the file's format (default: auto, told from its structure): Tiebreak's import format, "
                         "a promptfoo results file (JSON/JSONL), an Inspect AI log (.eval/.json), DeepEval results")
@@ -568,7 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON")
     c.add_argument("--dimension")
     c.add_argument("--candidate")
-    c.add_argument("--top", type=int, default=20, help="likely regressions to list")
+    c.add_argument("--top", type=int, help="entries in every list: segments, regressions, improvements, likely "
+                                          "regressions, baseline preferences (default 3; with --json 20 likely "
+                                          "regressions and every flip)")
     c.add_argument("--queue", type=int, default=0, metavar="K", help="queue about K likely regressions for SMEs")
     _db_arg(c)
     c.set_defaults(func=cmd_regressions)

@@ -15,6 +15,7 @@ rationales) goes through one of these before it reaches a page, a plot or the re
   render ``<b>``, ``<a href>`` and ``<br>``): ``clean`` plus HTML escaping.
 - ``rows``: ``clean`` on every string (values and column names) of a table for ``st.dataframe``
   (which shows text, but a bidi override would still reorder it).
+- ``excerpt``: a short quoted one-line excerpt for a terminal (``tiebreak regressions``).
 - ``guidelines``: the lead-written rubric stays markdown, but images (a remote image is a request
   from every SME's browser), raw HTML and LaTeX are shown as text.
 - ``csv_cell`` / ``csv_frame``: for a CSV file a lead may open in a spreadsheet: a text cell that
@@ -81,6 +82,13 @@ def one_line(value: object, limit: int = 120) -> str:
     for names and ids in headings and table cells."""
     text = " ".join(clean(value).split())
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def excerpt(value: object, limit: int = 60) -> str:
+    """A short quoted excerpt of untrusted text for a terminal: ``one_line`` (so escape sequences
+    such as ANSI colours or a terminal title change arrive as the visible text ``[U+001B]...``, and
+    no newline or carriage return can forge extra lines) cut to ``limit`` characters, in quotes."""
+    return '"' + one_line(value, limit).replace('"', "'") + '"'
 
 
 def rows(data):

@@ -7,7 +7,7 @@ import streamlit as st
 
 from calib import safetext as safe
 from calib.data import store
-from calib.review import labelling, queue, users
+from calib.review import drafts, labelling, queue, users
 from calib.errors import TiebreakError
 from pages.shared import keyboard, ui
 
@@ -20,6 +20,7 @@ ss = st.session_state
 ss.setdefault("label_started", {})
 ss.setdefault("label_message", None)
 ss.setdefault("label_lease", None)
+ss.setdefault("label_done", set())  # leases this session submitted, skipped or flagged
 PROMPT_HEIGHT, OUTPUT_HEIGHT = 220, 380  # px: longer texts scroll inside, the rating form stays in view
 
 
@@ -32,27 +33,48 @@ def _values(lease_id: int) -> dict:
     return vals
 
 
-def on_submit(lease_id: int, view: labelling.ItemView) -> None:
+def save_draft(lease: queue.Lease) -> None:
+    """"Keep answers for later" (pressed by the keyboard script a moment after each change): the
+    answers in progress go to the database, so a reload or a new tab shows them again."""
+    if lease.lease_id not in ss["label_done"]:
+        drafts.save_draft(ui.cursor(), user, lease.item_id, lease.candidate,
+                          {**_values(lease.lease_id), "note": ss.get(f"label_{lease.lease_id}_note")}, lease.lease_id)
+
+
+def on_submit(lease: queue.Lease, view: labelling.ItemView) -> None:
+    lease_id = lease.lease_id
+    if lease_id in ss["label_done"]:
+        return  # a click Streamlit delivered again after an interrupted rerun: already saved
     try:
         verdicts, pref, strength = labelling.to_labels(_values(lease_id), view, dims, settings["baseline"])
         started = ss["label_started"].get(lease_id, time.time())
         queue.submit(ui.cursor(), lease_id, user, verdicts, preference=pref, strength=strength,
                      note=ss.get(f"label_{lease_id}_note") or None, duration_ms=int(1000 * (time.time() - started)),
                      left_model=view.left_model)
+        ss["label_done"].add(lease_id)
+        drafts.clear_draft(ui.cursor(), user, lease.item_id, lease.candidate)
         ss["label_message"] = ("success", "Saved.")
         ss["label_lease"] = None
     except TiebreakError as exc:
         ss["label_message"] = ("error", str(exc))
 
 
-def on_skip(lease_id: int) -> None:
-    queue.skip(ui.cursor(), lease_id, user, ss.get("label_skip_reason") or "no reason given")
+def on_skip(lease: queue.Lease) -> None:
+    if lease.lease_id in ss["label_done"]:
+        return
+    ss["label_done"].add(lease.lease_id)
+    queue.skip(ui.cursor(), lease.lease_id, user, ss.get("label_skip_reason") or "no reason given")
+    drafts.clear_draft(ui.cursor(), user, lease.item_id, lease.candidate)
     ss["label_message"] = ("info", "Skipped: the item goes back to the queue for someone else.")
     ss["label_lease"] = None
 
 
-def on_flag(lease_id: int) -> None:
-    queue.flag(ui.cursor(), lease_id, user, ss.get("label_flag_reason") or "flagged")
+def on_flag(lease: queue.Lease) -> None:
+    if lease.lease_id in ss["label_done"]:
+        return
+    ss["label_done"].add(lease.lease_id)
+    queue.flag(ui.cursor(), lease.lease_id, user, ss.get("label_flag_reason") or "flagged")
+    drafts.clear_draft(ui.cursor(), user, lease.item_id, lease.candidate)
     ss["label_message"] = ("info", "Flagged for a lead's review.")
     ss["label_lease"] = None
 
@@ -102,26 +124,43 @@ def labelling_area() -> None:
                 st.caption(safe.md(f"{sd}: " + "; ".join(f"{d}: " + ", ".join(f"{j} {v:g}" for j, v in js.items())
                                                          for d, js in view.judges[sd].items())))
 
+    # The rating is a form (no rerun per click: quick keyboard raters lose nothing). Answers in
+    # progress are saved as a draft by the form's second button, which the keyboard script presses
+    # a moment after the last change (and when the tab is hidden); the draft read the first time
+    # this session shows the unit gives the defaults, fixed for the session so the widgets keep
+    # their identity.
+    draft = ss.setdefault(f"label_draft_{lease.lease_id}", drafts.load_draft(cur, user, lease.item_id, lease.candidate))
+
+    def pick(opts: list[str], key: str) -> int | None:
+        return opts.index(draft[key]) if draft.get(key) in opts else None
+
     with st.form(f"label_form_{lease.lease_id}", border=True):
         for d in dims:
             c0, c1, c2 = st.columns([1, 2, 2])
             c0.markdown(f"**{safe.md(safe.one_line(d[:1].upper() + d[1:], 60))}**")
             opts = labelling.options_for(d)
-            c1.radio(f"{safe.md(d)} · left", opts, index=None, horizontal=True, key=f"label_{lease.lease_id}_{d}_left",
-                     label_visibility="collapsed")
-            c2.radio(f"{safe.md(d)} · right", opts, index=None, horizontal=True, key=f"label_{lease.lease_id}_{d}_right",
-                     label_visibility="collapsed")
-        st.radio("Overall, which answer would you rather send?", labelling.PREFERENCE_SCALE, index=None,
-                 horizontal=True, key=f"label_{lease.lease_id}_preference")
-        st.text_input("Note (optional)", key=f"label_{lease.lease_id}_note")
-        st.form_submit_button("Submit (Ctrl+Enter)", type="primary", on_click=on_submit, args=(lease.lease_id, view))
+            c1.radio(f"{safe.md(d)} · left", opts, index=pick(opts, f"{d}:left"), horizontal=True,
+                     key=f"label_{lease.lease_id}_{d}_left", label_visibility="collapsed")
+            c2.radio(f"{safe.md(d)} · right", opts, index=pick(opts, f"{d}:right"), horizontal=True,
+                     key=f"label_{lease.lease_id}_{d}_right", label_visibility="collapsed")
+        st.radio("Overall, which answer would you rather send?", labelling.PREFERENCE_SCALE,
+                 index=pick(labelling.PREFERENCE_SCALE, "preference"), horizontal=True,
+                 key=f"label_{lease.lease_id}_preference")
+        st.text_input("Note (optional)", value=draft.get("note", ""), key=f"label_{lease.lease_id}_note")
+        if draft:
+            st.caption("Your answers in progress on this item were kept.")
+        f1, f2 = st.columns([1, 3])
+        f1.form_submit_button("Submit (Ctrl+Enter)", type="primary", on_click=on_submit, args=(lease, view))
+        f2.form_submit_button(keyboard.SAVE_LABEL, on_click=save_draft, args=(lease,),
+                              help="Answers in progress are also kept automatically a moment after each change: "
+                                   "a reload or a new tab shows them again.")
 
     b1, b2, b3 = st.columns(3)
     b1.selectbox("Skip reason", ["Outside my expertise", "Cannot judge without more context", "Broken or empty output",
                                  "Other"], key="label_skip_reason")
-    b1.button("Skip (Alt+S)", on_click=on_skip, args=(lease.lease_id,))
+    b1.button("Skip (Alt+S)", on_click=on_skip, args=(lease,))
     b2.text_input("Flag reason", value="Needs a lead's look", key="label_flag_reason")
-    b2.button("Flag (Alt+F)", on_click=on_flag, args=(lease.lease_id,))
+    b2.button("Flag (Alt+F)", on_click=on_flag, args=(lease,))
     b3.caption("Rated the previous item wrongly?")
     b3.button("Undo last (Alt+U)", on_click=on_undo)
     m1, m2, m3 = st.columns(3)

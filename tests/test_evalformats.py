@@ -276,7 +276,7 @@ def test_deepeval_evaluate_results_and_merged_test_functions(tmp_path):
 
 def test_malformed_file_is_one_line_error_and_changes_nothing(con, tmp_path, capsys):
     db = tmp_path / "cli.duckdb"
-    assert cli.main(["import", str(PF), "--db", str(db)]) == 0
+    assert cli.main(["import", str(PF), "--db", str(db), "--new"]) == 0
     capsys.readouterr()
     truncated = tmp_path / "results.json"
     truncated.write_text(PF.read_text()[:3000])
@@ -332,7 +332,7 @@ def test_hostile_strings_stay_data(con, tmp_path, capsys):
             c["reason"] = evil
     path = write_pf(tmp_path, results)
     db = tmp_path / "h.duckdb"
-    assert cli.main(["import", str(path), "--db", str(db)]) == 0
+    assert cli.main(["import", str(path), "--db", str(db), "--new"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\u202e" not in out
     c = store.connect(db)
@@ -344,7 +344,7 @@ def test_hostile_strings_stay_data(con, tmp_path, capsys):
 
 def test_cli_hook_formats_and_flags(tmp_path, capsys, small_outputs):
     db = str(tmp_path / "c.duckdb")
-    assert cli.main(["import", str(DE_RUN), "--db", db, "--model", "prod", "--dimension", "helpful"]) == 0
+    assert cli.main(["import", str(DE_RUN), "--db", db, "--new", "--model", "prod", "--dimension", "helpful"]) == 0
     out = capsys.readouterr().out
     assert "read as deepeval" in out and "model 'prod' (from --model)" in out and "added 3 items" in out
     c = store.connect(db)
@@ -352,7 +352,7 @@ def test_cli_hook_formats_and_flags(tmp_path, capsys, small_outputs):
     c.close()
     # a Tiebreak file still goes the usual way; --model on it is refused
     csv = write_table(small_outputs.head(6), tmp_path / "t.csv")
-    assert cli.main(["import", str(csv), "--db", str(tmp_path / "n.duckdb")]) == 0
+    assert cli.main(["import", str(csv), "--db", str(tmp_path / "n.duckdb"), "--new"]) == 0
     assert cli.main(["import", str(csv), "--db", str(tmp_path / "n2.duckdb"), "--model", "x"]) == 2
     assert "--model and --dimension apply to" in capsys.readouterr().err
     # --format forces the reader; the wrong one gives a one-line error

@@ -42,7 +42,7 @@ def test_100000_column_csv_is_refused_fast_by_the_cli(tmp_path):
     path = tmp_path / "wide.csv"
     path.write_text(",".join(cols) + "\n" + ",".join(["a", "m", "p", "o"] + ["1"] * 100_000) + "\n")
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "calib.cli", "import", str(path), "--db", str(tmp_path / "w.duckdb")],
+    r = subprocess.run([sys.executable, "-m", "calib.cli", "import", str(path), "--db", str(tmp_path / "w.duckdb"), "--new"],
                        capture_output=True, text=True)
     assert time.perf_counter() - t < 30  # generous on a loaded machine; ~1 s idle
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
@@ -192,7 +192,7 @@ def test_near_duplicate_model_names_in_a_fresh_project(con, tmp_path):
     assert counts(con)["outputs"] == 0
     with pytest.raises(InputError):  # naming only some of them is not enough
         ingest.import_file(con, path, add_model=["cand_a", "Cand-A"])
-    r = subprocess.run([sys.executable, "-m", "calib.cli", "import", str(path), "--db", str(tmp_path / "n.duckdb"),
+    r = subprocess.run([sys.executable, "-m", "calib.cli", "import", str(path), "--db", str(tmp_path / "n.duckdb"), "--new",
                         "--add-model", "cand_a", "--add-model", "Cand-A", "--add-model", "cand-a"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

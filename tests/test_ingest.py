@@ -156,7 +156,7 @@ def test_unknown_file_type(con, tmp_path):
 
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, small_outputs):
     path = write_table(small_outputs.drop(columns=["output"]), tmp_path / "bad.csv")
-    r = subprocess.run([sys.executable, "-m", "calib.cli", "import", str(path), "--db", str(tmp_path / "c.duckdb")],
+    r = subprocess.run([sys.executable, "-m", "calib.cli", "import", str(path), "--db", str(tmp_path / "c.duckdb"), "--new"],
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0
@@ -248,7 +248,7 @@ def test_outputs_without_scores_then_offline_judges_then_fit(tmp_path, small_out
     db = tmp_path / "j.duckdb"
     plain = small_outputs[[c for c in small_outputs.columns if not c.startswith(("judge:", "rationale:"))]]
     path = write_table(plain, tmp_path / "plain.csv")
-    assert cli.main(["import", str(path), "--db", str(db), "--baseline", "support-legacy-v1"]) == 0
+    assert cli.main(["import", str(path), "--db", str(db), "--new", "--baseline", "support-legacy-v1"]) == 0
     assert "0 judge_scores" in capsys.readouterr().out
     cfg = Path(__file__).resolve().parent.parent / "data" / "judges.offline.toml"
     assert cli.main(["judge", "run", "--db", str(db), "--config", str(cfg)]) == 0

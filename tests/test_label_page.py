@@ -175,3 +175,87 @@ def test_hostile_segment_and_dimension_names_are_shown_escaped(tmp_path, monkeyp
     assert all(safetext.md("[U+202E]") in r.label for r in at.radio if r.key and r.key.endswith("_left"))
     keys = next(h.value for h in at.html if "tiebreak-next" in h.value)
     assert "dimA" in keys and "<img" not in keys and "\\u003cimg" in keys
+
+
+# --------------------------------------------------------------------------- answers in progress (issue 24)
+
+
+def _keep(at):
+    from pages.shared import keyboard
+
+    next(b for b in at.get("form_submit_button") if b.label == keyboard.SAVE_LABEL).click().run()
+
+
+def _answers(at) -> dict:
+    return {r.key.split("_", 2)[2]: r.value for r in at.radio if r.key and r.key.startswith("label_")}
+
+
+def test_answers_in_progress_survive_a_reload_and_submit_clears_them(db):
+    """Three answered questions come back in a fresh session (a reload or a new tab) as the same SME;
+    another SME does not see them; a submit stores labels and forgets the draft."""
+    from calib.data import ingest
+
+    at = _app()
+    at.run()
+    item = at.caption[0].value.split()[1]
+    picks = {"correctness_left": "Pass", "correctness_right": "Fail"}
+    for key, value in picks.items():
+        at.radio(key=next(r.key for r in at.radio if r.key and r.key.endswith(key))).set_value(value)
+    pref = next(r for r in at.radio if r.key and r.key.endswith("_preference"))
+    pref.set_value(pref.options[3])
+    _keep(at)  # what the keyboard script does a moment after the last change
+    assert not at.exception
+    # drafts are not labels: nothing counted, nothing exported
+    con = _con(db)
+    assert con.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
+    assert store.status(con)["labelled_items"] == 0
+    assert ingest.export_labels(con, str(db.parent / "labels.csv")) == 0
+
+    again = _app()
+    again.run()
+    assert again.caption[0].value.split()[1] == item
+    got = _answers(again)
+    assert {k: got[k] for k in picks} == picks and got["preference"] == pref.options[3]
+    assert sum(v is not None for v in got.values()) == 3
+    assert any("answers in progress" in c.value for c in again.caption)
+
+    other = _app(user="lee", role="lead")  # another SME: their own unit, no one else's answers
+    other.run()
+    assert all(v is None for v in _answers(other).values())
+
+    _fill(again)
+    again.get("form_submit_button")[0].click().run()
+    assert not again.exception
+    assert con.execute("SELECT count(*) FROM labels WHERE item_id = ?", [item]).fetchone()[0] == 6
+    assert con.execute("SELECT count(*) FROM drafts").fetchone()[0] == 0
+
+
+def test_skip_clears_the_draft(db):
+    at = _app()
+    at.run()
+    first = next(r for r in at.radio if r.key and r.key.startswith("label_"))
+    first.set_value(first.options[0])
+    _keep(at)
+    assert _con(db).execute("SELECT count(*) FROM drafts").fetchone()[0] == 1
+    next(b for b in at.button if b.label.startswith("Skip")).click().run()
+    assert _con(db).execute("SELECT count(*) FROM drafts").fetchone()[0] == 0
+
+
+def test_draft_storage_round_trip_and_hostile_values(tmp_path):
+    from calib.review import drafts
+
+    con = store.connect(tmp_path / "d.duckdb")
+    assert drafts.load_draft(con, "ana", "q1", None) == {}
+    drafts.save_draft(con, "ana", "q1", "cand", {"correctness:left": "Pass", "style:right": None,
+                                                  "note": "<img src=x>\x1b[31m" + "n" * 9000, 3: "x"})
+    got = drafts.load_draft(con, "ana", "q1", "cand")
+    assert got["correctness:left"] == "Pass" and "style:right" not in got and len(got["note"]) == drafts.MAX_NOTE
+    assert drafts.load_draft(con, "ana", "q1", "other") == {} and drafts.load_draft(con, "bo", "q1", "cand") == {}
+    drafts.save_draft(con, "ana", "q1", "cand", {"correctness:left": "Fail"})  # replaced, not appended
+    assert drafts.load_draft(con, "ana", "q1", "cand") == {"correctness:left": "Fail"}
+    drafts.save_draft(con, "ana", "q1", "cand", {"correctness:left": None})  # nothing left: no draft
+    assert con.execute("SELECT count(*) FROM drafts").fetchone()[0] == 0
+    drafts.save_draft(con, "ana", "q2", None, {"preference": "Tie"})
+    drafts.clear_draft(con, "ana", "q2", None)
+    assert drafts.load_draft(con, "ana", "q2", None) == {}
+    con.close()

@@ -54,3 +54,12 @@ def test_md_stops_bare_urls_and_emails_from_becoming_links():
     for pattern in ("http\\:", "www\\.", "@example"):
         assert pattern not in out  # GFM autolinks these even when escaped
     assert out.replace("\u2060", "").replace("\\", "") == "see http://127.0.0.1:9/p.png, www.example.com or ana@example.com"
+
+
+def test_excerpt_is_one_quoted_line_with_escapes_visible():
+    from calib.safetext import excerpt
+
+    got = excerpt('\x1b]0;title\x07\x1b[31mred\r\nnext "line"\x9b2J', 60)
+    assert got.startswith('"') and got.endswith('"') and got.count('"') == 2
+    assert not any(c in got for c in "\x1b\x07\r\n\x9b") and "[U+001B]" in got
+    assert len(excerpt("x" * 500, 40)) == 42

@@ -188,6 +188,7 @@ def test_two_users_with_one_email_match_neither(db):
 
 def test_cli_adds_users_with_emails_and_lists_them(tmp_path, capsys):
     path = str(tmp_path / "cli.duckdb")
+    assert cli.main(["init", path]) == 0  # commands other than init, import --new and demo never create one
     assert cli.main(["users", "add", "ada", "--role", "admin", "--password", "ada-password",
                      "--email", "Ada@Example.com", "--db", path]) == 0
     assert cli.main(["users", "add", "sam", "--role", "sme", "--sso-only", "--email", "sam@example.com",

@@ -29,6 +29,13 @@ EXPECTED_SCHEMA = {
         ("key", "VARCHAR", False),
         ("value", "VARCHAR", False),
     ],
+    "drafts": [
+        ("annotator", "VARCHAR", False),
+        ("item_id", "VARCHAR", False),
+        ("candidate", "VARCHAR", False),
+        ("answers", "JSON", False),
+        ("updated_at", "TIMESTAMP", False),
+    ],
     "fits": [
         ("fit_id", "BIGINT", False),
         ("created_at", "TIMESTAMP", False),

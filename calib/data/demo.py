@@ -331,13 +331,16 @@ def build_demo_db(path: Path) -> None:
     tmp.replace(path)
 
 
-def open_db(db: str | os.PathLike | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """``store.connect`` for the app and the CLI: the bundled demo database (the default when no
-    database is named) is built from ``data/demo/*.parquet`` the first time it is used."""
+def open_db(db: str | os.PathLike | None = None, read_only: bool = False,
+            create: bool = False) -> duckdb.DuckDBPyConnection:
+    """``store.connect`` for the app and the CLI: only an existing Tiebreak database opens (a typo
+    in ``--db`` or ``$TIEBREAK_DB`` is refused, never made into an empty project) unless ``create``;
+    the bundled demo database (the default when no database is named) is built from
+    ``data/demo/*.parquet`` the first time it is used."""
     path = store.resolve_db(db)
     if path == store.DEMO_DB and not path.exists():
         build_demo_db(path)
-    return store.connect(path, read_only=read_only)
+    return store.connect(db, read_only=read_only, create=create)
 
 
 def load_demo(con, n_items: int, seed: int = 0, candidates: int = 1) -> None:

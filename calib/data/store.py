@@ -351,10 +351,26 @@ def _m014_sso_user_email(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE users ADD COLUMN email VARCHAR")
 
 
+def _m011_drafts(con: duckdb.DuckDBPyConnection) -> None:
+    """An SME's answers in progress, one row per SME and unit of work (item, candidate; '' for a
+    project's rows from before units had a candidate), so a reload or a new tab shows them again.
+    Not labels: nothing reads this table but the Label page, and a submit or skip deletes the row."""
+    con.execute(
+        """CREATE TABLE drafts (
+               annotator VARCHAR NOT NULL,
+               item_id VARCHAR NOT NULL,
+               candidate VARCHAR NOT NULL,
+               answers JSON NOT NULL,
+               updated_at TIMESTAMP NOT NULL,
+               PRIMARY KEY (annotator, item_id, candidate)
+           )"""
+    )
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
     _m007_judge_calls, _m008_sign_in_and_admin, _m009_unit_candidate,
-    _m014_sso_user_email,
+    _m014_sso_user_email, _m011_drafts,
 ]
 
 
@@ -403,28 +419,124 @@ def resolve_db(db: str | os.PathLike | None) -> Path:
     return DEMO_DB
 
 
-def connect(db: str | os.PathLike | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (creating and migrating) a Tiebreak database; a lock held elsewhere is a plain error.
+# The first bytes of files people may pass as --db by mistake, and what to call them. DuckDB 2 opens
+# a CSV, JSON or Parquet file "as a database" (an in-memory one with the file as a view): every
+# write then vanishes at exit. A SQLite file makes it try to download an extension. So a path is
+# looked at before DuckDB is given it.
+_DUCKDB_MAGIC = b"DUCK"  # at byte 8 of every DuckDB database file
+_KNOWN_MAGIC = [(b"PAR1", "a Parquet file"), (b"SQLite format 3\x00", "a SQLite database"),
+                (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook?)"), (b"\x1f\x8b", "a gzip file"),
+                (b"%PDF", "a PDF file")]
+
+
+def describe_file(path: Path) -> str:
+    """What a file that is not a DuckDB database looks like, for a one-line refusal."""
+    if path.is_dir():
+        return "a folder"
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if not head:
+        return "an empty file"
+    for magic, what in _KNOWN_MAGIC:
+        if head.startswith(magic):
+            return what
+    suffix = path.suffix.lower().lstrip(".")
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    if text[:1] in (b"{", b"["):
+        return "a JSON file" if suffix == "json" else "a JSON/JSONL file"
+    if b"\x00" not in head:
+        if suffix in ("csv", "tsv"):
+            return f"a {suffix.upper()} file"
+        first = text.split(b"\n", 1)[0]
+        return "a CSV file" if b"," in first else "a text file"
+    return "not a DuckDB database"
+
+
+def is_duckdb_file(path: Path) -> bool:
+    """The file starts like a DuckDB database (the magic bytes after the 8-byte checksum)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(12)[8:12] == _DUCKDB_MAGIC
+    except (IsADirectoryError, PermissionError):
+        return False
+
+
+def _named(path: Path, db: str | os.PathLike | None) -> str:
+    """The path as the user named it, with where it came from when that was $TIEBREAK_DB."""
+    return f"{path} (from $TIEBREAK_DB)" if not db and os.environ.get("TIEBREAK_DB") else str(path)
+
+
+def check_db_path(db: str | os.PathLike | None, create: bool = False) -> Path:
+    """The resolved database path, refused with one line when it cannot be a Tiebreak database.
+
+    ``create=False`` (every command and the app): the file must exist and be a DuckDB database; a
+    missing path is a typo far more often than a wish for a new project, so it is never created.
+    ``create=True`` (``tiebreak init``, ``import --new``, ``demo``, tests): a missing path is fine;
+    an existing file must still be a DuckDB database (never a CSV or Parquet file).
+    """
+    path = resolve_db(db)
+    name = _named(path, db)
+    if not path.exists():
+        if create:
+            return path
+        raise TiebreakError(f"no such database: {name}; create it with `tiebreak init {path}` or "
+                            f"`tiebreak import FILE --db {path} --new`")
+    if not is_duckdb_file(path):
+        raise TiebreakError(f"{name} is {describe_file(path)}, not a Tiebreak database; give the DuckDB file "
+                            "(e.g. project.duckdb) as --db, and a data file to `tiebreak import FILE`")
+    return path
+
+
+def _is_tiebreak(con: duckdb.DuckDBPyConnection) -> bool | None:
+    """True: a Tiebreak database; None: a DuckDB database with no tables (new); False: a DuckDB
+    database of something else (never migrated into: that would write Tiebreak's tables into it)."""
+    names = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()").fetchall()}
+    if "_migrations" in names:
+        return True
+    return None if not names else False
+
+
+def connect(db: str | os.PathLike | None = None, read_only: bool = False, *,
+            create: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open (creating when ``create`` and migrating) a Tiebreak database; a lock held elsewhere is a
+    plain error, and so is a file that is not a Tiebreak database (``check_db_path``).
 
     The bundled demo database is built by ``calib.data.demo.open_db`` (the owner of the demo files),
     which the app and the CLI call instead of this.
     """
-    path = resolve_db(db)
-    if read_only and not path.exists():
-        raise TiebreakError(f"{path}: no such database (import data or run `tiebreak demo` first)")
+    path = check_db_path(db, create=create and not read_only)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:  # lock held by another process, or unreadable file
         m = _LOCK_RE.search(str(exc))
         if m:
             raise DatabaseLocked(path, int(m.group(2))) from None
-        raise TiebreakError(f"{path}: cannot open database: {exc}") from None
+        raise TiebreakError(f"{path}: cannot open database: {safe_line(exc)}") from None
+    try:
+        # DuckDB must be working on the named file itself, never an in-memory stand-in
+        (backing,) = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+                                 ).fetchone()
+        if backing is None or Path(backing).resolve() != path.resolve():
+            raise TiebreakError(f"{_named(path, db)}: DuckDB did not open this file as a database; nothing was written")
+        kind = _is_tiebreak(con)
+        if kind is False or (kind is None and not (create and not read_only)):
+            raise TiebreakError(f"{_named(path, db)} is a DuckDB database but not a Tiebreak one (no _migrations "
+                                f"table); create a project with `tiebreak init NEW.duckdb`")
+    except BaseException:
+        con.close()
+        raise
     # DuckDB defaults to 80% of RAM; cap it so big imports spill to disk instead (override with
     # TIEBREAK_MEMORY_LIMIT, e.g. "8GB").
     con.execute(f"SET memory_limit = '{os.environ.get('TIEBREAK_MEMORY_LIMIT', '2GB')}'")
     if not read_only:
         migrate(con)
     return con
+
+
+def safe_line(exc: BaseException) -> str:
+    """An exception's message on one line (DuckDB's messages span several)."""
+    return " ".join(str(exc).split())
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:

@@ -174,3 +174,27 @@ def pairwise_baseline_preferred(con, candidate: str | None = None, min_strength:
                                             ORDER BY created_at DESC, label_id DESC) = 1) p
            JOIN items i USING (item_id) WHERE p.preference = 'baseline' AND coalesce(p.strength, 0) >= ?
            ORDER BY p.strength DESC NULLS LAST, p.item_id""", [base, cand, min_strength]).fetch_df()
+
+
+def ranking_note(labelled_items: int, p_regression, min_items: int) -> str | None:
+    """Why the likely-regression ranking cannot be trusted yet, or None. With few items labelled for
+    both models the cell probabilities are mostly the prior's, so every unlabelled item gets about
+    the same P(regression) (about 26% on the demo with no labels): a list sorted by ties is no
+    ranking. Said when fewer than ``min_items`` items (the project's ``min_decision_items``) are
+    labelled for both models, or when the listed probabilities hardly differ."""
+    p = np.asarray(p_regression, float)
+    spread = float(p.max() - p.min()) if len(p) > 1 else 0.0
+    if labelled_items < min_items:
+        return (f"not yet informative: {labelled_items} item(s) labelled for both models, about {min_items} "
+                "needed; until then the order mostly reflects the prior")
+    if len(p) > 1 and spread < 0.02:
+        return f"not informative: the probabilities differ by less than {spread:.3f}, so the order says little"
+    return None
+
+
+def item_prompts(con, item_ids: list[str]) -> dict[str, str]:
+    """The prompts of some items (for excerpts next to likely regressions)."""
+    if not item_ids:
+        return {}
+    return dict(con.execute("SELECT item_id, prompt FROM items WHERE list_contains(?, item_id)",
+                            [list(item_ids)]).fetchall())

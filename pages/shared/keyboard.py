@@ -5,7 +5,10 @@ document; ``st.components.v1.html`` is deprecated and removed after 2026-06-01).
 Digits 1-5 answer the first unanswered question of the rating form and move to the next one (the
 cheat sheet names it, and the form outlines it); Ctrl+Enter submits; Alt+S skips, Alt+F flags,
 Alt+U undoes the last rating, Alt+R shows or hides the reference. Typing in a text box is never
-intercepted (except Ctrl+Enter). The script does nothing once its cheat sheet has left the page
+intercepted (except Ctrl+Enter). A moment after the last change to the form (and when the tab is
+hidden: a reload, another tab) the script presses the form's "keep answers" button, which saves the
+answers in progress as a draft: a form sends nothing to the server until one of its buttons is
+pressed, and one rerun after a pause is kinder to quick raters than one rerun per click. The script does nothing once its cheat sheet has left the page
 (another page of the app is shown), so shortcuts never click buttons elsewhere.
 
 The only data in the block are the question names (dimension names, hostile like every name):
@@ -20,6 +23,9 @@ import json
 import streamlit as st
 
 from calib.safetext import clean, html as esc, one_line
+
+SAVE_LABEL = "Keep answers for later"  # the rating form's second button (the script presses it)
+SAVE_AFTER_MS = 800  # quiet time after the last change before the answers in progress are saved
 
 CHEATSHEET = [
     ("1 / 2 / 3", "answer the next question (Pass / Fail; Appropriate / Over- / Under-refusal)"),
@@ -43,13 +49,33 @@ _SCRIPT = r"""
 (function () {
   const doc = document;
   const QUESTIONS = __QUESTIONS__;
+  const SAVE = __SAVE__;
   if (doc.__tiebreakHandler) doc.removeEventListener('keydown', doc.__tiebreakHandler, true);
+  if (doc.__tiebreakChanged) {
+    doc.removeEventListener('click', doc.__tiebreakChanged, true);
+    doc.removeEventListener('input', doc.__tiebreakChanged, true);
+    doc.removeEventListener('visibilitychange', doc.__tiebreakHidden, true);
+  }
   if (doc.__tiebreakTimer) clearInterval(doc.__tiebreakTimer);
   const here = () => doc.getElementById('tiebreak-next');  // gone when another page is shown
   const click = (prefix) => {
     const b = [...doc.querySelectorAll('button')].find(x => !x.disabled && x.innerText.trim().startsWith(prefix));
     if (b) { b.click(); return true; } return false;
   };
+  // answers in progress: saved (the form's SAVE button) once the rater pauses, or leaves the tab
+  const stopSave = () => { clearTimeout(doc.__tiebreakSaveTimer); doc.__tiebreakSaveTimer = null; };
+  const saveNow = () => { stopSave(); if (here()) click(SAVE); };
+  // an answer clicked (mouse or digit: BaseWeb radios change on the label's click, with no change
+  // event) or the note typed in the rating form; never a button (the save itself is a click)
+  const changed = (e) => {
+    const t = e.target;
+    const form = t && t.closest && t.closest('[data-testid="stForm"]');
+    if (!here() || !form || !form.querySelector('[role="radiogroup"]')) return;  // the rating form only
+    if (e.type === 'click' && !t.closest('[role="radiogroup"]')) return;
+    stopSave();
+    doc.__tiebreakSaveTimer = setTimeout(saveNow, __SAVE_AFTER__);
+  };
+  const hidden = () => { if (doc.visibilityState === 'hidden' && doc.__tiebreakSaveTimer) saveNow(); };
   const groups = () => [...doc.querySelectorAll('[data-testid="stForm"] [role="radiogroup"]')];
   const answered = (g) => !!g.querySelector('input:checked');
   const show = () => {
@@ -79,13 +105,13 @@ _SCRIPT = r"""
     const t = e.target;
     const typing = t && (t.tagName === 'TEXTAREA' || t.isContentEditable ||
                          (t.tagName === 'INPUT' && t.type !== 'radio' && t.type !== 'checkbox'));
-    if (e.ctrlKey && e.key === 'Enter') { if (click('Submit')) e.preventDefault(); return; }
+    if (e.ctrlKey && e.key === 'Enter') { stopSave(); if (click('Submit')) e.preventDefault(); return; }
     if (typing) return;
     if (e.altKey && !e.ctrlKey && !e.metaKey) {
       const k = (e.code && e.code.startsWith('Key')) ? e.code.slice(3).toLowerCase() : e.key.toLowerCase();
       const map = {s: 'Skip', f: 'Flag', u: 'Undo'};
       if (k === 'r') { if (toggleReference()) e.preventDefault(); }
-      else if (map[k] && click(map[k])) e.preventDefault();
+      else if (map[k]) { stopSave(); if (click(map[k])) e.preventDefault(); }
       return;
     }
     if (e.ctrlKey || e.metaKey) return;
@@ -99,6 +125,11 @@ _SCRIPT = r"""
   };
   doc.__tiebreakHandler = handler;
   doc.addEventListener('keydown', handler, true);
+  doc.__tiebreakChanged = changed;
+  doc.__tiebreakHidden = hidden;
+  doc.addEventListener('click', changed, true);
+  doc.addEventListener('input', changed, true);
+  doc.addEventListener('visibilitychange', hidden, true);
   doc.__tiebreakTimer = setInterval(show, 250);  // the form is redrawn by reruns and clicks
   show();
   doc.__tiebreakKeys = true;
@@ -122,7 +153,8 @@ def block(dimensions: list[str]) -> str:
     """The cheat sheet's HTML with the listener script."""
     rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in CHEATSHEET)
     qs = [clean(q) for q in questions(dimensions)]
-    script = _SCRIPT.replace("__QUESTIONS__", _json_for_script(qs))
+    script = (_SCRIPT.replace("__QUESTIONS__", _json_for_script(qs)).replace("__SAVE__", _json_for_script(SAVE_LABEL))
+              .replace("__SAVE_AFTER__", str(SAVE_AFTER_MS)))
     return (f"{_STYLE}<div class='tiebreak-keys'><div id='tiebreak-next' class='next' aria-live='polite'></div>"
             f"<table>{rows}</table></div><script>{script}</script>")
 
