@@ -44,7 +44,6 @@ WRITE_PAGES = {
     "judge generate": "generate outputs on the Run judges page",
     "simulate": "run the simulated SME on the Demo page",
     "demo": "give a new --db path for a demo",
-    "users unlock": "unlock on the Admin page (Sign-in locks tab; leads can too)",
     "regressions queue": "queue likely regressions on the Regressions page (Queue these for SMEs)",
 }
 NOT_STORED = {"fit": " (the fit is not stored: the Decision page refits and stores while the app runs)"}
@@ -351,11 +350,20 @@ def cmd_users_list(args) -> int:
 
 
 def cmd_users_unlock(args) -> int:
-    from calib.review import users
+    """Clear a name's sign-in waits. While the app holds the database (DuckDB lets one process in),
+    leave a break-glass request beside it instead (``calib.review.breakglass``): the app applies it
+    at its next sign-in attempt, for any user, and logs it."""
+    from calib.review import breakglass, users
 
-    con = _open_db(args)
+    try:
+        con = demo.open_db(args.db)
+    except store.DatabaseLocked as exc:
+        req = breakglass.write_request(exc.path, args.name)
+        print(f"user {args.name}: the app holds the database, so an unlock request was left in {req.parent}; "
+              "the app applies it at its next sign-in attempt (any user's) and logs it on the Admin page")
+        return 0
     users.unlock(con, args.name, actor="cli")
-    print(f"user {args.name}: failed sign-ins cleared, lock lifted")
+    print(f"user {args.name}: failed sign-ins cleared")
     return 0
 
 
@@ -614,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     ul = usub.add_parser("list", help="list users and roles")
     _db_arg(ul)
     ul.set_defaults(func=cmd_users_list)
-    uu = usub.add_parser("unlock", help="lift a sign-in lockout (after too many failed sign-ins)")
+    uu = usub.add_parser("unlock", help="clear a user's sign-in waits (works while the app runs)")
     uu.add_argument("name")
     _db_arg(uu)
     uu.set_defaults(func=cmd_users_unlock)

@@ -9,7 +9,7 @@ from calib import safetext as safe
 from calib.data import store
 from calib.review import labelling, queue, users
 from calib.errors import TiebreakError
-from pages.shared import keyboard, ui
+from pages.shared import auth, keyboard, ui
 
 st.set_page_config(page_title="Label · Tiebreak", page_icon="📝", layout="wide")
 user, role = ui.require("sme", "lead", "admin")
@@ -38,7 +38,7 @@ def on_submit(lease_id: int, view: labelling.ItemView) -> None:
         started = ss["label_started"].get(lease_id, time.time())
         queue.submit(ui.cursor(), lease_id, user, verdicts, preference=pref, strength=strength,
                      note=ss.get(f"label_{lease_id}_note") or None, duration_ms=int(1000 * (time.time() - started)),
-                     left_model=view.left_model)
+                     left_model=view.left_model, session=auth.session())
         ss["label_message"] = ("success", "Saved.")
         ss["label_lease"] = None
     except TiebreakError as exc:
@@ -46,19 +46,28 @@ def on_submit(lease_id: int, view: labelling.ItemView) -> None:
 
 
 def on_skip(lease_id: int) -> None:
-    queue.skip(ui.cursor(), lease_id, user, ss.get("label_skip_reason") or "no reason given")
+    try:
+        queue.skip(ui.cursor(), lease_id, user, ss.get("label_skip_reason") or "no reason given", session=auth.session())
+    except users.SessionEnded:
+        return  # the fragment's recheck shows the sign-in form
     ss["label_message"] = ("info", "Skipped: the item goes back to the queue for someone else.")
     ss["label_lease"] = None
 
 
 def on_flag(lease_id: int) -> None:
-    queue.flag(ui.cursor(), lease_id, user, ss.get("label_flag_reason") or "flagged")
+    try:
+        queue.flag(ui.cursor(), lease_id, user, ss.get("label_flag_reason") or "flagged", session=auth.session())
+    except users.SessionEnded:
+        return  # the fragment's recheck shows the sign-in form
     ss["label_message"] = ("info", "Flagged for a lead's review.")
     ss["label_lease"] = None
 
 
 def on_undo() -> None:
-    lease = labelling.undo_last(ui.cursor(), user)
+    try:
+        lease = labelling.undo_last(ui.cursor(), user, session=auth.session())
+    except users.SessionEnded:
+        return  # the fragment's recheck shows the sign-in form
     ss["label_message"] = ("info", "Re-rate your previous item: the new rating is kept, the old one stays in the history."
                            if lease else "Nothing to undo yet.")
 
@@ -68,11 +77,12 @@ def on_undo() -> None:
 
 @st.fragment
 def labelling_area() -> None:
+    session = auth.recheck("sme", "lead", "admin")  # a fragment rerun skips the page's sign-in gate
     cur = ui.cursor()
-    lease = queue.next_item(cur, user)
+    lease = queue.next_item(cur, user, session=session)
     if lease is None:
         queue.refill(cur, 20)
-        lease = queue.next_item(cur, user)
+        lease = queue.next_item(cur, user, session=session)
     if lease is None:
         st.success("Nothing left to label. Thank you!")
         return
