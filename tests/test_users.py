@@ -65,6 +65,26 @@ def test_quiet_counters_are_forgotten():
     assert throttle.current(Counter(6, 0.0, True), 3600.0, P) == Counter()
 
 
+def test_a_parallel_spray_from_one_address_cannot_outrun_its_wait(db):
+    """One password against 40 names, all at once from one address: the address's turns let only a
+    few checks run together, so about ``client_free_failures`` plus the turns are checked."""
+    import threading
+
+    con, _ = db
+    results = []
+
+    def go(i):
+        results.append(users.sign_in(con.cursor(), f"name{i}", "Summer2026!", "203.0.113.5", now=7000.0, policy=P))
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    checked = sum(r.message.startswith(users.REFUSED) for r in results)
+    assert P.client_free_failures <= checked <= P.client_free_failures + users.CLIENT_TURNS
+
+
 def test_client_backoff_catches_one_password_against_many_names():
     client = Counter()
     for t in range(12):
@@ -273,19 +293,19 @@ def test_parallel_sign_ins_from_one_address_never_hear_busy(db):
     import threading
 
     con, _ = db
-    for i in range(8):
+    for i in range(24):
         users.add_user(con, f"sme{i}", "sme", f"password-{i}")
     results = []
 
     def go(i):
         results.append(users.sign_in(con.cursor(), f"sme{i}", f"password-{i}", "10.0.0.1"))
 
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(24)]  # more than the address's free failures
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert [r.role for r in results] == ["sme"] * 8
+    assert [r.role for r in results] == ["sme"] * 24
 
 
 # --------------------------------------------------------------------------- break-glass unlock

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import bcrypt
@@ -270,8 +271,11 @@ def apply_unlock_requests(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _attempt(con, ukey: str, ckey: str, now: float, policy: throttle.Policy) -> throttle.Verdict:
-    """Check the waits and, when allowed, record the failure before the password is checked (undone
-    on success): a crash or a parallel attempt can never check a password without counting it."""
+    """Check the waits and, when allowed, record the name's and the pair's failure before the
+    password is checked (undone on success): parallel guesses for one name cannot outrun its waits.
+    The address's failure is recorded after the check (``_failed``): parallel attempts from one
+    address take turns instead (``_client_turn``), so colleagues behind one address who sign in at
+    the same moment never count against each other."""
     pkey = throttle.pair_key(ukey, ckey)
     with store.transaction(con):
         ucount, ccount = _load_counter(con, "user", ukey), _load_counter(con, "client", ckey)
@@ -279,9 +283,13 @@ def _attempt(con, ukey: str, ckey: str, now: float, policy: throttle.Policy) -> 
         verdict = throttle.may_try(ucount, ccount, pcount, now, policy)
         if verdict.allowed:
             _save_counter(con, "user", ukey, throttle.record_failure(ucount, now, policy))
-            _save_counter(con, "client", ckey, throttle.record_failure(ccount, now, policy))
             _save_counter(con, "pair", pkey, throttle.record_failure(pcount, now, policy))
     return verdict
+
+
+def _failed(con, ckey: str, now: float, policy: throttle.Policy) -> None:
+    with store.transaction(con):
+        _save_counter(con, "client", ckey, throttle.record_failure(_load_counter(con, "client", ckey), now, policy))
 
 
 def _succeeded(con, ukey: str, ckey: str, now: float, policy: throttle.Policy) -> None:
@@ -306,21 +314,54 @@ def _locked_step(con, step, *args):
     raise duckdb.TransactionException("sign-in counters stayed busy")
 
 
+CLIENT_TURNS = 4  # password checks from one address at a time; the others wait their turn
+TURN_TIMEOUT_SECONDS = 30.0
+_TURNS = threading.Condition()
+_in_turn: dict[str, int] = {}
+
+
+class _Busy(Exception):
+    pass
+
+
+@contextmanager
+def _client_turn(ckey: str):
+    """Hold one of the address's ``CLIENT_TURNS`` (waiting, not refusing, when all are taken): a
+    burst from one address is checked a few at a time, each failure recorded before later ones
+    are let in, so the address's wait cannot be outrun by sending attempts at once."""
+    with _TURNS:
+        if not _TURNS.wait_for(lambda: _in_turn.get(ckey, 0) < CLIENT_TURNS, TURN_TIMEOUT_SECONDS):
+            raise _Busy
+        _in_turn[ckey] = _in_turn.get(ckey, 0) + 1
+    try:
+        yield
+    finally:
+        with _TURNS:
+            _in_turn[ckey] -= 1
+            if not _in_turn[ckey]:
+                del _in_turn[ckey]
+            _TURNS.notify_all()
+
+
 def sign_in(con: duckdb.DuckDBPyConnection, name: str, password: str, client: str | None = None,
             now: float | None = None, policy: throttle.Policy = throttle.DEFAULT_POLICY) -> SignIn:
     """Check a sign-in with the waits of ``calib.review.throttle`` (see the module doc). ``client``
     names the connection (an IP address, or "local"); ``now`` is the clock in seconds (tests pass it).
 
-    The failure is recorded *before* the password is checked, in the same transaction as the
-    wait check, and undone on success, so sending guesses at once cannot outrun the waits."""
-    now = time.time() if now is None else now
+    Counting is done so that sending guesses at once cannot outrun the waits (``_attempt``), and
+    a user who waited is never told that the sign-in is busy: parallel sign-ins take turns."""
     ukey, ckey = _user_key(name), (client or "local")[:128]
     try:
-        with _THROTTLE_LOCK:
-            apply_unlock_requests(con)
-        verdict = _locked_step(con, _attempt, ukey, ckey, now, policy)
-    except _CONFLICTS:
+        with _client_turn(ckey):
+            return _sign_in(con, name, password, ukey, ckey, time.time() if now is None else now, policy)
+    except (_CONFLICTS, _Busy):  # another process kept the counters for 20 retries, or 30 s of turns
         return SignIn(None, BUSY, wait_seconds=1.0)
+
+
+def _sign_in(con, name: str, password: str, ukey: str, ckey: str, now: float, policy: throttle.Policy) -> SignIn:
+    with _THROTTLE_LOCK:
+        apply_unlock_requests(con)
+    verdict = _locked_step(con, _attempt, ukey, ckey, now, policy)
     if not verdict.allowed:
         return SignIn(None, f"Too many failed sign-ins: try again in {verdict.wait_seconds:.0f} s.",
                       wait_seconds=verdict.wait_seconds)
@@ -332,6 +373,7 @@ def sign_in(con: duckdb.DuckDBPyConnection, name: str, password: str, client: st
         except _CONFLICTS:  # the counts stay (they only slow down), the sign-in stands
             pass
         return SignIn(row[0])
+    _locked_step(con, _failed, ckey, now, policy)
     counts = [_load_counter(con, s, k) for s, k in (("user", ukey), ("client", ckey),
                                                      ("pair", throttle.pair_key(ukey, ckey)))]
     wait = throttle.may_try(*counts, now, policy).wait_seconds
