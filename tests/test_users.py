@@ -424,3 +424,16 @@ def test_a_revoked_session_writes_nothing_through_calib(tmp_path):
     with pytest.raises(users.SessionEnded):  # an SME (or a demoted lead) runs no fit
         dashboard.refresh(con, session=users.Session("ana", None))
     assert con.execute("SELECT count(*) FROM fits").fetchone()[0] == fits
+
+
+def test_the_users_own_sign_in_does_not_forgive_other_addresses_guesses(db):
+    """A success clears the name's count only when its failures were the user's own typos: else an
+    attacker would get ``free_failures`` more guesses every time the real user signs in."""
+    con, _ = db
+    for i in range(5):
+        users.sign_in(con, "ana", "wrong", f"10.2.0.{i}", now=100.0 + i, policy=P)
+    assert users.sign_in(con, "ana", "ana-password", "10.9.0.1", now=110.0, policy=P).role == "sme"
+    assert users._load_counter(con, "user", "ana").failures == 5
+    users.sign_in(con, "lee", "typo", "10.3.0.1", now=100.0, policy=P)
+    assert users.sign_in(con, "lee", "lee-password", "10.3.0.1", now=101.0, policy=P).role == "lead"
+    assert users._load_counter(con, "user", "lee") == Counter()

@@ -264,7 +264,7 @@ def apply_unlock_requests(con: duckdb.DuckDBPyConnection) -> list[str]:
             with store.transaction(con):
                 audit(con, "cli", "unlock request refused", f"{req.path.name}: {req.refused}")
         else:
-            _unlock_name(con, req.name, f"cli (break-glass file, OS user {req.by or '?'})")
+            _unlock_name(con, req.name, f"cli (break-glass file, OS user {req.by or '?'})", with_addresses=True)
             done.append(req.name)
         breakglass.done(req)
     return done
@@ -293,12 +293,20 @@ def _failed(con, ckey: str, now: float, policy: throttle.Policy) -> None:
 
 
 def _succeeded(con, ukey: str, ckey: str, now: float, policy: throttle.Policy) -> None:
-    """The right password: this name's and this address's counts start again (other addresses'
-    counts for the name stay: they are someone else's guesses)."""
+    """The right password: this address's counts start again, and the name's too when every
+    failure it holds came from this address (the user's own typos). Failures from other addresses
+    stay: they are someone else's guesses, and forgetting them at each of the user's sign-ins would
+    give an attacker ``free_failures`` more guesses every time."""
+    pkey = throttle.pair_key(ukey, ckey)
     with store.transaction(con):
-        _save_counter(con, "user", ukey, throttle.Counter())
+        name, pair = _load_counter(con, "user", ukey), _load_counter(con, "pair", pkey)
+        # both hold this attempt (counted before the check): equal when no other address failed
+        if throttle.current(name, now, policy).failures <= throttle.current(pair, now, policy).failures:
+            _save_counter(con, "user", ukey, throttle.Counter())
+        else:  # take back the failure recorded before the check
+            _save_counter(con, "user", ukey, throttle.Counter(max(0, name.failures - 1), name.last_failure_at))
         _save_counter(con, "client", ckey, throttle.Counter())
-        _save_counter(con, "pair", throttle.pair_key(ukey, ckey), throttle.Counter())
+        _save_counter(con, "pair", pkey, throttle.Counter())
         # long-quiet counters are forgotten anyway: drop them
         con.execute("DELETE FROM sign_in_throttle WHERE last_failure_at < ?", [now - policy.forget_after_seconds])
 
@@ -410,10 +418,16 @@ def _clear_name(con, key: str) -> None:
     con.execute("DELETE FROM sign_in_throttle WHERE scope = 'pair' AND starts_with(key, ?)", [throttle.pair_key(key, "")])
 
 
-def _unlock_name(con, key: str, actor: str) -> None:
+def _unlock_name(con, key: str, actor: str, with_addresses: bool = False) -> None:
+    """Clear a name's waits; ``with_addresses`` also clears the waits of every address that failed
+    for it (the break-glass: the operator cannot pick addresses from a page)."""
     with store.transaction(con):
+        if with_addresses:
+            con.execute("DELETE FROM sign_in_throttle WHERE scope = 'client' AND key IN (SELECT "
+                        "substr(key, length(?) + 1) FROM sign_in_throttle WHERE scope = 'pair' AND starts_with(key, ?))",
+                        [throttle.pair_key(key, "")] * 2)
         _clear_name(con, key)
-        audit(con, actor, "unlocked", f"user {key}")
+        audit(con, actor, "unlocked", f"user {key}" + (" and its addresses" if with_addresses else ""))
 
 
 def unlock(con: duckdb.DuckDBPyConnection, key: str, actor: str, scope: str = "user") -> None:
