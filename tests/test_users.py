@@ -59,6 +59,13 @@ def test_a_name_under_attack_still_lets_a_clean_address_in():
     assert not throttle.may_try(attacked, busy_client, C0, 101.0, P).allowed
 
 
+def test_an_attacking_address_does_not_turn_clean_by_keeping_quiet_an_hour():
+    attacked, pair = Counter(50, 10_000.0), Counter(5, 10_000.0 - 3 * 3600)  # failed 3 h ago
+    v = throttle.may_try(attacked, C0, pair, 10_001.0, P)
+    assert not v.allowed  # the name's wait holds for it
+    assert throttle.may_try(attacked, C0, Counter(5, 10_000.0 - 86_400), 10_001.0, P).allowed  # a day later: clean
+
+
 def test_quiet_counters_are_forgotten():
     c = throttle.record_failure(Counter(), 0.0, P)
     assert throttle.current(c, 3600.0, P) == Counter()

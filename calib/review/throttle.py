@@ -9,9 +9,9 @@ Three counters see every failed sign-in, each a small frozen value; the caller p
   fastest (after ``pair_free_failures``) and is capped at ``name_max_seconds``;
 - the user name, from every address together: someone guessing one person's password from many
   machines. Its wait (after ``free_failures``, capped at ``name_max_seconds``) applies only to
-  addresses that have themselves failed for this name: a *clean* address (no failure for the name
-  from there, and no client wait) is always checked, so nobody can keep the right person out by
-  failing for their name from elsewhere;
+  addresses that have themselves failed for this name in the last day: a *clean* address (no such
+  failure, and no client wait) is always checked, so nobody can keep the right person out by
+  failing for their name from elsewhere, and each attacking address gets one such try a day;
 - the address, over all names: one machine trying one password against many names (which the
   name counters never see). Capped at ``max_seconds``.
 
@@ -37,7 +37,8 @@ class Policy:
     base_seconds: float = 2.0  # the first wait; doubles with every further failure
     max_seconds: float = 300.0  # an address's wait stops growing here
     name_max_seconds: float = 900.0  # a name's (and a pair's) wait stops growing here: 15 minutes
-    forget_after_seconds: float = 3600.0  # a counter quiet this long starts again from zero
+    forget_after_seconds: float = 3600.0  # a name's or address's counter quiet this long starts again from zero
+    pair_forget_after_seconds: float = 86400.0  # an address that failed for a name is not clean for it for a day
 
 
 DEFAULT_POLICY = Policy()
@@ -53,12 +54,12 @@ class Counter:
     locked: bool = False
 
 
-def current(c: Counter, now: float, policy: Policy = DEFAULT_POLICY) -> Counter:
-    """The counter as it stands at ``now``: one quiet for ``forget_after_seconds`` is forgotten
-    (an old stored lock included)."""
+def current(c: Counter, now: float, policy: Policy = DEFAULT_POLICY, forget: float | None = None) -> Counter:
+    """The counter as it stands at ``now``: one quiet for ``forget`` seconds (default
+    ``forget_after_seconds``) is forgotten (an old stored lock included)."""
     if c.last_failure_at is None:
         return Counter() if c.locked else c
-    if now - c.last_failure_at >= policy.forget_after_seconds:
+    if now - c.last_failure_at >= (policy.forget_after_seconds if forget is None else forget):
         return Counter()
     return c
 
@@ -74,18 +75,18 @@ def backoff(failures: int, free: int, policy: Policy = DEFAULT_POLICY, cap: floa
 
 
 def wait_seconds(c: Counter, now: float, free: int, policy: Policy = DEFAULT_POLICY,
-                 cap: float | None = None) -> float:
+                 cap: float | None = None, forget: float | None = None) -> float:
     """Seconds left before the next attempt may be checked (0 = go ahead)."""
-    c = current(c, now, policy)
+    c = current(c, now, policy, forget)
     owed = backoff(c.failures, free, policy, cap)
     if c.last_failure_at is None or owed <= 0:
         return 0.0  # (parallel sign-ins read the clock before taking turns: a failure can look newer than now)
     return max(0.0, owed - max(0.0, now - c.last_failure_at))
 
 
-def record_failure(c: Counter, now: float, policy: Policy = DEFAULT_POLICY) -> Counter:
+def record_failure(c: Counter, now: float, policy: Policy = DEFAULT_POLICY, forget: float | None = None) -> Counter:
     """The counter after one more failure at ``now``."""
-    c = current(c, now, policy)
+    c = current(c, now, policy, forget)
     return Counter(c.failures + 1, now, False)
 
 
@@ -103,8 +104,10 @@ class Verdict:
 
 
 def clean(pair: Counter, client: Counter, now: float, policy: Policy = DEFAULT_POLICY) -> bool:
-    """An address that has not failed for this name (in the forget window) and owes no wait of its own."""
-    return (current(pair, now, policy).failures == 0
+    """An address that has not failed for this name for ``pair_forget_after_seconds`` (a day: an
+    attacker's address held back by the name's wait must not turn clean by keeping quiet for an
+    hour) and owes no wait of its own."""
+    return (current(pair, now, policy, policy.pair_forget_after_seconds).failures == 0
             and wait_seconds(client, now, policy.client_free_failures, policy) <= 0)
 
 
@@ -113,7 +116,8 @@ def may_try(user: Counter, client: Counter, pair: Counter, now: float, policy: P
     address's and the pair's waits have run out, and the name's too unless the address is clean.
     Every wait is at most ``name_max_seconds`` after the last failure that caused it."""
     waits = [wait_seconds(client, now, policy.client_free_failures, policy),
-             wait_seconds(pair, now, policy.pair_free_failures, policy, policy.name_max_seconds)]
+             wait_seconds(pair, now, policy.pair_free_failures, policy, policy.name_max_seconds,
+                          policy.pair_forget_after_seconds)]
     if not clean(pair, client, now, policy):
         waits.append(wait_seconds(user, now, policy.free_failures, policy, policy.name_max_seconds))
     wait = max(waits)

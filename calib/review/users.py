@@ -283,7 +283,8 @@ def _attempt(con, ukey: str, ckey: str, now: float, policy: throttle.Policy) -> 
         verdict = throttle.may_try(ucount, ccount, pcount, now, policy)
         if verdict.allowed:
             _save_counter(con, "user", ukey, throttle.record_failure(ucount, now, policy))
-            _save_counter(con, "pair", pkey, throttle.record_failure(pcount, now, policy))
+            _save_counter(con, "pair", pkey, throttle.record_failure(pcount, now, policy,
+                                                                     policy.pair_forget_after_seconds))
     return verdict
 
 
@@ -301,14 +302,15 @@ def _succeeded(con, ukey: str, ckey: str, now: float, policy: throttle.Policy) -
     with store.transaction(con):
         name, pair = _load_counter(con, "user", ukey), _load_counter(con, "pair", pkey)
         # both hold this attempt (counted before the check): equal when no other address failed
-        if throttle.current(name, now, policy).failures <= throttle.current(pair, now, policy).failures:
+        if throttle.current(name, now, policy).failures <= pair.failures:
             _save_counter(con, "user", ukey, throttle.Counter())
         else:  # take back the failure recorded before the check
             _save_counter(con, "user", ukey, throttle.Counter(max(0, name.failures - 1), name.last_failure_at))
         _save_counter(con, "client", ckey, throttle.Counter())
         _save_counter(con, "pair", pkey, throttle.Counter())
         # long-quiet counters are forgotten anyway: drop them
-        con.execute("DELETE FROM sign_in_throttle WHERE last_failure_at < ?", [now - policy.forget_after_seconds])
+        con.execute("DELETE FROM sign_in_throttle WHERE last_failure_at < ? AND (scope <> 'pair' OR last_failure_at < ?)",
+                    [now - policy.forget_after_seconds, now - policy.pair_forget_after_seconds])
 
 
 def _locked_step(con, step, *args):
