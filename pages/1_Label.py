@@ -79,10 +79,7 @@ def on_undo() -> None:
 def labelling_area() -> None:
     session = auth.recheck("sme", "lead", "admin")  # a fragment rerun skips the page's sign-in gate
     cur = ui.cursor()
-    lease = queue.next_item(cur, user, session=session)
-    if lease is None:
-        queue.refill(cur, 20)
-        lease = queue.next_item(cur, user, session=session)
+    lease = queue.lease_or_refill(cur, user, 20, session=session)  # concurrent first loads refill once
     if lease is None:
         st.success("Nothing left to label. Thank you!")
         return
