@@ -108,16 +108,21 @@ def rows(data):
             for r in data]
 
 
-# ``![alt](url)`` and ``![alt][ref]`` (escaping the ``!`` leaves a link), raw HTML tags, autolinks and
-# LaTeX; backslashes just before are doubled so an escape in the text cannot cancel ours.
-_UNSAFE_MD = re.compile(r"(\\*)(!(?=\[)|[<>$])")
+# Link and image syntax (``[text](url)``, ``![alt](url)``, ``[text][ref]``, ``[ref]: url``), raw HTML
+# tags, ``<url>`` autolinks and LaTeX: a backslash before every ``[``, ``]``, ``<``, ``>`` and ``$``,
+# and before the ``!`` of image syntax; backslashes just before are doubled so an escape in the text
+# cannot cancel ours. Bare ``http(s)://``, ``www.`` and e-mail addresses get the word joiner of ``md``.
+_UNSAFE_MD = re.compile(r"(\\*)(!(?=\[)|[<>$\[\]])")
 
 
 def guidelines(value: object) -> str:
-    """Lead-written markdown with no image, raw HTML or math: ``clean``, then a backslash before
-    the ``!`` of image syntax and before every ``<``, ``>`` and ``$`` (inside code spans too, where
-    the backslash shows); headings, lists, emphasis, links and tables still render."""
-    return _UNSAFE_MD.sub(lambda m: m.group(1) * 2 + "\\" + m.group(2), clean(value))
+    """Lead-written markdown with no link, image, raw HTML or math: ``clean``, then every link or
+    image (to any host, ``data:`` and ``javascript:`` included) shown as its text, and bare URLs
+    left unlinked; headings, lists, emphasis, code and tables still render. Backslashes added inside
+    code spans show (a rubric rarely needs brackets in code)."""
+    text = _UNSAFE_MD.sub(lambda m: m.group(1) * 2 + "\\" + m.group(2), clean(value))
+    return _AUTOLINK.sub(lambda m: m.group(1) + _JOINER, text)
+
 
 
 # OWASP "CSV Injection": the characters with which a spreadsheet starts a formula (or, tab and CR,

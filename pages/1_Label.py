@@ -9,7 +9,7 @@ from calib import safetext as safe
 from calib.data import store
 from calib.review import drafts, labelling, queue, users
 from calib.errors import TiebreakError
-from pages.shared import keyboard, ui
+from pages.shared import auth, keyboard, ui
 
 st.set_page_config(page_title="Label · Tiebreak", page_icon="📝", layout="wide")
 user, role = ui.require("sme", "lead", "admin")
@@ -50,7 +50,7 @@ def on_submit(lease: queue.Lease, view: labelling.ItemView) -> None:
         started = ss["label_started"].get(lease_id, time.time())
         queue.submit(ui.cursor(), lease_id, user, verdicts, preference=pref, strength=strength,
                      note=ss.get(f"label_{lease_id}_note") or None, duration_ms=int(1000 * (time.time() - started)),
-                     left_model=view.left_model)
+                     left_model=view.left_model, session=auth.session())
         ss["label_done"].add(lease_id)
         drafts.clear_draft(ui.cursor(), user, lease.item_id, lease.candidate)
         ss["label_message"] = ("success", "Saved.")
@@ -62,8 +62,12 @@ def on_submit(lease: queue.Lease, view: labelling.ItemView) -> None:
 def on_skip(lease: queue.Lease) -> None:
     if lease.lease_id in ss["label_done"]:
         return
+    try:
+        queue.skip(ui.cursor(), lease.lease_id, user, ss.get("label_skip_reason") or "no reason given",
+                   session=auth.session())
+    except users.SessionEnded:
+        return  # the fragment's recheck shows the sign-in form
     ss["label_done"].add(lease.lease_id)
-    queue.skip(ui.cursor(), lease.lease_id, user, ss.get("label_skip_reason") or "no reason given")
     drafts.clear_draft(ui.cursor(), user, lease.item_id, lease.candidate)
     ss["label_message"] = ("info", "Skipped: the item goes back to the queue for someone else.")
     ss["label_lease"] = None
@@ -72,15 +76,21 @@ def on_skip(lease: queue.Lease) -> None:
 def on_flag(lease: queue.Lease) -> None:
     if lease.lease_id in ss["label_done"]:
         return
+    try:
+        queue.flag(ui.cursor(), lease.lease_id, user, ss.get("label_flag_reason") or "flagged", session=auth.session())
+    except users.SessionEnded:
+        return  # the fragment's recheck shows the sign-in form
     ss["label_done"].add(lease.lease_id)
-    queue.flag(ui.cursor(), lease.lease_id, user, ss.get("label_flag_reason") or "flagged")
     drafts.clear_draft(ui.cursor(), user, lease.item_id, lease.candidate)
     ss["label_message"] = ("info", "Flagged for a lead's review.")
     ss["label_lease"] = None
 
 
 def on_undo() -> None:
-    lease = labelling.undo_last(ui.cursor(), user)
+    try:
+        lease = labelling.undo_last(ui.cursor(), user, session=auth.session())
+    except users.SessionEnded:
+        return  # the fragment's recheck shows the sign-in form
     ss["label_message"] = ("info", "Re-rate your previous item: the new rating is kept, the old one stays in the history."
                            if lease else "Nothing to undo yet.")
 
@@ -90,8 +100,9 @@ def on_undo() -> None:
 
 @st.fragment
 def labelling_area() -> None:
+    session = auth.recheck("sme", "lead", "admin")  # a fragment rerun skips the page's sign-in gate
     cur = ui.cursor()
-    lease = queue.lease_or_refill(cur, user, 20)  # concurrent first loads refill once (one at a time)
+    lease = queue.lease_or_refill(cur, user, 20, session=session)  # concurrent first loads refill once
     if lease is None:
         st.success("Nothing left to label. Thank you!")
         return

@@ -12,7 +12,8 @@ from calib.data import cells, ingest, store
 from calib.stats import engine
 from calib.insight import dashboard, fitness, plots, report, tables
 from calib.errors import TiebreakError
-from pages.shared import ui
+from calib.review import users
+from pages.shared import auth, ui
 
 st.set_page_config(page_title="Decision · Tiebreak", page_icon="🧮", layout="wide")
 user, role = ui.require("lead", "admin")
@@ -41,9 +42,10 @@ def _judge_transport(path: str, as_of: int) -> list[str]:
 @st.fragment(run_every=5)
 def live() -> None:
     """Refits (fast) when labels arrived since the last fit, then redraws: runs every 5 s."""
+    session = auth.recheck("lead", "admin")  # a fragment rerun skips the page's sign-in gate
     cur = ui.cursor()
     try:
-        fit = dashboard.refresh(cur)
+        fit = dashboard.refresh(cur, session=session)
     except TiebreakError as exc:  # e.g. an empty project: say what is missing
         st.info(safe.md(exc))
         return
@@ -151,6 +153,7 @@ if c1.button("Run NUTS in the background", key="decision_nuts", disabled=st.sess
 
 @st.fragment(run_every=2)
 def nuts_status() -> None:
+    auth.recheck("lead", "admin")
     run = dashboard.nuts_run(ui.cursor())
     if run is not None and run.running:
         st.info("NUTS is running in the background, one fit at a time for everyone (about 5 s warm, 25 s the "
@@ -186,15 +189,40 @@ def _exports(path: str, watermark: int, n_fits: int) -> dict[str, bytes]:
     return out
 
 
+def _export_file(name: str, session: users.Session):
+    """The file behind a download button, made on the click (Streamlit's deferred download), and
+    only while the page's session is still a lead's or an admin's: no file (and so no media URL)
+    exists before a click, and a revoked page's click gets nothing."""
+    con = ui._connection(db)  # resolved now, in the script's thread: the click runs on another
+
+    def make() -> bytes:
+        cur = con.cursor()
+        users.require_session(cur, session, users.LEADS)
+        return _exports(db, engine.label_watermark(cur), cur.execute("SELECT count(*) FROM fits").fetchone()[0])[name]
+
+    return make
+
+
+def _checked(data, session: users.Session):
+    """Bytes made already (the report), handed out on a click only while the session is a lead's."""
+    con = ui._connection(db)
+
+    def make():
+        users.require_session(con.cursor(), session, users.LEADS)
+        return data
+
+    return make
+
+
 with st.expander("Exports"):
     cur = ui.cursor()
-    files = _exports(db, engine.label_watermark(cur), cur.execute("SELECT count(*) FROM fits").fetchone()[0])
-    st.download_button("Labels (csv)", files["labels.csv"], file_name="tiebreak-labels.csv", mime="text/csv",
-                       key="decision_dl_labels.csv")
-    st.download_button("Labels (parquet)", files["labels.parquet"], file_name="tiebreak-labels.parquet",
+    me = auth.session()
+    st.download_button("Labels (csv)", _export_file("labels.csv", me), file_name="tiebreak-labels.csv",
+                       mime="text/csv", key="decision_dl_labels.csv")
+    st.download_button("Labels (parquet)", _export_file("labels.parquet", me), file_name="tiebreak-labels.parquet",
                        mime="application/octet-stream", key="decision_dl_labels.parquet")
-    st.download_button("Fits history (csv)", files["fits.csv"], file_name="tiebreak-fits.csv", mime="text/csv",
-                       key="decision_dl_fits")
+    st.download_button("Fits history (csv)", _export_file("fits.csv", me), file_name="tiebreak-fits.csv",
+                       mime="text/csv", key="decision_dl_fits")
     nuts = engine.latest_fit(cur, kind="nuts")
     source = st.radio("Report on", ["the latest fit (fast, refitted when labels arrived)", "the latest NUTS fit"]
                       if nuts else ["the latest fit (fast, refitted when labels arrived)"], key="decision_report_fit",
@@ -204,5 +232,5 @@ with st.expander("Exports"):
             st.session_state["decision_report"] = report.build_report(
                 ui.cursor(), nuts if nuts and "NUTS" in source else None, db_label=db)
     if st.session_state.get("decision_report"):
-        st.download_button("Sign-off report (HTML)", st.session_state["decision_report"],
+        st.download_button("Sign-off report (HTML)", _checked(st.session_state["decision_report"], me),
                            file_name="tiebreak-report.html", mime="text/html", key="decision_dl_report")

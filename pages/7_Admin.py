@@ -33,7 +33,7 @@ def _fail(exc: Exception) -> None:
 
 
 tab_users, tab_settings, tab_imports, tab_locks, tab_log = st.tabs(
-    ["👥 Users", "⚙️ Settings", "📥 Imports", "🔒 Sign-in locks", "📜 Log"])
+    ["👥 Users", "⚙️ Settings", "📥 Imports", "🔒 Sign-in waits", "📜 Log"])
 
 # --------------------------------------------------------------------------- users
 with tab_users:
@@ -239,17 +239,21 @@ with tab_imports:
 # --------------------------------------------------------------------------- sign-in locks
 with tab_locks:
     rows = users.throttled(ui.cursor())
+    st.caption("Failed sign-ins slow down the user name and the address they came from; every wait runs out "
+               "(15 minutes at most) and no account is ever locked. A user name's wait holds only for the "
+               "addresses that failed for it. Clear a wait here, or while the app runs with "
+               "`tiebreak users unlock NAME` on the server.")
     if not rows:
-        st.info("No failed sign-ins waiting: nobody is locked out or slowed down.")
+        st.info("No failed sign-ins waiting: nobody is slowed down.")
     elif len(rows) > 100:
-        st.warning(f"{len(rows)} user names or addresses with failed sign-ins; the first 100 are listed "
-                   "(locked first).")
-    rows.sort(key=lambda r: (not r["locked"], r["scope"] != "user", r["key"]))
+        st.warning(f"{len(rows)} user names or addresses with failed sign-ins; the 100 with the longest waits "
+                   "are listed.")
+    rows.sort(key=lambda r: (-r["wait_seconds"], r["scope"] != "user", r["key"]))
     for r in rows[:100]:
         c1, c2 = st.columns([4, 1])
-        what = "locked" if r["locked"] else (f"waits {r['wait_seconds']:.0f} s" if r["wait_seconds"] else "counting")
+        what = f"waits {r['wait_seconds']:.0f} s" if r["wait_seconds"] else "counting"
         c1.text(f"{r['scope']} {safetext.one_line(r['key'])}: {r['failures']} failed sign-ins, {what}")
-        if c2.button("🔓 Unlock", key=f"admin_unlock_{r['scope']}_{r['key']}"):
+        if c2.button("🔓 Clear", key=f"admin_unlock_{r['scope']}_{r['key']}"):
             users.unlock(ui.cursor(), r["key"], actor=user, scope=r["scope"])
             st.rerun()
     if is_admin:

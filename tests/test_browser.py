@@ -261,10 +261,10 @@ LEAKS_JS = """port => {
     const hit = (s) => s && (s.includes(':' + port) || /pixel-|img-|\\/a-|\\/l-/.test(s));
     for (const e of document.querySelectorAll('img, image, source, video, audio, iframe, object, embed'))
         if (hit(e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('data') || '')) bad.push(e.outerHTML.slice(0, 200));
-    // links stay links in the lead-written guidelines (markdown); nowhere else
+    // no link from the data anywhere, the lead-written guidelines included (issue 25: links shown as text)
     for (const a of document.querySelectorAll('a')) {
         const href = a.getAttribute('href') || '';
-        if ((hit(href) || /^mailto:/.test(href)) && !href.includes('-guide')) bad.push(a.outerHTML.slice(0, 200));
+        if (hit(href) || /^(mailto|data|javascript):/.test(href)) bad.push(a.outerHTML.slice(0, 200));
     }
     for (const s of document.querySelectorAll('script')) if (/^\\s*alert\\(/.test(s.textContent)) bad.push('script ' + s.textContent.slice(0, 100));
     for (const e of document.querySelectorAll('[onerror], [onload]')) bad.push('handler ' + e.outerHTML.slice(0, 200));

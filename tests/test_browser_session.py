@@ -4,6 +4,8 @@ the Admin page renders. Screenshots go to tests/_artifacts/."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from calib.data import demo, store
@@ -116,3 +118,123 @@ def test_admin_page_in_the_browser(server):
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ART / "admin_imports.png"), full_page=True)
         browser.close()
+
+
+# --------------------------------------------------------------------------- revocation reaches open pages
+
+
+def _start_on_free_port(db):
+    """`_start_app`, on a port from $TIEBREAK_TEST_PORTS (e.g. 8620-8629) when set (a shared machine
+    gives each worker its ports), else any free one."""
+    import socket
+
+    import test_browser
+
+    span = os.environ.get("TIEBREAK_TEST_PORTS")
+    if span:
+        lo, hi = (int(x) for x in span.split("-"))
+        for port in range(lo, hi + 1):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            original = test_browser._free_port
+            test_browser._free_port = lambda: port
+            try:
+                return test_browser._start_app(db)
+            finally:
+                test_browser._free_port = original
+    return test_browser._start_app(db)
+
+
+@pytest.fixture
+def revocation_server(tmp_path):
+    db = tmp_path / "revoke.duckdb"
+    con = store.connect(db)
+    demo.load_demo(con, 60, seed=4)
+    users.add_user(con, "sue", "sme", "sue-password")
+    users.add_user(con, "lea", "lead", "lea-password")
+    users.add_user(con, "ada", "admin", "ada-password")
+    con.close()
+    url, proc = _start_on_free_port(db)
+    yield url, proc, db
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _admin_acts(browser, url, who, button, role=None):
+    """An admin, in their own browser context, acts on ``who`` on the Admin page."""
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = ctx.new_page()
+    page.goto(url)
+    _sign_in(page, "ada", "ada-password")
+    _signed_in_as(page, "ada")
+    page.goto(url + "/Admin")
+    page.get_by_text("Change a user").first.wait_for(timeout=60_000)
+    page.locator('[data-testid="stSelectbox"]', has_text="User").last.click()
+    page.get_by_role("option", name=who, exact=True).click()
+    page.wait_for_timeout(1500)
+    if role:
+        page.locator('[data-testid="stSelectbox"]', has_text="Role").last.click()
+        page.get_by_role("option", name=role, exact=True).click()
+        page.wait_for_timeout(1500)
+    page.get_by_role("button", name=button).click()
+    page.wait_for_timeout(2000)
+    ctx.close()
+
+
+def test_revocation_reaches_an_open_label_page_and_a_demoted_leads_decision_page(revocation_server):
+    """Issue 25: an SME's open Label page saves nothing once an admin deactivated her (its next
+    submit, a fragment rerun, shows the sign-in form); a lead's open Decision page stops by itself at
+    its next 5-second refresh once demoted; the labels export is made only on a click."""
+    from test_browser import CHROMIUM  # noqa: F401 - the skip when chromium is missing
+    from test_browser import FORM_READY_JS, NEXT_ITEM_JS, _item
+
+    url, proc, db = revocation_server
+    ART.mkdir(parents=True, exist_ok=True)
+    dims = len(demo.DIMENSIONS)
+    with playwright.sync_playwright() as p:
+        browser, _ = _open(p)
+        sme = browser.new_context(viewport={"width": 1500, "height": 1100}).new_page()
+        sme.goto(url)
+        _sign_in(sme, "sue", "sue-password")
+        sme.locator("text=/^Item q\\d+/").first.wait_for(timeout=60_000)
+
+        def rate():
+            sme.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)
+            sme.evaluate("document.activeElement && document.activeElement.blur()")
+            for _ in range(2 * dims):
+                sme.keyboard.press("1")
+            sme.keyboard.press("3")
+            sme.keyboard.press("Control+Enter")
+
+        item = _item(sme)
+        rate()  # before the revocation: saved, the next item comes
+        sme.wait_for_function(NEXT_ITEM_JS, arg=item, timeout=30_000)
+
+        lead = browser.new_context(viewport={"width": 1500, "height": 1100}).new_page()
+        lead.goto(url + "/Decision")
+        _sign_in(lead, "lea", "lea-password")
+        lead.get_by_text("Recommendation").first.wait_for(timeout=120_000)
+        lead.get_by_text("Exports").click()
+        with lead.expect_download(timeout=60_000) as dl:
+            lead.get_by_role("button", name="Labels (csv)").click()
+        assert b"sue" in open(dl.value.path(), "rb").read()  # the deferred export works, made on the click
+
+        _admin_acts(browser, url, "sue", "⛔ Deactivate")
+        rate()  # the open page, after the revocation: refused, and the sign-in form shows
+        sme.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
+        sme.screenshot(path=str(ART / "revoked_label_page.png"))
+
+        _admin_acts(browser, url, "lea", "Save role", role="sme")
+        lead.get_by_text("this page is for lead or admin").first.wait_for(timeout=30_000)  # no click needed
+        lead.screenshot(path=str(ART / "demoted_decision_page.png"))
+        browser.close()
+    proc.terminate()
+    proc.wait(10)
+    con = store.connect(db)
+    rows = con.execute("SELECT count(DISTINCT lease_id) FROM labels WHERE annotator = 'sue'").fetchone()[0]
+    assert rows == 1  # the one item rated before the revocation, nothing after
+    con.close()

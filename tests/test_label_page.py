@@ -259,3 +259,31 @@ def test_draft_storage_round_trip_and_hostile_values(tmp_path):
     drafts.clear_draft(con, "ana", "q2", None)
     assert drafts.load_draft(con, "ana", "q2", None) == {}
     con.close()
+
+
+@pytest.mark.parametrize("revoke", ["deactivate", "sign_out_everywhere", "password_reset"])
+def test_a_revoked_page_writes_nothing_and_shows_the_sign_in_form(db, revoke):
+    """Issue 25: the page was open (its token in session state, as after a real sign-in); the
+    revocation happens elsewhere; the next submit, skip or flag from that page stores nothing and
+    the page asks for a sign-in."""
+    con = _con(db)
+    at = _app()
+    at.session_state["auth_token"] = users.issue_token(con, "ana")
+    at.run()
+    assert not at.exception
+    before = con.execute("SELECT count(*) FROM labels").fetchone()[0]
+    leases = con.execute("SELECT count(*) FROM leases").fetchone()[0]
+    if revoke == "deactivate":
+        users.set_active(con, "ana", False, actor="lee")
+    elif revoke == "sign_out_everywhere":
+        users.rotate_session_key(con, actor="lee")
+    else:
+        users.reset_password(con, "ana", "a-new-password", actor="lee")
+    _fill(at)
+    at.get("form_submit_button")[0].click().run()
+    assert not at.exception
+    assert con.execute("SELECT count(*) FROM labels").fetchone()[0] == before
+    assert con.execute("SELECT count(*) FROM leases").fetchone()[0] == leases  # no new item leased either
+    assert con.execute("SELECT count(*) FROM leases WHERE outcome IN ('skipped', 'flagged', 'labelled')"
+                       ).fetchone()[0] == 0
+    assert [t.label for t in at.text_input][:2] == ["User name", "Password"]

@@ -39,14 +39,28 @@ def test_rows_cleans_every_string_value_and_column_name():
     assert list(df.columns) == ["m[U+202E]", "v"] and df.iloc[0, 0] == "x[U+202E]" and df["v"].tolist() == [1.0, 2.0]
 
 
-def test_guidelines_keep_markdown_but_no_image_html_or_math():
+def test_guidelines_keep_markdown_but_no_link_image_html_or_math():
     g = safetext.guidelines("# Rubric\n**Pass** when [the spec](http://wiki/spec) holds ![x](http://127.0.0.1:9/p.png)"
                             " <img src=http://127.0.0.1:9/q.png> <script>alert(1)</script> $\\href{x}{y}$")
-    assert g.startswith("# Rubric\n**Pass** when [the spec](http://wiki/spec)")  # markdown and links stay
-    assert "\\![x]" in g and "\\<img" in g and "\\<script\\>" in g and "\\$" in g
+    assert g.startswith("# Rubric\n**Pass** when \\[the spec\\](http\u2060://wiki/spec)")  # markdown stays, links not
+    assert "\\!\\[x\\]" in g and "\\<img" in g and "\\<script\\>" in g and "\\$" in g
     # an escape in the text cannot cancel ours: the backslash itself becomes literal
-    assert safetext.guidelines("\\![x](u)") == "\\\\\\![x](u)"
-    assert "\\[U+202E]" not in safetext.guidelines("\u202e") and safetext.guidelines("\u202e") == "[U+202E]"
+    assert safetext.guidelines("\\![x](u)") == "\\\\\\!\\[x\\](u)"
+    assert safetext.guidelines("\u202e") == "\\[U+202E\\]"  # shown as [U+202E]
+
+
+def test_guideline_links_of_every_kind_are_text():
+    """Issue 25: an escaped image, a ``data:`` link, a reference link and bare URLs stay text: no
+    bracket of link syntax survives unescaped, and no bare URL keeps its autolink shape."""
+    import re
+
+    for attack in ["\\![x](https://evil.example/p.png)", "[click](data:text/html;base64,PHNjcmlwdD4=)",
+                   "[a][r]\n\n[r]: https://evil.example", "<https://evil.example>", "see https://evil.example/x",
+                   "www.evil.example", "[x](javascript:alert(1))", "mail me@evil.example"]:
+        g = safetext.guidelines(attack)
+        assert not re.search(r"(?<!\\)(?:\\\\)*[\[\]<>]", g), (attack, g)  # every bracket escaped
+        assert not re.search(r"https?://|www\.|\w@\w", g), (attack, g)
+
 
 
 def test_md_stops_bare_urls_and_emails_from_becoming_links():

@@ -344,7 +344,7 @@ def _m009_unit_candidate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE queue ADD COLUMN candidate VARCHAR; ALTER TABLE leases ADD COLUMN candidate VARCHAR")
 
 
-def _m014_sso_user_email(con: duckdb.DuckDBPyConnection) -> None:
+def _m010_sso_user_email(con: duckdb.DuckDBPyConnection) -> None:
     """Single sign-on matches the identity provider's verified e-mail to a Tiebreak user: each user
     may have one e-mail (stored lower-case; unique among users, checked in ``calib.review.sso``
     rather than by an index, which DuckDB would check against rows updated in the same transaction)."""
@@ -367,10 +367,29 @@ def _m011_drafts(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m012_auth_throttle_pairs(con: duckdb.DuckDBPyConnection) -> None:
+    """Sign-in failures are also counted per (user name, address) (scope ``pair``), so a name's
+    wait can hold only for the addresses that failed for it; locks are gone (``locked`` is kept,
+    always FALSE, and old locks are lifted). DuckDB cannot alter a CHECK: the table is rebuilt."""
+    con.execute(
+        """CREATE TABLE sign_in_throttle_new (
+               scope VARCHAR NOT NULL CHECK (scope IN ('user', 'client', 'pair')),
+               key VARCHAR NOT NULL,
+               failures INTEGER NOT NULL,
+               last_failure_at DOUBLE,
+               locked BOOLEAN NOT NULL,
+               PRIMARY KEY (scope, key)
+           );
+           INSERT INTO sign_in_throttle_new SELECT scope, key, failures, last_failure_at, FALSE FROM sign_in_throttle;
+           DROP TABLE sign_in_throttle;
+           ALTER TABLE sign_in_throttle_new RENAME TO sign_in_throttle;"""
+    )
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
     _m007_judge_calls, _m008_sign_in_and_admin, _m009_unit_candidate,
-    _m014_sso_user_email, _m011_drafts,
+    _m010_sso_user_email, _m011_drafts, _m012_auth_throttle_pairs,
 ]
 
 

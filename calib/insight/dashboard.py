@@ -11,6 +11,7 @@ import duckdb
 
 from calib.data import store
 from calib.stats import engine, nuts_worker
+from calib.review import users
 
 
 def output_stats(con: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -121,9 +122,13 @@ FORECAST_EXTRA = [25, 50, 100, 200, 400, 800]
 _REFIT_LOCK = threading.Lock()
 
 
-def refresh(con: duckdb.DuckDBPyConnection) -> dict:
+def refresh(con: duckdb.DuckDBPyConnection, session=None) -> dict:
     """One dashboard refresh: a fast fit (with the forecast, from the same posterior) if labels
-    arrived since the latest fit, else the latest fit. Several open dashboards refit once."""
+    arrived since the latest fit, else the latest fit. Several open dashboards refit once. A page
+    passes its ``calib.review.users.Session``: an ended one, or a role below lead, gets nothing
+    (``users.SessionEnded``) and runs no fit."""
+    if session is not None:
+        users.require_session(con, session, users.LEADS)
     with _REFIT_LOCK:
         if refit_due(con):
             return engine.fit_project(con, "fast", forecast_extra=FORECAST_EXTRA)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from calib.data import store
-from calib.review import queue
+from calib.review import queue, users
 from calib.errors import TiebreakError
 
 PASS_FAIL = ["Pass", "Fail"]
@@ -140,9 +140,11 @@ def progress(con: duckdb.DuckDBPyConnection, annotator: str) -> dict:
             "agreement": agree[0], "agreement_pairs": agree[1]}
 
 
-def undo_last(con: duckdb.DuckDBPyConnection, annotator: str, minutes: float | None = None) -> queue.Lease | None:
+def undo_last(con: duckdb.DuckDBPyConnection, annotator: str, minutes: float | None = None,
+              session: users.Session | None = None) -> queue.Lease | None:
     """Re-open the annotator's previous item: a new lease on it; the corrected rating is appended
-    as new rows (the newest counts, the history stays)."""
+    as new rows (the newest counts, the history stays). A page passes its ``session`` (see
+    ``queue.submit``)."""
     row = con.execute(
         """SELECT l.item_id, coalesce(e.candidate, ?) FROM labels l LEFT JOIN leases e USING (lease_id)
            WHERE l.annotator = ? AND l.source = 'app'
@@ -153,6 +155,7 @@ def undo_last(con: duckdb.DuckDBPyConnection, annotator: str, minutes: float | N
     minutes = store.get_settings(con)["lease_minutes"] if minutes is None else minutes
     now = datetime.now()
     with queue._LEASE_LOCK, store.transaction(con):
+        queue._check_labeller(con, session, annotator)
         # close the annotator's open lease first, so the item they were on returns to the queue
         con.execute("UPDATE leases SET ended_at = ?, outcome = 'released' WHERE annotator = ? AND ended_at IS NULL",
                     [now, annotator])

@@ -39,6 +39,7 @@ from calib.data import store
 from calib.data.cells import ensure_cells
 from calib.stats import engine, model, sampling
 from calib.errors import TiebreakError
+from calib.review import users
 
 MIN_PER_SEGMENT = 2.0
 # Weight of a decided candidate's units in the uniform (random) share, against 1 for an undecided
@@ -444,22 +445,24 @@ def _queue_filtered(con, n, segment, topic, judge_fail, seed, candidate) -> Batc
     return Batch(batch_id, "filtered", len(ids), float(k), k)
 
 
-def lease_or_refill(con: duckdb.DuckDBPyConnection, annotator: str, n: float = 20, seed: int = 0) -> Lease | None:
+def lease_or_refill(con: duckdb.DuckDBPyConnection, annotator: str, n: float = 20, seed: int = 0,
+                    session: users.Session | None = None) -> Lease | None:
     """What the Label page does on load: this SME's lease (their active one, else the next unit),
     refilling the queue by about ``n`` units when nothing is servable; None when nothing is left.
 
     Many SMEs signing in at once on a fresh project all find the queue empty: the refill happens
     under the queue lock and each caller first looks again, so the first one refills and the others
     are served from its batch (a refill per caller would stack batches and, before the lock,
-    queued units twice)."""
-    lease = next_item(con, annotator)
+    queued units twice). A page passes its ``session``: an ended one gets nothing and refills
+    nothing (``users.SessionEnded``)."""
+    lease = next_item(con, annotator, session=session)
     if lease is not None:
         return lease
     with store.db_lock(con, "queue"):
-        lease = next_item(con, annotator)  # another session may have refilled while this one waited
+        lease = next_item(con, annotator, session=session)  # another session may have refilled meanwhile
         if lease is None:
             refill(con, n, seed=seed)
-            lease = next_item(con, annotator)
+            lease = next_item(con, annotator, session=session)
     return lease
 
 
@@ -564,14 +567,27 @@ class Lease:
     candidate: str | None = None  # the unit's candidate (never shown to the SME)
 
 
+def _check_labeller(con, session: users.Session | None, annotator: str) -> None:
+    """A page's write: its session must still be valid, be the annotator's, and allow labelling
+    (``users.require_session``); None is a trusted caller (the CLI, a simulation)."""
+    if session is None:
+        return
+    if session.user != annotator:
+        raise users.SessionEnded(f"this page is signed in as {session.user}, not {annotator}")
+    users.require_session(con, session, users.LABELLERS)
+
+
 def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | None = None,
-              lease_minutes: float | None = None, reuse_active: bool = True) -> Lease | None:
+              lease_minutes: float | None = None, reuse_active: bool = True,
+              session: users.Session | None = None) -> Lease | None:
     """Lease the next item to ``annotator``; None when nothing is left. With ``reuse_active`` an
-    active lease of theirs is returned first (a reloaded page shows the same item again)."""
+    active lease of theirs is returned first (a reloaded page shows the same item again). A page
+    passes its ``session``: an ended one gets no item (``users.SessionEnded``)."""
     if not annotator:
         raise TiebreakError("an annotator name is required")
     given = now
     with _LEASE_LOCK:
+        _check_labeller(con, session, annotator)
         now = given or _now()  # stamped after the lock: lease times follow the order of the leases
         mine = con.execute(
             """SELECT lease_id, item_id, leased_at, expires_at, coalesce(candidate, ?) FROM leases
@@ -581,6 +597,7 @@ def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | No
             return Lease(mine[0], mine[1], annotator, mine[2], mine[3], mine[4])
         minutes = store.get_settings(con)["lease_minutes"] if lease_minutes is None else lease_minutes
         with store.transaction(con):
+            _check_labeller(con, session, annotator)  # again, in the transaction that writes the lease
             # record expiries now and then (serving already ignores expired leases)
             if given is not None or time.monotonic() - _last_sweep[0] > _SWEEP_EVERY_S:
                 con.execute("UPDATE leases SET ended_at = expires_at, outcome = 'expired' "
@@ -608,19 +625,23 @@ def _end_lease(con, lease_id: int, annotator: str, outcome: str, reason: str | N
                 [now, outcome, reason, lease_id])
 
 
-def skip(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str, reason: str, now: datetime | None = None) -> None:
+def skip(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str, reason: str, now: datetime | None = None,
+         session: users.Session | None = None) -> None:
     """Return the item to the queue (for other SMEs) and record the skip and its reason."""
     if not reason:
         raise TiebreakError("a skip needs a reason")
     with _LEASE_LOCK, store.transaction(con):
+        _check_labeller(con, session, annotator)
         _end_lease(con, lease_id, annotator, "skipped", reason, now or _now())
 
 
-def flag(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str, reason: str, now: datetime | None = None) -> None:
+def flag(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str, reason: str, now: datetime | None = None,
+         session: users.Session | None = None) -> None:
     """Send the item to the leads' review list; it is not served again until a lead returns it."""
     if not reason:
         raise TiebreakError("a flag needs a reason")
     with _LEASE_LOCK, store.transaction(con):
+        _check_labeller(con, session, annotator)
         _end_lease(con, lease_id, annotator, "flagged", reason, now or _now())
 
 
@@ -664,16 +685,19 @@ def review_list(con: duckdb.DuckDBPyConnection) -> list[dict]:
 def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
            verdicts: dict[tuple[str, str], tuple[bool, str | None]], preference: str | None = None,
            strength: int | None = None, note: str | None = None, duration_ms: int | None = None,
-           left_model: str | None = None, now: datetime | None = None, source: str = "app") -> int:
+           left_model: str | None = None, now: datetime | None = None, source: str = "app",
+           session: users.Session | None = None) -> int:
     """Write one SME's rating of a leased unit (item, candidate) in one transaction: a label per
     (model, dimension) of the two outputs shown (the baseline's and that candidate's), ONE pairwise
     preference for that candidate, and the lease closed. A late submission (lease expired) is still
     kept: a rating is never lost. A baseline verdict identical to this SME's latest one on the same
     output, given in a unit of another candidate, is not written again (it adds nothing: the newest
-    label per SME counts). Returns the number of label rows written."""
+    label per SME counts). Returns the number of label rows written. A page passes its ``session``:
+    an ended one (or a role that may not label) writes nothing (``users.SessionEnded``)."""
     s = store.get_settings(con)
     first = store.first_candidate(con)
     with _LEASE_LOCK, store.transaction(con):
+        _check_labeller(con, session, annotator)
         now = now or _now()
         row = con.execute("SELECT item_id, annotator, outcome, coalesce(candidate, ?) FROM leases WHERE lease_id = ?",
                           [first, lease_id]).fetchone()

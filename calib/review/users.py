@@ -4,23 +4,30 @@ Roles: ``sme`` (labels; sees only the labelling page and own progress), ``lead``
 (see everything; admins also manage users). Passwords are kept only as bcrypt hashes in the
 database; bcrypt is a well-kept, audited library, better than any hashing code of ours.
 
-Sign-in (``sign_in``) holds against guessing: failures are counted per user name and per client
-in the database (so the counts hold across reruns, tabs, processes and restarts), the pure rules of
-``calib.review.throttle`` decide the backoff and the lockout, and an unknown user name costs the
-same bcrypt check as a known one (against a dummy hash of the same cost), so the answer time does
-not tell which names exist.
+Sign-in (``sign_in``) holds against guessing: failures are counted per user name, per client
+address and per (name, address) in the database (so the counts hold across reruns, tabs, processes
+and restarts), the pure rules of ``calib.review.throttle`` decide the waits (which always run out:
+no failure count locks an account, so nobody can keep a user out from outside), and an unknown
+user name costs the same bcrypt check as a known one (against a dummy hash of the same cost), so
+the answer time does not tell which names exist. The CLI can clear a name's waits while the app
+runs through a request file (``calib.review.breakglass``), applied at the next sign-in attempt.
 
 Sessions are signed, expiring tokens made with ``itsdangerous`` (the Pallets project's signing
 library, used by Flask for its session cookies): the app keeps one in a browser cookie so a reload
 or a new tab stays signed in. The token carries the user name and the user's session epoch; the
 role and the ``active`` flag are read from the database at every check, and bumping the epoch
-(password change, sign-out everywhere, deactivation) ends every older session.
+(password change, sign-out everywhere, deactivation) ends every older session. Every write a page
+makes (a label, a skip, a flag, a lease, a fit, an export) passes the page's ``Session`` down and
+is refused by ``require_session`` when the session has ended or the role may not do it, checked
+in the same transaction as the write: a page left open after a revocation cannot write.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import bcrypt
@@ -28,10 +35,12 @@ import duckdb
 
 from calib.data import store
 from calib.errors import TiebreakError
-from calib.review import throttle
+from calib.review import breakglass, throttle
 
 ROLES = ("sme", "lead", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+LOCAL = "local"  # the page's name for everyone while a project has no users: never a user's name
+RESERVED = frozenset({LOCAL, "cli", "system", "admin-recovery"})  # names the app or the logs use as actors
 ROUNDS = 10  # bcrypt cost of every stored hash and of the dummy hash unknown names are checked against
 SESSION_HOURS = 12.0  # a session token expires this long after sign-in
 REFUSED = "Unknown user or wrong password."
@@ -84,6 +93,8 @@ def add_user(con: duckdb.DuckDBPyConnection, name: str, role: str, password: str
     older sessions ended) unless ``replace`` is False, when an existing name is an error."""
     if not NAME_RE.match(name or ""):
         raise TiebreakError(f"user name {name!r}: use 1-64 letters, digits or . _ @ -")
+    if name.lower() in RESERVED:
+        raise TiebreakError(f"user name {name!r} is reserved (the app uses it): choose another")
     if role not in ROLES:
         raise TiebreakError(f"role {role!r} must be one of {', '.join(ROLES)}")
     _check_password_rules(password)
@@ -98,7 +109,7 @@ def add_user(con: duckdb.DuckDBPyConnection, name: str, role: str, password: str
         else:
             con.execute("UPDATE users SET role = ?, password_hash = ?, active = TRUE, "
                         "session_epoch = coalesce(session_epoch, 0) + 1 WHERE name = ?", [role, hashed, name])
-            _save_counter(con, "user", name, throttle.Counter())
+            _clear_name(con, name)
             audit(con, actor, "user replaced", f"{name} ({role})")
 
 
@@ -134,7 +145,7 @@ def reset_password(con: duckdb.DuckDBPyConnection, name: str, password: str, act
     with store.transaction(con):
         con.execute("UPDATE users SET password_hash = ?, session_epoch = coalesce(session_epoch, 0) + 1 "
                     "WHERE name = ?", [hashed, name])
-        _save_counter(con, "user", name, throttle.Counter())
+        _clear_name(con, name)
         audit(con, actor, "password reset", name)
 
 
@@ -166,7 +177,7 @@ def change_password(con: duckdb.DuckDBPyConnection, name: str, old: str, new: st
 
 def list_users(con: duckdb.DuckDBPyConnection) -> list[dict]:
     rows = con.execute("SELECT u.name, u.role, coalesce(u.active, TRUE), u.created_at, "
-                       "coalesce(t.failures, 0), coalesce(t.locked, FALSE) FROM users u "
+                       "coalesce(t.failures, 0), FALSE FROM users u "
                        "LEFT JOIN sign_in_throttle t ON t.scope = 'user' AND t.key = u.name ORDER BY u.name").fetchall()
     return [{"name": n, "role": r, "active": a, "created_at": c, "failures": f, "locked": lk}
             for n, r, a, c, f, lk in rows]
@@ -212,7 +223,8 @@ def _save_counter(con, scope: str, key: str, c: throttle.Counter) -> None:
 @dataclass(frozen=True)
 class SignIn:
     """The outcome of one sign-in attempt: ``role`` is None when refused; ``message`` is what the
-    form shows (never says whether the name exists)."""
+    form shows (never says whether the name exists). ``locked`` stays False: kept for callers from
+    before locks were dropped."""
 
     role: str | None
     message: str = ""
@@ -226,34 +238,140 @@ def _user_key(name: str) -> str:
 
 BUSY = "Another sign-in for this name or address is being checked: try again in a moment."
 _CONFLICTS = (duckdb.TransactionException, duckdb.ConstraintException)
+# One process (the app) serves every browser session: counter reads and writes go one at a time, so
+# parallel attempts never conflict (and each sees the failures before it). The slow bcrypt check
+# runs outside the lock.
+_THROTTLE_LOCK = threading.Lock()
+_RETRIES = 20  # a conflict with another process (a CLI on a snapshot cannot write; tests can) is retried
+
+
+def _db_path(con) -> str | None:
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return row[0] if row and row[0] else None
+
+
+def apply_unlock_requests(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply the CLI's break-glass requests waiting beside the database (``calib.review.breakglass``):
+    each clears one name's sign-in waits and is logged; a request whose file could have been written
+    by another OS user is refused and logged. Returns the names unlocked."""
+    path = _db_path(con)
+    found = breakglass.pending(path) if path else []
+    done = []
+    for req in found:
+        if not req.path.exists():  # another session applied it a moment ago
+            continue
+        if req.refused:
+            with store.transaction(con):
+                audit(con, "cli", "unlock request refused", f"{req.path.name}: {req.refused}")
+        else:
+            _unlock_name(con, req.name, f"cli (break-glass file, OS user {req.by or '?'})", with_addresses=True)
+            done.append(req.name)
+        breakglass.done(req)
+    return done
+
+
+def _attempt(con, ukey: str, ckey: str, now: float, policy: throttle.Policy) -> throttle.Verdict:
+    """Check the waits and, when allowed, record the name's and the pair's failure before the
+    password is checked (undone on success): parallel guesses for one name cannot outrun its waits.
+    The address's failure is recorded after the check (``_failed``): parallel attempts from one
+    address take turns instead (``_client_turn``), so colleagues behind one address who sign in at
+    the same moment never count against each other."""
+    pkey = throttle.pair_key(ukey, ckey)
+    with store.transaction(con):
+        ucount, ccount = _load_counter(con, "user", ukey), _load_counter(con, "client", ckey)
+        pcount = _load_counter(con, "pair", pkey)
+        verdict = throttle.may_try(ucount, ccount, pcount, now, policy)
+        if verdict.allowed:
+            _save_counter(con, "user", ukey, throttle.record_failure(ucount, now, policy))
+            _save_counter(con, "pair", pkey, throttle.record_failure(pcount, now, policy,
+                                                                     policy.pair_forget_after_seconds))
+    return verdict
+
+
+def _failed(con, ckey: str, now: float, policy: throttle.Policy) -> None:
+    with store.transaction(con):
+        _save_counter(con, "client", ckey, throttle.record_failure(_load_counter(con, "client", ckey), now, policy))
+
+
+def _succeeded(con, ukey: str, ckey: str, now: float, policy: throttle.Policy) -> None:
+    """The right password: this address's counts start again, and the name's too when every
+    failure it holds came from this address (the user's own typos). Failures from other addresses
+    stay: they are someone else's guesses, and forgetting them at each of the user's sign-ins would
+    give an attacker ``free_failures`` more guesses every time."""
+    pkey = throttle.pair_key(ukey, ckey)
+    with store.transaction(con):
+        name, pair = _load_counter(con, "user", ukey), _load_counter(con, "pair", pkey)
+        # both hold this attempt (counted before the check): equal when no other address failed
+        if throttle.current(name, now, policy).failures <= pair.failures:
+            _save_counter(con, "user", ukey, throttle.Counter())
+        else:  # take back the failure recorded before the check
+            _save_counter(con, "user", ukey, throttle.Counter(max(0, name.failures - 1), name.last_failure_at))
+        _save_counter(con, "client", ckey, throttle.Counter())
+        _save_counter(con, "pair", pkey, throttle.Counter())
+        # long-quiet counters are forgotten anyway: drop them
+        con.execute("DELETE FROM sign_in_throttle WHERE last_failure_at < ? AND (scope <> 'pair' OR last_failure_at < ?)",
+                    [now - policy.forget_after_seconds, now - policy.pair_forget_after_seconds])
+
+
+def _locked_step(con, step, *args):
+    """Run a counter step under the process lock, retrying a conflict with another process."""
+    for k in range(_RETRIES):
+        try:
+            with _THROTTLE_LOCK:
+                return step(con, *args)
+        except _CONFLICTS:
+            time.sleep(0.05 * (k + 1))
+    raise duckdb.TransactionException("sign-in counters stayed busy")
+
+
+CLIENT_TURNS = 4  # password checks from one address at a time; the others wait their turn
+TURN_TIMEOUT_SECONDS = 30.0
+_TURNS = threading.Condition()
+_in_turn: dict[str, int] = {}
+
+
+class _Busy(Exception):
+    pass
+
+
+@contextmanager
+def _client_turn(ckey: str):
+    """Hold one of the address's ``CLIENT_TURNS`` (waiting, not refusing, when all are taken): a
+    burst from one address is checked a few at a time, each failure recorded before later ones
+    are let in, so the address's wait cannot be outrun by sending attempts at once."""
+    with _TURNS:
+        if not _TURNS.wait_for(lambda: _in_turn.get(ckey, 0) < CLIENT_TURNS, TURN_TIMEOUT_SECONDS):
+            raise _Busy
+        _in_turn[ckey] = _in_turn.get(ckey, 0) + 1
+    try:
+        yield
+    finally:
+        with _TURNS:
+            _in_turn[ckey] -= 1
+            if not _in_turn[ckey]:
+                del _in_turn[ckey]
+            _TURNS.notify_all()
 
 
 def sign_in(con: duckdb.DuckDBPyConnection, name: str, password: str, client: str | None = None,
             now: float | None = None, policy: throttle.Policy = throttle.DEFAULT_POLICY) -> SignIn:
-    """Check a sign-in with backoff and lockout (see the module doc). ``client`` names the
-    connection (an IP address, or "local"); ``now`` is the clock in seconds (tests pass it).
+    """Check a sign-in with the waits of ``calib.review.throttle`` (see the module doc). ``client``
+    names the connection (an IP address, or "local"); ``now`` is the clock in seconds (tests pass it).
 
-    The failure is recorded *before* the password is checked, in the same transaction as the
-    throttle check, and undone on success: parallel attempts for one name or address conflict in
-    DuckDB (one is refused) instead of all passing the same check, so backoff cannot be outrun by
-    sending guesses at once.
-    """
-    now = time.time() if now is None else now
+    Counting is done so that sending guesses at once cannot outrun the waits (``_attempt``), and
+    a user who waited is never told that the sign-in is busy: parallel sign-ins take turns."""
     ukey, ckey = _user_key(name), (client or "local")[:128]
     try:
-        with store.transaction(con):
-            ucount, ccount = _load_counter(con, "user", ukey), _load_counter(con, "client", ckey)
-            verdict = throttle.may_try(ucount, ccount, now, policy)
-            if verdict.allowed:
-                ucount = throttle.record_failure(ucount, now, True, policy)
-                ccount = throttle.record_failure(ccount, now, False, policy)
-                _save_counter(con, "user", ukey, ucount)
-                _save_counter(con, "client", ckey, ccount)
-    except _CONFLICTS:
+        with _client_turn(ckey):
+            return _sign_in(con, name, password, ukey, ckey, time.time() if now is None else now, policy)
+    except (_CONFLICTS, _Busy):  # another process kept the counters for 20 retries, or 30 s of turns
         return SignIn(None, BUSY, wait_seconds=1.0)
-    if verdict.locked:
-        return SignIn(None, "This account is locked after too many failed sign-ins: ask a lead or an admin "
-                            "to unlock it.", locked=True)
+
+
+def _sign_in(con, name: str, password: str, ukey: str, ckey: str, now: float, policy: throttle.Policy) -> SignIn:
+    with _THROTTLE_LOCK:
+        apply_unlock_requests(con)
+    verdict = _locked_step(con, _attempt, ukey, ckey, now, policy)
     if not verdict.allowed:
         return SignIn(None, f"Too many failed sign-ins: try again in {verdict.wait_seconds:.0f} s.",
                       wait_seconds=verdict.wait_seconds)
@@ -261,19 +379,14 @@ def sign_in(con: duckdb.DuckDBPyConnection, name: str, password: str, client: st
     ok = _password_ok(password, row[1] if row else _dummy_hash())
     if ok and row is not None and row[2]:
         try:
-            with store.transaction(con):
-                _save_counter(con, "user", ukey, throttle.Counter())
-                _save_counter(con, "client", ckey, throttle.Counter())
-                # counters nobody is locked by and that are long quiet are forgotten anyway: drop them
-                con.execute("DELETE FROM sign_in_throttle WHERE NOT locked AND last_failure_at < ?",
-                            [now - policy.forget_after_seconds])
-        except _CONFLICTS:  # a parallel attempt holds the rows: the counts stay, the sign-in stands
+            _locked_step(con, _succeeded, ukey, ckey, now, policy)
+        except _CONFLICTS:  # the counts stay (they only slow down), the sign-in stands
             pass
         return SignIn(row[0])
-    if ucount.locked:
-        return SignIn(None, REFUSED + " The account is now locked: ask a lead or an admin to unlock it.",
-                      locked=True)
-    wait = throttle.may_try(ucount, ccount, now, policy).wait_seconds
+    _locked_step(con, _failed, ckey, now, policy)
+    counts = [_load_counter(con, s, k) for s, k in (("user", ukey), ("client", ckey),
+                                                     ("pair", throttle.pair_key(ukey, ckey)))]
+    wait = throttle.may_try(*counts, now, policy).wait_seconds
     return SignIn(None, REFUSED + (f" Try again in {wait:.0f} s." if wait > 0 else ""), wait_seconds=wait)
 
 
@@ -284,25 +397,94 @@ def authenticate(con: duckdb.DuckDBPyConnection, name: str, password: str, clien
 
 def throttled(con: duckdb.DuckDBPyConnection, now: float | None = None,
               policy: throttle.Policy = throttle.DEFAULT_POLICY) -> list[dict]:
-    """User names and clients with failures: counts, locks and the wait left, for the Admin page."""
+    """User names and clients with failures: counts and the wait left, for the Admin page (a
+    name's wait holds only for the addresses that failed for it; (name, address) counters are
+    summed into their name's row)."""
     now = time.time() if now is None else now
     out = []
     for scope, key, f, at, locked in con.execute(
-            "SELECT scope, key, failures, last_failure_at, locked FROM sign_in_throttle ORDER BY scope DESC, key"
-    ).fetchall():
+            "SELECT scope, key, failures, last_failure_at, locked FROM sign_in_throttle "
+            "WHERE scope <> 'pair' ORDER BY scope DESC, key").fetchall():
         c = throttle.current(throttle.Counter(f, at, locked), now, policy)
-        if c.failures or c.locked:
-            free = policy.free_failures if scope == "user" else policy.client_free_failures
-            out.append({"scope": scope, "key": key, "failures": c.failures, "locked": c.locked,
-                        "wait_seconds": round(throttle.wait_seconds(c, now, free, policy), 1)})
+        if c.failures:
+            free, cap = ((policy.free_failures, policy.name_max_seconds) if scope == "user"
+                         else (policy.client_free_failures, policy.max_seconds))
+            out.append({"scope": scope, "key": key, "failures": c.failures, "locked": False,
+                        "wait_seconds": round(throttle.wait_seconds(c, now, free, policy, cap), 1)})
     return out
 
 
+def _clear_name(con, key: str) -> None:
+    """Forget a name's failures: its own counter and every (name, address) counter (in the caller's transaction)."""
+    _save_counter(con, "user", key, throttle.Counter())
+    con.execute("DELETE FROM sign_in_throttle WHERE scope = 'pair' AND starts_with(key, ?)", [throttle.pair_key(key, "")])
+
+
+def _unlock_name(con, key: str, actor: str, with_addresses: bool = False) -> None:
+    """Clear a name's waits; ``with_addresses`` also clears the waits of every address that failed
+    for it (the break-glass: the operator cannot pick addresses from a page)."""
+    with store.transaction(con):
+        if with_addresses:
+            con.execute("DELETE FROM sign_in_throttle WHERE scope = 'client' AND key IN (SELECT "
+                        "substr(key, length(?) + 1) FROM sign_in_throttle WHERE scope = 'pair' AND starts_with(key, ?))",
+                        [throttle.pair_key(key, "")] * 2)
+        _clear_name(con, key)
+        audit(con, actor, "unlocked", f"user {key}" + (" and its addresses" if with_addresses else ""))
+
+
 def unlock(con: duckdb.DuckDBPyConnection, key: str, actor: str, scope: str = "user") -> None:
-    """Lift a lockout (or a client's backoff): the counter starts again from zero."""
+    """Clear a name's waits (its counter and every (name, address) counter) or an address's."""
+    if scope == "user":
+        _unlock_name(con, key, actor)
+        return
     with store.transaction(con):
         _save_counter(con, scope, key, throttle.Counter())
         audit(con, actor, "unlocked", f"{scope} {key}")
+
+
+# --------------------------------------------------------------------------- page sessions
+
+
+class SessionEnded(TiebreakError):
+    """A page's write refused: its session ended (signed out, deactivated, password changed, token
+    expired) or its user's role may no longer do this."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who a page acts for: the signed-in user and the session token their browser holds (None
+    only for a session made in code, e.g. by a test, or the local user of a project without users)."""
+
+    user: str
+    token: str | None = None
+
+
+LABELLERS = ("sme", "lead", "admin")
+LEADS = ("lead", "admin")
+
+
+def require_session(con: duckdb.DuckDBPyConnection, session: Session, roles: tuple[str, ...]) -> str:
+    """The session's role when it is still valid and the role is one of ``roles``; else raise
+    ``SessionEnded``. Call it inside the write's transaction, so nothing the page writes lands
+    after a revocation. A token is checked in full (signature, expiry, epoch, active, role); a
+    session without one must name an active user (or be the local user of a project with no users)."""
+    if session.token is not None:
+        found = check_token(con, session.token)
+        if found is None or found[0] != session.user:
+            raise SessionEnded("Your session has ended: sign in again (nothing was saved).")
+        role = found[1]
+    elif session.user == LOCAL:
+        if con.execute("SELECT count(*) FROM users").fetchone()[0]:
+            raise SessionEnded("Users were added: sign in (nothing was saved).")
+        role = "admin"
+    else:
+        row = _user(con, session.user)
+        if row is None or not row[2]:
+            raise SessionEnded("Your session has ended: sign in again (nothing was saved).")
+        role = row[0]
+    if role not in roles:
+        raise SessionEnded(f"Your role is now {role}: this is for {' or '.join(roles)} (nothing was saved).")
+    return role
 
 
 # --------------------------------------------------------------------------- sessions

@@ -11,14 +11,21 @@ The rules (backoff, lockout, constant-time refusal, signed expiring tokens) live
   no data from users reaches the script. It is read back on a new session (a reload, a new tab)
   from ``st.context.cookies``, which holds the cookies of the page's first request;
 - session state keeps the user, the role and the token; the role is read from the database at
-  every rerun, so a role change, a deactivation or a password change elsewhere acts at once.
+  every rerun, so a role change, a deactivation or a password change elsewhere acts at once;
+- a fragment's rerun skips the page's gate, so every fragment starts with ``recheck`` (an ended
+  session or a lost role reruns the whole page, which shows the sign-in form or the role error),
+  and every write passes ``session()`` down to calib, which refuses it in the write's own
+  transaction (``users.require_session``);
+- the cookie is not HttpOnly: Streamlit's script API cannot set a response header (only a custom
+  ASGI app could, which changes how the app is started); it is SameSite=Strict, Secure on https,
+  expires with the token, carries no user data, and no text from data or users reaches a script
+  or unescaped markdown (``calib.safetext``), so there is no script to read it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 
 import streamlit as st
 
@@ -115,6 +122,31 @@ def still_valid(cur) -> bool:
     return True
 
 
+def session():
+    """Who this page acts for, to pass down with every write (``calib.review.users.Session``)."""
+    from calib.review import users
+
+    return users.Session(st.session_state.get("auth_user") or "", st.session_state.get("auth_token"))
+
+
+def recheck(*roles: str):
+    """The first call of every fragment (its reruns skip the page's gate): the session must still
+    be valid and its role one of ``roles``; otherwise the whole page reruns, and its gate shows
+    the sign-in form (session ended) or the role error. Returns the ``session()`` to write with."""
+    from calib.review import users
+    from pages.shared import ui
+
+    cur = ui.cursor()
+    current = session()
+    try:
+        users.require_session(cur, current, roles)
+    except users.SessionEnded:
+        if current.user != users.LOCAL:
+            still_valid(cur)  # clears the session (and the cookie) when it has ended
+        st.rerun(scope="app")
+    return current
+
+
 def sign_in_form(cur) -> None:
     """The sign-in form; on success the user, role and token go to session state and the page reruns."""
     from calib.review import users
@@ -125,10 +157,7 @@ def sign_in_form(cur) -> None:
         name = st.text_input("User name", key="auth_name")
         password = st.text_input("Password", type="password", key="auth_password")
         if st.form_submit_button("Sign in", type="primary"):
-            result = users.sign_in(cur, name, password, client_id())
-            if result.message == users.BUSY:  # another sign-in from the same address at this instant
-                time.sleep(0.3)
-                result = users.sign_in(cur, name, password, client_id())
+            result = users.sign_in(cur, name, password, client_id())  # waits out parallel sign-ins itself
             if result.role is None:
                 st.error(safetext.md(result.message))
             else:
