@@ -484,6 +484,8 @@ def _judge_run_batch(args) -> int:
     print(f"judge calls (batch): {p.ok} ok, {p.failed} failed, {p.skipped} already done (skipped); "
           f"{p.batches} batches submitted ({p.submitted} requests), {p.collected} collected, "
           f"{p.requeued} lines re-queued; cost ${p.cost_usd:.4f} at batch prices; {p.finished - p.started:.1f} s")
+    if p.seconds:
+        print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in p.seconds.items()))
     for n in p.notes:
         print(f"  {n}")
     for f in p.last_failures:

@@ -116,6 +116,8 @@ class FakeBatchServer:
                 return self._send(h, 200, self.chat(json.loads(body or b"{}")))
             if method == "POST" and path == "/v1/batches":
                 return self._send(h, 200, self.create(json.loads(body or b"{}")))
+            if method == "GET" and path == "/v1/_stats":  # for a benchmark watching from outside
+                return self._send(h, 200, self.stats())
             if method == "GET" and path == "/v1/batches":
                 q = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
                 return self._send(h, 200, self.listing(int(q.get("limit", 20)), q.get("after")))
@@ -138,6 +140,13 @@ class FakeBatchServer:
                 "model": req.get("model", "fake"), "usage": {"prompt_tokens": len(prompt) // 4,
                 "completion_tokens": len(text) // 4, "total_tokens": len(prompt) // 4 + len(text) // 4},
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+
+    def stats(self) -> dict:
+        with self.lock:
+            states = Counter(b["status"] for b in self.batches.values())
+            return {"batches": len(self.batches), "states": dict(states), "answered": sum(self.answered.values()),
+                    "answered_keys": len(self.answered), "answered_twice": sum(1 for v in self.answered.values() if v > 1),
+                    "online": sum(self.online_answered.values())}
 
     # ------------------------------------------------------------------ files
 
@@ -182,7 +191,15 @@ class FakeBatchServer:
             data = self.files[fid]["data"]
             lines = [ln for ln in data.splitlines() if ln.strip()]
             errors = None
-            if len(lines) > self.max_requests or len(data) > self.max_bytes:
+            try:
+                bad = next((i for i, ln in enumerate(lines) if not {"custom_id", "body"} <= set(json.loads(ln))), None)
+            except (json.JSONDecodeError, TypeError):
+                bad = -1
+            if bad is not None:  # as OpenAI: a malformed input file fails validation as a whole
+                fate = "failed"
+                errors = {"object": "list", "data": [{"code": "invalid_request", "message": f"line {bad + 1}: "
+                          "not a request with custom_id and body"}]}
+            elif len(lines) > self.max_requests or len(data) > self.max_bytes:
                 fate = "failed"
                 errors = {"object": "list", "data": [{"code": "too_large", "message":
                           f"{len(lines)} requests / {len(data)} bytes: over {self.max_requests} / {self.max_bytes}"}]}

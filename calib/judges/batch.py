@@ -77,6 +77,9 @@ class BatchProgress(online.Progress):
     requeued: int = 0  # lines re-queued (failed, expired, unanswered)
     collected: int = 0  # batches collected by this run
     notes: list[str] = field(default_factory=list)
+    # seconds per phase: plan, submit (serialise, record, upload, create), poll, download, collect
+    # (parse and write), wait (sleeping between polls), online (calls not batched, or the fallback)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 class BatchAPI(Protocol):
@@ -288,7 +291,7 @@ def _line_error(line: dict) -> tuple[str, bool, bool]:
 
 
 def collect(con, api: BatchAPI, rec: dict, b: dict, tasks: Callable[[str], online.Task | None],
-            rates: tuple[float, float] | None) -> dict:
+            rates: tuple[float, float] | None, seconds: dict[str, float] | None = None) -> dict:
     """Download a finished batch's output and error files, turn each line into its ``judge_calls``
     row with the online parser, and write the rows of keys without an ok row together with the
     batch's final state, in one transaction. Returns {'ok', 'failed', 'retry', 'orphans'} key lists
@@ -306,7 +309,11 @@ def collect(con, api: BatchAPI, rec: dict, b: dict, tasks: Callable[[str], onlin
     lines: list[dict] = []
     for fid in (b.get("output_file_id"), b.get("error_file_id")):
         if fid:
-            for raw in api.content(fid).splitlines():
+            t0 = time.perf_counter()
+            data = api.content(fid)
+            if seconds is not None:
+                seconds["download"] = seconds.get("download", 0.0) + time.perf_counter() - t0
+            for raw in data.splitlines():
                 if raw.strip():
                     try:
                         lines.append(json.loads(raw))
@@ -510,7 +517,10 @@ class _Runner:
         return changed
 
     def _collect(self, rec: dict, b: dict, api: BatchAPI) -> None:
-        out = collect(self.con, api, rec, b, self.task, self.rates.get(rec["judge"]))
+        dl0 = self.progress.seconds.get("download", 0.0)
+        t0 = time.perf_counter()
+        out = collect(self.con, api, rec, b, self.task, self.rates.get(rec["judge"]), self.progress.seconds)
+        self._add("collect", time.perf_counter() - t0 - (self.progress.seconds.get("download", 0.0) - dl0))
         p = self.progress
         p.collected += 1
         for k in out["ok"]:
@@ -536,7 +546,9 @@ class _Runner:
             again = [self.pending.pop(k) for k in retry if k in self.pending]
             if again:
                 sub = online.Progress()
+                t0 = time.perf_counter()
                 asyncio.run(online._run_async(self.con, again, self.config, sub, self.stop, None))
+                self._add("online", time.perf_counter() - t0)
                 p.ok, p.failed, p.done = p.ok + sub.ok, p.failed + sub.failed, p.done + sub.done
                 p.cost_usd += sub.cost_usd
         if out["failed"]:
@@ -544,30 +556,46 @@ class _Runner:
         self.tick()
 
     def wait(self, seconds: float) -> None:
+        t0 = time.perf_counter()
         end = time.monotonic() + seconds
         while not self.stop.is_set() and time.monotonic() < end:
             self.sleep(min(0.2, max(0.0, end - time.monotonic())))
+        self._add("wait", time.perf_counter() - t0)
+
+    def _add(self, phase: str, seconds: float) -> None:
+        self.progress.seconds[phase] = self.progress.seconds.get(phase, 0.0) + seconds
 
     # ---------------------------------------------------------------- main loop
 
     def run(self) -> None:
+        t0 = time.perf_counter()
         tasks, skipped = online.plan(self.con, self.config, limit=self.limit)
         self.tasks = {t.key: t for t in tasks}
+        self._add("plan", time.perf_counter() - t0)
         p = self.progress
         p.total, p.skipped = len(tasks), skipped
         online._register_dimensions_and_models(self.con, self.config, False)
         local = [t for t in tasks if t.judge not in self.providers]
         self.pending = {t.key: t for t in tasks if t.judge in self.providers}
         self.recover()
-        # calls already in a batch from an earlier run are awaited, not counted as submitted anew
         if local:  # offline judges, mock responses, providers without batches: the online runner
+            t0 = time.perf_counter()
             asyncio.run(online._run_async(self.con, local, self.config, p, self.stop, None))
+            self._add("online", time.perf_counter() - t0)
         delay = self.opts.poll_seconds
         while not self.stop.is_set():
+            t0 = time.perf_counter()
             self.submit()
+            self._add("submit", time.perf_counter() - t0)
             if self.stop.is_set() or not open_batches(self.con):
                 break
-            if self.poll():
+            t0 = time.perf_counter()
+            seconds = dict(self.progress.seconds)
+            changed = self.poll()
+            spent = time.perf_counter() - t0  # retrieve calls only: collecting is counted apart
+            spent -= sum(self.progress.seconds.get(k, 0.0) - seconds.get(k, 0.0) for k in ("collect", "download", "online"))
+            self._add("poll", spent)
+            if changed:
                 delay = self.opts.poll_seconds
                 continue
             self.wait(delay)
