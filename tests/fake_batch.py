@@ -142,11 +142,13 @@ class FakeBatchServer:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
 
     def stats(self) -> dict:
+        for bid in list(self.batches):
+            self.retrieve(bid)  # settle what is due, so an observer sees states change on time
         with self.lock:
             states = Counter(b["status"] for b in self.batches.values())
             return {"batches": len(self.batches), "states": dict(states), "answered": sum(self.answered.values()),
                     "answered_keys": len(self.answered), "answered_twice": sum(1 for v in self.answered.values() if v > 1),
-                    "online": sum(self.online_answered.values())}
+                    "online": sum(self.online_answered.values()), "calls": dict(self.calls)}
 
     # ------------------------------------------------------------------ files
 

@@ -220,6 +220,8 @@ def plan(con: duckdb.DuckDBPyConnection, config: JudgeConfig, limit: int | None 
     s = store.get_settings(con)
     base = s["baseline"]
     cands = [m for m in store.models(con) if m != base]
+    # a judge's signature is the same for every item: computed once, not per call (asdict is slow)
+    sigs = {(j.name, dim): j.signature(dim) for j in config.judges for dim in j.dimensions}
     for item_id, prompt, context, reference in items:
         by_model = outs.get(item_id, {})
         for j in config.judges:
@@ -230,13 +232,13 @@ def plan(con: duckdb.DuckDBPyConnection, config: JudgeConfig, limit: int | None 
                             skipped += 1
                             continue
                         if j.kind == "offline":
-                            key = call_key(j.signature(dim), _messages(f"{output}\x00{reference}"), item_id, m)
+                            key = call_key(sigs[j.name, dim], _messages(f"{output}\x00{reference}"), item_id, m)
                             t = Task(key, "score", j.name, item_id, m, dimension=dim, cfg=j,
                                      offline=(j.method, output, reference))
                         else:
                             msgs = _messages(render(j.template(dim), prompt=prompt, context=context,
                                                     reference=reference, output=output, dimension=dim))
-                            t = Task(call_key(j.signature(dim), msgs, item_id, m), "score", j.name, item_id, m,
+                            t = Task(call_key(sigs[j.name, dim], msgs, item_id, m), "score", j.name, item_id, m,
                                      dimension=dim, messages=msgs, cfg=j)
                         if t.key in done:
                             skipped += 1
@@ -255,7 +257,7 @@ def plan(con: duckdb.DuckDBPyConnection, config: JudgeConfig, limit: int | None 
                                                  ("baseline-first", (by_model[base], by_model[c]))):
                             msgs = _messages(render(j.template(dim), prompt=prompt, context=context,
                                                     reference=reference, output_a=a, output_b=b, dimension=dim))
-                            key = call_key(j.signature(dim), msgs, item_id, base, c, position)
+                            key = call_key(sigs[j.name, dim], msgs, item_id, base, c, position)
                             if key in done:
                                 skipped += 1
                                 continue
