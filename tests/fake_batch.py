@@ -37,6 +37,14 @@ from types import SimpleNamespace
 from fake_llm import FakeLLM
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # a client killed mid-request is expected here
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class FakeBatchServer:
     def __init__(self, batch_seconds: float = 0.0, pfail: float = 0.0, pmalformed: float = 0.0,
                  expire_next: int = 0, expired_share: float = 0.5, fail_next: int = 0,
@@ -67,7 +75,7 @@ class FakeBatchServer:
                 n = int(self.headers.get("Content-Length", 0))
                 fake.route(self, "POST", self.rfile.read(n))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = _Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

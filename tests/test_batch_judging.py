@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,32 @@ def test_cli_judge_run_batch_and_batches(tmp_path, capsys):
     assert len(rows) == 3 and {r["state"] for r in rows} == {"collected"} and sum(r["requests"] for r in rows) == N_CALLS
     assert cli.main(["judge", "batches", "--db", str(db)]) == 0
     assert "collected" in capsys.readouterr().out
+
+
+def test_run_judges_page_runs_provider_batches(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import demo_db_file
+    from pages.shared import ui
+
+    root = Path(__file__).resolve().parent.parent
+    path = demo_db_file(tmp_path / "app.duckdb", 6, seed=5)
+    monkeypatch.setenv("TIEBREAK_DB", str(path))
+    monkeypatch.chdir(root)
+    with FakeBatchServer() as f:
+        _config(tmp_path, f.api_base)
+        at = AppTest.from_file(str(root / "pages" / "5_Run_judges.py"), default_timeout=60)
+        at.session_state["runj_config"] = str(tmp_path / "judges.toml")
+        at.run()
+        assert not at.exception
+        next(c for c in at.checkbox if c.label == "Provider batch").check().run()
+        next(b for b in at.button if b.label == "Start").click().run()
+        con = ui._connection(str(path)).cursor()
+        for _ in range(300):  # the run is on its own thread
+            if con.execute("SELECT count(*) FROM judge_batches WHERE state = 'collected'").fetchone()[0] == 2:
+                break
+            time.sleep(0.1)
+        at.run()
+        assert not at.exception
+        assert any(m.label == "OK" and m.value == f"{N_CALLS}" for m in at.metric)
+        assert f.calls["POST /v1/batches"] == 2

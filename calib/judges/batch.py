@@ -433,9 +433,14 @@ class _Runner:
             if rec["judge"] in self.providers:
                 try:
                     found = self.api(rec["judge"]).find(rec["tag"])
-                except Exception as exc:  # noqa: BLE001 - a provider that cannot list: re-submit
-                    self.progress.notes.append(f"batch {rec['batch_no']}: lookup by tag failed ({online._reason(exc)}); "
-                                               "re-submitting its calls")
+                except Exception as exc:  # noqa: BLE001 - provider errors come in many classes
+                    if online.is_retryable(exc):  # look again at the next run rather than risk paying twice
+                        self.progress.notes.append(f"batch {rec['batch_no']}: lookup by tag failed "
+                                                   f"({online._reason(exc)}); its calls wait for the next run")
+                        continue
+                    # a provider that cannot list batches: re-submit (at worst a second paid batch, never a second row)
+                    self.progress.notes.append(f"batch {rec['batch_no']}: the provider cannot look batches up "
+                                               f"({online._reason(exc)}); its calls are submitted again")
             if found:
                 _set_state(self.con, rec["batch_no"], provider_batch_id=found["id"],
                            provider_file_id=found.get("input_file_id") or rec["provider_file_id"],
@@ -628,3 +633,23 @@ def run_batch(con: duckdb.DuckDBPyConnection, config: JudgeConfig, limit: int | 
         progress.stopped = stop.is_set() and (progress.done < progress.total or progress.in_flight > 0)
         progress.finished = time.time()
     return progress
+
+
+class BackgroundBatchRun(online.BackgroundRun):
+    """A batch run on its own thread (for the page): ``progress`` is live, ``stop()`` ends it after
+    the current step; batches stay at the provider and a later run collects them."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, config: JudgeConfig, **kwargs) -> None:
+        self.progress = BatchProgress()
+        self.stop_event = threading.Event()
+        self._thread = threading.Thread(target=self._target, args=(con, config, kwargs), daemon=True)
+        self._thread.start()
+
+    def _target(self, con, config, kwargs) -> None:
+        cur = con.cursor()
+        try:
+            run_batch(cur, config, stop=self.stop_event, progress=self.progress, **kwargs)
+        except Exception:  # noqa: BLE001 - kept in progress.error for the page
+            pass
+        finally:
+            cur.close()
