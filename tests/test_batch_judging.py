@@ -125,6 +125,19 @@ def test_partial_failures_are_retried_in_a_later_batch(small, tmp_path):
         assert small.execute("SELECT max(attempts) FROM judge_calls WHERE status = 'ok'").fetchone()[0] > 1
 
 
+def test_a_key_that_keeps_failing_stops_after_max_rounds_and_a_rerun_tries_again(small, tmp_path):
+    with FakeBatchServer(pfail=1.0) as f:
+        cfg = _config(tmp_path, f.api_base)
+        p = batch.run_batch(small, cfg, options=batch.BatchOptions(max_rounds=2, **FAST))
+        assert (p.ok, p.failed, p.done, p.batches) == (0, N_CALLS, N_CALLS, 4)  # two rounds, then the run ends
+        per_key = small.execute("SELECT count(*), max(attempts) FROM judge_calls GROUP BY call_key").fetchall()
+        assert len(per_key) == N_CALLS and set(per_key) == {(2, 2)}  # each failure on record, with its attempt
+        f.pfail = 0.0
+        again = batch.run_batch(small, cfg, options=batch.BatchOptions(**FAST))
+        assert again.ok == N_CALLS
+        _assert_complete_once(small)
+
+
 def test_failed_lines_fall_back_to_the_online_runner(small, tmp_path):
     with FakeBatchServer(pfail=0.3) as f:
         p = batch.run_batch(small, _config(tmp_path, f.api_base),

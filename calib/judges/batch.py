@@ -37,7 +37,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import duckdb
 
@@ -201,24 +201,31 @@ def request_line(task: online.Task, model_name: str) -> bytes:
                       ensure_ascii=False).encode()
 
 
-def split_files(lines: Iterable[tuple[str, bytes]], max_requests: int, max_bytes: int
-                ) -> tuple[list[list[tuple[str, bytes]]], list[str]]:
+def iter_files(lines: Iterable[tuple[str, bytes]], max_requests: int, max_bytes: int, too_big: list[str]
+               ) -> Iterator[list[tuple[str, bytes]]]:
     """Group (key, line) pairs into files of at most ``max_requests`` lines and ``max_bytes`` bytes
-    (newlines included); also return the keys of lines that alone exceed ``max_bytes``."""
-    files, cur, size, too_big = [], [], 0, []
+    (newlines included), one file at a time (a run of millions of calls never holds them all);
+    keys of lines that alone exceed ``max_bytes`` are appended to ``too_big``."""
+    cur, size = [], 0
     for key, line in lines:
         n = len(line) + 1
         if n > max_bytes:
             too_big.append(key)
             continue
         if cur and (len(cur) >= max_requests or size + n > max_bytes):
-            files.append(cur)
+            yield cur
             cur, size = [], 0
         cur.append((key, line))
         size += n
     if cur:
-        files.append(cur)
-    return files, too_big
+        yield cur
+
+
+def split_files(lines: Iterable[tuple[str, bytes]], max_requests: int, max_bytes: int
+                ) -> tuple[list[list[tuple[str, bytes]]], list[str]]:
+    """``iter_files`` as lists: (files, keys of lines too big for any file)."""
+    too_big: list[str] = []
+    return list(iter_files(lines, max_requests, max_bytes, too_big)), too_big
 
 
 # --------------------------------------------------------------------------- records
@@ -456,7 +463,11 @@ class _Runner:
         for judge, tasks in _groups(todo).items():
             prov, model = self.providers[judge]
             lines = ((t.key, request_line(t, model)) for t in tasks)
-            files, too_big = split_files(lines, self.opts.max_requests, self.opts.max_bytes)
+            too_big: list[str] = []
+            for f in iter_files(lines, self.opts.max_requests, self.opts.max_bytes, too_big):
+                if self.stop.is_set():
+                    return
+                self._submit_one(judge, prov, model, f)
             if too_big:
                 online.write_results(self.con, [online.finish(self.tasks[k], online.CallResult(
                     attempts=1, error=f"request larger than the batch file limit ({self.opts.max_bytes} bytes)"))
@@ -465,10 +476,6 @@ class _Runner:
                     self.pending.pop(k, None)
                     self.progress.failed += 1
                     self.progress.done += 1
-            for f in files:
-                if self.stop.is_set():
-                    return
-                self._submit_one(judge, prov, model, f)
 
     def _submit_one(self, judge: str, prov: str, model: str, f: list[tuple[str, bytes]]) -> None:
         data = b"\n".join(line for _, line in f) + b"\n"
