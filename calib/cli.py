@@ -461,6 +461,8 @@ def _judge_run_batch(args) -> int:
     from calib.judges import batch, config as judge_config
 
     cfg = judge_config.load_config(args.config)
+    if args.concurrency:  # for the calls that run online (offline judges, the online fallback)
+        cfg.run.concurrency = int(args.concurrency)
     opts = batch.BatchOptions(fallback=args.batch_fallback)
     if args.poll_seconds is not None:
         opts.poll_seconds = args.poll_seconds
