@@ -35,7 +35,7 @@ def _print_json(obj) -> None:
 
 # While the app holds the database (DuckDB: one process per file), reads go to a snapshot and
 # writes say which page does the same thing.
-READS = {"status", "labels export", "fit", "forecast", "report", "settings show", "judge report", "users list",
+READS = {"status", "labels export", "fit", "forecast", "report", "settings show", "judge report", "judge batches", "users list",
          "backup", "regressions"}
 WRITE_PAGES = {
     "import": "upload the file on the Admin page (Imports tab)",
@@ -613,7 +613,76 @@ def _judge_run(args, generate: bool) -> int:
 
 
 def cmd_judge_run(args) -> int:
+    if getattr(args, "batch", False):
+        return _judge_run_batch(args)
     return _judge_run(args, generate=False)
+
+
+def _judge_run_batch(args) -> int:
+    from calib.judges import batch, config as judge_config
+
+    cfg = judge_config.load_config(args.config)
+    if args.concurrency:  # for the calls that run online (offline judges, the online fallback)
+        cfg.run.concurrency = int(args.concurrency)
+    opts = batch.BatchOptions(fallback=args.batch_fallback)
+    if args.poll_seconds is not None:
+        opts.poll_seconds = args.poll_seconds
+        opts.poll_max_seconds = max(args.poll_seconds, min(600.0, args.poll_seconds * 20))
+    if args.max_batch_requests is not None:
+        opts.max_requests = args.max_batch_requests
+    if args.max_batch_bytes is not None:
+        opts.max_bytes = args.max_batch_bytes
+    con = _open_db(args)
+    last = [0.0]
+
+    def show(p: batch.BatchProgress) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            print(f"\r{p.done}/{p.total} calls, {p.ok} ok, {p.failed} failed, {p.batches} batches submitted, "
+                  f"{p.in_flight} requests at the provider, ${p.cost_usd:.4f}", end="", file=sys.stderr, flush=True)
+
+    p = batch.run_batch(con, cfg, limit=args.limit, options=opts, on_progress=show)
+    print(file=sys.stderr)
+    print(f"judge calls (batch): {p.ok} ok, {p.failed} failed, {p.skipped} already done (skipped); "
+          f"{p.batches} batches submitted ({p.submitted} requests), {p.collected} collected, "
+          f"{p.requeued} lines re-queued; cost ${p.cost_usd:.4f} at batch prices; {p.finished - p.started:.1f} s")
+    if p.seconds:
+        print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in p.seconds.items()))
+    for n in p.notes:
+        print(f"  {n}")
+    for f in p.last_failures:
+        print(f"  failed: {f}")
+    if p.error:
+        print(f"  {p.error}")
+    elif p.in_flight:
+        print(f"  {p.in_flight} requests still at the provider: re-run the same command to collect them "
+              "(they are not submitted again)")
+    if p.failed:
+        print("  re-run the same command to retry the failed calls (done ones are skipped)")
+    return 0
+
+
+def cmd_judge_batches(args) -> int:
+    from calib.judges import batch
+
+    con = _open_db(args, read_only=args.read_only)
+    rows = batch.list_batches(con)
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'batch':>6} {'judge':<20} {'state':<12} {'requests':>8} {'ok':>7} {'failed':>7} {'requeued':>8}  "
+          f"{'provider id':<32} updated")
+    for r in rows:
+        n = lambda v: "-" if v is None else str(v)  # noqa: E731
+        print(f"{r['batch_no']:>6} {safetext.one_line(r['judge'])[:20]:<20} {r['state']:<12} {r['requests']:>8} "
+              f"{n(r['ok']):>7} {n(r['failed']):>7} {n(r['requeued']):>8}  "
+              f"{safetext.one_line(r['provider_batch_id'] or '-')[:32]:<32} {r['updated_at']:%Y-%m-%d %H:%M:%S}")
+        if r["error"]:
+            print(f"{'':>8}{safetext.one_line(r['error'])[:200]}")
+    if not rows:
+        print("no batches (run `tiebreak judge run --batch`)")
+    return 0
 
 
 def cmd_judge_generate(args) -> int:
@@ -797,8 +866,22 @@ def build_parser() -> argparse.ArgumentParser:
         jr.add_argument("--config", required=True, help="judges TOML file (see data/judges.example.toml)")
         jr.add_argument("--limit", type=int, help="only the first N items (by id)")
         jr.add_argument("--concurrency", type=int, help="calls in flight (default: the file's [run] concurrency, 8)")
+        if name == "run":
+            jr.add_argument("--batch", action="store_true",
+                            help="send the calls as provider batches (files + batches API, batch prices); resumable")
+            jr.add_argument("--poll-seconds", type=float, help="with --batch: first wait between looks at open batches "
+                            "(default 30; grows 1.5x while nothing changes, up to 10 minutes)")
+            jr.add_argument("--max-batch-requests", type=int, help="with --batch: requests per batch file (default 50000)")
+            jr.add_argument("--max-batch-bytes", type=int, help="with --batch: bytes per batch file (default 200 MB)")
+            jr.add_argument("--batch-fallback", choices=["batch", "online"], default="batch",
+                            help="with --batch: retry failed lines in a later batch (default) or online at once")
         _db_arg(jr)
         jr.set_defaults(func=func)
+    jr = jsub.add_parser("batches", help="provider batches of `judge run --batch`: state, requests, ok, failed")
+    jr.add_argument("--json", action="store_true", help="print JSON")
+    jr.add_argument("--read-only", action="store_true", help="open read-only")
+    _db_arg(jr)
+    jr.set_defaults(func=cmd_judge_batches)
     jr = jsub.add_parser("report", help="calls, failures, tokens, cost and latency per judge; pairwise position bias")
     jr.add_argument("--json", action="store_true", help="print JSON")
     jr.add_argument("--read-only", action="store_true", help="open read-only")

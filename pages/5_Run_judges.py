@@ -7,7 +7,7 @@ import streamlit as st
 
 from calib import safetext as safe
 from calib.data import store
-from calib.judges import config as judge_config, run as judges
+from calib.judges import batch, config as judge_config, run as judges
 from calib.errors import TiebreakError
 from pages.shared import ui
 
@@ -36,17 +36,25 @@ except TiebreakError as exc:
 st.dataframe(safe.rows([{"judge": j.name, "kind": j.kind, "model / method": j.model or j.method,
                "dimensions": ", ".join(j.dimensions), "api_base": j.api_base or ""} for j in cfg.judges]),
              hide_index=True, width="stretch")
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns(4)
 limit = c1.number_input("Only the first N items (0 = all)", min_value=0, value=0, step=10, key="runj_limit")
 concurrency = c2.number_input("Calls in flight", min_value=1, max_value=256, value=cfg.run.concurrency, key="runj_conc")
 generate = c3.checkbox("Generate candidate outputs ([generate])", key="runj_generate", disabled=cfg.generate is None)
+use_batch = c4.checkbox("Provider batch", key="runj_batch", disabled=generate,
+                        help="Send the judge calls as provider batches (files + batches API): batch prices, results "
+                             "usually within hours (at most 24 h). Stopping leaves the batches at the provider; "
+                             "starting again collects them without submitting them again. Same as "
+                             "`tiebreak judge run --batch`.")
 
 current = _runs().get(db)
 busy = current is not None and current.running
 st.session_state["runj_busy"] = busy
 if st.button("Start", type="primary", key="runj_start", disabled=busy):
-    _runs()[db] = judges.BackgroundRun(ui._connection(db), cfg, limit=int(limit) or None,
-                                       concurrency=int(concurrency), generate=generate)
+    if use_batch and not generate:
+        _runs()[db] = batch.BackgroundBatchRun(ui._connection(db), cfg, limit=int(limit) or None)
+    else:
+        _runs()[db] = judges.BackgroundRun(ui._connection(db), cfg, limit=int(limit) or None,
+                                           concurrency=int(concurrency), generate=generate)
     st.rerun()
 
 
@@ -63,6 +71,11 @@ def live() -> None:
         m2.metric("Failed", f"{p.failed:,}")
         m3.metric("Cost so far", f"${p.cost_usd:,.4f}")
         m4.metric("Elapsed", f"{((p.finished or time.time()) - p.started):.0f} s")
+        if isinstance(p, batch.BatchProgress):
+            st.caption(f"Provider batches: {p.batches:,} submitted ({p.submitted:,} requests), {p.collected:,} "
+                       f"collected, {p.in_flight:,} requests at the provider, {p.requeued:,} lines re-queued.")
+            for n in p.notes:
+                st.text(safe.clean(n))
         for f in p.last_failures:
             st.text(safe.clean(f"failed: {f}"))  # provider text is shown as plain text, never as markdown
         if p.error:
@@ -72,13 +85,19 @@ def live() -> None:
                 run.stop()
                 st.toast("Stopping after the calls in flight; results so far are kept.")
         elif p.finished:
-            st.success("Finished." if not p.stopped else "Stopped: start again to go on where it stopped.")
+            st.success("Finished." if not p.stopped else "Stopped: start again to go on where it stopped"
+                       + (" (batches at the provider are collected, not submitted again)."
+                          if isinstance(p, batch.BatchProgress) else "."))
             if st.session_state.get("runj_busy"):  # the page drew Start disabled: redraw it enabled
                 st.session_state["runj_busy"] = False
                 st.rerun(scope="app")
     cur = ui.cursor()
     st.subheader("Calls so far")
     st.dataframe(safe.rows(judges.call_summary(cur)), hide_index=True, width="stretch")
+    batches = batch.list_batches(cur)
+    if batches:
+        st.subheader("Provider batches")
+        st.dataframe(safe.rows(batches), hide_index=True, width="stretch")
     bias = judges.position_bias(cur)
     if bias:
         st.subheader("Pairwise judges: position bias")

@@ -386,10 +386,46 @@ def _m012_auth_throttle_pairs(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m013_judge_batches(con: duckdb.DuckDBPyConnection) -> None:
+    """Provider batch judging (``calib.judges.batch``): one row per batch file Tiebreak submits,
+    written BEFORE the upload (state 'submitting', with a random ``tag`` also sent as the batch's
+    metadata) so a crash between upload and the local update can be recovered by looking the tag
+    up at the provider; ``judge_batch_calls`` lists the call keys each batch holds, so a resumed run
+    never re-submits what is in flight. ``state`` follows the provider (validating, in_progress,
+    finalizing, completed, failed, expired, cancelling, cancelled) until the results are written
+    ('collected'), or 'abandoned' when a 'submitting' batch is not found at the provider."""
+    con.execute(
+        """CREATE SEQUENCE judge_batch_seq START 1;
+           CREATE TABLE judge_batches (
+               batch_no BIGINT PRIMARY KEY DEFAULT nextval('judge_batch_seq'),
+               tag VARCHAR NOT NULL,
+               judge VARCHAR NOT NULL,
+               provider VARCHAR NOT NULL,
+               model VARCHAR NOT NULL,
+               api_base VARCHAR,
+               state VARCHAR NOT NULL,
+               provider_file_id VARCHAR,
+               provider_batch_id VARCHAR,
+               requests INTEGER NOT NULL,
+               bytes BIGINT NOT NULL,
+               ok INTEGER,
+               failed INTEGER,
+               requeued INTEGER,
+               error VARCHAR,
+               created_at TIMESTAMP NOT NULL,
+               updated_at TIMESTAMP NOT NULL
+           );
+           CREATE TABLE judge_batch_calls (
+               batch_no BIGINT NOT NULL,
+               call_key VARCHAR NOT NULL
+           );"""
+    )
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
     _m007_judge_calls, _m008_sign_in_and_admin, _m009_unit_candidate,
-    _m010_sso_user_email, _m011_drafts, _m012_auth_throttle_pairs,
+    _m010_sso_user_email, _m011_drafts, _m012_auth_throttle_pairs, _m013_judge_batches,
 ]
 
 

@@ -79,6 +79,10 @@ class Judge:
     timeout: float = 60.0
     input_cost_per_token: float | None = None
     output_cost_per_token: float | None = None
+    # provider batch prices (``tiebreak judge run --batch``); unset: litellm's price map, else half
+    # the prices above (litellm's own rule when a model has no batch price)
+    input_cost_per_token_batches: float | None = None
+    output_cost_per_token_batches: float | None = None
     mock_response: str | None = None  # litellm's mock_response: tries the whole loop with no provider
     method: str | None = None  # offline judges: similarity | refusal | length
     dimensions: list[str] = field(default_factory=list)
@@ -150,6 +154,8 @@ _JUDGE_FIELDS = {
     "api_base": (str, "a URL"), "api_key_env": (str, "an environment variable name"),
     "temperature": ((int, float), "a number"), "max_tokens": (int, "an integer"), "timeout": ((int, float), "seconds"),
     "input_cost_per_token": ((int, float), "USD per token"), "output_cost_per_token": ((int, float), "USD per token"),
+    "input_cost_per_token_batches": ((int, float), "USD per token"),
+    "output_cost_per_token_batches": ((int, float), "USD per token"),
     "mock_response": (str, "a string"), "method": (str, "a string"), "dimensions": (list, "a list of dimensions"),
     "rubric": (dict, "a table of dimension = template"),
 }

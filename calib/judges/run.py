@@ -220,6 +220,8 @@ def plan(con: duckdb.DuckDBPyConnection, config: JudgeConfig, limit: int | None 
     s = store.get_settings(con)
     base = s["baseline"]
     cands = [m for m in store.models(con) if m != base]
+    # a judge's signature is the same for every item: computed once, not per call (asdict is slow)
+    sigs = {(j.name, dim): j.signature(dim) for j in config.judges for dim in j.dimensions}
     for item_id, prompt, context, reference in items:
         by_model = outs.get(item_id, {})
         for j in config.judges:
@@ -230,13 +232,13 @@ def plan(con: duckdb.DuckDBPyConnection, config: JudgeConfig, limit: int | None 
                             skipped += 1
                             continue
                         if j.kind == "offline":
-                            key = call_key(j.signature(dim), _messages(f"{output}\x00{reference}"), item_id, m)
+                            key = call_key(sigs[j.name, dim], _messages(f"{output}\x00{reference}"), item_id, m)
                             t = Task(key, "score", j.name, item_id, m, dimension=dim, cfg=j,
                                      offline=(j.method, output, reference))
                         else:
                             msgs = _messages(render(j.template(dim), prompt=prompt, context=context,
                                                     reference=reference, output=output, dimension=dim))
-                            t = Task(call_key(j.signature(dim), msgs, item_id, m), "score", j.name, item_id, m,
+                            t = Task(call_key(sigs[j.name, dim], msgs, item_id, m), "score", j.name, item_id, m,
                                      dimension=dim, messages=msgs, cfg=j)
                         if t.key in done:
                             skipped += 1
@@ -255,7 +257,7 @@ def plan(con: duckdb.DuckDBPyConnection, config: JudgeConfig, limit: int | None 
                                                  ("baseline-first", (by_model[base], by_model[c]))):
                             msgs = _messages(render(j.template(dim), prompt=prompt, context=context,
                                                     reference=reference, output_a=a, output_b=b, dimension=dim))
-                            key = call_key(j.signature(dim), msgs, item_id, base, c, position)
+                            key = call_key(sigs[j.name, dim], msgs, item_id, base, c, position)
                             if key in done:
                                 skipped += 1
                                 continue
@@ -436,6 +438,15 @@ def write_results(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
     generated outputs), each only where absent, so nothing is ever written twice."""
     if not rows:
         return
+    with store.transaction(con):
+        insert_rows(con, rows)
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
+    """``write_results`` without its transaction, for a caller that writes more in the same one
+    (the batch runner marks a batch collected together with its rows)."""
+    if not rows:
+        return
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=_COLUMNS)
@@ -443,37 +454,36 @@ def write_results(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
         frame[c] = frame[c].astype("float64")
     for c in ("input_tokens", "output_tokens", "attempts"):
         frame[c] = frame[c].astype("Int64")
-    with store.transaction(con):
-        store.register(con, "_calls", frame)
-        con.execute(f"INSERT INTO judge_calls ({', '.join(_COLUMNS)}, created_at) "
-                    f"SELECT {', '.join(_COLUMNS)}, current_timestamp FROM _calls")
-        con.execute(
-            """INSERT INTO judge_scores (item_id, model, judge, dimension, score, rationale)
-               SELECT item_id, model, judge, dimension, any_value(score), any_value(rationale) FROM _calls c
-               WHERE task = 'score' AND status = 'ok' AND NOT EXISTS (
-                   SELECT 1 FROM judge_scores s WHERE s.item_id = c.item_id AND s.model = c.model
-                   AND s.judge = c.judge AND s.dimension = c.dimension)
-               GROUP BY item_id, model, judge, dimension""")
-        con.execute(
-            """INSERT INTO pair_judge_prefs (item_id, baseline, candidate, judge, dimension, preference)
-               SELECT k.item_id, k.model, k.other_model, k.judge, k.dimension, avg(k.score)
-               FROM judge_calls k
-               WHERE k.task = 'pair' AND k.status = 'ok'
-               AND EXISTS (SELECT 1 FROM _calls n WHERE n.task = 'pair' AND n.status = 'ok'
-                           AND n.item_id = k.item_id AND n.judge = k.judge)
-               AND NOT EXISTS (SELECT 1 FROM pair_judge_prefs p WHERE p.item_id = k.item_id
-                   AND p.baseline = k.model AND p.candidate = k.other_model AND p.judge = k.judge
-                   AND p.dimension = k.dimension)
-               GROUP BY k.item_id, k.model, k.other_model, k.judge, k.dimension
-               HAVING count(DISTINCT k.position) = 2""")
-        con.execute(
-            """INSERT INTO outputs (item_id, model, output, latency_ms, input_tokens, output_tokens, cost_usd, ttft_ms)
-               SELECT item_id, model, any_value(raw), any_value(latency_ms), any_value(input_tokens),
-                      any_value(output_tokens), any_value(cost_usd), any_value(ttft_ms) FROM _calls c
-               WHERE task = 'generate' AND status = 'ok' AND NOT EXISTS (
-                   SELECT 1 FROM outputs o WHERE o.item_id = c.item_id AND o.model = c.model)
-               GROUP BY item_id, model""")
-        con.unregister("_calls")
+    store.register(con, "_calls", frame)
+    con.execute(f"INSERT INTO judge_calls ({', '.join(_COLUMNS)}, created_at) "
+                f"SELECT {', '.join(_COLUMNS)}, current_timestamp FROM _calls")
+    con.execute(
+        """INSERT INTO judge_scores (item_id, model, judge, dimension, score, rationale)
+           SELECT item_id, model, judge, dimension, any_value(score), any_value(rationale) FROM _calls c
+           WHERE task = 'score' AND status = 'ok' AND NOT EXISTS (
+               SELECT 1 FROM judge_scores s WHERE s.item_id = c.item_id AND s.model = c.model
+               AND s.judge = c.judge AND s.dimension = c.dimension)
+           GROUP BY item_id, model, judge, dimension""")
+    con.execute(
+        """INSERT INTO pair_judge_prefs (item_id, baseline, candidate, judge, dimension, preference)
+           SELECT k.item_id, k.model, k.other_model, k.judge, k.dimension, avg(k.score)
+           FROM judge_calls k
+           WHERE k.task = 'pair' AND k.status = 'ok'
+           AND EXISTS (SELECT 1 FROM _calls n WHERE n.task = 'pair' AND n.status = 'ok'
+                       AND n.item_id = k.item_id AND n.judge = k.judge)
+           AND NOT EXISTS (SELECT 1 FROM pair_judge_prefs p WHERE p.item_id = k.item_id
+               AND p.baseline = k.model AND p.candidate = k.other_model AND p.judge = k.judge
+               AND p.dimension = k.dimension)
+           GROUP BY k.item_id, k.model, k.other_model, k.judge, k.dimension
+           HAVING count(DISTINCT k.position) = 2""")
+    con.execute(
+        """INSERT INTO outputs (item_id, model, output, latency_ms, input_tokens, output_tokens, cost_usd, ttft_ms)
+           SELECT item_id, model, any_value(raw), any_value(latency_ms), any_value(input_tokens),
+                  any_value(output_tokens), any_value(cost_usd), any_value(ttft_ms) FROM _calls c
+           WHERE task = 'generate' AND status = 'ok' AND NOT EXISTS (
+               SELECT 1 FROM outputs o WHERE o.item_id = c.item_id AND o.model = c.model)
+           GROUP BY item_id, model""")
+    con.unregister("_calls")
 
 
 def _register_dimensions_and_models(con, config: JudgeConfig, generated: bool) -> None:
