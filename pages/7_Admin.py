@@ -16,6 +16,7 @@ import streamlit as st
 from calib import safetext
 from calib.data import ingest, store
 from calib.errors import TiebreakError
+from calib.insight import tables
 from calib.review import users
 from pages.shared import ui
 
@@ -40,7 +41,7 @@ with tab_users:
         st.success(safetext.md(st.session_state.pop("admin_flash")))
     people = users.list_users(ui.cursor())
     if people:
-        st.dataframe(safetext.rows(people), hide_index=True, width="stretch")
+        st.dataframe(safetext.rows(tables.users_table(people)), hide_index=True, width="stretch")
     else:
         st.info("No users yet: everyone acts as a local admin until the first user is added.")
     if not is_admin:
@@ -223,6 +224,6 @@ with tab_locks:
 with tab_log:
     log = users.audit_log(ui.cursor(), 200)
     if log:
-        st.dataframe(safetext.rows(log), hide_index=True, width="stretch")
+        st.dataframe(safetext.rows(tables.audit_table(log)), hide_index=True, width="stretch")
     else:
         st.caption("Nothing yet: user changes, settings, imports and unlocks are logged here.")

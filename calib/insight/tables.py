@@ -246,8 +246,8 @@ def drift_table(rows: list[dict]) -> list[dict]:
                           ("pass_rate_first", "Pass rate, first third", pct),
                           ("pass_rate_last", "Pass rate, last third", pct),
                           ("pass_rate_change", "Change", pp),
-                          ("median_s_first", "Median per comparison, first third", seconds),
-                          ("median_s_last", "Median per comparison, last third", seconds)])
+                          ("median_s_first", "Median time, first third", seconds),
+                          ("median_s_last", "Median time, last third", seconds)])
 
 
 def judge_agreement_table(rows: list[dict]) -> list[dict]:
@@ -264,7 +264,10 @@ def judge_bias_table(rows: list[dict]) -> list[dict]:
     spp = lambda v: DASH if _missing(v) else f"{100 * v:+.1f} pp"  # noqa: E731
     return present(rows, [("judge", "Judge", None), ("dimension", "Dimension", None), ("candidate", "Candidate", None),
                           ("bias_baseline", "Bias on the baseline", spp), ("bias_candidate", "Bias on the candidate", spp),
-                          ("bias_difference", "Difference", spp), (interval("lo", "hi", spp), "95% interval", None),
+                          # the difference and its interval in one column: a table of every judge, dimension
+                          # and candidate must fit a 1280 px page without a horizontal scroll
+                          (lambda r: DASH if _missing(r.get("bias_difference")) else
+                           f"{spp(r['bias_difference'])} {interval('lo', 'hi', spp)(r)}", "Difference [95% interval]", None),
                           ("differs", "Differs", yes_no),
                           (lambda r: f"{r.get('n_baseline', 0):,} / {r.get('n_candidate', 0):,}", "Labelled (baseline / candidate)", None)])
 
@@ -275,3 +278,64 @@ def judge_disagreement_table(rows: list[dict]) -> list[dict]:
                           (model_with_role, "Model", None),
                           ("n", "Outputs compared", integer), ("disagree_share", "Verdicts differ", pct),
                           ("kappa", "Kappa", lambda v: num(v, 2))])
+
+
+# --------------------------------------------------------------------------- Home and Admin
+
+
+def judge_count_table(rows: list[dict]) -> list[dict]:
+    """Home: judge scores imported per judge and dimension."""
+    return present(rows, [("judge", "Judge", None), ("dimension", "Dimension", None),
+                          ("scores", "Scores", integer)])
+
+
+def queue_table(rows: list[dict]) -> list[dict]:
+    """Home: queued items by the reason the queue picked them (``queue.queue_summary``)."""
+    return present(rows, [("reason", "Reason", None), ("queued", "Queued", integer), ("done", "Done", integer),
+                          ("mean_inclusion_prob", "Mean inclusion probability", lambda v: num(v, 3)),
+                          ("overlap", "For a second SME", integer)])
+
+
+def disagreement_table(rows: list[dict]) -> list[dict]:
+    """Home: the items where the judges disagree most (``queue.top_disagreements``): spread of the
+    judges on one output, difference between the models' judge verdicts, and their sum."""
+    return present(rows, [("item_id", "Item", None), ("segment", "Segment", None), ("topic", "Topic", None),
+                          ("judges_disagree", "Judges disagree", lambda v: num(v, 2)),
+                          ("models_differ", "Models differ", lambda v: num(v, 2)),
+                          ("score", "Score", lambda v: num(v, 2))])
+
+
+def _when(v: Any) -> str:
+    """A timestamp to the second (DuckDB gives datetimes; microseconds are noise on a page)."""
+    return DASH if _missing(v) else (v.strftime("%Y-%m-%d %H:%M:%S") if hasattr(v, "strftime") else str(v))
+
+
+def users_table(rows: list[dict]) -> list[dict]:
+    """Admin: the users (``users.list_users``) with their sign-in state."""
+    return present(rows, [("name", "User", None), ("role", "Role", None), ("active", "Active", yes_no),
+                          ("created_at", "Added", _when), ("failures", "Failed sign-ins", integer),
+                          ("locked", "Locked", yes_no)])
+
+
+def audit_table(rows: list[dict]) -> list[dict]:
+    """Admin: the audit log (``users.audit_log``), newest first."""
+    return present(rows, [("at", "When", _when), ("actor", "Who", None), ("action", "Action", None),
+                          ("detail", "Detail", None)])
+
+
+# --------------------------------------------------------------------------- cards
+
+NBSP = "\u00a0"
+
+
+def card_delta(d: dict, pair: bool = False) -> str:
+    """The line under a decision card's verdict: 'Delta +3.4 pp [-6.5 pp, +13.5 pp]' (or the
+    side-by-side win rate) with non-breaking spaces inside each figure, so a narrow card wraps
+    between figures (after 'Delta', after a comma) and never between a number and its unit."""
+    fmt = pct if pair else pp
+
+    def keep(s: str) -> str:
+        return s.replace(" ", NBSP)
+
+    head = "Win rate" if pair else "Delta"
+    return f"{head} {keep(fmt(d['mean']))} [{keep(fmt(d['lo']))}, {keep(fmt(d['hi']))}]"
