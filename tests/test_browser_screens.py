@@ -6,7 +6,7 @@ what to do next.
 Two apps start side by side (the CLI cannot write to a database an app holds, so the 0-label
 project is its own database): a demo project with two candidates where a simulated SME labelled
 40 items, and the same demo with no label. Full-page screenshots of Home, Decision (with labels and
-with none), Demo, Judges, Annotators, Regressions and Admin at both widths go to
+with none), Demo, Judges, Annotators, Regressions, Run judges and Admin at both widths go to
 tests/_artifacts/screens_<page>_<width>.png, to be looked at by a person.
 
 ``TIEBREAK_TEST_PORT=N`` starts the apps on ports N and N + 1 (default: free ports)."""
@@ -128,7 +128,7 @@ def _shoot(page, width: int, name: str) -> tuple[int, list[str]]:
 PAGES = [("Home", "Where the judges disagree most", 0), ("Decision", "Recommendation per candidate", 12),
          ("Demo", "vs the baseline", 6), ("Judges", "Calibration curve", 1),
          ("Annotators", "Drift over the session", 0), ("Regressions", "Likely regressions among", 0),
-         ("Admin", "Add a user", 0)]
+         ("Run judges", "Calls so far", 0), ("Admin", "Add a user", 0)]
 
 
 def _check_both_widths(page, name: str) -> list[str]:
@@ -176,6 +176,6 @@ def test_every_page_is_readable_at_1280_and_1440_px(apps):
                 assert page.locator('[data-testid="stMetric"]').count() == 2 * len(demo.DIMENSIONS)
             if link == "Decision":
                 assert page.locator('[data-testid="stMetric"]').count() >= 2 * len(demo.DIMENSIONS)
-            problems += _check_both_widths(page, link.lower())
+            problems += _check_both_widths(page, link.lower().replace(" ", "_"))
         browser.close()
     assert not problems, "\n".join(problems)

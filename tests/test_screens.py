@@ -37,6 +37,21 @@ def test_home_and_admin_tables_have_human_headers(tmp_path):
     assert log[0]["Who"] and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", log[0]["When"])
 
 
+def test_run_judges_tables_have_human_headers():
+    from calib.data.store import REPO_ROOT
+    from calib.judges import config
+
+    cfg = config.load_config(str(REPO_ROOT / "data" / "judges.offline.toml"))
+    _no_snake_case(tables.judge_config_table(cfg.judges))
+    calls = [{"judge": "j", "task": "score", "ok": 3, "failed": 0, "input_tokens": 10, "output_tokens": 5,
+              "cost_usd": 0.001, "latency_p50_ms": 12.0, "latency_p95_ms": 30.0, "ttft_p50_ms": None}]
+    assert tables.call_summary_table(calls)[0]["Cost"] == "$0.0010"
+    _no_snake_case(tables.call_summary_table(calls))
+    bias = [{"judge": "p", "dimension": "overall", "decided_calls": 10, "first_position_rate": 0.6, "lo": 0.3,
+             "hi": 0.8, "pairs_both_orders": 5, "order_consistency": 0.8}]
+    _no_snake_case(tables.pair_position_bias_table(bias))
+
+
 def test_card_figures_wrap_between_numbers_never_inside_one():
     d = {"mean": 0.13, "lo": 0.091, "hi": 0.169}
     text = tables.card_delta(d)

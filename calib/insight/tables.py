@@ -339,3 +339,31 @@ def card_delta(d: dict, pair: bool = False) -> str:
 
     head = "Win rate" if pair else "Delta"
     return f"{head} {keep(fmt(d['mean']))} [{keep(fmt(d['lo']))}, {keep(fmt(d['hi']))}]"
+
+
+# --------------------------------------------------------------------------- Run judges
+
+
+def judge_config_table(judges: list) -> list[dict]:
+    """Run judges: the judges a TOML file defines (``calib.judges.config`` objects)."""
+    return [{"Judge": j.name, "Kind": j.kind, "Model or method": j.model or j.method,
+             "Dimensions": ", ".join(j.dimensions), "API base": j.api_base or DASH} for j in judges]
+
+
+def call_summary_table(rows: list[dict]) -> list[dict]:
+    """Run judges: calls per judge (or generator) and task (``judges.call_summary``)."""
+    return present(rows, [("judge", "Judge", None), ("task", "Task", None), ("ok", "OK", integer),
+                          ("failed", "Failed", integer), ("input_tokens", "Input tokens", integer),
+                          ("output_tokens", "Output tokens", integer),
+                          ("cost_usd", "Cost", lambda v: DASH if _missing(v) else f"${float(v):,.4f}"),
+                          ("latency_p50_ms", "Latency p50", ms), ("latency_p95_ms", "Latency p95", ms),
+                          ("ttft_p50_ms", "Time to first token p50", ms)])
+
+
+def pair_position_bias_table(rows: list[dict]) -> list[dict]:
+    """Run judges: how often a pairwise judge picked the answer shown first (``judges.position_bias``)."""
+    return present(rows, [("judge", "Judge", None), ("dimension", "Dimension", None),
+                          ("decided_calls", "Decided calls", integer),
+                          ("first_position_rate", "First answer picked", pct), (interval("lo", "hi"), "95% interval", None),
+                          ("pairs_both_orders", "Pairs judged in both orders", integer),
+                          ("order_consistency", "Same verdict in both orders", pct)])
