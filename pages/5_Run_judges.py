@@ -77,7 +77,11 @@ def live() -> None:
                 st.rerun(scope="app")
     cur = ui.cursor()
     st.subheader("Calls so far")
-    st.dataframe(safe.rows(tables.call_summary_table(judges.call_summary(cur))), hide_index=True, width="stretch")
+    calls = judges.call_summary(cur)
+    if calls:
+        st.dataframe(safe.rows(tables.call_summary_table(calls)), hide_index=True, width="stretch")
+    else:
+        st.caption("No judge calls in this project yet: press Start.")
     bias = judges.position_bias(cur)
     if bias:
         st.subheader("Pairwise judges: position bias")
