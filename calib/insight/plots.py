@@ -97,7 +97,7 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
         fig.update_xaxes(range=[x[0] - pad, x_end + pad])
     fig.update_layout(title=title,
                       xaxis_title="labelled items", yaxis_title="Delta in pass rate (share of outputs)",
-                      legend={"orientation": "h", "y": -0.3}, height=380 + top, margin={"t": top, "b": 100, "l": 60, "r": 20})
+                      legend={"orientation": "h", "y": -0.3, "yanchor": "top"}, height=390 + top, margin={"t": top, "b": 110, "l": 60, "r": 20})
     return fig
 
 
