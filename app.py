@@ -31,10 +31,11 @@ with right:
     c1.metric("Items", f"{s['items']:,}")
     c2.metric("Outputs", f"{s['outputs']:,}")
     c3.metric("Segments", s["segments"])
-    c1.metric("Judge scores", f"{s['judge_scores']:,}")
+    c1.metric("Judge scores", f"{s['judge_scores'] + s['pair_judge_prefs']:,}",
+              help=f"{s['judge_scores']:,} pointwise scores and {s['pair_judge_prefs']:,} side-by-side preferences")
     c2.metric("Labelled items", f"{s['labelled_items']:,}",
-              help=f"{sum(x['labels'] for x in s['labels']):,} label rows: one per item, model, dimension and SME "
-                   "(the Decision page counts labelled items too)")
+              help=f"{sum(x['labels'] for x in s['labels'] + s['pair_labels']):,} label rows: one per item, model "
+                   "(or pair), dimension and SME (the Decision page counts labelled items too)")
     c3.metric("Fits", s["fits"])
 
 st.subheader("Judges")

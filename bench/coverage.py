@@ -75,6 +75,7 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
     res = {n: {"rate_cover": [], "delta_cover": [], "w_bayes": [], "w_human": [], "w_ppi": [],
                "cover_human": [], "cover_ppi": [], "fc_err": []} for n in SIZES}
     t0 = time.time()
+    mixes: dict[int, list[float]] = {}
     for r in range(reps):
         seed = seed0 + r
         out, per_dim, om, os_, oi, N = _project(seed, n_items)
@@ -91,16 +92,25 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
         batches: list = []
         fits = {}
         for n in SIZES:
+            mixes.setdefault(n, [])
             elig = np.flatnonzero(~selected)
+            # the product's defensive mixture (queue.mixture_probabilities): the cold start within
+            # 3x, then the priority part's weight from the labelled items' evidence
             if fits:
-                prio = np.zeros(N)
-                for data, post, out_cell, *_ in fits.values():
-                    vr = queue.residual_variance_by_cell(data, post)
-                    prio += np.bincount(oi, weights=vr[out_cell], minlength=N)
-                prio = np.sqrt(prio[elig])
+                prio, e2 = np.zeros(N), np.zeros(N)
+                for dim, (data, post, out_cell, *_) in fits.items():
+                    p = queue.pass_probability_by_cell(data, post)
+                    prio += np.bincount(oi, weights=(p * (1 - p))[out_cell], minlength=N)
+                    e2 += np.bincount(oi, weights=(per_dim[dim][1] - p[out_cell]) ** 2, minlength=N)
+                prio = np.sqrt(prio)
+                lab_items = np.flatnonzero(selected)
+                r_pool, r_lab = sampling.relative_priorities(prio[elig], prio[lab_items])
+                a, _ = sampling.evidence_mix(r_lab, e2[lab_items], w_item[lab_items], 0.8)
             else:
-                prio = dis[elig]
-            pi = queue.stratified_inclusion(prio, item_seg[elig], n - selected.sum(), 0.2)
+                r_pool, _ = sampling.relative_priorities(np.maximum(dis[elig], 1e-12))
+                a = sampling.cold_start_mix(r_pool, 0.8)
+            mixes[n].append(a)
+            pi = queue.stratified_inclusion(r_pool, item_seg[elig], n - selected.sum(), 1 - a, clip=None)
             hit = rng.random(len(elig)) < pi
             new = elig[hit]
             # forecast check: from the previous fit, predict the sd after this batch
@@ -156,6 +166,8 @@ def run_sim(reps: int, kind: str, n_items: int, seed0: int = 1000) -> dict:
                 fits[dim] = (data, post, out_cell, sd, int(selected.sum()))
         if (r + 1) % 10 == 0:
             print(f"  {r + 1}/{reps} replicates, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    for n in SIZES:
+        res[n]["mix"] = mixes.get(n, [])
     return res
 
 
@@ -172,6 +184,7 @@ def summarise(res: dict) -> list[dict]:
             "human-only coverage": np.mean(v["cover_human"]),
             "PPI++ coverage": np.mean(v["cover_ppi"]),
             "forecast median rel. error": float(np.median(v["fc_err"])) if v["fc_err"] else float("nan"),
+            "priority weight of the batch (mean)": float(np.mean(v["mix"])) if v.get("mix") else float("nan"),
         })
     return rows
 

@@ -17,7 +17,7 @@ from typing import Sequence
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from calib.data import demo, store  # noqa: E402
+from calib.data import store  # noqa: E402 (calib.data.demo pulls in pandas and scipy: imported when needed)
 from calib.errors import TiebreakError  # noqa: E402
 from calib import safetext  # noqa: E402
 
@@ -45,6 +45,7 @@ WRITE_PAGES = {
     "simulate": "run the simulated SME on the Demo page",
     "demo": "give a new --db path for a demo",
     "users unlock": "unlock on the Admin page (Sign-in locks tab; leads can too)",
+    "users email": "set e-mails on the Admin page (Users tab)",
     "regressions queue": "queue likely regressions on the Regressions page (Queue these for SMEs)",
 }
 NOT_STORED = {"fit": " (the fit is not stored: the Decision page refits and stores while the app runs)"}
@@ -64,7 +65,11 @@ def _open_db(args, read_only: bool = False):
     import tempfile
 
     try:
-        return demo.open_db(args.db, read_only=read_only)
+        if store.resolve_db(args.db) == store.DEMO_DB:  # built on first use from the demo files
+            from calib.data import demo
+
+            return demo.open_db(args.db, read_only=read_only)
+        return store.connect(args.db, read_only=read_only)
     except store.DatabaseLocked as exc:
         cmd = command_path(args)
         if cmd not in READS:
@@ -84,12 +89,25 @@ def _open_db(args, read_only: bool = False):
 
 
 def cmd_import(args) -> int:
-    from calib.data import ingest
+    from calib.data import evalformats, ingest
 
+    # --add-model alone: accept any new model; --add-model NAME (repeatable): accept exactly those
+    add_model = True if args.add_model and "*" in args.add_model else (args.add_model or False)
+    allow = dict(add_model=add_model, add_judge=args.add_judge, add_dimension=args.add_dimension,
+                 allow_new=args.allow_new)
+    fmt = evalformats.detect(args.file) if args.format == "auto" else args.format
+    if fmt in evalformats.FORMATS:  # another eval tool's file: reshaped, then the same importer
+        conv = evalformats.convert(args.file, fmt, dimension=args.dimension or evalformats.DEFAULT_DIMENSION,
+                                   model=args.model)
+        report = evalformats.import_converted(_open_db(args), conv, baseline=args.baseline, **allow)
+        print(conv.summary())  # what became what, printed once the import has landed
+        print(report.summary())
+        return 0
+    if args.model or args.dimension:
+        raise TiebreakError(f"{args.file}: --model and --dimension apply to promptfoo, Inspect AI and DeepEval "
+                            "files; a Tiebreak file names its models and dimensions in its rows and columns")
     con = _open_db(args)
-    print(ingest.import_file(con, args.file, baseline=args.baseline, add_model=args.add_model,
-                             add_judge=args.add_judge, add_dimension=args.add_dimension,
-                             allow_new=args.allow_new).summary())
+    print(ingest.import_file(con, args.file, baseline=args.baseline, **allow).summary())
     return 0
 
 
@@ -125,7 +143,7 @@ def cmd_status(args) -> int:
     print(f"judges     {len({j['judge'] for j in st['judges']})} judges, {st['judge_scores']} scores, "
           f"{st['pair_judge_prefs']} pairwise preferences")
     for j in st["judges"]:
-        print(f"  {j['judge']:<24} {j['dimension']:<16} {j['scores']}")
+        print(f"  {j['judge']:<24} {j['dimension']:<16} {j['scores']}" + ("  (side by side)" if j.get("kind") == "side by side" else ""))
     total = sum(x["labels"] for x in st["labels"])
     print(f"labels     {total} pointwise, {sum(x['labels'] for x in st['pair_labels'])} pairwise")
     for x in st["labels"] + st["pair_labels"]:
@@ -191,6 +209,8 @@ def _print_regressions(entry: dict) -> None:
 
 
 def cmd_demo(args) -> int:
+    from calib.data import demo
+
     con = _open_db(args)
     have = con.execute("SELECT count(*) FROM items").fetchone()[0]
     if have:
@@ -231,7 +251,7 @@ def cmd_fit(args) -> int:
         _print_json(res)
         return 0
     print(f"{res['kind']} fit on {res['n_labels']} labelled items ({res['seconds']:.1f} s); "
-          f"{res['interval']:.0%} credible intervals; margin {res['margin']}")
+          f"{engine.interval_words(res)}; margin {res['margin']}")
     if len(res["candidates"]) > 1:
         print(f"  {len(res['candidates'])} candidates: {res['multiplicity']}")
     for d in res["diffs"]:
@@ -319,8 +339,8 @@ def cmd_queue(args) -> int:
         shown = {"inclusion_prob": lambda v: f"{v:.6g}", "priority": lambda v: f"{v:.6g}"}
         w = _csv.writer(sys.stdout)
         w.writerow(cols)
-        for r in rows:
-            w.writerow([shown.get(c, lambda v: v)(r[c]) for c in cols])
+        for r in rows:  # item ids, candidates and reasons from the data: formula-like text quoted
+            w.writerow([shown[c](r[c]) if c in shown else safetext.csv_cell(r[c]) for c in cols])
     return 0
 
 
@@ -330,23 +350,44 @@ def cmd_users_add(args) -> int:
     from calib.review import users
 
     password = args.password or os.environ.get("TIEBREAK_PASSWORD")
-    if not password:
+    if args.sso_only:
+        if not args.email:
+            raise TiebreakError("--sso-only needs --email (single sign-on matches users by e-mail)")
+        password = None  # a random one nobody knows
+    elif not password:
         if not sys.stdin.isatty():
-            raise TiebreakError("no password: give --password, set TIEBREAK_PASSWORD, or run in a terminal")
+            raise TiebreakError("no password: give --password, set TIEBREAK_PASSWORD, --sso-only, or run in a terminal")
         password = getpass.getpass(f"password for {args.name}: ")
     con = _open_db(args)
-    users.add_user(con, args.name, args.role, password)
-    print(f"user {args.name} ({args.role}) saved")
+    if args.email:
+        from calib.review import sso
+
+        sso.add_user(con, args.name, args.role, password, args.email)
+    else:
+        users.add_user(con, args.name, args.role, password)
+    print(f"user {args.name} ({args.role}) saved" + (f", e-mail {args.email.strip().lower()}" if args.email else ""))
+    return 0
+
+
+def cmd_users_email(args) -> int:
+    from calib.review import sso
+
+    if bool(args.email) == bool(args.clear):
+        raise TiebreakError("give the e-mail, or --clear to remove it")
+    email = sso.set_email(_open_db(args), args.name, None if args.clear else args.email, actor="cli")
+    print(f"user {args.name}: e-mail {email}" if email else f"user {args.name}: e-mail removed")
     return 0
 
 
 def cmd_users_list(args) -> int:
-    from calib.review import users
+    from calib.review import sso, users
 
     con = _open_db(args)
+    mails = sso.emails(con)
     for u in users.list_users(con):
         state = "locked" if u["locked"] else ("active" if u["active"] else "deactivated")
-        print(f"{u['name']:<24} {u['role']:<6} {state:<11} {u['created_at']}")
+        mail = f"  {mails[u['name']]}" if u["name"] in mails else ""
+        print(f"{u['name']:<24} {u['role']:<6} {state:<11} {u['created_at']}{mail}")
     return 0
 
 
@@ -485,13 +526,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    c = sub.add_parser("import", help="import outputs with judge scores, or pairwise judge preferences (CSV, JSONL, Parquet)")
+    c = sub.add_parser("import", help="import outputs with judge scores, or pairwise judge preferences (CSV, JSONL, "
+                                      "Parquet), or promptfoo, Inspect AI or DeepEval result files")
     c.add_argument("file", help="one row per (item, model), or per (item, baseline, candidate) for pref: columns")
     c.add_argument("--baseline", help="the production model's name (default: kept, or the first model in the file)")
-    c.add_argument("--add-model", action="store_true", help="accept a model the project does not have yet")
+    c.add_argument("--add-model", action="append", nargs="?", const="*", metavar="NAME",
+                   help="accept a model the project does not have yet; with a NAME (repeatable), accept that "
+                        "model only, also when names of the file differ only in case, '-'/'_' or spaces")
     c.add_argument("--add-judge", action="store_true", help="accept a judge the project does not have yet")
     c.add_argument("--add-dimension", action="store_true", help="accept a dimension the project does not have yet")
     c.add_argument("--allow-new", action="store_true", help="accept new models, judges and dimensions")
+    c.add_argument("--format", choices=["auto", "tiebreak", "promptfoo", "inspect", "deepeval"], default="auto",
+                   help="the file's format (default: auto, told from its structure): Tiebreak's import format, "
+                        "a promptfoo results file (JSON/JSONL), an Inspect AI log (.eval/.json), DeepEval results")
+    c.add_argument("--dimension",
+                   help="promptfoo/Inspect/DeepEval: the dimension for scores the tool does not name (default quality)")
+    c.add_argument("--model", help="Inspect/DeepEval: the model's name (default: the log's model; DeepEval "
+                                   "records none, so hyperparameters.model or the file name)")
     _db_arg(c)
     c.set_defaults(func=cmd_import)
 
@@ -609,8 +660,17 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("name")
     ua.add_argument("--role", choices=["sme", "lead", "admin"], required=True)
     ua.add_argument("--password", help="the password (else $TIEBREAK_PASSWORD, else asked for)")
+    ua.add_argument("--email", help="the e-mail single sign-on matches this user by")
+    ua.add_argument("--sso-only", action="store_true",
+                    help="no password (a random one nobody knows): the user signs in by single sign-on only")
     _db_arg(ua)
     ua.set_defaults(func=cmd_users_add)
+    ue = usub.add_parser("email", help="set or remove the e-mail single sign-on matches a user by")
+    ue.add_argument("name")
+    ue.add_argument("email", nargs="?")
+    ue.add_argument("--clear", action="store_true", help="remove the user's e-mail")
+    _db_arg(ue)
+    ue.set_defaults(func=cmd_users_email)
     ul = usub.add_parser("list", help="list users and roles")
     _db_arg(ul)
     ul.set_defaults(func=cmd_users_list)

@@ -1,7 +1,8 @@
 """Admin: users, project settings, imports by upload and sign-in locks, while the app runs.
 
 Admins manage users; leads and admins change settings, import files and lift lockouts. Imports
-call exactly the CLI's functions (``calib.data.ingest.import_file`` / ``import_labels``): one
+call the CLI's functions (``calib.data.ingest.import_file`` / ``import_labels``) after reading the file in a
+memory-capped child process (``calib.data.importjob``): one
 transaction, the same one-line errors, nothing stored on error. Layout only.
 """
 
@@ -14,10 +15,10 @@ from pathlib import Path
 import streamlit as st
 
 from calib import safetext
-from calib.data import ingest, store
+from calib.data import evalformats, importjob, store
 from calib.errors import TiebreakError
 from calib.insight import tables
-from calib.review import users
+from calib.review import sso, users
 from pages.shared import ui
 
 st.set_page_config(page_title="Admin · Tiebreak", page_icon="🛠️", layout="wide")
@@ -40,22 +41,37 @@ with tab_users:
     if "admin_flash" in st.session_state:
         st.success(safetext.md(st.session_state.pop("admin_flash")))
     people = users.list_users(ui.cursor())
+    mails = sso.emails(ui.cursor())
+    people = [{**u, "email": mails.get(u["name"], "")} for u in people]  # what single sign-on matches
     if people:
         st.dataframe(safetext.rows(tables.users_table(people)), hide_index=True, width="stretch")
     else:
         st.info("No users yet: everyone acts as a local admin until the first user is added.")
+    from pages.shared import sso as sso_page
+
+    offer = sso_page.offer()  # from .streamlit/secrets.toml
+    st.caption(("Single sign-on: " + ", ".join(safetext.md(p.label) for p in offer.providers)
+                + " (users are matched by e-mail)" if offer.sso else "Single sign-on: off")
+               + ("; password sign-in: on." if offer.password else "; password sign-in: off."))
+    if offer.warning:
+        st.warning(safetext.md(offer.warning))
     if not is_admin:
         st.caption("Only admins add or change users; leads can lift sign-in locks (next tabs).")
     else:
         st.subheader("Add a user")
         with st.form("admin_add_user", clear_on_submit=True):
-            c1, c2, c3 = st.columns(3)
+            c1, c2, c3, c4 = st.columns(4)
             name = c1.text_input("User name", key="admin_new_name")
             new_role = c2.selectbox("Role", users.ROLES, key="admin_new_role")
-            password = c3.text_input("Initial password (8+ characters)", type="password", key="admin_new_pw")
+            password = c3.text_input("Initial password (8+ characters)", type="password", key="admin_new_pw",
+                                     help="Empty: the user signs in by single sign-on only (give the e-mail).")
+            email = c4.text_input("E-mail (for single sign-on)", key="admin_new_email")
             if st.form_submit_button("➕ Add user", type="primary"):
                 try:
-                    users.add_user(ui.cursor(), name.strip(), new_role, password, actor=user, replace=False)
+                    if email.strip():
+                        sso.add_user(ui.cursor(), name.strip(), new_role, password, email, actor=user, replace=False)
+                    else:
+                        users.add_user(ui.cursor(), name.strip(), new_role, password, actor=user, replace=False)
                 except TiebreakError as exc:
                     _fail(exc)
                 else:
@@ -97,6 +113,18 @@ with tab_users:
                 if st.button("Sign out everywhere", key="admin_end_sessions"):
                     users.end_sessions(ui.cursor(), who, actor=user)
                     st.success("Every session of this user was ended.")
+            with st.form("admin_set_email"):
+                c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+                mail = c1.text_input("E-mail single sign-on matches this user by (empty: none)",
+                                     value=current["email"], key=f"admin_email_{who}")
+                if c2.form_submit_button("Save e-mail"):
+                    try:
+                        saved = sso.set_email(ui.cursor(), who, mail, actor=user)
+                    except TiebreakError as exc:
+                        _fail(exc)
+                    else:
+                        st.session_state["admin_flash"] = f"{who}: e-mail {saved or 'removed'}."
+                        st.rerun()
 
 # --------------------------------------------------------------------------- settings
 with tab_settings:
@@ -162,11 +190,14 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 with tab_imports:
     st.caption("The same checks as `tiebreak import` and `tiebreak labels import`: one transaction; the first "
-               "bad row is named and nothing from the file is stored. Labelling goes on meanwhile.")
+               "bad row is named and nothing from the file is stored. Labelling goes on meanwhile. The file is "
+               "read in a separate process with a memory cap; uploads are capped by `server.maxUploadSize` "
+               "(bigger files: `tiebreak import` with the app stopped).")
     kind = st.radio("What the file holds", ["Outputs with judge scores, or pairwise judge preferences",
                                             "SME labels (pointwise and/or pairwise)"], key="admin_import_kind")
     outputs = kind.startswith("Outputs")
-    up = st.file_uploader("File (.csv, .jsonl or .parquet)", type=["csv", "jsonl", "ndjson", "json", "parquet", "pq"],
+    up = st.file_uploader("File (.csv, .jsonl or .parquet; or a promptfoo, Inspect AI (.eval/.json) or DeepEval "
+                          "results file)", type=["csv", "jsonl", "ndjson", "json", "parquet", "pq", "eval"],
                           key="admin_import_file")
     extra: dict = {}
     if outputs:
@@ -174,6 +205,10 @@ with tab_imports:
                                  key="admin_import_baseline")
         extra["allow_new"] = st.checkbox("Allow new models, judges or dimensions (otherwise refused, as a likely typo)",
                                           key="admin_import_allow_new")
+        named = st.text_input("Models to add although their names differ only in case, '-'/'_' or spaces "
+                              "(comma-separated; otherwise such a file is refused)", key="admin_import_add_models")
+        if named.strip():
+            extra["add_model"] = [m.strip() for m in named.split(",") if m.strip()]
     else:
         source = st.text_input("Source recorded with each label", value="import", key="admin_import_source")
     if st.button("📥 Import", key="admin_import_go", type="primary", disabled=up is None):
@@ -183,16 +218,21 @@ with tab_imports:
             path.write_bytes(up.getvalue())
             c = ui.cursor()
             try:
-                if outputs:
-                    report = ingest.import_file(c, path, baseline=baseline.strip() or None, **extra)
+                mapping = ""
+                if outputs and evalformats.detect(path):  # another eval tool's file: reshaped, same importer
+                    conv, report = evalformats.import_eval_file(c, path, baseline=baseline.strip() or None, **extra)
+                    mapping = conv.summary() + "\n"
+                elif outputs:
+                    # read in a separate, memory-capped process first: a hostile file fails only that process
+                    report = importjob.import_isolated(c, path, baseline=baseline.strip() or None, **extra)
                 else:
-                    report = ingest.import_labels(c, path, source=source.strip() or "import")
+                    report = importjob.import_isolated(c, path, labels=True, source=source.strip() or "import")
             except TiebreakError as exc:
                 st.session_state["admin_import_result"] = ("error", str(exc).replace(tmp + "/", ""))
             else:
                 users.audit(c, user, "imported", f"{fname}: {report.kind}, {report.rows} rows")
                 st.cache_data.clear()
-                st.session_state["admin_import_result"] = ("ok", report.summary().replace(tmp + "/", ""))
+                st.session_state["admin_import_result"] = ("ok", (mapping + report.summary()).replace(tmp + "/", ""))
     result = st.session_state.get("admin_import_result")
     if result:
         (st.error if result[0] == "error" else st.success)(safetext.md(result[1]))

@@ -32,6 +32,8 @@ def test_home_and_admin_tables_have_human_headers(tmp_path):
     people = tables.users_table(users.list_users(con))
     _no_snake_case(people)
     assert people[0]["User"] == "ada" and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", people[0]["Added"])
+    with_mail = tables.users_table([{**u, "email": "ada@example.org"} for u in users.list_users(con)])
+    assert with_mail[0]["E-mail"] == "ada@example.org"
     log = tables.audit_table(users.audit_log(con, 5))
     _no_snake_case(log)
     assert log[0]["Who"] and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", log[0]["When"])

@@ -256,6 +256,7 @@ EXPECTED_SCHEMA = {
         ("created_at", "TIMESTAMP", False),
         ("active", "BOOLEAN", True),
         ("session_epoch", "INTEGER", True),
+        ("email", "VARCHAR", True),
     ],
 }
 

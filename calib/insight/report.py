@@ -208,7 +208,7 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     e = _esc
     db_name = PurePath(str(db_label)).name if db_label else tables.DASH
-    label_rows = con.execute("SELECT count(*) FROM labels").fetchone()[0]
+    label_rows = con.execute("SELECT (SELECT count(*) FROM labels) + (SELECT count(*) FROM pair_labels)").fetchone()[0]
     late = con.execute("SELECT count(DISTINCT item_id) FROM labels WHERE label_id > ?",
                        [fit.get("max_label_id") or 0]).fetchone()[0] if fit.get("max_label_id") is not None else 0
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Tiebreak sign-off report</title>"
@@ -218,7 +218,7 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
              f"<code>{e(data_fingerprint(con))}</code><br>Baseline {e(fit['baseline'])}; candidate(s) "
              f"{e(', '.join(fit['candidates']))}<br>{fit['n_labels']:,} labelled items ({label_rows:,} label rows); "
              f"{e('NUTS (authoritative)' if fit['kind'] == 'nuts' else 'fast (Laplace)')} fit; "
-             f"{fit['interval']:.0%} credible intervals; non-inferiority margin {100 * fit['margin']:g} percentage "
+             f"{e(engine.interval_words(fit))}; non-inferiority margin {100 * fit['margin']:g} percentage "
              f"points; a decision needs a posterior probability of at least "
              f"{fit.get('decide_prob_per_candidate', fit['decide_prob']):.4g}"
              + (f" ({e(fit['multiplicity'])})" if len(fit["candidates"]) > 1 else "")
@@ -255,9 +255,9 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
 
     parts.append(_h2("Quality, latency and cost"))
     parts.append("<p>Pass rates are population estimates (every item, judges calibrated on the SME labels), with "
-                 f"{fit['interval']:.0%} credible intervals; latency and cost from the outputs' recorded figures.</p>")
+                 f"{e(engine.interval_words(fit))}; latency and cost from the outputs' recorded figures.</p>")
     parts.append(_table(tables.comparison_table(comparison, settings["dimensions"])))
-    parts.append("<h3>Cross-checks</h3><p>The same Delta by other estimators: they should roughly agree.</p>")
+    parts.append("<h3>Cross-checks</h3><p>The same Delta (and win rate) by other estimators: they should roughly agree.</p>")
     parts.append(_table(tables.crosscheck_table(fit["cross_checks"])))
 
     parts.append(_h2("Plots"))

@@ -134,12 +134,22 @@ def comparison_table(comparison: list[dict], dimensions: list[str]) -> list[dict
     return [{"Measure": name, **{str(r["model"]): f(r) for r in comparison}} for name, f in measures]
 
 
+def _estimate(r: dict, key: str) -> str:
+    """A cross-check's estimate: Delta in percentage points, a win rate in per cent."""
+    return (pct if r.get("estimand") == "win rate" else pp)(r.get(key))
+
+
 def crosscheck_table(checks: list[dict], with_note: bool = True) -> list[dict]:
-    """The same Delta by other estimators; ``with_note`` False leaves the per-method notes to
-    ``crosscheck_notes`` (a caption), so a narrow table shows every column in full."""
+    """The same Delta (or win rate) by other estimators; ``with_note`` False leaves the per-method
+    notes to ``crosscheck_notes`` (a caption), so a narrow table shows every column in full."""
+    def iv(r: dict) -> str:
+        return DASH if _missing(r.get("lo")) or _missing(r.get("hi")) else f"[{_estimate(r, 'lo')}, {_estimate(r, 'hi')}]"
+
     cols: list[Column] = [
-        ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("method", "Method", None),
-        ("mean", "Delta", pp), (interval("lo", "hi", pp), "95% interval", None), ("n", "Labelled items", integer)]
+        ("dimension", "Dimension", None), ("candidate", "Candidate", None),
+        (lambda r: r.get("estimand", "Delta"), "Estimand", None), ("method", "Method", None),
+        (lambda r: _estimate(r, "mean"), "Estimate", None), (iv, "95% interval", None),
+        ("n", "Labelled items", integer)]
     return present(checks, cols + ([("note", "Note", None)] if with_note else []))
 
 
@@ -280,6 +290,17 @@ def judge_disagreement_table(rows: list[dict]) -> list[dict]:
                           ("kappa", "Kappa", lambda v: num(v, 2))])
 
 
+def fits_history_csv(history: list[dict]) -> bytes:
+    """The fits history (``engine.fits_history`` rows) as CSV bytes for a spreadsheet: dimension and
+    candidate names come from the data, so text that would run as a formula is quoted
+    (``safetext.csv_frame``); the numbers (Delta and its interval, often negative) stay numbers."""
+    import pandas as pd
+
+    from calib.safetext import csv_frame
+
+    return csv_frame(pd.DataFrame(history)).to_csv(index=False).encode()
+
+
 # --------------------------------------------------------------------------- Home and Admin
 
 
@@ -311,10 +332,14 @@ def _when(v: Any) -> str:
 
 
 def users_table(rows: list[dict]) -> list[dict]:
-    """Admin: the users (``users.list_users``) with their sign-in state."""
-    return present(rows, [("name", "User", None), ("role", "Role", None), ("active", "Active", yes_no),
+    """Admin: the users (``users.list_users``) with their sign-in state, and the e-mail single
+    sign-on matches them by when the rows carry one (``email``)."""
+    cols: list[Column] = [("name", "User", None), ("role", "Role", None), ("active", "Active", yes_no),
                           ("created_at", "Added", _when), ("failures", "Failed sign-ins", integer),
-                          ("locked", "Locked", yes_no)])
+                          ("locked", "Locked", yes_no)]
+    if any("email" in r for r in rows):
+        cols.insert(2, ("email", "E-mail", None))
+    return present(rows, cols)
 
 
 def audit_table(rows: list[dict]) -> list[dict]:

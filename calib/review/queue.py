@@ -71,6 +71,9 @@ class Units:
     segment: np.ndarray  # (U,) object
     priority: np.ndarray  # (U,) float
     base_weight: np.ndarray  # (U,) float: 1, or EXPLORE for a decided candidate
+    # the labelled units under the same fit, for the mixture's evidence (``sampling.evidence_mix``):
+    # (priority, squared residual, design weight) arrays; None before any label
+    evidence: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 # units (item, candidate) not yet labelled for that candidate nor queued, where both outputs exist
@@ -94,20 +97,22 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
     base = s["baseline"]
     n_labels = con.execute("SELECT count(*) FROM labels").fetchone()[0]
     decided = decided_candidates(con, cands)
-    pair_vr = _pair_residual_variance(con, base, cands) if not s["dimensions"] and len(models) >= 2 else None
+    pair = _pair_residual_variance(con, base, cands) if not s["dimensions"] and len(models) >= 2 else None
     tables = {"_unit_cands": pd.DataFrame({"candidate": pd.Series(cands, dtype=object),
                                            "baseline": pd.Series([base] * len(cands), dtype=object)})}
-    if pair_vr is not None:
+    evidence = None
+    if pair is not None:
         policy, sql, params = "variance-reduction", _PAIR_NEYMAN, []
-        tables["_pair_vr"] = pair_vr
+        tables["_pair_vr"], evidence = pair
     elif n_labels == 0 or len(models) < 2 or not s["dimensions"]:
         policy = "disagreement"
         sql, params = (_COLD_START_SEVERAL, [base, base]) if len(cands) > 1 and s["dimensions"] else (_COLD_START, [])
     else:
         policy, sql, params = "variance-reduction", _NEYMAN, [base]
-        tables["_cell_vr"] = _cell_residual_variance(con, s["dimensions"], models)
-        tables["_dim_w"] = pd.DataFrame([{"dimension": d, "candidate": c, "w": v}
-                                         for (d, c), v in unit_weights(con, s["dimensions"], cands).items()])
+        dim_w = unit_weights(con, s["dimensions"], cands)
+        tables["_cell_vr"], out_ev = _cell_residual_variance(con, s["dimensions"], models)
+        tables["_dim_w"] = pd.DataFrame([{"dimension": d, "candidate": c, "w": v} for (d, c), v in dim_w.items()])
+        evidence = _unit_evidence(out_ev, base, cands, dim_w)
     for name, df in tables.items():
         store.register(con, name, df)
     try:
@@ -122,10 +127,12 @@ def unit_priorities(con: duckdb.DuckDBPyConnection) -> Units:
     is_decided = (np.isin(cand_arr, list(decided)) if decided and len(decided) < len(cands)
                   else np.zeros(len(rows), bool))
     prio = rows["prio"].to_numpy(float)
-    # a decided candidate: no priority share, EXPLORE of an undecided one's uniform share
-    prio = np.where(is_decided, 0.0, prio)
+    # a decided candidate: no priority share, EXPLORE of an undecided one's uniform share; every
+    # other unit keeps a positive priority (raised to the clip's floor by ``sampling``): a unit the
+    # judges agree on is still worth a label (67-72% of PandaLM pairs had disagreement 0)
+    prio = np.where(is_decided, 0.0, np.maximum(np.nan_to_num(prio), 1e-12))
     return Units(policy, rows["item_id"].to_numpy(object), cand_arr, rows["segment"].to_numpy(object), prio,
-                 np.where(is_decided, EXPLORE, 1.0))
+                 np.where(is_decided, EXPLORE, 1.0), evidence)
 
 
 # The priority queries of ``unit_priorities``; ``{eligible}`` is ``_ELIGIBLE_UNITS`` (its two
@@ -176,21 +183,31 @@ _PAIR_NEYMAN = """
 def _pair_residual_variance(con: duckdb.DuckDBPyConnection, base: str, cands: list[str]):
     """Per candidate and pair cell, the expected squared residual of one more SME preference under
     the preference model: within-cell variance plus the posterior variance of the cell's win
-    score; None when no candidate has SME preferences yet (the judges' disagreement starts)."""
+    score; with the labelled pairs' evidence for the mixture (priority sqrt(vr) of their cell,
+    squared residual of their win score against the cell's, design weight 1 / pi). None when no
+    candidate has SME preferences yet (the judges' disagreement starts)."""
     import pandas as pd
 
-    parts = []
+    parts, ev = [], []
     for c in cands:
         pdata = engine.load_pairs(con, base, c, "overall")
         if pdata is None:
             continue
         th, _ = model.pairwise_posterior(pdata, "fast", draws=200)
         win, var, _ = model.pairwise_cells(pdata, th)
+        vr = var.mean(0) + win.var(0)
         cell_ids = con.execute("SELECT cell_id FROM pair_cells WHERE baseline = ? AND candidate = ? ORDER BY cell_id",
                                [base, c]).fetchall()
-        parts.append(pd.DataFrame({"candidate": c, "cell_id": [r[0] for r in cell_ids],
-                                   "vr": var.mean(0) + win.var(0)}))
-    return pd.concat(parts, ignore_index=True) if parts else None
+        parts.append(pd.DataFrame({"candidate": c, "cell_id": [r[0] for r in cell_ids], "vr": vr}))
+        if pdata.item_id is not None and len(pdata.item_id):
+            n_pop = int(np.sum(pdata.cell_n))
+            parts_w, _ = engine.design_weight_parts(con, np.asarray(pdata.item_id, object), n_pop, c)
+            ev.append((np.sqrt(vr[pdata.item_cell]), (pdata.item_win - win.mean(0)[pdata.item_cell]) ** 2,
+                       1.0 / np.maximum(parts_w.pi, 1e-9)))
+    if not parts:
+        return None
+    evidence = tuple(np.concatenate(x) for x in zip(*ev)) if ev else None
+    return pd.concat(parts, ignore_index=True), evidence
 
 
 def item_priorities(con: duckdb.DuckDBPyConnection) -> tuple[str, "np.ndarray", "np.ndarray", "np.ndarray"]:
@@ -201,24 +218,88 @@ def item_priorities(con: duckdb.DuckDBPyConnection) -> tuple[str, "np.ndarray", 
 
 
 def _cell_residual_variance(con: duckdb.DuckDBPyConnection, dimensions: list[str], models: list[str]):
-    """Per dimension and cell, the predicted residual variance of a label under the current fast fit."""
+    """Per dimension and cell, the predicted residual variance of a label under the current fast
+    fit; and per labelled output (dimension, item_id, model), its cell's predicted variance, its
+    squared residual (mean verdict - p) and its design weight 1 / pi, the mixture's evidence."""
     import pandas as pd
 
-    parts = []
+    parts, ev = [], []
     for dim in dimensions:
-        data, _, _ = engine.load_dimension(con, dim, models)
+        data, lab, _ = engine.load_dimension(con, dim, models)
         post = model.fit_laplace(data, draws=200)
-        parts.append(pd.DataFrame({"dimension": dim, "cell_id": data.cell_ids,
-                                   "vr": residual_variance_by_cell(data, post)}))
-    return pd.concat(parts, ignore_index=True)
+        p = pass_probability_by_cell(data, post)
+        vr = p * (1 - p)
+        parts.append(pd.DataFrame({"dimension": dim, "cell_id": data.cell_ids, "vr": vr}))
+        if len(lab.item_id):
+            pi = lab.pi if lab.pi is not None else 1.0 / np.maximum(lab.w, 1.0)
+            ev.append(pd.DataFrame({"dimension": dim, "item_id": lab.item_id,
+                                    "model": np.asarray(models, object)[lab.model], "vr": vr[lab.cell],
+                                    "e2": (lab.y - p[lab.cell]) ** 2, "d": 1.0 / np.maximum(pi, 1e-9)}))
+    return pd.concat(parts, ignore_index=True), (pd.concat(ev, ignore_index=True) if ev else None)
+
+
+def _unit_evidence(out_ev, base: str, cands: list[str], dim_w: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per labelled unit (item, candidate): its priority as ``_NEYMAN`` computes it (sqrt of the
+    w-weighted predicted variance of the baseline's and the candidate's outputs over dimensions),
+    its squared residual summed the same way, and its design weight."""
+    import pandas as pd
+
+    if out_ev is None or not len(out_ev):
+        return None
+    rows = []
+    for c in cands:
+        unit_items = out_ev.loc[out_ev["model"] == c, "item_id"].unique()
+        sub = out_ev[out_ev["item_id"].isin(unit_items) & out_ev["model"].isin([base, c])]
+        if not len(sub):
+            continue
+        w = sub["dimension"].map(lambda d: dim_w.get((d, c), 1.0)).to_numpy(float)
+        rows.append(pd.DataFrame({"item_id": sub["item_id"].to_numpy(object), "vr": w * sub["vr"].to_numpy(float),
+                                  "e2": w * sub["e2"].to_numpy(float), "d": sub["d"].to_numpy(float)})
+                    .groupby("item_id", sort=True).agg(vr=("vr", "sum"), e2=("e2", "sum"), d=("d", "max")))
+    if not rows:
+        return None
+    u = pd.concat(rows)
+    return np.sqrt(u["vr"].to_numpy(float)), u["e2"].to_numpy(float), u["d"].to_numpy(float)
+
+
+def pass_probability_by_cell(data: model.CellData, post: model.Posterior) -> np.ndarray:
+    """Pass probability of an SME verdict in each cell at the posterior mode."""
+    X = model._design(data, np.arange(len(data.cell_n)), post.mode_sigma, post.mode_tau)
+    return expit(X @ post.mode)
 
 
 def residual_variance_by_cell(data: model.CellData, post: model.Posterior) -> np.ndarray:
     """Predicted variance p (1 - p) of an SME verdict in each cell, at the posterior mode: the
     expected squared residual of a label there under the working model."""
-    X = model._design(data, np.arange(len(data.cell_n)), post.mode_sigma, post.mode_tau)
-    p = expit(X @ post.mode)
+    p = pass_probability_by_cell(data, post)
     return p * (1 - p)
+
+
+def mixture_weight(u: Units, random_share: float) -> tuple[float, str]:
+    """The weight of the priority part in this batch's mixture, and how it was chosen
+    (``sampling``: the cold start keeps the batch within 3x; then the labels' evidence decides).
+    ``random_share`` stays the least uniform share a lead asked for."""
+    max_mix = 1.0 - random_share
+    pool = u.priority[u.base_weight >= 1.0] if (u.base_weight >= 1.0).any() else u.priority
+    if u.evidence is None:
+        r, _ = sampling.relative_priorities(pool)
+        return sampling.cold_start_mix(r, max_mix), "cold start"
+    prio_lab, e2, d = u.evidence
+    _, r_lab = sampling.relative_priorities(pool, prio_lab)
+    a, what = sampling.evidence_mix(r_lab, e2, d, max_mix)
+    return a, f"evidence from {what['units']} labelled units"
+
+
+def mixture_probabilities(u: Units, n: float, random_share: float) -> tuple[np.ndarray, float]:
+    """Inclusion probabilities (summing to about ``n``, at least ``MIN_PER_SEGMENT`` per segment)
+    of the defensive mixture, and the priority part's weight."""
+    a, _ = mixture_weight(u, random_share)
+    pool = u.base_weight >= 1.0
+    r = np.zeros(len(u.priority))
+    if pool.any():
+        r[pool], _ = sampling.relative_priorities(u.priority[pool])
+    # a decided candidate's units (outside the pool) get no priority share, only their uniform one
+    return stratified_inclusion(r, u.segment, n, 1.0 - a, u.base_weight, clip=None), a
 
 
 def decided_candidates(con: duckdb.DuckDBPyConnection, candidates: list[str]) -> set[str]:
@@ -246,10 +327,10 @@ def unit_weights(con: duckdb.DuckDBPyConnection, dimensions: list[str], candidat
 
 
 def stratified_inclusion(priority: np.ndarray, segments: np.ndarray, n: float, random_share: float,
-                         base_weight: np.ndarray | None = None) -> np.ndarray:
+                         base_weight: np.ndarray | None = None, clip: float | None = sampling.PRIORITY_CLIP) -> np.ndarray:
     """Inclusion probabilities summing to n, with at least MIN_PER_SEGMENT expected per segment;
     ``base_weight`` spreads the uniform share unevenly (a decided candidate's units get less)."""
-    pi = sampling.inclusion_probabilities(priority, n, random_share, base_weight)
+    pi = sampling.inclusion_probabilities(priority, n, random_share, base_weight, clip)
     for seg in np.unique(segments):
         idx = segments == seg
         want = min(MIN_PER_SEGMENT, idx.sum())
@@ -272,7 +353,16 @@ class Batch:
 
 
 def refill(con: duckdb.DuckDBPyConnection, n: float, seed: int = 0, random_share: float | None = None) -> Batch:
-    """Choose about ``n`` more items by the adaptive policy and queue them with their inclusion probabilities."""
+    """Choose about ``n`` more items by the adaptive policy and queue them with their inclusion probabilities.
+
+    One refill at a time per database (``store.db_lock(con, "queue")``, held from the priorities to
+    the insert): a batch's probabilities are computed on the units no other batch holds, and its
+    ``batch_id`` (max + 1) is unique. Concurrent callers wait and then choose from what is left."""
+    with store.db_lock(con, "queue"):
+        return _refill(con, n, seed, random_share)
+
+
+def _refill(con: duckdb.DuckDBPyConnection, n: float, seed: int, random_share: float | None) -> Batch:
     s = store.get_settings(con)
     r = s["random_share"] if random_share is None else random_share
     if not 0 <= r <= 1:
@@ -282,18 +372,18 @@ def refill(con: duckdb.DuckDBPyConnection, n: float, seed: int = 0, random_share
     batch_id = _next_batch_id(con)
     if not len(ids):
         return Batch(batch_id, policy, 0, 0.0, 0)
-    pi = stratified_inclusion(prio, segs, n, r, u.base_weight)
+    pi, a = mixture_probabilities(u, n, r)
     rng = np.random.default_rng([seed, batch_id, 0x9E37])
     chosen = np.flatnonzero(rng.random(len(ids)) < pi)
     overlap = rng.random(len(chosen)) < s["overlap_share"]
     # Which part of the mixture chose the unit: the uniform share with probability (its part) / pi.
-    uniform_part = np.minimum(r * n * u.base_weight[chosen] / u.base_weight.sum(), pi[chosen])
+    uniform_part = np.minimum((1 - a) * n * u.base_weight[chosen] / u.base_weight.sum(), pi[chosen])
     reasons = np.where(rng.random(len(chosen)) * pi[chosen] < uniform_part, "random share",
                        "judges disagree" if policy == "disagreement" else "shrinks the interval most")
     import pandas as pd
 
     rows = pd.DataFrame({"item_id": ids[chosen], "candidate": u.candidate[chosen], "inclusion_prob": pi[chosen],
-                         "policy": f"{policy}+random{r:g}", "reason": reasons, "priority": prio[chosen],
+                         "policy": f"{policy}+random{1 - a:.2f}", "reason": reasons, "priority": prio[chosen],
                          "batch_id": batch_id, "overlap": overlap})
     _insert_queue(con, rows)
     return Batch(batch_id, policy, len(ids), float(pi.sum()), len(chosen))
@@ -304,7 +394,13 @@ def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment
                    candidate: str | None = None) -> Batch:
     """Queue a lead-chosen subset (a segment, a topic, items a judge fails), recorded as such: a simple
     random sample of ``n`` of the matching units (all when n is None), inclusion_prob = n / matching.
-    Units pair the baseline with ``candidate``, or with every candidate when it is None."""
+    Units pair the baseline with ``candidate``, or with every candidate when it is None. One
+    batch at a time per database, as ``refill``."""
+    with store.db_lock(con, "queue"):
+        return _queue_filtered(con, n, segment, topic, judge_fail, seed, candidate)
+
+
+def _queue_filtered(con, n, segment, topic, judge_fail, seed, candidate) -> Batch:
     import pandas as pd
 
     ensure_cells(con)
@@ -346,6 +442,25 @@ def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment
                          "batch_id": batch_id, "overlap": rng.random(k) < s["overlap_share"]})
     _insert_queue(con, rows)
     return Batch(batch_id, "filtered", len(ids), float(k), k)
+
+
+def lease_or_refill(con: duckdb.DuckDBPyConnection, annotator: str, n: float = 20, seed: int = 0) -> Lease | None:
+    """What the Label page does on load: this SME's lease (their active one, else the next unit),
+    refilling the queue by about ``n`` units when nothing is servable; None when nothing is left.
+
+    Many SMEs signing in at once on a fresh project all find the queue empty: the refill happens
+    under the queue lock and each caller first looks again, so the first one refills and the others
+    are served from its batch (a refill per caller would stack batches and, before the lock,
+    queued units twice)."""
+    lease = next_item(con, annotator)
+    if lease is not None:
+        return lease
+    with store.db_lock(con, "queue"):
+        lease = next_item(con, annotator)  # another session may have refilled while this one waited
+        if lease is None:
+            refill(con, n, seed=seed)
+            lease = next_item(con, annotator)
+    return lease
 
 
 def _next_batch_id(con) -> int:

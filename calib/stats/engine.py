@@ -271,12 +271,36 @@ def _interval_dict(draws, mass):
     return {"mean": mean, "lo": lo, "hi": hi}
 
 
-@one_blas_thread
+class FitRunning(TiebreakError):
+    """A NUTS fit of this database is already running in this process."""
+
+
 def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: float | None = None,
                 seed: int = 0, record: bool = True, draws: int | None = None,
                 max_label_id: int | None = None, forecast_extra: list[int] | None = None) -> dict:
     """Fit every dimension (``kind`` = "fast" Laplace or "nuts"), compute estimands, cross-checks and
-    decisions, and record the fit in ``fits``. Returns the JSON-able result (as ``tiebreak fit --json``)."""
+    decisions, and record the fit in ``fits``. Returns the JSON-able result (as ``tiebreak fit --json``).
+
+    One NUTS fit per database at a time in this process (``store.db_lock(con, "nuts")``, not
+    waited for: a second caller gets ``FitRunning``): a NUTS fit takes seconds to minutes and
+    two at once only compete for the same cores and memory. Another process cannot open the
+    database while the app holds it (DuckDB's single writer), so in-process is the whole scope."""
+    args = (con, kind, margin, seed, record, draws, max_label_id, forecast_extra)
+    if kind != "nuts":
+        return _fit_project(*args)
+    lock = store.db_lock(con, "nuts")
+    if not lock.acquire(blocking=False):
+        raise FitRunning("a NUTS fit of this database is already running; wait for it to finish")
+    try:
+        return _fit_project(*args)
+    finally:
+        lock.release()
+
+
+@one_blas_thread
+def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: float | None = None,
+                seed: int = 0, record: bool = True, draws: int | None = None,
+                max_label_id: int | None = None, forecast_extra: list[int] | None = None) -> dict:
     t0 = time.perf_counter()
     s = store.get_settings(con)
     margin = s["margin"] if margin is None else margin
@@ -381,12 +405,15 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             _hold_on_few(row, int(how.get("items", 0)) if how.get("estimator") == "design" else 0,
                          s["min_decision_items"], "pairs compared by SMEs")
             result["preference"].append(row)
+            result["cross_checks"] += _pair_cross_checks(con, pdata, base, c, dim, mass)
+            n_label_rows += int(len(pdata.obs_y))
             labelled_items |= set(pdata.item_id.tolist()) if pdata.item_id is not None else set()
     if not s["dimensions"] and not result["preference"]:
         # a pairwise-only project before any SME comparison: say what the fit is waiting for
         result["warnings"].append("no SME preferences yet: the win rate and its decision appear once SMEs "
                                   "compare pairs (the Label page, `tiebreak queue --lease`, or `tiebreak labels import`)")
     result["n_labels"] = len(labelled_items)
+    result["interval_kind"] = interval_kind(result)
     result["max_label_id"] = max_label_id if max_label_id is not None else label_high_water
     result["n_label_rows"] = n_label_rows
     result["seconds"] = time.perf_counter() - t0
@@ -467,6 +494,71 @@ def p_best(delta_draws: dict[str, np.ndarray], baseline: str) -> dict[str, float
 
 def _items_labelled_for_both(lab: LabelledOutputs, bi: int, ci: int) -> int:
     return len(set(lab.item_id[lab.model == bi].tolist()) & set(lab.item_id[lab.model == ci].tolist()))
+
+
+def interval_kind(fit: dict) -> str:
+    """What the fit's intervals are, in the words a lead signs: "confidence" where every reported
+    estimate is design-based (``calib.stats.design``: a frequentist interval, valid whatever the
+    model), "credible" where every one is the calibration model's posterior (too few labelled
+    items), "mixed" otherwise."""
+    kinds = {str(v.get("estimator")) for v in (fit.get("estimator") or {}).values()}
+    kinds |= {str((p.get("estimator") or {}).get("estimator")) for p in fit.get("preference", [])}
+    kinds.discard("None")
+    if kinds == {"design"}:
+        return "confidence"
+    if kinds <= {"model"}:
+        return "credible"
+    return "mixed"
+
+
+INTERVAL_WORDS = {"confidence": "confidence intervals (design-based)",
+                  "credible": "credible intervals (model-based: too few labelled items for the design-based estimate)",
+                  "mixed": "intervals (design-based where enough items are labelled, else model-based credible)"}
+
+
+def interval_words(fit: dict) -> str:
+    """'95% confidence intervals (design-based)' and the like, for captions, the CLI and the report."""
+    kind = fit.get("interval_kind") or interval_kind(fit)
+    return f"{fit.get('interval', 0.95):.0%} {INTERVAL_WORDS[kind]}"
+
+
+def _pair_cross_checks(con, pdata: model.PairData, base: str, cand: str, dim: str, mass: float) -> list[dict]:
+    """The win rate by other estimators, on the same SME preferences: each judge alone (its mean
+    preference over every pair: no interval), human-only (the labelled pairs' design-weighted mean
+    win score) and PPI++ (the judges' mean preference as the prediction, power-tuned); both
+    intervals with the finite-population correction sqrt(1 - n / N), as the design estimate has."""
+    import pandas as pd
+
+    q = """SELECT ic.item_id, p.judge, p.preference FROM item_pair_cells ic
+           LEFT JOIN pair_judge_prefs p ON p.item_id = ic.item_id AND p.baseline = ic.baseline
+                AND p.candidate = ic.candidate AND p.dimension = ?
+           WHERE ic.baseline = ? AND ic.candidate = ?"""
+    prefs = con.execute(q, [dim, base, cand]).fetch_df()
+    out = []
+    for j, g in prefs.dropna(subset=["judge"]).groupby("judge", sort=True):
+        out.append({"dimension": dim, "baseline": base, "candidate": cand, "estimand": "win rate",
+                    "method": f"judge-only:{j}", "mean": float(g["preference"].mean()), "lo": None, "hi": None,
+                    "note": "no interval: a judge's error is bias, which more data does not shrink"})
+    if pdata.item_id is None or len(pdata.item_id) < 2:
+        return out
+    # an item no judge compared is predicted a tie
+    f_item = prefs.groupby("item_id", sort=True)["preference"].mean().fillna(0.5)
+    N, n = len(f_item), len(pdata.item_id)
+    f_lab = pd.Series(pdata.item_id).map(f_item).fillna(0.5).to_numpy(float)
+    w, _ = design_weights(con, pdata.item_id, N, cand)
+    fpc = float(np.sqrt(max(1.0 - n / max(N, 1), 0.0)))
+    y = np.asarray(pdata.item_win, float)
+
+    def shrunk(mean, lo, hi):
+        return {"mean": mean, "lo": mean - (mean - lo) * fpc, "hi": mean + (hi - mean) * fpc}
+
+    mean, lo, hi = crosscheck.weighted_mean_interval(y, w, mass)
+    out.append({"dimension": dim, "baseline": base, "candidate": cand, "estimand": "win rate",
+                "method": "human-only", **shrunk(mean, lo, hi), "n": n})
+    ppi = crosscheck.ppi_mean_interval(y, f_lab, float(f_item.mean()), w, mass)
+    out.append({"dimension": dim, "baseline": base, "candidate": cand, "estimand": "win rate", "method": "ppi++",
+                **shrunk(ppi["mean"], ppi["lo"], ppi["hi"]), "lambda": ppi["lam"], "n": n})
+    return out
 
 
 def _cross_checks(con, dim, data, lab, f_pop, models, base, cand, mass) -> list[dict]:

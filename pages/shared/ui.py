@@ -90,11 +90,15 @@ def _users_exist(cur) -> bool:
     return cur.execute("SELECT count(*) FROM users").fetchone()[0] > 0
 
 
-def sign_in_form(cur) -> None:
-    """The sign-in form (pages/shared/auth.py: throttled, sets the session cookie)."""
-    from pages.shared import auth
+def sign_in_form(cur, offer=None) -> None:
+    """The sign-in page: the password form (pages/shared/auth.py: throttled, sets the session
+    cookie) unless turned off, and the identity providers' buttons (pages/shared/sso.py)."""
+    from pages.shared import auth, sso
 
-    auth.sign_in_form(cur)
+    offer = offer or sso.offer()
+    if offer.password:
+        auth.sign_in_form(cur)
+    sso.sign_in_panel(offer, title=not offer.password)
 
 
 def require(*roles: str) -> tuple[str, str]:
@@ -110,15 +114,21 @@ def require(*roles: str) -> tuple[str, str]:
     elif st.session_state.get("auth_user") == "local":  # users were added: sign in as one of them
         for k in ("auth_user", "auth_role"):
             st.session_state.pop(k, None)
-    from pages.shared import auth
+    from pages.shared import auth, sso
 
-    if auth.restore(cur):  # a reload or a new tab: signed in again from the session cookie
-        st.rerun()
-    user = st.session_state.get("auth_user")
-    if user and user != "local" and not auth.still_valid(cur):
-        user = None
+    offer, before = sso.offer(), st.session_state.get("auth_user")
+    if sso.signed_in(cur, offer):  # the identity provider's user, matched by e-mail at every rerun
+        user = st.session_state["auth_user"]
+        if user != before:  # a fresh sign-in: rerun so the page's own redirects act (SMEs go to Label)
+            st.rerun()
+    else:
+        if offer.password and auth.restore(cur):  # a reload or a new tab: signed in again from the session cookie
+            st.rerun()
+        user = st.session_state.get("auth_user")
+        if user and user != "local" and (not offer.password or not auth.still_valid(cur)):
+            user = None
     if not user:
-        sign_in_form(cur)
+        sign_in_form(cur, offer)
         st.stop()
     role = st.session_state.get("auth_role")
     auth.write_pending_cookie()
@@ -167,4 +177,9 @@ def nav(role: str) -> None:
 
     user = st.session_state.get("auth_user")
     st.sidebar.caption(f"Signed in as {md(user)} ({role})")
-    auth.account_box(cursor())
+    if st.session_state.get("auth_via") == "sso":
+        from pages.shared import sso
+
+        sso.account_box()
+    else:
+        auth.account_box(cursor())
