@@ -40,7 +40,7 @@ with right:
 
 st.subheader("Judges")
 if s["judges"]:
-    st.dataframe(safe.rows(s["judges"]), hide_index=True, width="stretch")
+    st.dataframe(safe.rows(tables.judge_count_table(s["judges"])), hide_index=True, width="stretch")
 else:
     st.info("No judge scores yet: import a file on the Admin page or with `tiebreak import FILE`.")
 
@@ -55,17 +55,19 @@ else:
     st.info("No SME labels yet.")
 
 st.subheader("Queue")
-left, right = st.columns(2)
-with left:
-    st.markdown("**Queued items by reason**")
-    summary = queue.queue_summary(cur)
-    if summary:
-        st.dataframe(safe.rows(summary), hide_index=True, width="stretch")
-    else:
-        st.info("Nothing queued yet: the labelling page fills the queue, or run `tiebreak queue`.")
-with right:
-    st.markdown("**Where the judges disagree most**")
-    st.dataframe(safe.rows(ui.cached_disagreements(ui.db_path(), 15)), hide_index=True, width="stretch")
+# one table under the other: side by side, each got half the width and cut its last column at 1280 px
+st.markdown("**Queued items by reason**")
+summary = queue.queue_summary(cur)
+if summary:
+    st.dataframe(safe.rows(tables.queue_table(summary)), hide_index=True, width="stretch")
+else:
+    st.info("Nothing queued yet: the labelling page fills the queue, or run `tiebreak queue`.")
+st.markdown("**Where the judges disagree most**")
+st.caption("Judges disagree: the spread of the judges' normalised scores on the same output (standard deviation, "
+           "averaged over the item's outputs and dimensions). Models differ: how far the judges' consensus on a "
+           "candidate's output is from the baseline's (the candidate that differs most). Score: their sum.")
+st.dataframe(safe.rows(tables.disagreement_table(ui.cached_disagreements(ui.db_path(), 15))), hide_index=True,
+             width="stretch", height="content")
 
 st.subheader("Flagged by SMEs")
 flagged = queue.review_list(cur)

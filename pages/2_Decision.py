@@ -44,6 +44,11 @@ def live() -> None:
     """Refits (fast) when labels arrived since the last fit, then redraws: runs every 5 s."""
     session = auth.recheck("lead", "admin")  # a fragment rerun skips the page's sign-in gate
     cur = ui.cursor()
+    steps = dashboard.next_steps(cur)
+    if steps is not None:  # no label yet: what to do, not a prior-only fit's cards and charts
+        st.info("No SME labels yet, so there is no decision to show. Next:\n"
+                + "\n".join(f"{k}. {step}" for k, step in enumerate(steps, 1)))
+        return
     try:
         fit = dashboard.refresh(cur, session=session)
     except TiebreakError as exc:  # e.g. an empty project: say what is missing
@@ -85,10 +90,8 @@ def live() -> None:
             col = cols[k % len(cols)]
             pair = d in fit.get("preference", [])
             name = ("Side by side: " if pair else "") + safe.one_line(d["dimension"], 60)
-            what = (f"Win rate {tables.pct(d['mean'])} [{tables.pct(d['lo'])}, {tables.pct(d['hi'])}]" if pair else
-                    f"Delta {tables.pp(d['mean'])} [{tables.pp(d['lo'])}, {tables.pp(d['hi'])}]")
-            col.metric(safe.md(name), safe.md(d["decision"].upper()), what, delta_color="off", delta_arrow="off",
-                       border=True)
+            col.metric(safe.md(name), safe.md(d["decision"].upper()), tables.card_delta(d, pair), delta_color="off",
+                       delta_arrow="off", border=True)
             col.caption(f"P(not worse by more than {100 * fit['margin']:g} pp) = {d['p_noninferior']:.3f}"
                         + (f" · {safe.md(d['note'])}" if d.get("note") else ""))
     if many and fit.get("p_best"):

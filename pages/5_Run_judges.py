@@ -9,6 +9,7 @@ from calib import safetext as safe
 from calib.data import store
 from calib.judges import batch, config as judge_config, run as judges
 from calib.errors import TiebreakError
+from calib.insight import tables
 from pages.shared import ui
 
 st.set_page_config(page_title="Run judges · Tiebreak", page_icon="🤖", layout="wide")
@@ -33,9 +34,7 @@ try:
 except TiebreakError as exc:
     st.error(safe.md(exc))
     st.stop()
-st.dataframe(safe.rows([{"judge": j.name, "kind": j.kind, "model / method": j.model or j.method,
-               "dimensions": ", ".join(j.dimensions), "api_base": j.api_base or ""} for j in cfg.judges]),
-             hide_index=True, width="stretch")
+st.dataframe(safe.rows(tables.judge_config_table(cfg.judges)), hide_index=True, width="stretch")
 c1, c2, c3, c4 = st.columns(4)
 limit = c1.number_input("Only the first N items (0 = all)", min_value=0, value=0, step=10, key="runj_limit")
 concurrency = c2.number_input("Calls in flight", min_value=1, max_value=256, value=cfg.run.concurrency, key="runj_conc")
@@ -93,17 +92,21 @@ def live() -> None:
                 st.rerun(scope="app")
     cur = ui.cursor()
     st.subheader("Calls so far")
-    st.dataframe(safe.rows(judges.call_summary(cur)), hide_index=True, width="stretch")
+    calls = judges.call_summary(cur)
+    if calls:
+        st.dataframe(safe.rows(tables.call_summary_table(calls)), hide_index=True, width="stretch")
+    else:
+        st.caption("No judge calls in this project yet: press Start.")
     batches = batch.list_batches(cur)
     if batches:
         st.subheader("Provider batches")
-        st.dataframe(safe.rows(batches), hide_index=True, width="stretch")
+        st.dataframe(safe.rows(tables.batch_table(batches)), hide_index=True, width="stretch")
     bias = judges.position_bias(cur)
     if bias:
         st.subheader("Pairwise judges: position bias")
         st.caption("Share of decided calls in which the judge picked the answer shown first (0.5 = no bias; each "
                    "pair is judged in both orders, so the stored preference cancels it).")
-        st.dataframe(safe.rows(bias), hide_index=True, width="stretch")
+        st.dataframe(safe.rows(tables.pair_position_bias_table(bias)), hide_index=True, width="stretch")
 
 
 live()

@@ -10,7 +10,7 @@ from calib import safetext as safe
 from calib.data import store
 from calib.stats import engine
 from calib.review import simulate
-from calib.insight import dashboard, plots
+from calib.insight import dashboard, plots, tables
 from calib.errors import TiebreakError
 from pages.shared import ui
 
@@ -68,17 +68,23 @@ def demo_live() -> None:
         return
     st.caption(f"{fit['n_labels']} labelled items; the simulated SME is "
                + ("labelling." if ss["demo_running"] else "paused."))
-    cols = st.columns(max(1, len(fit["diffs"])))
-    for col, d in zip(cols, fit["diffs"]):
-        col.metric(safe.md(safe.one_line(d["dimension"], 60)), safe.md(d["decision"].upper()),
-                   f"Delta {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", delta_color="off",
-                   delta_arrow="off", border=True)
     history = engine.fits_history(cur)
-    fc = {f["dimension"]: f for f in fit.get("forecasts", [])}
-    cols = st.columns(max(1, len(fit["diffs"])))
-    for i, (col, d) in enumerate(zip(cols, fit["diffs"])):
-        col.plotly_chart(plots.shrinkage_figure(history, d["dimension"], fc.get(d["dimension"]), fit["margin"]),
-                         key=f"demo_shrink_{i}")
+    fc = {(f["dimension"], f.get("candidate")): f for f in fit.get("forecasts", [])}
+    cands = fit.get("candidates") or []
+    many = len(cands) > 1  # several candidates: a row of cards and charts per candidate, named
+    for c in cands if many else [None]:
+        diffs = [d for d in fit["diffs"] if c is None or d["candidate"] == c]
+        if c is not None:
+            st.markdown(f"**{safe.md(safe.one_line(c, 60))}** vs the baseline")
+        cols = st.columns(max(1, min(len(diffs), 4)))
+        for k, d in enumerate(diffs):
+            cols[k % len(cols)].metric(safe.md(safe.one_line(d["dimension"], 60)), safe.md(d["decision"].upper()),
+                                       tables.card_delta(d), delta_color="off", delta_arrow="off", border=True)
+        for k in range(0, len(diffs), 2):  # two charts a row: a third would squeeze titles and legends
+            for j, (col, d) in enumerate(zip(st.columns(2), diffs[k:k + 2])):
+                col.plotly_chart(plots.shrinkage_figure(history, d["dimension"], fc.get((d["dimension"], d["candidate"])),
+                                                        fit["margin"], candidate=c),
+                                 key=f"demo_shrink_{cands.index(c) if c is not None else 0}_{k + j}")
 
 
 demo_live()
@@ -95,5 +101,8 @@ st.caption("Refits at 12 moments of this project's label history, each counting 
 if st.toggle("Replay the label history", key="demo_replay"):
     rows = _replay(db, engine.label_watermark(cur))
     margin = settings["margin"]
-    for i, dim in enumerate(settings["dimensions"]):
-        st.plotly_chart(plots.replay_figure(rows, dim, margin), key=f"demo_replay_{i}")
+    cands = settings["candidates"] if len(settings["candidates"]) > 1 else [None]
+    charts = [(dim, c) for c in cands for dim in settings["dimensions"]]
+    for k in range(0, len(charts), 2):  # two a row; with several candidates, one figure per candidate
+        for j, (col, (dim, c)) in enumerate(zip(st.columns(2), charts[k:k + 2])):
+            col.plotly_chart(plots.replay_figure(rows, dim, margin, candidate=c), key=f"demo_replay_{k + j}")

@@ -17,6 +17,7 @@ import streamlit as st
 from calib import safetext
 from calib.data import evalformats, importjob, store
 from calib.errors import TiebreakError
+from calib.insight import tables
 from calib.review import sso, users
 from pages.shared import ui
 
@@ -43,7 +44,7 @@ with tab_users:
     mails = sso.emails(ui.cursor())
     people = [{**u, "email": mails.get(u["name"], "")} for u in people]  # what single sign-on matches
     if people:
-        st.dataframe(safetext.rows(people), hide_index=True, width="stretch")
+        st.dataframe(safetext.rows(tables.users_table(people)), hide_index=True, width="stretch")
     else:
         st.info("No users yet: everyone acts as a local admin until the first user is added.")
     from pages.shared import sso as sso_page
@@ -267,6 +268,6 @@ with tab_locks:
 with tab_log:
     log = users.audit_log(ui.cursor(), 200)
     if log:
-        st.dataframe(safetext.rows(log), hide_index=True, width="stretch")
+        st.dataframe(safetext.rows(tables.audit_table(log)), hide_index=True, width="stretch")
     else:
         st.caption("Nothing yet: user changes, settings, imports and unlocks are logged here.")

@@ -186,6 +186,7 @@ def test_run_judges_page_runs_offline_judges_to_the_end(demo_db):
     at.run()
     assert not at.exception
     assert any(m.label == "OK" and m.value == "1,200" for m in at.metric)
+    assert not [c for df in at.dataframe for c in df.value.columns if "_" in c]  # human headers
 
 
 @pytest.mark.parametrize("page", PAGES)

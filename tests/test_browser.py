@@ -40,9 +40,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_app(db) -> tuple[str, subprocess.Popen]:
-    """`streamlit run app.py` on a free 127.0.0.1 port against ``db``; returns (url, process) once healthy."""
-    port = _free_port()
+def _start_app(db, port: int | None = None) -> tuple[str, subprocess.Popen]:
+    """`streamlit run app.py` on ``port`` (default: a free one) of 127.0.0.1 against ``db``; returns
+    (url, process) once healthy."""
+    port = port or _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],

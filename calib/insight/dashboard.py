@@ -122,6 +122,29 @@ FORECAST_EXTRA = [25, 50, 100, 200, 400, 800]
 _REFIT_LOCK = threading.Lock()
 
 
+def next_steps(con: duckdb.DuckDBPyConnection) -> list[str] | None:
+    """What to do on a project with no SME label yet (the Decision page says it instead of drawing
+    a prior-only fit: cards, charts and tables of numbers no one measured); None once there are
+    labels. Markdown lines naming the page or command for each way to get labels."""
+    s = store.get_settings(con)
+    if engine.label_watermark(con) > 0 or not s["baseline"] or not s["candidates"]:
+        return None  # labels: the decision; no models yet: the fit's own error says what is missing
+    from calib.review import simulate
+
+    smes = con.execute("SELECT count(*) FROM users WHERE role = 'sme' AND coalesce(active, TRUE)").fetchone()[0]
+    steps = ["SMEs label items on the **Label** page; the queue picks the items that narrow the interval most. "
+             + (f"{smes} SME account{'s' if smes != 1 else ''} can sign in." if smes else
+                "Add SME accounts first: Admin page (Users), or `tiebreak users add NAME --role sme`.")]
+    steps.append("Labels you already have: import them on the Admin page (Imports) or with "
+                 "`tiebreak labels import FILE`.")
+    if simulate.has_truth(con):
+        steps.append("This is a demo database: a simulated SME can label it on the **Demo** page, or run "
+                     "`tiebreak simulate --items 40`.")
+    steps.append(f"The decision appears here as labels arrive (a fast refit every 5 s); signing off needs at least "
+                 f"{s['min_decision_items']} items labelled for both models on each dimension.")
+    return steps
+
+
 def refresh(con: duckdb.DuckDBPyConnection, session=None) -> dict:
     """One dashboard refresh: a fast fit (with the forecast, from the same posterior) if labels
     arrived since the latest fit, else the latest fit. Several open dashboards refit once. A page

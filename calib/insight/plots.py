@@ -6,6 +6,8 @@ goes through ``safetext.html`` first."""
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -15,6 +17,20 @@ from calib.safetext import html as _h, one_line
 def _name(value: object, limit: int = 40) -> str:
     """A name from the data for a Plotly label: one line, cut to ``limit`` characters, escaped."""
     return _h(one_line(value, limit))
+
+
+TITLE_WIDTH = 46  # characters a title line holds in a chart half a 1280 px page wide (about 450 px)
+
+
+def _title(text: str, top: int = 20) -> tuple[dict, int]:
+    """A chart title from plain text (names already ``one_line``-cut, not escaped): wrapped into
+    lines of at most ``TITLE_WIDTH`` characters, each escaped (so no wrap can split an entity), so a
+    long title never runs past the chart's edge; and the top margin those lines need (``top`` px
+    more for what sits under the title, e.g. a Play button)."""
+    lines = textwrap.wrap(text, TITLE_WIDTH, break_long_words=True, break_on_hyphens=False) or [""]
+    # Plotly centres the title in the top margin (an explicit yanchor "top" cut a wrapped title's
+    # first line off in the browser); the extra 40 px under it hold a note at the plot's top edge
+    return {"text": "<br>".join(_h(line) for line in lines), "x": 0.01, "xanchor": "left"}, 40 + 22 * len(lines) + top
 
 
 FORECAST_SHARE = 0.5  # the forecast is drawn for at most half the labels so far (at least its first step)
@@ -46,7 +62,8 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
     if margin is not None:
         fig.add_hline(y=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})",
                       annotation_position="bottom left")
-    title = f"{_name(dimension)}: 95% interval of Delta vs labels" + (f" ({_name(candidate)})" if candidate else "")
+    title, top = _title(f"{one_line(dimension, 40)}: 95% interval of Delta vs labels"
+                        + (f" ({one_line(candidate, 40)})" if candidate else ""))
     x_end = x[-1] if x else None
     if forecast and rows:
         n0, m0 = rows[-1]["n_labels"], forecast["mean"]
@@ -80,7 +97,7 @@ def shrinkage_figure(history: list[dict], dimension: str, forecast: dict | None 
         fig.update_xaxes(range=[x[0] - pad, x_end + pad])
     fig.update_layout(title=title,
                       xaxis_title="labelled items", yaxis_title="Delta in pass rate (share of outputs)",
-                      legend={"orientation": "h", "y": -0.3}, height=400, margin={"t": 50, "b": 100, "l": 60, "r": 20})
+                      legend={"orientation": "h", "y": -0.3, "yanchor": "top"}, height=390 + top, margin={"t": top, "b": 110, "l": 60, "r": 20})
     return fig
 
 
@@ -93,9 +110,11 @@ def forest_figure(segment_diffs: list[dict], dimension: str, margin: float, cand
                  "arrayminus": [d["mean"] - d["lo"] for d in rows]}, name="Delta"))
     fig.add_vline(x=-margin, line_dash="dash", line_color="red", annotation_text=f"-margin ({margin:g})")
     fig.add_vline(x=0, line_dash="dot", line_color="grey")
-    fig.update_layout(title=f"{_name(dimension)}: Delta by segment" + (f" ({_name(candidate)})" if candidate else ""),
+    title, top = _title(f"{one_line(dimension, 40)}: Delta by segment"
+                        + (f" ({one_line(candidate, 40)})" if candidate else ""))
+    fig.update_layout(title=title,
                       xaxis_title="Delta in pass rate (share of outputs)", yaxis_title="segment", yaxis_type="category",
-                      yaxis_autorange="reversed", height=320, margin={"t": 50, "b": 40, "l": 80, "r": 20})
+                      yaxis_autorange="reversed", height=290 + top, margin={"t": top, "b": 40, "l": 80, "r": 20})
     return fig
 
 
@@ -113,18 +132,23 @@ def calibration_figure(curve: list[dict], judge: str, dimension: str) -> go.Figu
                      "arrayminus": [r["sme_pass_rate"] - r["lo"] for r in rows]},
             text=[f"n = {r['n']}" for r in rows]))
     j, d = _name(judge, 30), _name(dimension, 30)
-    fig.update_layout(title=f"{j} on {d}: SME pass rate by judge score",
+    title, top = _title(f"{one_line(judge, 30)} on {one_line(dimension, 30)}: SME pass rate by judge score")
+    fig.update_layout(title=title,
                       xaxis_title=f"{j} score (judge's own units, bin mean)",
-                      yaxis_title="SME pass rate (share of outputs)", yaxis_range=[0, 1.02], height=340,
-                      legend_title_text="Model", margin={"t": 50, "b": 40, "l": 60, "r": 20})
+                      yaxis_title="SME pass rate (share of outputs)", yaxis_range=[0, 1.02], height=310 + top,
+                      legend_title_text="Model", margin={"t": top, "b": 40, "l": 60, "r": 20})
     return fig
 
 
-def replay_figure(replay: list[dict], dimension: str, margin: float | None = None) -> go.Figure:
-    """An animation of the label history: frame k shows the intervals of Delta up to replay step k."""
-    rows = sorted((r for r in replay if r["dimension"] == dimension), key=lambda r: r["step"])
+def replay_figure(replay: list[dict], dimension: str, margin: float | None = None,
+                  candidate: str | None = None) -> go.Figure:
+    """An animation of the label history: frame k shows the intervals of Delta up to replay step k
+    (``candidate``: that candidate's Delta only; with several candidates, pass one)."""
+    rows = sorted((r for r in replay if r["dimension"] == dimension and candidate in (None, r.get("candidate"))),
+                  key=lambda r: r["step"])
+    name = one_line(dimension, 40) + (f" ({one_line(candidate, 40)})" if candidate else "")
     if not rows:
-        return go.Figure().update_layout(title=f"{_name(dimension)}: no labels to replay")
+        return go.Figure().update_layout(title=_title(f"{name}: no labels to replay")[0])
 
     def traces(upto):
         sub = [r for r in rows if r["step"] <= upto]
@@ -144,12 +168,13 @@ def replay_figure(replay: list[dict], dimension: str, margin: float | None = Non
     fig.add_hline(y=0, line_dash="dot", line_color="grey")
     if margin is not None:
         fig.add_hline(y=-margin, line_dash="dash", line_color="red")
+    title, top = _title(f"{name}: replay of the label history", top=30)  # the Play button sits under it
     fig.update_layout(
-        title=f"{_name(dimension)}: replay of the label history", xaxis_title="labelled items",
-        yaxis_title="Delta in pass rate (share of outputs)", height=360,
+        title=title, xaxis_title="labelled items",
+        yaxis_title="Delta in pass rate (share of outputs)", height=290 + top,
         xaxis_range=[0, max(r["n_labels"] for r in rows) * 1.05], yaxis_range=[lo - pad, hi + pad],
-        updatemenus=[{"type": "buttons", "showactive": False, "x": 0, "y": 1.15, "xanchor": "left",
+        updatemenus=[{"type": "buttons", "showactive": False, "x": 0, "y": 1.02, "yanchor": "bottom", "xanchor": "left",
                       "buttons": [{"label": "Play", "method": "animate",
                                    "args": [None, {"frame": {"duration": 600, "redraw": True}, "fromcurrent": True}]}]}],
-        margin={"t": 70, "b": 40, "l": 60, "r": 20})
+        margin={"t": top, "b": 40, "l": 60, "r": 20})
     return fig

@@ -153,6 +153,15 @@ def crosscheck_table(checks: list[dict], with_note: bool = True) -> list[dict]:
     return present(checks, cols + ([("note", "Note", None)] if with_note else []))
 
 
+def batch_table(batches: list[dict]) -> list[dict]:
+    """Provider batches (``calib.judges.batch.list_batches``), newest first, with human headers."""
+    return present(batches, [
+        ("batch_no", "Batch", integer), ("judge", "Judge", None), ("model", "Model", None), ("state", "State", None),
+        ("requests", "Requests", integer), ("ok", "OK", integer), ("failed", "Failed", integer),
+        ("requeued", "Re-queued", integer), ("provider_batch_id", "Provider id", None), ("error", "Error", None),
+        ("updated_at", "Updated", None)])
+
+
 def crosscheck_notes(checks: list[dict]) -> list[str]:
     """One line per kind of method that carries a note ('judge-only: no interval: ...')."""
     seen: dict[str, str] = {}
@@ -256,8 +265,8 @@ def drift_table(rows: list[dict]) -> list[dict]:
                           ("pass_rate_first", "Pass rate, first third", pct),
                           ("pass_rate_last", "Pass rate, last third", pct),
                           ("pass_rate_change", "Change", pp),
-                          ("median_s_first", "Median per comparison, first third", seconds),
-                          ("median_s_last", "Median per comparison, last third", seconds)])
+                          ("median_s_first", "Median time, first third", seconds),
+                          ("median_s_last", "Median time, last third", seconds)])
 
 
 def judge_agreement_table(rows: list[dict]) -> list[dict]:
@@ -274,7 +283,10 @@ def judge_bias_table(rows: list[dict]) -> list[dict]:
     spp = lambda v: DASH if _missing(v) else f"{100 * v:+.1f} pp"  # noqa: E731
     return present(rows, [("judge", "Judge", None), ("dimension", "Dimension", None), ("candidate", "Candidate", None),
                           ("bias_baseline", "Bias on the baseline", spp), ("bias_candidate", "Bias on the candidate", spp),
-                          ("bias_difference", "Difference", spp), (interval("lo", "hi", spp), "95% interval", None),
+                          # the difference and its interval in one column: a table of every judge, dimension
+                          # and candidate must fit a 1280 px page without a horizontal scroll
+                          (lambda r: DASH if _missing(r.get("bias_difference")) else
+                           f"{spp(r['bias_difference'])} {interval('lo', 'hi', spp)(r)}", "Difference [95% interval]", None),
                           ("differs", "Differs", yes_no),
                           (lambda r: f"{r.get('n_baseline', 0):,} / {r.get('n_candidate', 0):,}", "Labelled (baseline / candidate)", None)])
 
@@ -296,3 +308,96 @@ def fits_history_csv(history: list[dict]) -> bytes:
     from calib.safetext import csv_frame
 
     return csv_frame(pd.DataFrame(history)).to_csv(index=False).encode()
+
+
+# --------------------------------------------------------------------------- Home and Admin
+
+
+def judge_count_table(rows: list[dict]) -> list[dict]:
+    """Home: judge scores imported per judge and dimension."""
+    return present(rows, [("judge", "Judge", None), ("dimension", "Dimension", None),
+                          ("scores", "Scores", integer)])
+
+
+def queue_table(rows: list[dict]) -> list[dict]:
+    """Home: queued items by the reason the queue picked them (``queue.queue_summary``)."""
+    return present(rows, [("reason", "Reason", None), ("queued", "Queued", integer), ("done", "Done", integer),
+                          ("mean_inclusion_prob", "Mean inclusion probability", lambda v: num(v, 3)),
+                          ("overlap", "For a second SME", integer)])
+
+
+def disagreement_table(rows: list[dict]) -> list[dict]:
+    """Home: the items where the judges disagree most (``queue.top_disagreements``): spread of the
+    judges on one output, difference between the models' judge verdicts, and their sum."""
+    return present(rows, [("item_id", "Item", None), ("segment", "Segment", None), ("topic", "Topic", None),
+                          ("judges_disagree", "Judges disagree", lambda v: num(v, 2)),
+                          ("models_differ", "Models differ", lambda v: num(v, 2)),
+                          ("score", "Score", lambda v: num(v, 2))])
+
+
+def _when(v: Any) -> str:
+    """A timestamp to the second (DuckDB gives datetimes; microseconds are noise on a page)."""
+    return DASH if _missing(v) else (v.strftime("%Y-%m-%d %H:%M:%S") if hasattr(v, "strftime") else str(v))
+
+
+def users_table(rows: list[dict]) -> list[dict]:
+    """Admin: the users (``users.list_users``) with their sign-in state, and the e-mail single
+    sign-on matches them by when the rows carry one (``email``)."""
+    cols: list[Column] = [("name", "User", None), ("role", "Role", None), ("active", "Active", yes_no),
+                          ("created_at", "Added", _when), ("failures", "Failed sign-ins", integer),
+                          ("locked", "Locked", yes_no)]
+    if any("email" in r for r in rows):
+        cols.insert(2, ("email", "E-mail", None))
+    return present(rows, cols)
+
+
+def audit_table(rows: list[dict]) -> list[dict]:
+    """Admin: the audit log (``users.audit_log``), newest first."""
+    return present(rows, [("at", "When", _when), ("actor", "Who", None), ("action", "Action", None),
+                          ("detail", "Detail", None)])
+
+
+# --------------------------------------------------------------------------- cards
+
+NBSP = "\u00a0"
+
+
+def card_delta(d: dict, pair: bool = False) -> str:
+    """The line under a decision card's verdict: 'Delta +3.4 pp [-6.5 pp, +13.5 pp]' (or the
+    side-by-side win rate) with non-breaking spaces inside each figure, so a narrow card wraps
+    between figures (after 'Delta', after a comma) and never between a number and its unit."""
+    fmt = pct if pair else pp
+
+    def keep(s: str) -> str:
+        return s.replace(" ", NBSP)
+
+    head = "Win rate" if pair else "Delta"
+    return f"{head} {keep(fmt(d['mean']))} [{keep(fmt(d['lo']))}, {keep(fmt(d['hi']))}]"
+
+
+# --------------------------------------------------------------------------- Run judges
+
+
+def judge_config_table(judges: list) -> list[dict]:
+    """Run judges: the judges a TOML file defines (``calib.judges.config`` objects)."""
+    return [{"Judge": j.name, "Kind": j.kind, "Model or method": j.model or j.method,
+             "Dimensions": ", ".join(j.dimensions), "API base": j.api_base or DASH} for j in judges]
+
+
+def call_summary_table(rows: list[dict]) -> list[dict]:
+    """Run judges: calls per judge (or generator) and task (``judges.call_summary``)."""
+    return present(rows, [("judge", "Judge", None), ("task", "Task", None), ("ok", "OK", integer),
+                          ("failed", "Failed", integer), ("input_tokens", "Input tokens", integer),
+                          ("output_tokens", "Output tokens", integer),
+                          ("cost_usd", "Cost", lambda v: DASH if _missing(v) else f"${float(v):,.4f}"),
+                          ("latency_p50_ms", "Latency p50", ms), ("latency_p95_ms", "Latency p95", ms),
+                          ("ttft_p50_ms", "Time to first token p50", ms)])
+
+
+def pair_position_bias_table(rows: list[dict]) -> list[dict]:
+    """Run judges: how often a pairwise judge picked the answer shown first (``judges.position_bias``)."""
+    return present(rows, [("judge", "Judge", None), ("dimension", "Dimension", None),
+                          ("decided_calls", "Decided calls", integer),
+                          ("first_position_rate", "First answer picked", pct), (interval("lo", "hi"), "95% interval", None),
+                          ("pairs_both_orders", "Pairs judged in both orders", integer),
+                          ("order_consistency", "Same verdict in both orders", pct)])
