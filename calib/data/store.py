@@ -44,6 +44,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "signoff_max_cost_per_1k_usd": 0.0,  # the candidate's cost per 1,000 requests must not exceed this (0 = no limit)
     "demo_pace": 1.0,  # demo mode: simulated SME items per second
     "min_decision_items": 20,  # fewest items labelled for both models before "not worse"/"worse" is announced
+    # how a decision is taken (calib/stats/sequential.py): "anytime" = a confidence sequence, valid however
+    # often the Decision page is watched; "fixed" = the one-look interval (bench/sequential_signoff.py)
+    "signoff_mode": "anytime",
+    "anytime_target_items": 100,  # labelled items at which the anytime-valid bound is tightest
     "forecast_prior_sd": 0.1,  # the forecast's sceptical prior on Delta: N(0, sd^2) (most changes move a rate < 0.2)
 }
 

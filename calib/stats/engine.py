@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from calib.data import store
 from calib.data.cells import ensure_cells
-from calib.stats import crosscheck, design, forecast, model
+from calib.stats import crosscheck, design, forecast, model, sequential
 from calib.errors import TiebreakError
 
 PREF_CODE = {"baseline": 0, "tie": 1, "candidate": 2}
@@ -290,6 +290,8 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
     label_high_water = label_watermark(con)
     # several candidates at once: each decision needs a Bonferroni-adjusted probability
     threshold_k = decide_prob_per_candidate(threshold, len(cands))
+    # the sign-off rule (fixed-n interval or anytime-valid confidence sequence), same Bonferroni alpha
+    signoff = _signoff_rule(s, threshold_k, margin)
     result = {"kind": kind, "interval": mass, "margin": margin, "decide_prob": threshold,
               "decide_prob_per_candidate": threshold_k,
               "multiplicity": ("none (one candidate)" if len(cands) == 1 else
@@ -297,7 +299,7 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
                                f"P >= 1 - (1 - {threshold:g}) / {len(cands)} = {threshold_k:.4g}"),
               "baseline": base, "candidates": cands, "rates": [], "diffs": [],
               "segment_diffs": [], "preference": [], "p_best": [], "cross_checks": [], "warnings": [],
-              "diagnostics": {}, "estimator": {}}
+              "diagnostics": {}, "estimator": {}, **signoff["record"]}
     labelled_items: set = set()
     n_label_rows = 0
     for dim in s["dimensions"]:
@@ -342,6 +344,7 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
                    "sd": float(np.std(delta)), "p_noninferior": pn, "decision": model.decide(pn, threshold_k)}
             _hold_on_few(row, _items_labelled_for_both(lab_c, models.index(base), models.index(c)),
                          s["min_decision_items"], "items labelled for both models")
+            signoff["apply"](row, -margin)
             result["diffs"].append(row)
             md = model_rates.overall[c] - model_rates.overall[base]
             result["cross_checks"].append({"dimension": dim, "baseline": base, "candidate": c, "method": "model-only",
@@ -380,6 +383,8 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
                    "decision": model.decide(pn, threshold_k)}
             _hold_on_few(row, int(how.get("items", 0)) if how.get("estimator") == "design" else 0,
                          s["min_decision_items"], "pairs compared by SMEs")
+            row["sd"] = float(np.std(win))
+            signoff["apply"](row, 0.5 - margin)
             result["preference"].append(row)
             result["cross_checks"] += _pair_cross_checks(con, pdata, base, c, dim, mass)
             n_label_rows += int(len(pdata.obs_y))
@@ -397,6 +402,17 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
         con.execute("INSERT INTO fits (created_at, kind, n_labels, seconds, result) VALUES (current_timestamp, ?, ?, ?, ?)",
                     [kind, result["n_labels"], result["seconds"], json.dumps(result)])
     return result
+
+
+def _signoff_rule(s: dict, threshold_k: float, margin: float) -> dict:
+    """The sign-off mode's record for the fit result and a function adding each row's confidence
+    sequence (``calib.stats.sequential``; in mode "anytime" it takes the decision)."""
+    mode = sequential.check_mode(str(s["signoff_mode"]))
+    alpha, target = 1.0 - threshold_k, int(s["anytime_target_items"])
+    record = {"signoff_mode": mode, "signoff_words": sequential.MODE_WORDS[mode], "anytime_target_items": target,
+              "watch_cost": sequential.watch_cost(target, alpha, target)}
+    return {"record": record, "apply": lambda row, null: sequential.apply(row, mode, alpha, target, null,
+                                                                          int(s["min_decision_items"]))}
 
 
 def _hold_on_few(row: dict, n: int, min_items: int, what: str) -> None:
