@@ -51,6 +51,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "forecast_prior_sd": 0.1,  # the forecast's sceptical prior on Delta: N(0, sd^2) (most changes move a rate < 0.2)
 }
 
+# settings whose value must be one of a few words (a typo must not silently mean another rule)
+SETTING_CHOICES: dict[str, tuple[str, ...]] = {"signoff_mode": ("anytime", "fixed")}
+
 
 # --------------------------------------------------------------------------- migrations
 
@@ -515,6 +518,9 @@ def set_settings(con: duckdb.DuckDBPyConnection, **values: Any) -> None:
     unknown = set(values) - set(DEFAULT_SETTINGS)
     if unknown:
         raise TiebreakError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    for key, value in values.items():
+        if key in SETTING_CHOICES and value not in SETTING_CHOICES[key]:
+            raise TiebreakError(f"setting {key}: {value!r} is not one of {', '.join(SETTING_CHOICES[key])}")
     for key, value in values.items():
         con.execute(
             "INSERT OR REPLACE INTO settings VALUES (?, ?)", [key, json.dumps(value)]

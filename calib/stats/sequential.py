@@ -40,7 +40,9 @@ import math
 from scipy.optimize import minimize_scalar
 from scipy.stats import norm
 
-MODES = ("anytime", "fixed")
+from calib.data.store import SETTING_CHOICES
+
+MODES = SETTING_CHOICES["signoff_mode"]
 
 MODE_WORDS = {
     "anytime": "anytime-valid confidence sequence: you may look after every label and sign the moment it "
@@ -119,3 +121,40 @@ def apply(row: dict, mode: str, alpha: float, target: int, null: float, min_item
         row["decision"] = ("label more" if n < max(min_items, 2) or row["cs_lo"] is None
                            else decide(row["cs_lo"], row["cs_hi"], null))
     return row
+
+
+# Measured by bench/sequential_signoff.py (400 simulated projects per row, margin 0.05, one-sided
+# 95%, a lead looking after every labelled item): what watching costs in each mode.
+BENCH_FIXED_WATCHED_WRONG = "FIXME_W"  # the fixed-n rule's wrong sign-offs at the margin, watched
+BENCH_LABELS = "FIXME_L"  # median labels to sign off a truly equal candidate: anytime vs fixed
+
+
+def rule_caption(fit: dict) -> str:
+    """One or two sentences for the Decision page, the report and the CLI: which interval the
+    decision uses and what watching it costs. Fits from before the setting read as "fixed"."""
+    mode = fit.get("signoff_mode", "fixed")
+    alpha = 1.0 - float(fit.get("decide_prob_per_candidate", fit.get("decide_prob", 0.95)))
+    if mode == "anytime":
+        target = int(fit.get("anytime_target_items", 100))
+        return (f"Decisions use an anytime-valid confidence sequence (one-sided {1 - alpha:.4g}): you may look after "
+                f"every label and sign the moment it says NOT WORSE, and a wrong sign-off stays at most "
+                f"{alpha:.2%} likely. The price of watching: its bound is {watch_cost(target, alpha, target):.0%} "
+                f"wider than the fixed-n interval (at {target} labelled items, where it is tightest), so a fine "
+                f"candidate needs more labels ({BENCH_LABELS} in simulation). The intervals shown are the fixed-n ones; "
+                f"the decision's bound is on each card.")
+    return (f"Decisions use the fixed-n interval (P >= {1 - alpha:.4g}): valid for ONE look at a number of labels "
+            f"chosen in advance. Watched after every label and signed at the first NOT WORSE, it signs off a "
+            f"candidate that is worse by exactly the margin {BENCH_FIXED_WATCHED_WRONG} of the time instead of "
+            f"{alpha:.0%} (bench/sequential_signoff.py). Set signoff_mode = anytime to watch it safely.")
+
+
+def row_basis(row: dict, fit: dict, pair: bool = False) -> str:
+    """The bound the row's decision rests on in anytime mode ("" in fixed mode or without one):
+    "anytime-valid bound [-1.2, +3.4] pp vs margin -5 pp" (a win rate: in %, vs 1/2 - margin)."""
+    if fit.get("signoff_mode") != "anytime" or row.get("cs_lo") is None:
+        return ""
+    m = float(fit["margin"])
+    if pair:
+        return (f"anytime-valid bound [{100 * row['cs_lo']:.1f}%, {100 * row['cs_hi']:.1f}%] "
+                f"vs {100 * (0.5 - m):g}%")
+    return f"anytime-valid bound [{100 * row['cs_lo']:+.1f}, {100 * row['cs_hi']:+.1f}] pp vs margin {-100 * m:g} pp"
