@@ -29,19 +29,20 @@ def _crossing_rate(factor, reps: int = 2000, steps: int = 1000, seed: int = 0) -
 
 
 def test_the_confidence_sequence_keeps_its_level_under_continuous_monitoring_and_the_fixed_interval_does_not():
-    """Known truth (mean 0): watched after every observation up to 1,000, the one-sided 95%
-    confidence sequence is wrong at most ~5% of the time; the fixed-n 95% bound several times that."""
+    """Known truth (mean 0): watched after every observation up to 1,000, the 95%
+    confidence sequence's lower side is wrong at most 5% of the time; the fixed-n 95% bound several
+    times that."""
     alpha = 0.05
     cs = _crossing_rate(lambda k: sequential.boundary_factor(k, alpha, target=100))
     fixed = _crossing_rate(lambda k: norm.ppf(1 - alpha))
-    assert cs <= alpha + 0.01  # 2,000 walks: sd of the rate ~0.005
+    assert cs <= alpha  # 2,000 walks: sd of the rate ~0.005
     assert fixed >= 3 * alpha
 
 
 def test_boundary_is_tightest_at_its_target_and_wider_than_the_fixed_interval():
     g = [sequential.boundary_factor(n, 0.05, target=100) for n in (20, 50, 100, 200, 1000)]
     assert min(g) == g[2] and all(x > norm.ppf(0.95) for x in g)
-    assert 0.5 < sequential.watch_cost(100, 0.05, 100) < 0.9  # about 70% wider at the target
+    assert 0.7 < sequential.watch_cost(100, 0.05, 100) < 1.0  # about 85% wider at the target
 
 
 def test_decide_and_apply_keep_the_fixed_fields_and_hold_on_few_items():
