@@ -103,3 +103,42 @@ def test_fit_records_the_mode_and_decides_by_the_sequence(demo_con):
     demo_con.execute("INSERT OR REPLACE INTO settings VALUES ('signoff_mode', '\"sometimes\"')")  # written elsewhere
     with pytest.raises(TiebreakError, match="signoff_mode"):
         engine.fit_project(demo_con, "fast", record=False)
+
+
+def test_decision_page_cli_and_report_say_which_interval_decides_and_what_watching_costs(tmp_path, monkeypatch):
+    import contextlib
+    import io
+
+    from streamlit.testing.v1 import AppTest
+
+    from calib import cli
+    from calib.data import store
+    from calib.insight import report
+    from conftest import demo_db_file
+
+    root = Path(__file__).resolve().parents[1]
+    path = demo_db_file(tmp_path / "seq.duckdb", 200, seed=2, labels=40)
+    monkeypatch.setenv("TIEBREAK_DB", str(path))
+    monkeypatch.chdir(root)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):  # the CLI records the fit the page then shows
+        assert cli.main(["fit", "--fast", "--db", str(path)]) == 0
+    out = buf.getvalue()
+    assert "sign-off mode anytime" in out and "anytime-valid bound" in out and "price of watching" in out
+    at = AppTest.from_file(str(root / "pages" / "2_Decision.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption).replace("\\", "")  # markdown escapes
+    assert "anytime-valid" in captions and "price of watching" in captions and "anytime-valid bound" in captions
+    con = store.connect(path)
+    try:
+        html = report.build_report(con, db_label=str(path))
+        assert "Sign-off mode: <b>anytime</b>" in html and "Sign-off mode (anytime-valid or fixed-n)" in html
+        store.set_settings(con, signoff_mode="fixed")
+    finally:
+        con.close()
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli.main(["fit", "--fast", "--db", str(path)]) == 0
+    assert "sign-off mode fixed" in buf.getvalue() and "ONE look" in buf.getvalue()
+    assert "anytime-valid bound" not in buf.getvalue()
