@@ -93,7 +93,15 @@ def test_fit_records_the_mode_and_decides_by_the_sequence(demo_con):
         assert d["decision"] == sequential.decide(d["cs_lo"], d["cs_hi"], null)
         if d["decision"] != "label more":  # the sequence decides only where the fixed interval does too
             assert d["decision_fixed"] == d["decision"]
-    store.set_settings(demo_con, signoff_mode="fixed")
+    extra = [25, 100, 400]
+    chance = {}
+    for mode in ("anytime", "fixed"):
+        store.set_settings(demo_con, signoff_mode=mode)
+        fc = engine.forecast_project(demo_con, extra)["forecasts"]
+        chance[mode] = [s["p_decision"] for f in fc for s in f["steps"]]
+    # the forecast knows the price: a decision is never likelier under the wider bound, and some less
+    assert all(a <= f + 1e-12 for a, f in zip(chance["anytime"], chance["fixed"]))
+    assert any(a < f - 0.01 for a, f in zip(chance["anytime"], chance["fixed"]))
     fixed = engine.fit_project(demo_con, "fast", record=False)
     assert fixed["signoff_mode"] == "fixed"
     assert all(d["decision"] == d["decision_fixed"] for d in fixed["diffs"])

@@ -328,7 +328,7 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
             result.setdefault("forecasts", []).extend(_forecast_dimension(
                 dim, data, post, rates, models, base, forecast_extra, s["target_width"], margin, threshold_k,
                 crosscheck._z(mass), s["min_decision_items"], s["forecast_prior_sd"],
-                rates_by_cand={c: r for c, (r, _) in per_cand.items()}))
+                rates_by_cand={c: r for c, (r, _) in per_cand.items()}, anytime=signoff["anytime"]))
         for m in models:
             mr = rates if m == base or m not in per_cand else per_cand[m][0]
             result["rates"].append({"dimension": dim, "model": m, "segment": None, **_interval_dict(mr.overall[m], mass)})
@@ -411,7 +411,7 @@ def _signoff_rule(s: dict, threshold_k: float, margin: float) -> dict:
     alpha, target = 1.0 - threshold_k, int(s["anytime_target_items"])
     record = {"signoff_mode": mode, "signoff_words": sequential.MODE_WORDS[mode], "anytime_target_items": target,
               "watch_cost": sequential.watch_cost(target, alpha, target)}
-    return {"record": record, "apply": lambda row, null: sequential.apply(row, mode, alpha, target, null,
+    return {"record": record, "anytime": (alpha, target) if mode == "anytime" else None, "apply": lambda row, null: sequential.apply(row, mode, alpha, target, null,
                                                                           int(s["min_decision_items"]))}
 
 
@@ -615,12 +615,15 @@ def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_wi
         out["forecasts"] += _forecast_dimension(dim, data, post, per_cand[cands[0]][0], models, base, extra, target,
                                                 margin, decide_prob_per_candidate(s["decide_prob"], len(cands)), z,
                                                 s["min_decision_items"], s["forecast_prior_sd"],
-                                                rates_by_cand={c: r for c, (r, _) in per_cand.items()})
+                                                rates_by_cand={c: r for c, (r, _) in per_cand.items()},
+                                                anytime=_signoff_rule(s, decide_prob_per_candidate(
+                                                    s["decide_prob"], len(cands)), margin)["anytime"])
     return out
 
 
 def _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin, decide_prob, z,
-                        min_items: int = 0, prior_sd: float = 0.1, rates_by_cand: dict | None = None) -> list[dict]:
+                        min_items: int = 0, prior_sd: float = 0.1, rates_by_cand: dict | None = None,
+                        anytime: tuple[float, int] | None = None) -> list[dict]:
     """Forecast entries of one dimension (see ``forecast_project``): the design-consistent Delta's
     sd after k more labelled items (``forecast.design_sd_function``), and the chance of a decision
     (preposterior normal; none before ``min_items`` labelled items, the decision rule's minimum)."""
@@ -648,8 +651,10 @@ def _forecast_dimension(dim, data, post, rates, models, base, extra, target, mar
         def p_decision(k: int) -> float:
             if n_now + k < min_items:
                 return 0.0
+            # in anytime mode the decision needs the confidence sequence's wider bound at n_now + k
+            need = decide_prob if anytime is None else sequential.equivalent_threshold(n_now + k, *anytime)
             return forecast.preposterior_decision_probability(mean, sd, n_now, k, sd_fn.s2, sd_fn(k), margin,
-                                                              decide_prob, prior_sd)
+                                                              need, prior_sd)
         out.append({
             "dimension": dim, "baseline": base, "candidate": c, "mean": mean, "width_now": 2 * z * sd,
             "target_width": target, "labelled_items": n_now,

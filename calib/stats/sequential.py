@@ -91,6 +91,12 @@ def bounds(mean: float, sd: float, n: int, alpha: float, target: int = 100) -> t
     return mean - h, mean + h
 
 
+def equivalent_threshold(n: int, alpha: float, target: int = 100) -> float:
+    """The probability a fixed-n rule would need to decide where the sequence does at ``n`` items
+    (Phi(g(n))): the forecast's chance of a decision in anytime mode."""
+    return float(norm.cdf(boundary_factor(max(n, 1), alpha, target)))
+
+
 def decide(lo: float, hi: float, null: float) -> str:
     """"not worse" when the lower bound is above ``null`` (-margin for Delta; 1/2 - margin for a
     win rate), "worse" when the upper bound is below it, else "label more"."""
