@@ -17,7 +17,7 @@ from typing import Sequence
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from calib.data import demo, store  # noqa: E402
+from calib.data import store  # noqa: E402 (calib.data.demo pulls in pandas and scipy: imported when needed)
 from calib.errors import TiebreakError  # noqa: E402
 from calib import safetext  # noqa: E402
 
@@ -65,7 +65,11 @@ def _open_db(args, read_only: bool = False):
     import tempfile
 
     try:
-        return demo.open_db(args.db, read_only=read_only)
+        if store.resolve_db(args.db) == store.DEMO_DB:  # built on first use from the demo files
+            from calib.data import demo
+
+            return demo.open_db(args.db, read_only=read_only)
+        return store.connect(args.db, read_only=read_only)
     except store.DatabaseLocked as exc:
         cmd = command_path(args)
         if cmd not in READS:
@@ -87,7 +91,9 @@ def _open_db(args, read_only: bool = False):
 def cmd_import(args) -> int:
     from calib.data import evalformats, ingest
 
-    allow = dict(add_model=args.add_model, add_judge=args.add_judge, add_dimension=args.add_dimension,
+    # --add-model alone: accept any new model; --add-model NAME (repeatable): accept exactly those
+    add_model = True if args.add_model and "*" in args.add_model else (args.add_model or False)
+    allow = dict(add_model=add_model, add_judge=args.add_judge, add_dimension=args.add_dimension,
                  allow_new=args.allow_new)
     fmt = evalformats.detect(args.file) if args.format == "auto" else args.format
     if fmt in evalformats.FORMATS:  # another eval tool's file: reshaped, then the same importer
@@ -203,6 +209,8 @@ def _print_regressions(entry: dict) -> None:
 
 
 def cmd_demo(args) -> int:
+    from calib.data import demo
+
     con = _open_db(args)
     have = con.execute("SELECT count(*) FROM items").fetchone()[0]
     if have:
@@ -334,8 +342,8 @@ def cmd_queue(args) -> int:
         shown = {"inclusion_prob": lambda v: f"{v:.6g}", "priority": lambda v: f"{v:.6g}"}
         w = _csv.writer(sys.stdout)
         w.writerow(cols)
-        for r in rows:
-            w.writerow([shown.get(c, lambda v: v)(r[c]) for c in cols])
+        for r in rows:  # item ids, candidates and reasons from the data: formula-like text quoted
+            w.writerow([shown[c](r[c]) if c in shown else safetext.csv_cell(r[c]) for c in cols])
     return 0
 
 
@@ -525,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "Parquet), or promptfoo, Inspect AI or DeepEval result files")
     c.add_argument("file", help="one row per (item, model), or per (item, baseline, candidate) for pref: columns")
     c.add_argument("--baseline", help="the production model's name (default: kept, or the first model in the file)")
-    c.add_argument("--add-model", action="store_true", help="accept a model the project does not have yet")
+    c.add_argument("--add-model", action="append", nargs="?", const="*", metavar="NAME",
+                   help="accept a model the project does not have yet; with a NAME (repeatable), accept that "
+                        "model only, also when names of the file differ only in case, '-'/'_' or spaces")
     c.add_argument("--add-judge", action="store_true", help="accept a judge the project does not have yet")
     c.add_argument("--add-dimension", action="store_true", help="accept a dimension the project does not have yet")
     c.add_argument("--allow-new", action="store_true", help="accept new models, judges and dimensions")

@@ -17,6 +17,11 @@ rationales) goes through one of these before it reaches a page, a plot or the re
   (which shows text, but a bidi override would still reorder it).
 - ``guidelines``: the lead-written rubric stays markdown, but images (a remote image is a request
   from every SME's browser), raw HTML and LaTeX are shown as text.
+- ``csv_cell`` / ``csv_frame``: for a CSV file a lead may open in a spreadsheet: a text cell that
+  starts with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading single quote, so the
+  spreadsheet shows it as text instead of running it as a formula (OWASP, CSV injection). Numbers
+  stay numbers: a numeric cell holds no formula (-0.5 is read as the number), and quoting it would
+  turn a column of numbers into text in the spreadsheet.
 
 No Streamlit here: this module sits below every layer (like ``calib.errors``) so plots, the report
 and the pages use the same rules.
@@ -105,3 +110,28 @@ def guidelines(value: object) -> str:
     the ``!`` of image syntax and before every ``<``, ``>`` and ``$`` (inside code spans too, where
     the backslash shows); headings, lists, emphasis, links and tables still render."""
     return _UNSAFE_MD.sub(lambda m: m.group(1) * 2 + "\\" + m.group(2), clean(value))
+
+
+# OWASP "CSV Injection": the characters with which a spreadsheet starts a formula (or, tab and CR,
+# which some strip before looking at the next one).
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A value for a CSV cell: text that a spreadsheet would run as a formula is prefixed with a
+    single quote (shown as text); every other value (numbers, None, ordinary text) unchanged."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_frame(frame):
+    """A pandas DataFrame for ``to_csv``: ``csv_cell`` on every text value and column name; numeric
+    columns untouched (see the module docstring). Returns a new frame."""
+    import pandas as pd
+
+    out = frame.rename(columns=lambda c: csv_cell(c) if isinstance(c, str) else c)
+    for c in out.columns:
+        if pd.api.types.is_object_dtype(out[c]) or pd.api.types.is_string_dtype(out[c]):
+            out[c] = out[c].map(csv_cell)
+    return out

@@ -69,10 +69,7 @@ def on_undo() -> None:
 @st.fragment
 def labelling_area() -> None:
     cur = ui.cursor()
-    lease = queue.next_item(cur, user)
-    if lease is None:
-        queue.refill(cur, 20)
-        lease = queue.next_item(cur, user)
+    lease = queue.lease_or_refill(cur, user, 20)  # concurrent first loads refill once (one at a time)
     if lease is None:
         st.success("Nothing left to label. Thank you!")
         return

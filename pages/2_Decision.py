@@ -5,7 +5,6 @@ Layout only: every number comes from calib (engine, dashboard, plots, report).""
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from calib import safetext as safe
@@ -19,12 +18,6 @@ st.set_page_config(page_title="Decision · Tiebreak", page_icon="🧮", layout="
 user, role = ui.require("lead", "admin")
 st.title("Decision")
 db = ui.db_path()
-
-
-@st.cache_resource
-def _nuts_runs() -> dict:
-    """The background NUTS fit per database, shared by every session of this process."""
-    return {}
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -151,20 +144,20 @@ def live() -> None:
 live()
 
 st.subheader("Authoritative fit (NUTS)")
-run = _nuts_runs().get(db)
+run = dashboard.nuts_run(ui.cursor())
 st.session_state["decision_nuts_busy"] = bool(run and run.running)
 c1, c2 = st.columns([1, 3])
 if c1.button("Run NUTS in the background", key="decision_nuts", disabled=st.session_state["decision_nuts_busy"]):
-    _nuts_runs()[db] = dashboard.BackgroundFit(ui._connection(db), "nuts")
+    dashboard.start_nuts(ui._connection(db))  # one per database: another session's running fit is kept
     st.rerun()
 
 
 @st.fragment(run_every=2)
 def nuts_status() -> None:
-    run = _nuts_runs().get(db)
+    run = dashboard.nuts_run(ui.cursor())
     if run is not None and run.running:
-        st.info("NUTS is running in the background (about 5 s warm, 25 s the first time in a process); "
-                "this page stays usable.")
+        st.info("NUTS is running in the background, one fit at a time for everyone (about 5 s warm, 25 s the "
+                "first time or after 5 idle minutes, when its worker process starts); this page stays usable.")
     elif run is not None and run.error:
         st.error(f"NUTS failed: {safe.md(run.error)}")
     if run is not None and not run.running and st.session_state.get("decision_nuts_busy"):
@@ -192,7 +185,7 @@ def _exports(path: str, watermark: int, n_fits: int) -> dict[str, bytes]:
             f = Path(tmp) / f"labels{suffix}"
             ingest.export_labels(cur, f)
             out[f"labels{suffix}"] = f.read_bytes()
-    out["fits.csv"] = pd.DataFrame(engine.fits_history(cur)).to_csv(index=False).encode()
+    out["fits.csv"] = tables.fits_history_csv(engine.fits_history(cur))  # formula-like text quoted
     return out
 
 

@@ -1,7 +1,8 @@
 """Admin: users, project settings, imports by upload and sign-in locks, while the app runs.
 
 Admins manage users; leads and admins change settings, import files and lift lockouts. Imports
-call exactly the CLI's functions (``calib.data.ingest.import_file`` / ``import_labels``): one
+call the CLI's functions (``calib.data.ingest.import_file`` / ``import_labels``) after reading the file in a
+memory-capped child process (``calib.data.importjob``): one
 transaction, the same one-line errors, nothing stored on error. Layout only.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from calib import safetext
-from calib.data import evalformats, ingest, store
+from calib.data import evalformats, importjob, store
 from calib.errors import TiebreakError
 from calib.review import sso, users
 from pages.shared import ui
@@ -195,7 +196,9 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 with tab_imports:
     st.caption("The same checks as `tiebreak import` and `tiebreak labels import`: one transaction; the first "
-               "bad row is named and nothing from the file is stored. Labelling goes on meanwhile.")
+               "bad row is named and nothing from the file is stored. Labelling goes on meanwhile. The file is "
+               "read in a separate process with a memory cap; uploads are capped by `server.maxUploadSize` "
+               "(bigger files: `tiebreak import` with the app stopped).")
     kind = st.radio("What the file holds", ["Outputs with judge scores, or pairwise judge preferences",
                                             "SME labels (pointwise and/or pairwise)"], key="admin_import_kind")
     outputs = kind.startswith("Outputs")
@@ -208,6 +211,10 @@ with tab_imports:
                                  key="admin_import_baseline")
         extra["allow_new"] = st.checkbox("Allow new models, judges or dimensions (otherwise refused, as a likely typo)",
                                           key="admin_import_allow_new")
+        named = st.text_input("Models to add although their names differ only in case, '-'/'_' or spaces "
+                              "(comma-separated; otherwise such a file is refused)", key="admin_import_add_models")
+        if named.strip():
+            extra["add_model"] = [m.strip() for m in named.split(",") if m.strip()]
     else:
         source = st.text_input("Source recorded with each label", value="import", key="admin_import_source")
     if st.button("📥 Import", key="admin_import_go", type="primary", disabled=up is None):
@@ -222,9 +229,10 @@ with tab_imports:
                     conv, report = evalformats.import_eval_file(c, path, baseline=baseline.strip() or None, **extra)
                     mapping = conv.summary() + "\n"
                 elif outputs:
-                    report = ingest.import_file(c, path, baseline=baseline.strip() or None, **extra)
+                    # read in a separate, memory-capped process first: a hostile file fails only that process
+                    report = importjob.import_isolated(c, path, baseline=baseline.strip() or None, **extra)
                 else:
-                    report = ingest.import_labels(c, path, source=source.strip() or "import")
+                    report = importjob.import_isolated(c, path, labels=True, source=source.strip() or "import")
             except TiebreakError as exc:
                 st.session_state["admin_import_result"] = ("error", str(exc).replace(tmp + "/", ""))
             else:

@@ -178,6 +178,24 @@ def test_settings_set_elsewhere_outside_the_usual_range_still_render(db):
     assert s["margin"] == 0.03 and s["lease_minutes"] == 0  # untouched values are not rewritten
 
 
+def test_hostile_upload_fails_alone_with_one_line(db):
+    """A 100,000-column CSV (1.7 MB) is read by the capped child process: one line, nothing stored."""
+    cols = ["item_id", "model", "prompt", "output"] + [f"judge:j{i}:d" for i in range(100_000)]
+    data = (",".join(cols) + "\n" + ",".join(["a", "m", "p", "o"] + ["1"] * 100_000) + "\n").encode()
+    cur = _cur(db)
+    before = store.status(cur)
+    at = _app()
+    at.file_uploader(key="admin_import_file").set_value(("wide.csv", data, "text/csv"))
+    at.run()
+    at.button(key="admin_import_go").click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    shown = errors[0].replace("\\", "")
+    assert shown.startswith("wide.csv, row 0") and "import_max_columns" in shown
+    assert store.status(cur) == before
+
+
 def test_upload_of_an_eval_tool_file_imports_with_its_mapping(db):
     data = (ROOT / "tests" / "data" / "evalformats" / "deepeval_test_run.json").read_bytes()
     at = _app()

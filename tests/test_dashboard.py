@@ -3,6 +3,7 @@ simulator, replay and the HTML report (no browser)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -238,3 +239,45 @@ def test_report_shows_hostile_names_as_text(tmp_path):
     for marker in ("<img", "<a href", "<b>b</b>", "<script>alert", "\u202e", "127.0.0.1:9/pixel\"", 'src="http'):
         assert marker not in data_part, marker
     assert "&lt;img src=http://127.0.0.1:9/img-base.png" in data_part and "[U+202E]" in data_part
+
+
+def test_one_nuts_fit_per_database_however_many_sessions_press_run(demo_con, monkeypatch):
+    """Four sessions pressing "Run NUTS" at once start one background fit; a direct second NUTS fit
+    while it runs is refused (not queued); after it ends a new one can start."""
+    from calib.stats import model
+
+    _label_truth(demo_con, 30)
+    release, entered = threading.Event(), threading.Event()
+
+    def slow_nuts(data, draws=600, seed=0):
+        entered.set()
+        release.wait(5)
+        return model.fit_laplace(data, 300, seed)
+
+    monkeypatch.setattr(model, "fit_nuts", slow_nuts)
+    started, barrier = [], threading.Barrier(4)
+
+    def press():
+        barrier.wait()
+        started.append(dashboard.start_nuts(demo_con))  # as the page: the process's shared connection
+
+    threads = [threading.Thread(target=press) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(new for _, new in started) == 1 and len({id(run) for run, _ in started}) == 1
+    assert dashboard.nuts_run(demo_con.cursor()) is started[0][0]
+    assert entered.wait(10)  # the background fit is sampling (it holds the database's NUTS lock)
+    with pytest.raises(engine.FitRunning):
+        engine.fit_project(demo_con.cursor(), "nuts")
+    release.set()
+    run = started[0][0]
+    while run.running:
+        time.sleep(0.02)
+    assert run.error is None
+    assert demo_con.execute("SELECT count(*) FROM fits WHERE kind = 'nuts'").fetchone()[0] == 1
+    again, new = dashboard.start_nuts(demo_con.cursor())
+    assert new and again is not run
+    while again.running:
+        time.sleep(0.02)

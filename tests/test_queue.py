@@ -194,3 +194,81 @@ def test_servable_count_matches_the_list(demo_con):
     queue.refill(demo_con, 30, seed=2)
     queue.next_item(demo_con, "ana")
     assert queue.servable_count(demo_con, "bo") == len(queue.servable(demo_con, "bo", limit=10_000))
+
+
+def _at_once(n: int, fn) -> list[BaseException]:
+    """Run ``fn(i)`` on ``n`` threads released together (as sessions of the app, one process); the
+    exceptions raised."""
+    barrier, errors = threading.Barrier(n), []
+
+    def run(i):
+        try:
+            barrier.wait()
+            fn(i)
+        except BaseException as exc:  # noqa: BLE001 - counted by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def _fresh_demo(tmp_path, items: int = 120):
+    c = store.connect(tmp_path / "fresh.duckdb")
+    demo.load_demo(c, items, seed=5)
+    return c
+
+
+def test_smes_starting_at_once_on_a_fresh_project_are_served_without_errors_or_repeats(tmp_path):
+    """Eight Label pages opening at once on a fresh project (no cells, empty queue): every SME gets
+    a unit, no exception, no unit queued twice, no two SMEs on one unit, and the refills do not
+    stack (each batch is queued once, under its own id)."""
+    con = _fresh_demo(tmp_path)
+    got = {}
+    errors = _at_once(8, lambda i: got.__setitem__(i, queue.lease_or_refill(con.cursor(), f"sme{i}", 20)))
+    assert errors == []
+    assert all(got[i] is not None for i in range(8))
+    assert con.execute("SELECT count(*) - count(DISTINCT (item_id, coalesce(candidate, ''))) FROM queue").fetchone()[0] == 0
+    assert con.execute(
+        """SELECT count(*) FROM (SELECT l.item_id, l.candidate, count(*) AS n, any_value(q.overlap) AS overlap
+                                 FROM leases l JOIN queue q ON q.item_id = l.item_id AND q.candidate = l.candidate
+                                 GROUP BY ALL) WHERE n > CASE WHEN overlap THEN 2 ELSE 1 END""").fetchone()[0] == 0
+    # a later batch only when the earlier ones had fewer places (units, two for an overlap unit) than SMEs
+    places = con.execute("SELECT batch_id, sum(CASE WHEN overlap THEN 2 ELSE 1 END) FROM queue GROUP BY 1 ORDER BY 1").fetchall()
+    assert sum(p for _, p in places[:-1]) < 8
+    assert con.execute("SELECT count(*) FROM cache_state WHERE key = 'cells'").fetchone()[0] == 1
+
+
+def test_concurrent_refills_queue_each_unit_once_with_unique_batch_ids(tmp_path):
+    """Refill called from eight threads at once (the old Label page did this): each call is its own
+    batch with its own id, and no unit is queued twice."""
+    con = _fresh_demo(tmp_path)
+    batches = []
+    errors = _at_once(8, lambda i: batches.append(queue.refill(con.cursor(), 10, seed=i)))
+    assert errors == []
+    ids = [b.batch_id for b in batches]
+    assert len(set(ids)) == len(ids) == 8
+    assert con.execute("SELECT count(*) - count(DISTINCT (item_id, coalesce(candidate, ''))) FROM queue").fetchone()[0] == 0
+    got = dict(con.execute("SELECT batch_id, count(*) FROM queue GROUP BY 1").fetchall())
+    assert all(got.get(b.batch_id, 0) == b.selected for b in batches)
+
+
+def test_cell_builds_under_concurrent_callers_build_once(tmp_path):
+    """``ensure_cells`` from eight threads on a fresh project, then again once labels arrive: no
+    primary-key conflict on cache_state, the cell tables are not doubled."""
+    from calib.data import cells
+    from calib.review import simulate
+
+    con = _fresh_demo(tmp_path, 80)
+    rebuilt = []
+    assert _at_once(8, lambda i: rebuilt.append(cells.ensure_cells(con.cursor()))) == []
+    assert sum(rebuilt) == 1
+    assert con.execute("SELECT count(*) - count(DISTINCT (item_id, model, dimension)) FROM output_cells").fetchone()[0] == 0
+    simulate.simulate_sme(con, 5)
+    con.execute("DELETE FROM label_cells")  # the labels' cells are looked up by the next callers
+    assert _at_once(8, lambda i: cells.ensure_cells(con.cursor())) == []
+    n, distinct = con.execute("SELECT count(*), count(DISTINCT (item_id, model, dimension)) FROM label_cells").fetchone()
+    assert n == distinct > 0

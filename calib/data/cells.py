@@ -155,26 +155,42 @@ def fingerprint(con) -> str:
 
 def ensure_cells(con: duckdb.DuckDBPyConnection) -> bool:
     """Rebuild the cell tables if the data changed since they were built, and look up the cells of
-    newly labelled outputs; True when the cells were rebuilt."""
-    fp = fingerprint(con)
-    row = con.execute("SELECT value FROM cache_state WHERE key = 'cells'").fetchone()
-    rebuilt = not (row and row[0] == fp)
-    if rebuilt:
-        with store.transaction(con):
-            _build_cells(con)
-            con.execute("INSERT OR REPLACE INTO cache_state VALUES ('cells', ?)", [fp])
-    new = con.execute(
+    newly labelled outputs; True when the cells were rebuilt.
+
+    Safe under concurrent callers (many sessions' first page loads at once): the look is repeated
+    under ``store.db_lock(con, "cells")``, so one thread builds and the others find them built
+    (before, two builds raced to a primary-key conflict on ``cache_state`` or doubled ``label_cells``)."""
+    if _cells_current(con, fingerprint(con)):
+        return False  # the common case: no lock taken
+    with store.db_lock(con, "cells"):
+        fp = fingerprint(con)
+        row = con.execute("SELECT value FROM cache_state WHERE key = 'cells'").fetchone()
+        rebuilt = not (row and row[0] == fp)
+        if rebuilt:
+            with store.transaction(con):
+                _build_cells(con)
+                con.execute("INSERT OR REPLACE INTO cache_state VALUES ('cells', ?)", [fp])
+        if _new_labelled_outputs(con):
+            with store.transaction(con):
+                con.execute(
+                    """INSERT INTO label_cells
+                       SELECT c.item_id, c.model, c.dimension, c.cell_id, c.f FROM output_cells c
+                       SEMI JOIN (SELECT DISTINCT item_id, model FROM labels
+                                  EXCEPT SELECT item_id, model FROM label_cells) n
+                         ON c.item_id = n.item_id AND c.model = n.model""")
+    return rebuilt
+
+
+def _new_labelled_outputs(con) -> int:
+    """How many labelled outputs have no row in ``label_cells`` yet."""
+    return con.execute(
         """SELECT count(*) FROM (SELECT DISTINCT item_id, model FROM labels
                                  EXCEPT SELECT item_id, model FROM label_cells)""").fetchone()[0]
-    if new:
-        with store.transaction(con):
-            con.execute(
-                """INSERT INTO label_cells
-                   SELECT c.item_id, c.model, c.dimension, c.cell_id, c.f FROM output_cells c
-                   SEMI JOIN (SELECT DISTINCT item_id, model FROM labels
-                              EXCEPT SELECT item_id, model FROM label_cells) n
-                     ON c.item_id = n.item_id AND c.model = n.model""")
-    return rebuilt
+
+
+def _cells_current(con, fp: str) -> bool:
+    row = con.execute("SELECT value FROM cache_state WHERE key = 'cells'").fetchone()
+    return bool(row and row[0] == fp) and not _new_labelled_outputs(con)
 
 
 def _q(s: str) -> str:

@@ -16,16 +16,18 @@ File kinds are told apart by their columns:
 
 from __future__ import annotations
 
-import csv
 import json
 import re
+import shlex
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import duckdb
-import pyarrow as pa
 
-from calib.data import store
+from calib.data import readers, store
 from calib.errors import InputError, TiebreakError
 
 JUDGE_PREFIX, PREF_PREFIX, RATIONALE_PREFIX = "judge:", "pref:", "rationale:"
@@ -71,129 +73,46 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _decode_lines(path: Path, kind: str):
-    """Yield (line_number, text) for each physical line, raising InputError on bad UTF-8."""
-    with open(path, "rb") as fh:
-        header: list[str] | None = None
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                prefix = raw[: exc.start].decode("utf-8", errors="replace")
-                column = None
-                if kind == "csv" and header is not None:
-                    idx = len(next(csv.reader([prefix]))) - 1 if prefix else 0
-                    column = header[idx] if 0 <= idx < len(header) else None
-                elif kind == "jsonl":
-                    keys = re.findall(r'"([^"\\]+)"\s*:', prefix)
-                    column = keys[-1] if keys else None
-                row = lineno - 1 if kind == "csv" else lineno
-                raise InputError(
-                    str(path), row, column,
-                    f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at line {lineno}); save the file as UTF-8",
-                ) from None
-            if lineno == 1 and kind == "csv":
-                text = text.lstrip("\ufeff")
-                header = next(csv.reader([text]), [])
-            yield lineno, text
+def stage(con: duckdb.DuckDBPyConnection, path: str | Path, name: str = "_stage", *,
+          limits: readers.Limits | None = None, prepared: str | Path | None = None,
+          notes: list[str] | None = None) -> list[str]:
+    """Expose ``path`` as the temp view ``name`` with a 1-based ``_row`` column; return its columns.
 
-
-def _read_csv(path: Path) -> pa.Table:
-    lines = (text for _, text in _decode_lines(path, "csv"))
-    reader = csv.reader(lines, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise InputError(str(path), None, None, "the file is empty (no header, no rows)") from None
-    except csv.Error as exc:
-        raise InputError(str(path), 0, None, f"cannot parse the header: {exc}") from None
-    header = [h.strip() for h in header]
-    if len(set(header)) != len(header):
-        dup = next(h for h in header if header.count(h) > 1)
-        raise InputError(str(path), 0, dup, "the column name appears twice in the header")
-    cols: list[list[str | None]] = [[] for _ in header]
-    row = 0
-    try:
-        for rec in reader:
-            if not rec or (len(rec) == 1 and rec[0] == ""):
-                continue  # blank line
-            row += 1
-            if len(rec) != len(header):
-                col = header[min(len(rec), len(header)) - 1] if len(rec) < len(header) else None
-                raise InputError(
-                    str(path), row, col,
-                    f"has {len(rec)} fields but the header has {len(header)} (line {reader.line_num})",
-                )
-            for c, v in zip(cols, rec):
-                c.append(v if v != "" else None)
-    except csv.Error as exc:
-        raise InputError(str(path), row + 1, None, f"cannot parse CSV: {exc} (line {reader.line_num})") from None
-    return pa.table({h: pa.array(c, type=pa.string()) for h, c in zip(header, cols)})
-
-
-def _json_cell(v):
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return v
-    return json.dumps(v)
-
-
-def _read_jsonl(path: Path) -> pa.Table:
-    records: list[dict] = []
-    keys: dict[str, None] = {}
-    for lineno, text in _decode_lines(path, "jsonl"):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(str(path), lineno, None, f"malformed JSON: {exc.msg} at character {exc.colno}") from None
-        if not isinstance(obj, dict):
-            raise InputError(str(path), lineno, None, "each line must be a JSON object")
-        records.append(obj)
-        for k in obj:
-            keys.setdefault(k, None)
-    if not records:
-        raise InputError(str(path), None, None, "the file is empty (no rows)")
-    return pa.table({k: pa.array([_json_cell(r.get(k)) for r in records], type=pa.string()) for k in keys})
-
-
-def stage(con: duckdb.DuckDBPyConnection, path: str | Path, name: str = "_stage") -> list[str]:
-    """Expose ``path`` as the temp view ``name`` with a 1-based ``_row`` column; return its columns."""
+    The file is checked against ``limits`` (default: the project's settings) before any work and read
+    through DuckDB (``calib.data.readers``), never into Python lists. ``prepared`` is a Parquet file
+    that ``readers.prepare`` already wrote from ``path`` (the app does that in a memory-capped child
+    process); errors still name ``path``. A Parquet file is read in place (the 5.3M-row path); CSV
+    and JSONL are converted to a typed temp table first. Reader notes (a detected delimiter) are
+    appended to ``notes``."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(str(path), None, None, "no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        table = _read_csv(path)
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        table = _read_jsonl(path)
-    elif suffix in (".parquet", ".pq"):
+    if limits is None:
+        limits = readers.Limits.from_settings(store.get_settings(con))
+    con.execute(f"DROP VIEW IF EXISTS {name}")
+    con.execute(f"DROP TABLE IF EXISTS {name}_data")
+    if prepared is not None:
+        con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_lit(str(prepared))})")
+    elif readers.file_kind(path) == "parquet":
+        readers.check_size(path, limits)
+        reader = readers.reader_connection(tempfile.gettempdir())
         try:
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * EXCLUDE (file_row_number), "
-                f"file_row_number + 1 AS _row FROM read_parquet({_lit(str(path))}, file_row_number = true)"
-            )
-        except duckdb.Error as exc:
-            raise InputError(str(path), None, None, f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
-        cols = [d[0] for d in con.execute(f"SELECT * FROM {name} LIMIT 0").description if d[0] != "_row"]
-        return cols
-    else:
-        raise InputError(
-            str(path), None, None,
-            f"unknown file type {suffix or '(none)'!r}; use .csv, .jsonl or .parquet",
+            readers.parquet_columns(path, reader, limits)
+        finally:
+            reader.close()
+        con.execute(
+            f"CREATE TEMP VIEW {name} AS SELECT * EXCLUDE (file_row_number), "
+            f"file_row_number + 1 AS _row FROM read_parquet({_lit(str(path))}, file_row_number = true)"
         )
-    if table.num_rows == 0:
-        raise InputError(str(path), None, None, "the file is empty (a header but no rows)")
-    table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), type=pa.int64()))
-    store.register(con, name + "_arrow", table)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}_arrow")
-    return [c for c in table.column_names if c != "_row"]
+    else:
+        with tempfile.TemporaryDirectory(prefix="tiebreak-import-") as tmp:
+            out = Path(tmp) / "staged.parquet"
+            info = readers.prepare(path, out, limits)
+            if notes is not None:
+                notes.extend(info["notes"])
+            con.execute(f"CREATE TEMP TABLE {name}_data AS SELECT * FROM read_parquet({_lit(str(out))})")
+        con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM {name}_data")
+    cols = [d[0] for d in con.execute(f"SELECT * FROM {name} LIMIT 0").description if d[0] != "_row"]
+    readers.check_columns(path, cols, limits)
+    return cols
 
 
 def _column_types(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
@@ -346,23 +265,70 @@ def _check_scales(con, path, judged: dict[str, tuple[str, str]], types) -> None:
 
 
 def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, baseline: str | None = None, *,
-                add_model: bool = False, add_judge: bool = False, add_dimension: bool = False,
-                allow_new: bool = False) -> ImportReport:
+                add_model: bool | Sequence[str] = False, add_judge: bool = False, add_dimension: bool = False,
+                allow_new: bool = False, limits: readers.Limits | None = None,
+                prepared: str | Path | None = None) -> ImportReport:
     """Import an outputs file or a pairwise-preference file (told apart by its columns).
 
     Strict: once a project has outputs, a model, judge or dimension it does not know is refused
     (a misspelling would silently add a candidate or a question for SMEs) unless ``add_model``,
-    ``add_judge``, ``add_dimension`` or ``allow_new`` asks for it."""
+    ``add_judge``, ``add_dimension`` or ``allow_new`` asks for it. ``add_model`` may instead name
+    the models to accept; model names of one file that differ only in case, ``-``/``_`` or spaces
+    (``cand_a``, ``Cand-A``) are refused unless ``add_model`` names each of them, even in a fresh
+    project. ``limits`` and ``prepared``: see :func:`stage`."""
     path = Path(path)
-    allow = {"model": add_model or allow_new, "judge": add_judge or allow_new, "dimension": add_dimension or allow_new}
-    with store.transaction(con):
-        columns = stage(con, path)
-        _check_case(path, columns)
-        if any(c.startswith(PREF_PREFIX) for c in columns) and "output" not in columns:
-            report = _import_pair_prefs(con, path, columns, allow)
-        else:
-            report = _import_outputs(con, path, columns, baseline, allow)
+    named = [] if isinstance(add_model, bool) else [str(m) for m in add_model]
+    allow = {"model": bool(add_model) or allow_new, "judge": add_judge or allow_new,
+             "dimension": add_dimension or allow_new, "model_names": named}
+    notes: list[str] = []
+    with _one_line_errors(path):
+        with store.transaction(con):
+            columns = stage(con, path, limits=limits, prepared=prepared, notes=notes)
+            _check_case(path, columns)
+            if any(c.startswith(PREF_PREFIX) for c in columns) and "output" not in columns:
+                report = _import_pair_prefs(con, path, columns, allow)
+            else:
+                report = _import_outputs(con, path, columns, baseline, allow)
+    report.notes = notes + report.notes
     return report
+
+
+@contextmanager
+def _one_line_errors(path: Path) -> Iterator[None]:
+    """A DuckDB error while reading a file (a corrupt Parquet page, memory) as the one-line error;
+    the transaction has rolled back by then, so nothing was stored."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InputError(str(path), None, None, f"cannot import the file: {first}") from None
+
+
+def _model_key(name: str) -> str:
+    """``cand_a``, ``Cand-A``, ``cand a`` and ``cand-a`` share a key: one model spelled several ways."""
+    return re.sub(r"[\s_-]+", "_", name.strip().lower())
+
+
+def _check_near_duplicate_models(con, path: Path, file_models: list[str], known: list[str],
+                                 named: list[str]) -> None:
+    """Refuse a file whose model names differ from each other only in case, ``-``/``_`` or spaces,
+    unless every such name new to the project is given with ``--add-model NAME``. (A name close to
+    a stored model is caught by the strict check of new names, which a bare ``--add-model`` passes.)"""
+    groups: dict[str, list[str]] = {}
+    for m in file_models:
+        groups.setdefault(_model_key(m), []).append(m)
+    for names in groups.values():
+        new = [m for m in names if m not in known]
+        if len(names) < 2 or not new or all(m in named for m in new):
+            continue
+        first_new = con.execute(f"SELECT min(_row) FROM _stage s WHERE {_text_expr('model')} = ?",
+                                [names[1]]).fetchone()[0]  # where the second spelling first appears
+        spelled = ", ".join(repr(m) for m in names[:-1]) + f" and {names[-1]!r}"
+        flags = " ".join(f"--add-model {shlex.quote(m)}" for m in new)
+        raise InputError(
+            str(path), first_new, "model",
+            f"models {spelled} differ only in case, '-'/'_' or spaces: one model spelled {len(names)} ways? "
+            f"fix the file, or import with {flags} to keep them apart")
 
 
 def _known_judges(con) -> list[str]:
@@ -401,10 +367,15 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None,
             checks.append((c, f"{e} IS NOT NULL AND (isnan({e}) OR isinf({e}) OR {e} < 0)", "must be a finite number >= 0"))
     _raise_first_bad(con, "_stage", path, checks)
     _check_duplicates(con, "_stage", path, ["item_id", "model"])
+    file_models = [r[0] for r in con.execute(
+        f"SELECT {_text_expr('model')} AS m FROM _stage s GROUP BY m ORDER BY min(_row)").fetchall()]
+    known_models = store.models(con)
+    names = allow.get("model_names", [])
+    if known_models:
+        _check_new_names(path, "model", "model", [m for m in file_models if m not in names], known_models,
+                         allow.get("model", False) and not names, "--add-model")
+    _check_near_duplicate_models(con, path, file_models, known_models, names)
     if con.execute("SELECT count(*) FROM outputs").fetchone()[0]:
-        file_models = [r[0] for r in con.execute(
-            f"SELECT {_text_expr('model')} AS m FROM _stage s GROUP BY m ORDER BY min(_row)").fetchall()]
-        _check_new_names(path, "model", "model", file_models, store.models(con), allow.get("model", False), "--add-model")
         _check_new_names(path, "judge", judge_cols[0] if judge_cols else None,
                          list(dict.fromkeys(j for j, _ in judged.values())), _known_judges(con),
                          allow.get("judge", False), "--add-judge")
@@ -575,7 +546,8 @@ def _import_pair_prefs(con, path: Path, columns: list[str], allow: dict[str, boo
 # --------------------------------------------------------------------------- labels
 
 
-def import_labels(con: duckdb.DuckDBPyConnection, path: str | Path, source: str = "import") -> ImportReport:
+def import_labels(con: duckdb.DuckDBPyConnection, path: str | Path, source: str = "import", *,
+                  limits: readers.Limits | None = None, prepared: str | Path | None = None) -> ImportReport:
     """Append pointwise and/or pairwise labels from a file; exact repeats of stored labels are skipped.
 
     A repeat is a row equal to a stored label in item, model/pair, dimension, verdict/preference,
@@ -583,8 +555,8 @@ def import_labels(con: duckdb.DuckDBPyConnection, path: str | Path, source: str 
     judgments (a correction is a new row) are appended.
     """
     path = Path(path)
-    with store.transaction(con):
-        columns = stage(con, path)
+    with _one_line_errors(path), store.transaction(con):
+        columns = stage(con, path, limits=limits, prepared=prepared)
         _check_case(path, columns)
         n = _check_rows(con, "_stage", path)
         has_point = "verdict" in columns
@@ -695,12 +667,16 @@ EXPORT_SQL = """
 
 
 def export_labels(con: duckdb.DuckDBPyConnection, path: str | Path) -> int:
-    """Write every label (both kinds, full history, corrections included) to CSV, JSONL or Parquet."""
+    """Write every label (both kinds, full history, corrections included) to CSV, JSONL or Parquet.
+    In a CSV, text that a spreadsheet would run as a formula (a note ``=HYPERLINK(...)``, an item id
+    starting with ``-``) gets a leading single quote (``store.csv_safe_sql``); Parquet and JSONL keep
+    every value exactly."""
     path = Path(path)
     fmt = {".csv": "FORMAT CSV, HEADER", ".parquet": "FORMAT PARQUET", ".jsonl": "FORMAT JSON", ".json": "FORMAT JSON"}.get(path.suffix.lower())
     if fmt is None:
         raise TiebreakError(f"{path}: unknown file type {path.suffix!r}; use .csv, .jsonl or .parquet")
-    con.execute(f"COPY ({EXPORT_SQL}) TO {_lit(str(path))} ({fmt})")
+    sql = store.csv_safe_sql(con, EXPORT_SQL) if path.suffix.lower() == ".csv" else EXPORT_SQL
+    con.execute(f"COPY ({sql}) TO {_lit(str(path))} ({fmt})")
     return con.execute(f"SELECT count(*) FROM ({EXPORT_SQL})").fetchone()[0]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -49,6 +50,13 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "signoff_mode": "anytime",
     "anytime_target_items": 100,  # labelled items at which the anytime-valid bound is tightest
     "forecast_prior_sd": 0.1,  # the forecast's sceptical prior on Delta: N(0, sd^2) (most changes move a rate < 0.2)
+    # import limits, checked before any work (calib.data.readers.Limits); a file over one is refused
+    "import_max_bytes": 10_000_000_000,  # file size (app uploads are further capped by server.maxUploadSize)
+    "import_max_rows": 8_000_000,  # data rows per file (5.3M rows import in ~34 s, 2 GB)
+    "import_max_columns": 500,
+    "import_max_judge_columns": 200,  # judge:/pref: columns (judges x dimensions)
+    "import_max_depth": 20,  # nesting of a JSON value or a Parquet column type
+    "import_memory_mb": 2048,  # the app's import process: address-space cap (a bad file fails only it)
 }
 
 # settings whose value must be one of a few words (a typo must not silently mean another rule)
@@ -495,11 +503,62 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("COMMIT")
 
 
+_DB_LOCKS: dict[tuple[str, str], threading.RLock] = {}
+_DB_LOCKS_GUARD = threading.Lock()
+
+
+def db_key(con: duckdb.DuckDBPyConnection) -> str:
+    """The database file a connection or cursor is on (``":memory:"`` for an in-memory one): the
+    key of the process-wide locks below, so two projects open in one process never wait on each other."""
+    # on a cursor of its own: callers pass the app's shared connection from many threads, and one
+    # DuckDB connection must not run statements from two threads at once
+    cur = con.cursor()
+    try:
+        row = cur.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    finally:
+        cur.close()
+    return str(Path(row[0]).resolve()) if row and row[0] else ":memory:"
+
+
+def db_lock(con: duckdb.DuckDBPyConnection, name: str) -> threading.RLock:
+    """A process-wide re-entrant lock per (database file, ``name``): one writer at a time for a
+    derived table rebuilt by check-then-write (the cells, the queue's batches).
+
+    Why a lock and not DuckDB alone: the app serves every session from threads of ONE process, each
+    with its own cursor, and DuckDB's optimistic concurrency lets two transactions both see "not
+    built yet" or "unit not queued" and both insert (tables without a key), or fail with a
+    primary-key conflict (``cache_state``). Other processes cannot open the file while the app has
+    it (DuckDB allows one writing process), so a process-wide lock is enough."""
+    key = (db_key(con), name)
+    with _DB_LOCKS_GUARD:
+        lock = _DB_LOCKS.get(key)
+        if lock is None:
+            lock = _DB_LOCKS[key] = threading.RLock()
+        return lock
+
+
 def register(con: duckdb.DuckDBPyConnection, name: str, frame) -> None:
     """Register a DataFrame/Arrow table as a view. DuckDB 2 refuses while a result is unfinished
     (after a ``fetchone``), so finish any pending result first."""
     con.execute("SELECT 1").fetchall()
     con.register(name, frame)
+
+
+def csv_safe_sql(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """``sql`` wrapped so that every text column's value starting with a formula character (``=``,
+    ``+``, ``-``, ``@``, tab, CR: ``calib.safetext.CSV_FORMULA_START``) gets a leading single quote,
+    for a CSV a spreadsheet may open (OWASP, CSV injection). Other columns, numbers included, are
+    unchanged: a number is never run as a formula, and -0.5 stays the number -0.5."""
+    cols = con.execute(f"DESCRIBE ({sql})").fetchall()
+    starts = "('=', '+', '-', '@', chr(9), chr(13))"
+
+    def one(name: str, typ: str) -> str:
+        q = '"' + name.replace('"', '""') + '"'
+        if typ.upper() != "VARCHAR":
+            return q
+        return f"CASE WHEN left({q}, 1) IN {starts} THEN chr(39) || {q} ELSE {q} END AS {q}"
+
+    return f"SELECT {', '.join(one(c[0], c[1]) for c in cols)} FROM ({sql})"
 
 
 # --------------------------------------------------------------------------- settings

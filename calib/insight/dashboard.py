@@ -3,13 +3,14 @@ latency, cost), the sign-off recommendation, whether a refit is due, and the for
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
 import duckdb
 
 from calib.data import store
-from calib.stats import engine, sequential
+from calib.stats import engine, nuts_worker, sequential
 
 
 def output_stats(con: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -137,20 +138,23 @@ def refresh(con: duckdb.DuckDBPyConnection) -> dict:
 
 class BackgroundFit:
     """The authoritative NUTS fit on its own thread (a page never waits for it); the fit is
-    recorded in ``fits`` when done, ``error`` says why it failed."""
+    recorded in ``fits`` when done, ``error`` says why it failed. With ``isolate`` the sampler
+    runs in the NUTS worker process (``calib.stats.nuts_worker``: the app keeps no sampler memory)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, kind: str = "nuts"):
+    def __init__(self, con: duckdb.DuckDBPyConnection, kind: str = "nuts", isolate: bool = False):
         self.started = time.time()
         self.finished: float | None = None
         self.error: str | None = None
         self.result: dict | None = None
+        self.isolate = isolate
         self._thread = threading.Thread(target=self._target, args=(con, kind), daemon=True)
         self._thread.start()
 
     def _target(self, con, kind) -> None:
         cur = con.cursor()
         try:
-            self.result = engine.fit_project(cur, kind)
+            with nuts_worker.in_worker() if self.isolate else contextlib.nullcontext():
+                self.result = engine.fit_project(cur, kind)
         except Exception as exc:  # noqa: BLE001 - shown on the page
             self.error = str(exc)
         finally:
@@ -160,3 +164,30 @@ class BackgroundFit:
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
+
+
+# The background NUTS fit per database, shared by every session of this process.
+_NUTS_RUNS: dict[str, BackgroundFit] = {}
+_NUTS_GUARD = threading.Lock()
+
+
+def nuts_run(con: duckdb.DuckDBPyConnection) -> BackgroundFit | None:
+    """This database's latest background NUTS fit in this process (running or finished), or None."""
+    return _NUTS_RUNS.get(store.db_key(con))
+
+
+def start_nuts(con: duckdb.DuckDBPyConnection, isolate: bool = True) -> tuple[BackgroundFit, bool]:
+    """Start the authoritative NUTS fit of ``con``'s database in the background unless one is
+    already running in this process; returns (the run, whether this call started it).
+
+    Every session of the app shares one process: four tabs pressing "Run NUTS" within seconds
+    started three fits (the button was disabled per tab only), each holding its own sampler. The
+    check and the start happen under one lock, so a second press just sees the running fit. The
+    sampler runs in the NUTS worker process unless ``isolate`` is False."""
+    key = store.db_key(con)
+    with _NUTS_GUARD:
+        run = _NUTS_RUNS.get(key)
+        if run is not None and run.running:
+            return run, False
+        run = _NUTS_RUNS[key] = BackgroundFit(con, "nuts", isolate=isolate)
+        return run, True

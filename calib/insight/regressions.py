@@ -112,7 +112,13 @@ def likely_regressions(con, dimension: str, candidate: str | None = None, seed: 
 
 def queue_likely_regressions(con, dimension: str, k: int, candidate: str | None = None, seed: int = 0) -> queue.Batch:
     """Queue about ``k`` likely regressions for SMEs: Poisson sampling with pi = min(1, c * P(regression)),
-    c chosen so sum(pi) = k over the not-yet-queued unlabelled items; each pi is recorded."""
+    c chosen so sum(pi) = k over the not-yet-queued unlabelled items; each pi is recorded. One batch
+    at a time per database, as ``queue.refill`` (its own batch id, no unit queued twice)."""
+    with store.db_lock(con, "queue"):
+        return _queue_likely_regressions(con, dimension, k, candidate, seed)
+
+
+def _queue_likely_regressions(con, dimension: str, k: int, candidate: str | None, seed: int) -> queue.Batch:
     df = likely_regressions(con, dimension, candidate, seed)
     _, cand = _models(con, candidate)
     queued = {r[0] for r in con.execute("SELECT item_id FROM queue WHERE coalesce(candidate, ?) = ?",

@@ -285,3 +285,14 @@ def judge_disagreement_table(rows: list[dict]) -> list[dict]:
                           (model_with_role, "Model", None),
                           ("n", "Outputs compared", integer), ("disagree_share", "Verdicts differ", pct),
                           ("kappa", "Kappa", lambda v: num(v, 2))])
+
+
+def fits_history_csv(history: list[dict]) -> bytes:
+    """The fits history (``engine.fits_history`` rows) as CSV bytes for a spreadsheet: dimension and
+    candidate names come from the data, so text that would run as a formula is quoted
+    (``safetext.csv_frame``); the numbers (Delta and its interval, often negative) stay numbers."""
+    import pandas as pd
+
+    from calib.safetext import csv_frame
+
+    return csv_frame(pd.DataFrame(history)).to_csv(index=False).encode()

@@ -353,7 +353,16 @@ class Batch:
 
 
 def refill(con: duckdb.DuckDBPyConnection, n: float, seed: int = 0, random_share: float | None = None) -> Batch:
-    """Choose about ``n`` more items by the adaptive policy and queue them with their inclusion probabilities."""
+    """Choose about ``n`` more items by the adaptive policy and queue them with their inclusion probabilities.
+
+    One refill at a time per database (``store.db_lock(con, "queue")``, held from the priorities to
+    the insert): a batch's probabilities are computed on the units no other batch holds, and its
+    ``batch_id`` (max + 1) is unique. Concurrent callers wait and then choose from what is left."""
+    with store.db_lock(con, "queue"):
+        return _refill(con, n, seed, random_share)
+
+
+def _refill(con: duckdb.DuckDBPyConnection, n: float, seed: int, random_share: float | None) -> Batch:
     s = store.get_settings(con)
     r = s["random_share"] if random_share is None else random_share
     if not 0 <= r <= 1:
@@ -385,7 +394,13 @@ def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment
                    candidate: str | None = None) -> Batch:
     """Queue a lead-chosen subset (a segment, a topic, items a judge fails), recorded as such: a simple
     random sample of ``n`` of the matching units (all when n is None), inclusion_prob = n / matching.
-    Units pair the baseline with ``candidate``, or with every candidate when it is None."""
+    Units pair the baseline with ``candidate``, or with every candidate when it is None. One
+    batch at a time per database, as ``refill``."""
+    with store.db_lock(con, "queue"):
+        return _queue_filtered(con, n, segment, topic, judge_fail, seed, candidate)
+
+
+def _queue_filtered(con, n, segment, topic, judge_fail, seed, candidate) -> Batch:
     import pandas as pd
 
     ensure_cells(con)
@@ -427,6 +442,25 @@ def queue_filtered(con: duckdb.DuckDBPyConnection, n: int | None = None, segment
                          "batch_id": batch_id, "overlap": rng.random(k) < s["overlap_share"]})
     _insert_queue(con, rows)
     return Batch(batch_id, "filtered", len(ids), float(k), k)
+
+
+def lease_or_refill(con: duckdb.DuckDBPyConnection, annotator: str, n: float = 20, seed: int = 0) -> Lease | None:
+    """What the Label page does on load: this SME's lease (their active one, else the next unit),
+    refilling the queue by about ``n`` units when nothing is servable; None when nothing is left.
+
+    Many SMEs signing in at once on a fresh project all find the queue empty: the refill happens
+    under the queue lock and each caller first looks again, so the first one refills and the others
+    are served from its batch (a refill per caller would stack batches and, before the lock,
+    queued units twice)."""
+    lease = next_item(con, annotator)
+    if lease is not None:
+        return lease
+    with store.db_lock(con, "queue"):
+        lease = next_item(con, annotator)  # another session may have refilled while this one waited
+        if lease is None:
+            refill(con, n, seed=seed)
+            lease = next_item(con, annotator)
+    return lease
 
 
 def _next_batch_id(con) -> int:

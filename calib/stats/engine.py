@@ -271,12 +271,36 @@ def _interval_dict(draws, mass):
     return {"mean": mean, "lo": lo, "hi": hi}
 
 
-@one_blas_thread
+class FitRunning(TiebreakError):
+    """A NUTS fit of this database is already running in this process."""
+
+
 def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: float | None = None,
                 seed: int = 0, record: bool = True, draws: int | None = None,
                 max_label_id: int | None = None, forecast_extra: list[int] | None = None) -> dict:
     """Fit every dimension (``kind`` = "fast" Laplace or "nuts"), compute estimands, cross-checks and
-    decisions, and record the fit in ``fits``. Returns the JSON-able result (as ``tiebreak fit --json``)."""
+    decisions, and record the fit in ``fits``. Returns the JSON-able result (as ``tiebreak fit --json``).
+
+    One NUTS fit per database at a time in this process (``store.db_lock(con, "nuts")``, not
+    waited for: a second caller gets ``FitRunning``): a NUTS fit takes seconds to minutes and
+    two at once only compete for the same cores and memory. Another process cannot open the
+    database while the app holds it (DuckDB's single writer), so in-process is the whole scope."""
+    args = (con, kind, margin, seed, record, draws, max_label_id, forecast_extra)
+    if kind != "nuts":
+        return _fit_project(*args)
+    lock = store.db_lock(con, "nuts")
+    if not lock.acquire(blocking=False):
+        raise FitRunning("a NUTS fit of this database is already running; wait for it to finish")
+    try:
+        return _fit_project(*args)
+    finally:
+        lock.release()
+
+
+@one_blas_thread
+def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: float | None = None,
+                seed: int = 0, record: bool = True, draws: int | None = None,
+                max_label_id: int | None = None, forecast_extra: list[int] | None = None) -> dict:
     t0 = time.perf_counter()
     s = store.get_settings(con)
     margin = s["margin"] if margin is None else margin

@@ -385,7 +385,12 @@ def fit_nuts(data: CellData, draws: int = 800, tune: int = 250, chains: int = 2,
     density with the fused kernel of ``calib.stats.nuts_kernel`` (tested equal to the PyMC model's);
     "pymc" compiles ``build_pymc_model`` (once per models x segments x judges, reused with
     ``with_data``). The fast fit (``init``, else run here) only shapes the parameterisation
-    (centring and whitening), never the target density."""
+    (centring and whitening), never the target density. In a thread inside
+    ``nuts_worker.in_worker()`` it runs in the NUTS worker process (the app's memory stays flat)."""
+    from calib.stats import nuts_worker
+
+    if nuts_worker.active():
+        return nuts_worker.call(fit_nuts, data, draws, tune, chains, seed, target_accept, init, backend)
     import nutpie
 
     fast = init if init is not None else fit_laplace(data, draws=600, seed=seed)
@@ -601,7 +606,11 @@ def _pairwise_nuts(data: PairData, draws: int, seed: int, tune: int = 300, chain
     """Posterior draws (D, F + 2) by NUTS (nutpie) on the preference model, evaluated by the fused
     kernel of ``calib.stats.pair_kernel`` (tested equal to ``build_pairwise_pymc_model``), in
     coordinates whitened by the fast fit (which shapes the parameterisation, never the density);
-    with R-hat, ESS and divergences."""
+    with R-hat, ESS and divergences. In the NUTS worker process under ``nuts_worker.in_worker()``."""
+    from calib.stats import nuts_worker
+
+    if nuts_worker.active():
+        return nuts_worker.call(_pairwise_nuts, data, draws, seed, tune, chains)
     import nutpie
 
     from calib.stats import pair_kernel
