@@ -38,12 +38,13 @@ from scipy.stats import t as student_t
 from calib.stats import design, sequential
 
 
-def population(n_items: int, delta: float, rng: np.random.Generator) -> dict:
+def population(n_items: int, delta: float, rng: np.random.Generator, level: float = 1.2) -> dict:
     """One project's finite population: both models' true verdicts with Delta exactly ``delta``
-    (to 1 / n_items), and the judge model's (miscalibrated) pass probabilities."""
+    (to 1 / n_items), and the judge model's (miscalibrated) pass probabilities. ``level``: the
+    logit of a typical item's pass probability (1.2: rates ~0.7; 3.5: ~0.93, failures rare)."""
     z = rng.normal(0.0, 1.2, n_items)
-    q_b = expit(1.2 + z)
-    q_c = expit(1.2 + z + rng.normal(0.0, 0.4, n_items))
+    q_b = expit(level + z)
+    q_c = expit(level + z + rng.normal(0.0, 0.4, n_items))
     u = rng.random(n_items)  # shared: the two outputs of an item are mostly right or wrong together
     y_b = (u < q_b).astype(float)
     y_c = (u < q_c).astype(float)
@@ -88,7 +89,8 @@ def run_project(pop: dict, margin: float, decide_prob: float, n_max: int, min_it
         fixed = "not worse" if pn >= decide_prob else "worse" if 1 - pn >= decide_prob else "label more"
         sd = scale * np.sqrt(df / (df - 2)) if df > 2 else np.inf  # the sd of the product's t draws
         lo, hi = sequential.bounds(mean, sd, n, alpha, target)
-        return {"fixed": fixed, "anytime": sequential.decide(lo, hi, -margin)}
+        anytime = sequential.decide(lo, hi, -margin) if n >= sequential.MIN_ITEMS_ANYTIME else "label more"
+        return {"fixed": fixed, "anytime": anytime}
 
     first: dict = {(mode, every): None for mode in sequential.MODES for every in (1, 10)}
     for n in range(max(min_items, 3), n_max + 1):
@@ -104,13 +106,13 @@ def run_project(pop: dict, margin: float, decide_prob: float, n_max: int, min_it
 
 def study(projects: int = 400, n_items: int = 1000, margin: float = 0.05, decide_prob: float = 0.95,
           n_max: int = 600, min_items: int = 20, target: int = 100, seed: int = 0,
-          deltas: tuple[float, ...] | None = None) -> list[dict]:
+          deltas: tuple[float, ...] | None = None, level: float = 1.2) -> list[dict]:
     """Rows per true Delta (in margins): wrong sign-off rates and labels to a sign-off per mode."""
     deltas = deltas if deltas is not None else (-2.0, -1.0, 0.0, 1.0)
     rows = []
     for k, dm in enumerate(deltas):
         rng = np.random.default_rng([seed, k])
-        res = [run_project(population(n_items, dm * margin, rng), margin, decide_prob, n_max, min_items, target, rng)
+        res = [run_project(population(n_items, dm * margin, rng, level), margin, decide_prob, n_max, min_items, target, rng)
                for _ in range(projects)]
         row = {"delta_margins": dm, "projects": projects}
         for mode in sequential.MODES:
@@ -179,11 +181,15 @@ def main() -> None:
     ap.add_argument("--margin", type=float, default=0.05)
     ap.add_argument("--max-labels", type=int, default=600)
     ap.add_argument("--target", type=int, default=100, help="anytime_target_items")
+    ap.add_argument("--level", type=float, default=1.2, help="logit of a typical pass rate (3.5: rates ~0.93)")
+    ap.add_argument("--deltas", default="-2,-1,0,1", help="true Delta in margins, comma-separated")
     ap.add_argument("--product", type=int, default=0, help="also run this many demo projects through fit_project")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    rows = study(a.projects, a.items, a.margin, n_max=a.max_labels, target=a.target)
-    print(f"{a.projects} projects per row, {a.items} items each, margin {a.margin}, decide_prob 0.95 "
+    rows = study(a.projects, a.items, a.margin, n_max=a.max_labels, target=a.target,
+                 deltas=tuple(float(x) for x in a.deltas.split(",")), level=a.level)
+    print(f"{a.projects} projects per row, {a.items} items each (pass-rate level {a.level:g} on the logit scale), "
+          f"margin {a.margin}, decide_prob 0.95 "
           f"(nominal wrong sign-off at the margin: 5.0%), looks from 20 labelled items to {a.max_labels}, "
           f"anytime bound tightest at {a.target}\n")
     print("true Delta | signed off (share of projects)                                   | median labels to sign-off")

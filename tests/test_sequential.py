@@ -61,6 +61,10 @@ def test_decide_and_apply_keep_the_fixed_fields_and_hold_on_few_items():
     assert sequential.apply(dict(edge), "fixed", 0.05, 100, -0.02)["decision"] == "not worse"
     few = dict(row, n_items=10, decision="label more")
     assert sequential.apply(few, "anytime", 0.05, 100, -0.02, min_items=20)["decision"] == "label more"
+    # the sequence waits for MIN_ITEMS_ANYTIME (its variance estimate), the fixed rule only min_items
+    early = dict(row, n_items=sequential.MIN_ITEMS_ANYTIME - 1)
+    assert sequential.apply(dict(early), "anytime", 0.05, 100, -0.02, min_items=20)["decision"] == "label more"
+    assert sequential.apply(dict(early), "fixed", 0.05, 100, -0.02, min_items=20)["decision"] == "not worse"
     with pytest.raises(TiebreakError, match="signoff_mode"):
         sequential.check_mode("anytim")
 
@@ -84,13 +88,14 @@ def test_fit_records_the_mode_and_decides_by_the_sequence(demo_con):
     from calib.review import simulate
 
     store.set_settings(demo_con, min_decision_items=20, margin=0.05)
-    simulate.simulate_sme(demo_con, 40)
+    simulate.simulate_sme(demo_con, 50)
     fit = engine.fit_project(demo_con, "fast", record=False)
     assert fit["signoff_mode"] == "anytime" and "anytime-valid" in fit["signoff_words"]
     for d in fit["diffs"] + fit["preference"]:
         assert d["cs_lo"] < d["lo"] and d["cs_hi"] > d["hi"]  # the sequence is the wider
         null = -fit["margin"] if d in fit["diffs"] else 0.5 - fit["margin"]
-        assert d["decision"] == sequential.decide(d["cs_lo"], d["cs_hi"], null)
+        held = d["n_items"] < sequential.MIN_ITEMS_ANYTIME
+        assert d["decision"] == ("label more" if held else sequential.decide(d["cs_lo"], d["cs_hi"], null))
         if d["decision"] != "label more":  # the sequence decides only where the fixed interval does too
             assert d["decision_fixed"] == d["decision"]
     extra = [25, 100, 400]
