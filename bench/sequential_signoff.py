@@ -22,8 +22,9 @@ come as a uniform random sample one item at a time (both models' outputs labelle
 from outside the queue are weighted. ``--product K`` also runs K demo projects through
 ``fit_project`` itself (looks every 10 labels), as a check that the product path behaves alike.
 
-    nice -n 10 python bench/sequential_signoff.py                # 400 projects per scenario
-    nice -n 10 python bench/sequential_signoff.py --projects 100 --product 6
+    nice -n 10 python bench/sequential_signoff.py                # 400 projects per scenario, ~3 min CPU
+    nice -n 10 python bench/sequential_signoff.py --projects 200 --level 3.5 --margin 0.03 --deltas=-1,0
+    nice -n 10 python bench/sequential_signoff.py --projects 20 --product 6   # + 6 demo projects via fit_project
 """
 
 from __future__ import annotations
