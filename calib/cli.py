@@ -365,7 +365,7 @@ def _fmt_ci(r: dict) -> str:
 
 
 def cmd_fit(args) -> int:
-    from calib.stats import engine
+    from calib.stats import engine, sequential
 
     con = _open_db(args)
     res = engine.fit_project(con, kind="fast" if args.fast else "nuts", margin=args.margin, seed=args.seed,
@@ -377,9 +377,12 @@ def cmd_fit(args) -> int:
           f"{engine.interval_words(res)}; margin {res['margin']}")
     if len(res["candidates"]) > 1:
         print(f"  {len(res['candidates'])} candidates: {res['multiplicity']}")
+    print(f"  sign-off mode {res.get('signoff_mode', 'fixed')}: {sequential.rule_caption(res)}")
     for d in res["diffs"]:
+        basis = sequential.row_basis(d, res)
         print(f"  {d['dimension']:<14} Delta {d['candidate']} - {d['baseline']}: {_fmt_ci(d)}  "
-              f"P(not worse) = {d['p_noninferior']:.3f}  ->  {d['decision'].upper()}")
+              f"P(not worse) = {d['p_noninferior']:.3f}" + (f"  {basis}" if basis else "")
+              + f"  ->  {d['decision'].upper()}")
         if d.get("note"):
             print(f"  {'':<14} ({d['note']})")
     for dim, est in res.get("estimator", {}).items():

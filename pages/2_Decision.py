@@ -9,7 +9,7 @@ import streamlit as st
 
 from calib import safetext as safe
 from calib.data import cells, ingest, store
-from calib.stats import engine
+from calib.stats import engine, sequential
 from calib.insight import dashboard, fitness, plots, report, tables
 from calib.errors import TiebreakError
 from calib.review import users
@@ -80,6 +80,7 @@ def live() -> None:
                + (f" ({len(cands)} candidates compared at once: {fit['decide_prob']:g} adjusted by Bonferroni, "
                   f"1 - (1 - {fit['decide_prob']:g}) / {len(cands)})" if many else "")
                + ". Refreshes every 5 s; refits (fast) when labels arrive.")
+    st.caption(safe.md(sequential.rule_caption(fit)))  # which interval decides, and what watching it costs
     for c in cands if many else [None]:
         cards = [d for d in fit["diffs"] + [p for p in fit.get("preference", []) if "decision" in p]
                  if c is None or d["candidate"] == c]
@@ -92,7 +93,9 @@ def live() -> None:
             name = ("Side by side: " if pair else "") + safe.one_line(d["dimension"], 60)
             col.metric(safe.md(name), safe.md(d["decision"].upper()), tables.card_delta(d, pair), delta_color="off",
                        delta_arrow="off", border=True)
+            basis = sequential.row_basis(d, fit, pair)
             col.caption(f"P(not worse by more than {100 * fit['margin']:g} pp) = {d['p_noninferior']:.3f}"
+                        + (f" · {safe.md(basis)}" if basis else "")
                         + (f" · {safe.md(d['note'])}" if d.get("note") else ""))
     if many and fit.get("p_best"):
         st.markdown("**Which model is best?** Posterior probability of the highest pass rate, per dimension")

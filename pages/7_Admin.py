@@ -148,6 +148,12 @@ with tab_settings:
             new["show_judges_to_sme"] = st.checkbox("Show judge scores to SMEs", settings["show_judges_to_sme"],
                                                     key="admin_set_show_judges")
             new["demo_mode"] = st.checkbox("Demo mode", settings["demo_mode"], key="admin_set_demo_mode")
+            modes = list(store.SETTING_CHOICES["signoff_mode"])
+            new["signoff_mode"] = st.selectbox(
+                "Sign-off mode", modes, key="admin_set_signoff_mode",
+                index=modes.index(settings["signoff_mode"]) if settings["signoff_mode"] in modes else 0,
+                help="anytime: a confidence sequence, valid however often the Decision page is watched (wider); "
+                     "fixed: the one-look interval, valid only at a number of labels chosen in advance")
         right = [("margin", "Non-inferiority margin", 0.0, 1.0), ("decide_prob", "Probability for a decision", 0.5, 1.0),
                  ("interval", "Credible interval mass", 0.5, 0.999), ("target_width", "Target interval width", 0.0, 2.0),
                  ("random_share", "Share of the queue drawn at random", 0.0, 1.0),
@@ -162,7 +168,8 @@ with tab_settings:
                     new[key] = st.number_input(label, min_value=min(lo, v), max_value=max(hi, v), value=v,
                                                format="%.4g", key=f"admin_set_{key}")
         with c2:
-            for key, label in (("lease_minutes", "Lease minutes"), ("min_decision_items", "Fewest items for a decision")):
+            for key, label in (("lease_minutes", "Lease minutes"), ("min_decision_items", "Fewest items for a decision"),
+                               ("anytime_target_items", "Anytime-valid bound tightest at (items)")):
                 v = int(settings[key])
                 new[key] = int(st.number_input(label, min_value=min(1, v), max_value=max(100_000, v), value=v,
                                                step=1, key=f"admin_set_{key}"))

@@ -45,6 +45,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "signoff_max_cost_per_1k_usd": 0.0,  # the candidate's cost per 1,000 requests must not exceed this (0 = no limit)
     "demo_pace": 1.0,  # demo mode: simulated SME items per second
     "min_decision_items": 20,  # fewest items labelled for both models before "not worse"/"worse" is announced
+    # how a decision is taken (calib/stats/sequential.py): "anytime" = a confidence sequence, valid however
+    # often the Decision page is watched; "fixed" = the one-look interval (bench/sequential_signoff.py)
+    "signoff_mode": "anytime",
+    "anytime_target_items": 100,  # labelled items at which the anytime-valid bound is tightest
     "forecast_prior_sd": 0.1,  # the forecast's sceptical prior on Delta: N(0, sd^2) (most changes move a rate < 0.2)
     # import limits, checked before any work (calib.data.readers.Limits); a file over one is refused
     "import_max_bytes": 10_000_000_000,  # file size (app uploads are further capped by server.maxUploadSize)
@@ -54,6 +58,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "import_max_depth": 20,  # nesting of a JSON value or a Parquet column type
     "import_memory_mb": 2048,  # the app's import process: address-space cap (a bad file fails only it)
 }
+
+# settings whose value must be one of a few words (a typo must not silently mean another rule)
+SETTING_CHOICES: dict[str, tuple[str, ...]] = {"signoff_mode": ("anytime", "fixed")}
 
 
 # --------------------------------------------------------------------------- migrations
@@ -737,6 +744,9 @@ def set_settings(con: duckdb.DuckDBPyConnection, **values: Any) -> None:
     unknown = set(values) - set(DEFAULT_SETTINGS)
     if unknown:
         raise TiebreakError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    for key, value in values.items():
+        if key in SETTING_CHOICES and value not in SETTING_CHOICES[key]:
+            raise TiebreakError(f"setting {key}: {value!r} is not one of {', '.join(SETTING_CHOICES[key])}")
     for key, value in values.items():
         con.execute(
             "INSERT OR REPLACE INTO settings VALUES (?, ?)", [key, json.dumps(value)]

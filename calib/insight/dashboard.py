@@ -10,7 +10,7 @@ import time
 import duckdb
 
 from calib.data import store
-from calib.stats import engine, nuts_worker
+from calib.stats import engine, nuts_worker, sequential
 from calib.review import users
 
 
@@ -49,6 +49,12 @@ def model_comparison(con: duckdb.DuckDBPyConnection, fit: dict | None) -> list[d
     return with_pass_rates(output_stats(con), fit)
 
 
+def _basis(d: dict, fit: dict, pair: bool = False) -> str:
+    """"; anytime-valid bound [..]" where the decision rests on the confidence sequence, else ""."""
+    text = sequential.row_basis(d, fit, pair)
+    return f"; {text}" if text else ""
+
+
 def signoff(fit: dict, comparison: list[dict], settings: dict, candidate: str | None = None) -> dict:
     """The recommendation on all three axes: quality (every dimension 'not worse'), latency and cost
     (the candidate within the sign-off thresholds, where set). 'sign off', 'do not sign off' (a
@@ -67,13 +73,13 @@ def signoff(fit: dict, comparison: list[dict], settings: dict, candidate: str | 
     for d in fit["diffs"]:
         # percentage points, as the cards and tables show Delta
         add(f"{d['dimension']}: Delta {100 * d['mean']:+.1f} pp [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}], "
-            f"P(not worse by more than {100 * fit['margin']:g} pp) = {d['p_noninferior']:.3f} -> {d['decision']}",
-            d["decision"])
+            f"P(not worse by more than {100 * fit['margin']:g} pp) = {d['p_noninferior']:.3f}"
+            + _basis(d, fit) + f" -> {d['decision']}", d["decision"])
     for d in fit.get("preference", []):  # the side-by-side question: the win rate against the baseline
         if "decision" in d:
             add(f"{d['candidate']} vs {d['baseline']} side by side ({d['dimension']}): win rate {100 * d['mean']:.1f}% "
                 f"[{100 * d['lo']:.1f}%, {100 * d['hi']:.1f}%], P(win rate >= {100 * (0.5 - fit['margin']):g}%) = "
-                f"{d['p_noninferior']:.3f} -> {d['decision']}", d["decision"])
+                f"{d['p_noninferior']:.3f}" + _basis(d, fit, pair=True) + f" -> {d['decision']}", d["decision"])
     checks = (  # (setting, column, how a value reads)
         ("signoff_max_p95_latency_ms", "latency_p95_ms", lambda v: f"p95 latency {v:.0f} ms"),
         ("signoff_max_cost_per_1k_usd", "cost_per_1k_usd", lambda v: f"${v:.2f} per 1,000 requests"))

@@ -24,7 +24,7 @@ import duckdb
 
 from calib.data import cells, store
 from calib.safetext import html as _esc
-from calib.stats import engine
+from calib.stats import engine, sequential
 from calib.insight import annotators, dashboard, plots, regressions, tables
 
 try:  # judge fitness per model (issue 15, part 2) comes in its own module; the report works without it
@@ -49,6 +49,8 @@ SETTING_NAMES = {
     "target_width": "Target interval width", "signoff_max_p95_latency_ms": "Sign-off: max p95 latency (ms)",
     "signoff_max_cost_per_1k_usd": "Sign-off: max cost per 1,000 requests (USD)", "demo_pace": "Demo pace",
     "min_decision_items": "Items needed before a decision", "forecast_prior_sd": "Forecast prior SD",
+    "signoff_mode": "Sign-off mode (anytime-valid or fixed-n)",
+    "anytime_target_items": "Anytime-valid bound tightest at (labelled items)",
 }
 
 
@@ -222,6 +224,7 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
              f"points; a decision needs a posterior probability of at least "
              f"{fit.get('decide_prob_per_candidate', fit['decide_prob']):.4g}"
              + (f" ({e(fit['multiplicity'])})" if len(fit["candidates"]) > 1 else "")
+             + f"<br>Sign-off mode: <b>{e(fit.get('signoff_mode', 'fixed'))}</b>. {e(sequential.rule_caption(fit))}"
              + (f"<br><b>{late:,} items were labelled after this fit</b>: refit to include them." if late else "")
              + "</p>"]
 
@@ -243,7 +246,8 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
         c = {"not worse": "notworse", "worse": "worse"}.get(d["decision"], "more")
         parts.append(f"<div class='card'><b>{e(d['dimension'])}</b> ({e(d['candidate'])})<br>"
                      f"<span class='rec {c}'>{e(d['decision'].upper())}</span><br>Delta {e(tables.pp(d['mean']))} "
-                     f"[{e(tables.pp(d['lo']))}, {e(tables.pp(d['hi']))}]<br>P(not worse) = {d['p_noninferior']:.3f}</div>")
+                     f"[{e(tables.pp(d['lo']))}, {e(tables.pp(d['hi']))}]<br>P(not worse) = {d['p_noninferior']:.3f}"
+                     + (f"<br>{e(sequential.row_basis(d, fit))}" if sequential.row_basis(d, fit) else "") + "</div>")
     parts.append("</div>")
     parts.append(_table(tables.decision_table(fit["diffs"], fit["margin"])))
     if fit.get("preference"):

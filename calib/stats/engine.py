@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from calib.data import store
 from calib.data.cells import ensure_cells
-from calib.stats import crosscheck, design, forecast, model
+from calib.stats import crosscheck, design, forecast, model, sequential
 from calib.errors import TiebreakError
 
 PREF_CODE = {"baseline": 0, "tie": 1, "candidate": 2}
@@ -314,6 +314,8 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
     label_high_water = label_watermark(con)
     # several candidates at once: each decision needs a Bonferroni-adjusted probability
     threshold_k = decide_prob_per_candidate(threshold, len(cands))
+    # the sign-off rule (fixed-n interval or anytime-valid confidence sequence), same Bonferroni alpha
+    signoff = _signoff_rule(s, threshold_k, margin)
     result = {"kind": kind, "interval": mass, "margin": margin, "decide_prob": threshold,
               "decide_prob_per_candidate": threshold_k,
               "multiplicity": ("none (one candidate)" if len(cands) == 1 else
@@ -321,7 +323,7 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
                                f"P >= 1 - (1 - {threshold:g}) / {len(cands)} = {threshold_k:.4g}"),
               "baseline": base, "candidates": cands, "rates": [], "diffs": [],
               "segment_diffs": [], "preference": [], "p_best": [], "cross_checks": [], "warnings": [],
-              "diagnostics": {}, "estimator": {}}
+              "diagnostics": {}, "estimator": {}, **signoff["record"]}
     labelled_items: set = set()
     n_label_rows = 0
     for dim in s["dimensions"]:
@@ -350,7 +352,7 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
             result.setdefault("forecasts", []).extend(_forecast_dimension(
                 dim, data, post, rates, models, base, forecast_extra, s["target_width"], margin, threshold_k,
                 crosscheck._z(mass), s["min_decision_items"], s["forecast_prior_sd"],
-                rates_by_cand={c: r for c, (r, _) in per_cand.items()}))
+                rates_by_cand={c: r for c, (r, _) in per_cand.items()}, anytime=signoff["anytime"]))
         for m in models:
             mr = rates if m == base or m not in per_cand else per_cand[m][0]
             result["rates"].append({"dimension": dim, "model": m, "segment": None, **_interval_dict(mr.overall[m], mass)})
@@ -366,6 +368,7 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
                    "sd": float(np.std(delta)), "p_noninferior": pn, "decision": model.decide(pn, threshold_k)}
             _hold_on_few(row, _items_labelled_for_both(lab_c, models.index(base), models.index(c)),
                          s["min_decision_items"], "items labelled for both models")
+            signoff["apply"](row, -margin)
             result["diffs"].append(row)
             md = model_rates.overall[c] - model_rates.overall[base]
             result["cross_checks"].append({"dimension": dim, "baseline": base, "candidate": c, "method": "model-only",
@@ -404,6 +407,8 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
                    "decision": model.decide(pn, threshold_k)}
             _hold_on_few(row, int(how.get("items", 0)) if how.get("estimator") == "design" else 0,
                          s["min_decision_items"], "pairs compared by SMEs")
+            row["sd"] = float(np.std(win))
+            signoff["apply"](row, 0.5 - margin)
             result["preference"].append(row)
             result["cross_checks"] += _pair_cross_checks(con, pdata, base, c, dim, mass)
             n_label_rows += int(len(pdata.obs_y))
@@ -421,6 +426,17 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
         con.execute("INSERT INTO fits (created_at, kind, n_labels, seconds, result) VALUES (current_timestamp, ?, ?, ?, ?)",
                     [kind, result["n_labels"], result["seconds"], json.dumps(result)])
     return result
+
+
+def _signoff_rule(s: dict, threshold_k: float, margin: float) -> dict:
+    """The sign-off mode's record for the fit result and a function adding each row's confidence
+    sequence (``calib.stats.sequential``; in mode "anytime" it takes the decision)."""
+    mode = sequential.check_mode(str(s["signoff_mode"]))
+    alpha, target = 1.0 - threshold_k, int(s["anytime_target_items"])
+    record = {"signoff_mode": mode, "signoff_words": sequential.MODE_WORDS[mode], "anytime_target_items": target,
+              "watch_cost": sequential.watch_cost(target, alpha, target)}
+    return {"record": record, "anytime": (alpha, target) if mode == "anytime" else None, "apply": lambda row, null: sequential.apply(row, mode, alpha, target, null,
+                                                                          int(s["min_decision_items"]))}
 
 
 def _hold_on_few(row: dict, n: int, min_items: int, what: str) -> None:
@@ -623,12 +639,15 @@ def forecast_project(con: duckdb.DuckDBPyConnection, extra: list[int], target_wi
         out["forecasts"] += _forecast_dimension(dim, data, post, per_cand[cands[0]][0], models, base, extra, target,
                                                 margin, decide_prob_per_candidate(s["decide_prob"], len(cands)), z,
                                                 s["min_decision_items"], s["forecast_prior_sd"],
-                                                rates_by_cand={c: r for c, (r, _) in per_cand.items()})
+                                                rates_by_cand={c: r for c, (r, _) in per_cand.items()},
+                                                anytime=_signoff_rule(s, decide_prob_per_candidate(
+                                                    s["decide_prob"], len(cands)), margin)["anytime"])
     return out
 
 
 def _forecast_dimension(dim, data, post, rates, models, base, extra, target, margin, decide_prob, z,
-                        min_items: int = 0, prior_sd: float = 0.1, rates_by_cand: dict | None = None) -> list[dict]:
+                        min_items: int = 0, prior_sd: float = 0.1, rates_by_cand: dict | None = None,
+                        anytime: tuple[float, int] | None = None) -> list[dict]:
     """Forecast entries of one dimension (see ``forecast_project``): the design-consistent Delta's
     sd after k more labelled items (``forecast.design_sd_function``), and the chance of a decision
     (preposterior normal; none before ``min_items`` labelled items, the decision rule's minimum)."""
@@ -656,8 +675,10 @@ def _forecast_dimension(dim, data, post, rates, models, base, extra, target, mar
         def p_decision(k: int) -> float:
             if n_now + k < min_items:
                 return 0.0
+            # in anytime mode the decision needs the confidence sequence's wider bound at n_now + k
+            need = decide_prob if anytime is None else sequential.equivalent_threshold(n_now + k, *anytime)
             return forecast.preposterior_decision_probability(mean, sd, n_now, k, sd_fn.s2, sd_fn(k), margin,
-                                                              decide_prob, prior_sd)
+                                                              need, prior_sd)
         out.append({
             "dimension": dim, "baseline": base, "candidate": c, "mean": mean, "width_now": 2 * z * sd,
             "target_width": target, "labelled_items": n_now,
