@@ -91,6 +91,7 @@ def test_decision_rule():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("nuts")  # NUTS compiles its kernel once per worker (5-15 s): share it
 def test_nuts_agrees_with_fast_fit():
     """Tiny real NUTS run: the fast fit's interval endpoints are within 15% of NUTS's width (the
     issue's 10% is checked with more draws in bench/refit_speed.py; here MC error is larger)."""
@@ -172,6 +173,7 @@ def test_pair_kernel_is_the_pymc_density_and_its_gradient():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("nuts")
 def test_pairwise_nuts_agrees_with_the_fast_fit():
     """NUTS and the fast fit of the preference model give the same posterior (means within a
     fifth of a posterior sd, sds within 20%), and NUTS reports its convergence."""
@@ -289,6 +291,7 @@ def test_duckdb_cells_match_numpy_cells(demo_con):
         assert key(got) == key(ref)
 
 
+@pytest.mark.xdist_group("nuts")  # the preference model's NUTS runs for real
 def test_fit_project_records_history_and_moves_with_labels(demo_con, monkeypatch):
     _label_from_truth(demo_con, 60)
     r1 = engine.fit_project(demo_con, "fast")
