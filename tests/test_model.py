@@ -139,13 +139,14 @@ def test_nuts_kernel_is_the_pymc_density_and_its_gradient():
         assert np.allclose(num, g, atol=1e-4 * max(1.0, np.abs(g).max()))
 
 
-def _pair_sim(seed: int, n: int = 400, n_lab: int = 120):
+def _pair_sim(seed: int, n: int = 400, n_lab: int = 120, weights=(1.2, 0.6)):
+    """Preferences from an ordered logistic model on one feature per pairwise judge (``weights``)."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 2))
-    u = 1.2 * x[:, 0] + 0.6 * x[:, 1] + 0.3 + rng.logistic(size=n)
+    x = rng.normal(size=(n, len(weights)))
+    u = x @ np.asarray(weights) + 0.3 + rng.logistic(size=n)
     y = np.where(u > 1.0, 2, np.where(u < -0.8, 0, 1))
     lab = rng.choice(n, n_lab, replace=False)
-    return cells.pair_cells_from_arrays(["a", "b"], x, lab, y[lab]), y
+    return cells.pair_cells_from_arrays([f"j{i}" for i in range(len(weights))], x, lab, y[lab]), y
 
 
 def test_pair_kernel_is_the_pymc_density_and_its_gradient():
@@ -176,8 +177,9 @@ def test_pair_kernel_is_the_pymc_density_and_its_gradient():
 @pytest.mark.xdist_group("nuts")
 def test_pairwise_nuts_agrees_with_the_fast_fit():
     """NUTS and the fast fit of the preference model give the same posterior (means within a
-    fifth of a posterior sd, sds within 20%), and NUTS reports its convergence."""
-    pdata, _ = _pair_sim(5)
+    fifth of a posterior sd, sds within 20%), and NUTS reports its convergence. Four judges, as
+    the demo's preference model (test_fit_project_records_history...): one compiled kernel."""
+    pdata, _ = _pair_sim(5, weights=(1.2, 0.6, -0.4, 0.2))
     nuts, diag = model.pairwise_posterior(pdata, "nuts", draws=1000, seed=1)
     fast, _ = model.pairwise_posterior(pdata, "fast", draws=4000, seed=1)
     sd = nuts.std(0)
