@@ -62,3 +62,49 @@ def demo_con(tmp_path):
     demo.load_demo(c, 300, seed=1)
     yield c
     c.close()
+
+
+# --------------------------------------------------------------------------- parallel runs (xdist)
+# pyproject's addopts run the suite on up to 4 workers with ``--dist loadgroup``: tests are spread
+# one by one, except those sharing an expensive set-up, which go to one worker so it is paid once:
+# a module- or session-scoped fixture of tests/ (grouped by module), or a numba-compiled NUTS
+# kernel (``@pytest.mark.xdist_group("nuts")``: each compile costs 5-15 s per process, once per
+# model shape; calib.stats.model caches it in the process).
+
+
+def _shared_setup(item: pytest.Item) -> bool:
+    """Does ``item`` use a fixture of tests/ that is set up once per module or session?"""
+    info = getattr(item, "_fixtureinfo", None)
+    here = Path(__file__).resolve().parent
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        fd = defs[-1]
+        if fd.scope in ("module", "package", "session"):
+            try:
+                if here in Path(fd.func.__code__.co_filename).resolve().parents:
+                    return True
+            except AttributeError:
+                continue
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and _shared_setup(item):
+            item.add_marker(pytest.mark.xdist_group(f"module-{item.module.__name__}"))
+    if getattr(config.option, "loadgroup", False):  # on an xdist worker under --dist loadgroup
+        _tag_groups(items)
+
+
+def _tag_groups(items) -> None:
+    """Append "@group" to a grouped test's node id, which is how the controller's loadgroup
+    scheduler finds the group. pytest-xdist 3.8 writes it to ``item._nodeid``, which pytest 9.2 no
+    longer reads (the id is ``item._id``, a NodeId): without this every test is its own group.
+    Private API of the pinned pytest; if it changes, tests still pass, only the grouping is lost."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid and hasattr(item, "_id"):
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")

@@ -91,6 +91,7 @@ def test_decision_rule():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("nuts")  # NUTS compiles its kernel once per worker (5-15 s): share it
 def test_nuts_agrees_with_fast_fit():
     """Tiny real NUTS run: the fast fit's interval endpoints are within 15% of NUTS's width (the
     issue's 10% is checked with more draws in bench/refit_speed.py; here MC error is larger)."""
@@ -138,13 +139,14 @@ def test_nuts_kernel_is_the_pymc_density_and_its_gradient():
         assert np.allclose(num, g, atol=1e-4 * max(1.0, np.abs(g).max()))
 
 
-def _pair_sim(seed: int, n: int = 400, n_lab: int = 120):
+def _pair_sim(seed: int, n: int = 400, n_lab: int = 120, weights=(1.2, 0.6)):
+    """Preferences from an ordered logistic model on one feature per pairwise judge (``weights``)."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 2))
-    u = 1.2 * x[:, 0] + 0.6 * x[:, 1] + 0.3 + rng.logistic(size=n)
+    x = rng.normal(size=(n, len(weights)))
+    u = x @ np.asarray(weights) + 0.3 + rng.logistic(size=n)
     y = np.where(u > 1.0, 2, np.where(u < -0.8, 0, 1))
     lab = rng.choice(n, n_lab, replace=False)
-    return cells.pair_cells_from_arrays(["a", "b"], x, lab, y[lab]), y
+    return cells.pair_cells_from_arrays([f"j{i}" for i in range(len(weights))], x, lab, y[lab]), y
 
 
 def test_pair_kernel_is_the_pymc_density_and_its_gradient():
@@ -172,10 +174,12 @@ def test_pair_kernel_is_the_pymc_density_and_its_gradient():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("nuts")
 def test_pairwise_nuts_agrees_with_the_fast_fit():
     """NUTS and the fast fit of the preference model give the same posterior (means within a
-    fifth of a posterior sd, sds within 20%), and NUTS reports its convergence."""
-    pdata, _ = _pair_sim(5)
+    fifth of a posterior sd, sds within 20%), and NUTS reports its convergence. Four judges, as
+    the demo's preference model (test_fit_project_records_history...): one compiled kernel."""
+    pdata, _ = _pair_sim(5, weights=(1.2, 0.6, -0.4, 0.2))
     nuts, diag = model.pairwise_posterior(pdata, "nuts", draws=1000, seed=1)
     fast, _ = model.pairwise_posterior(pdata, "fast", draws=4000, seed=1)
     sd = nuts.std(0)
@@ -289,6 +293,7 @@ def test_duckdb_cells_match_numpy_cells(demo_con):
         assert key(got) == key(ref)
 
 
+@pytest.mark.xdist_group("nuts")  # the preference model's NUTS runs for real
 def test_fit_project_records_history_and_moves_with_labels(demo_con, monkeypatch):
     _label_from_truth(demo_con, 60)
     r1 = engine.fit_project(demo_con, "fast")

@@ -179,8 +179,10 @@ def test_success_resets_the_counters(db):
 
 def test_unknown_user_is_refused_in_the_same_time_as_a_wrong_password(db):
     """20 tries each, interleaved: the median time to refuse an unknown name is within 20% of the
-    time to refuse a known name with a wrong password (both pay one bcrypt check of the same cost;
-    medians, so a neighbour's burst on this shared machine does not decide)."""
+    time to refuse a known name with a wrong password (both pay one bcrypt check of the same cost).
+    Timed as this thread's CPU time, the work each refusal does (bcrypt runs in the calling
+    thread): wall time follows it on an idle server, but on a shared machine, or with the suite's
+    other xdist worker beside, wall-clock medians of 20 tries differed by 30%."""
     con, _ = db
     loose = Policy(free_failures=1000, pair_free_failures=1000, client_free_failures=1000)
     users.sign_in(con, "warm-up", "x", "c", policy=loose)  # the dummy hash is made once per process
@@ -188,9 +190,9 @@ def test_unknown_user_is_refused_in_the_same_time_as_a_wrong_password(db):
     for i in range(20):
         for name, out in (("lee", known), (f"ghost{i}", unknown)) if i % 2 else (
                 (f"ghost{i}", unknown), ("lee", known)):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             r = users.sign_in(con, name, "wrong-password", "c", policy=loose)
-            out.append(time.perf_counter() - t0)
+            out.append(time.thread_time() - t0)
             assert r.role is None and r.message == users.REFUSED
     import statistics
 
