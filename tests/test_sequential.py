@@ -12,7 +12,19 @@ from scipy.stats import norm
 from calib.errors import TiebreakError
 from calib.stats import engine, sequential
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+
+def _bench():
+    """bench/sequential_signoff.py, loaded by path: bench/ on sys.path would let bench/coverage.py
+    shadow the `coverage` package numba imports (the NUTS tests on the same worker failed)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "sequential_signoff.py"
+    spec = importlib.util.spec_from_file_location("tiebreak_bench_sequential_signoff", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _crossing_rate(factor, reps: int = 2000, steps: int = 1000, seed: int = 0) -> float:
@@ -73,7 +85,7 @@ def test_design_estimate_watched_after_every_label_signs_off_wrongly_at_most_nom
     """The product's design estimate on simulated projects whose true Delta is exactly -margin, a
     lead looking after every label: the anytime mode's wrong sign-offs stay near 5%, the fixed
     mode's are several times more; a truly fine candidate is still signed off."""
-    import sequential_signoff as bench
+    bench = _bench()
 
     rows = bench.study(projects=60, n_items=400, margin=0.05, n_max=150, deltas=(-1.0, 1.0), seed=3)
     at, fine = rows
