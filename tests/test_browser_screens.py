@@ -119,6 +119,11 @@ def _shoot(page, width: int, name: str) -> tuple[int, list[str]]:
     page.set_viewport_size({"width": width, "height": min(height + 40, 12_000)})
     page.wait_for_timeout(1000)  # charts and grids re-measure at the new size
     clipped = page.evaluate(CLIPPED_JS)
+    for _ in range(8):  # on a loaded machine Plotly's resize may still be pending: what stays cut is cut
+        if not clipped:
+            break
+        page.wait_for_timeout(1000)
+        clipped = page.evaluate(CLIPPED_JS)
     page.screenshot(path=str(ART / f"screens_{name}_{width}.png"), full_page=True)
     page.set_viewport_size({"width": width, "height": 1000})
     return height, clipped
