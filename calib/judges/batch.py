@@ -646,17 +646,10 @@ class BackgroundBatchRun(online.BackgroundRun):
     """A batch run on its own thread (for the page): ``progress`` is live, ``stop()`` ends it after
     the current step; batches stay at the provider and a later run collects them."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, config: JudgeConfig, **kwargs) -> None:
-        self.progress = BatchProgress()
-        self.stop_event = threading.Event()
-        self._thread = threading.Thread(target=self._target, args=(con, config, kwargs), daemon=True)
-        self._thread.start()
+    @staticmethod
+    def _progress():
+        return BatchProgress()
 
-    def _target(self, con, config, kwargs) -> None:
-        cur = con.cursor()
-        try:
-            run_batch(cur, config, stop=self.stop_event, progress=self.progress, **kwargs)
-        except Exception:  # noqa: BLE001 - kept in progress.error for the page
-            pass
-        finally:
-            cur.close()
+    @staticmethod
+    def _run(con, config, **kwargs):
+        return run_batch(con, config, **kwargs)

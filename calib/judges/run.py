@@ -581,15 +581,23 @@ class BackgroundRun:
     """A run on its own thread (for the page): ``progress`` is live, ``stop()`` ends it cleanly."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, config: JudgeConfig, **kwargs):
-        self.progress = Progress()
+        self.progress = self._progress()
         self.stop_event = threading.Event()
         self._thread = threading.Thread(target=self._target, args=(con, config, kwargs), daemon=True)
         self._thread.start()
 
+    @staticmethod
+    def _progress():
+        return Progress()
+
+    @staticmethod
+    def _run(con, config, **kwargs):
+        return run(con, config, **kwargs)
+
     def _target(self, con, config, kwargs) -> None:
         cur = con.cursor()
         try:
-            run(cur, config, stop=self.stop_event, progress=self.progress, **kwargs)
+            self._run(cur, config, stop=self.stop_event, progress=self.progress, **kwargs)
         except Exception:  # noqa: BLE001 - kept in progress.error for the page
             pass
         finally:
