@@ -219,9 +219,19 @@ def test_revocation_reaches_an_open_label_page_and_a_demoted_leads_decision_page
         _sign_in(lead, "lea", "lea-password")
         lead.get_by_text("Recommendation").first.wait_for(timeout=120_000)
         lead.get_by_text("Exports").click()
-        with lead.expect_download(timeout=60_000) as dl:
-            lead.get_by_role("button", name="Labels (csv)").click()
-        assert b"sue" in open(dl.value.path(), "rb").read()  # the deferred export works, made on the click
+        # the deferred export works, made on the click. Under load a click can be lost or its file
+        # cleaned up by Streamlit before the browser fetched it (seen in 2 of 5 full runs at -n 2):
+        # a person clicks again, and so does the test (known issue, in the notes)
+        for attempt in range(3):
+            try:
+                with lead.expect_download(timeout=30_000) as dl:
+                    lead.get_by_role("button", name="Labels (csv)").click()
+                data = open(dl.value.path(), "rb").read()
+                break
+            except playwright.Error:
+                if attempt == 2:
+                    raise
+        assert b"sue" in data
 
         _admin_acts(browser, url, "sue", "⛔ Deactivate")
         rate()  # the open page, after the revocation: refused, and the sign-in form shows
