@@ -370,6 +370,9 @@ def cmd_fit(args) -> int:
     con = _open_db(args)
     res = engine.fit_project(con, kind="fast" if args.fast else "nuts", margin=args.margin, seed=args.seed,
                              draws=args.draws)
+    from calib.insight import worth
+
+    res["judges_worth"] = worth.judges_worth(res)
     if args.json:
         _print_json(res)
         return 0
@@ -401,6 +404,8 @@ def cmd_fit(args) -> int:
                  if "decision" in p else ""))
         if p.get("note"):
             print(f"  {'':<14} ({p['note']})")
+    for r in res["judges_worth"]:
+        print(f"  judges' worth: {worth.worth_sentence(r)}")
     for w in res["warnings"]:
         print(f"  warning: {w}")
     return 0

@@ -10,7 +10,7 @@ import streamlit as st
 from calib import safetext as safe
 from calib.data import cells, ingest, store
 from calib.stats import engine, sequential
-from calib.insight import dashboard, fitness, plots, report, tables
+from calib.insight import dashboard, fitness, plots, report, tables, worth
 from calib.errors import TiebreakError
 from calib.review import users
 from pages.shared import auth, ui
@@ -144,6 +144,12 @@ def live() -> None:
     st.dataframe(safe.rows(tables.crosscheck_table(fit["cross_checks"], with_note=False)), hide_index=True,
                  width="stretch", height="content")
     st.caption(safe.md(" · ".join(tables.crosscheck_notes(fit["cross_checks"]))))
+    worth_rows = worth.judges_worth(fit)
+    if worth_rows:
+        st.subheader("What the judges are worth")
+        st.dataframe(safe.rows(tables.worth_table(worth_rows)), hide_index=True, width="stretch", height="content")
+        st.caption("The same labels give the interval that many labels would give without judges (human-only): "
+                   "x1 means the judges add nothing; the interval is conservative.")
 
 
 live()

@@ -10,13 +10,13 @@ from calib.data import ingest, store
 from calib.stats import engine
 
 
-def _pair_project(con, tmp_path, n_items: int = 300, labelled: int = 60, seed: int = 0) -> float:
+def _pair_project(con, tmp_path, n_items: int = 300, labelled: int = 60, seed: int = 0, agree: float = 0.8) -> float:
     """Synthetic pairwise-only project: the candidate wins 60% of pairs; a judge agrees with the SME
     80% of the time; ``labelled`` pairs compared by an SME, chosen uniformly. Returns the true win rate."""
     rng = np.random.default_rng(seed)
     ids = [f"i{k:04d}" for k in range(n_items)]
     win = (rng.random(n_items) < 0.6).astype(float)
-    judge = np.where(rng.random(n_items) < 0.8, win, 1 - win)
+    judge = np.where(rng.random(n_items) < agree, win, 1 - win)
     pd.concat([pd.DataFrame({"item_id": ids, "model": m, "prompt": "p", "output": m}) for m in ("old", "new")]
               ).to_csv(tmp_path / "o.csv", index=False)
     ingest.import_file(con, tmp_path / "o.csv", baseline="old")
@@ -64,3 +64,28 @@ def test_interval_kind_says_credible_while_the_model_alone_speaks():
     assert engine.interval_kind({"estimator": {"correctness": {"estimator": "model"}}, "preference": []}) == "credible"
     assert engine.interval_kind({"estimator": {"a": {"estimator": "design"}, "b": {"estimator": "model"}}}) == "mixed"
     assert engine.interval_kind({"estimator": {}, "preference": [{"estimator": {"estimator": "design"}}]}) == "confidence"
+
+
+def test_judges_worth_is_the_squared_width_ratio_and_above_one_for_an_informative_judge(con, tmp_path):
+    """A known truth: an 80%-agreeing judge is worth more than one label per label; a judge that
+    is a coin flip is worth about one (the calibrated estimate is no narrower than human-only)."""
+    from calib.insight import worth
+
+    _pair_project(con, tmp_path, n_items=400, labelled=80)
+    fit = engine.fit_project(con, "fast", record=False)
+    (row,) = worth.judges_worth(fit)
+    p = fit["preference"][0]
+    h = [c for c in fit["cross_checks"] if c["method"] == "human-only"][0]
+    assert abs(row["worth"] - ((h["hi"] - h["lo"]) / (p["hi"] - p["lo"])) ** 2) < 1e-9
+    assert row["worth_lo"] < row["worth"] < row["worth_hi"] and row["labels"] == 80
+    assert row["worth"] > 1.2
+    assert "labels count as about" in worth.worth_sentence(row)
+
+
+def test_a_coin_flip_judge_is_worth_about_one_label_per_label(con, tmp_path):
+    from calib.insight import worth
+
+    _pair_project(con, tmp_path, n_items=400, labelled=80, agree=0.5)
+    (row,) = worth.judges_worth(engine.fit_project(con, "fast", record=False))
+    assert row["worth"] < 1.3 and row["worth_lo"] < 1
+    assert "not paying for themselves" in worth.worth_sentence(row) or "not yet clear" in worth.worth_sentence(row)

@@ -25,7 +25,7 @@ import duckdb
 from calib.data import cells, store
 from calib.safetext import html as _esc
 from calib.stats import engine, sequential
-from calib.insight import annotators, dashboard, plots, regressions, tables
+from calib.insight import annotators, dashboard, plots, regressions, tables, worth
 
 try:  # judge fitness per model (issue 15, part 2) comes in its own module; the report works without it
     from calib.insight import fitness
@@ -263,6 +263,12 @@ def build_report(con: duckdb.DuckDBPyConnection, fit: dict | None = None, db_lab
     parts.append(_table(tables.comparison_table(comparison, settings["dimensions"])))
     parts.append("<h3>Cross-checks</h3><p>The same Delta (and win rate) by other estimators: they should roughly agree.</p>")
     parts.append(_table(tables.crosscheck_table(fit["cross_checks"])))
+    worth_rows = worth.judges_worth(fit)
+    if worth_rows:
+        parts.append("<h3>What the judges are worth</h3><p>The SME labels, calibrated with the judges, give the interval "
+                     "that this many labels would give without judges (human-only); x1 means the judges add nothing. "
+                     "90% intervals, conservative.</p>")
+        parts.append(_table(tables.worth_table(worth_rows)))
 
     parts.append(_h2("Plots"))
     first = True

@@ -162,6 +162,16 @@ def batch_table(batches: list[dict]) -> list[dict]:
         ("updated_at", "Updated", None)])
 
 
+def worth_table(rows: list[dict]) -> list[dict]:
+    """What the judges are worth (``calib.insight.worth``): per dimension and candidate, the labels,
+    the label multiplier with its 90% interval, and the labels it stands for without judges."""
+    return present(rows, [
+        ("dimension", "Dimension", None), ("candidate", "Candidate", None), ("estimand", "Estimand", None),
+        ("labels", "Labelled units", integer),
+        (lambda r: f"x{r['worth']:.2f} [x{r['worth_lo']:.2f}, x{r['worth_hi']:.2f}]", "Judges' worth (90% interval)", None),
+        ("effective_labels", "Same interval without judges would need", lambda v: f"{integer(v)} labels")])
+
+
 def crosscheck_notes(checks: list[dict]) -> list[str]:
     """One line per kind of method that carries a note ('judge-only: no interval: ...')."""
     seen: dict[str, str] = {}
