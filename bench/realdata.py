@@ -392,6 +392,7 @@ def main() -> None:
     ap.add_argument("--pandalm", default=str(PANDALM), help="PandaLM file ('' to skip the win-rate study)")
     ap.add_argument("--only", choices=["summeval", "pandalm"], help="run one data set only")
     ap.add_argument("--out", help="write every interval as JSON lines here")
+    ap.add_argument("--first-rep", type=int, default=0, help="first replicate's index (independent runs: 0, then --reps)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -399,9 +400,9 @@ def main() -> None:
         if args.only != "pandalm":
             df = pd.read_json(args.data, lines=True)
             bases = {(b, c): build_base(df, b, c, Path(tmp)) for b, c in PAIRS}
-            tasks += [(replicate, (str(bases[(b, c)]), b, c, "random", r, args.data)) for r in range(args.reps) for b, c in PAIRS]
+            tasks += [(replicate, (str(bases[(b, c)]), b, c, "random", r, args.data)) for r in range(args.first_rep, args.first_rep + args.reps) for b, c in PAIRS]
             tasks += [(replicate, (str(bases[(b, c)]), b, c, "queue", r, args.data))
-                      for r in range(args.queue_reps) for b, c in PAIRS]
+                      for r in range(args.first_rep, args.first_rep + args.queue_reps) for b, c in PAIRS]
         if args.pandalm and args.only != "summeval":
             pdf = pd.read_json(args.pandalm, lines=True)
             pb = {}
@@ -409,9 +410,9 @@ def main() -> None:
                 (Path(tmp) / f"{b}_{c}").mkdir()
                 pb[(b, c)] = build_panda_base(pdf, b, c, Path(tmp) / f"{b}_{c}")
             tasks += [(panda_replicate, (str(pb[(b, c)]), b, c, "random", r, args.pandalm))
-                      for r in range(args.reps) for b, c in PANDA_PAIRS]
+                      for r in range(args.first_rep, args.first_rep + args.reps) for b, c in PANDA_PAIRS]
             tasks += [(panda_replicate, (str(pb[(b, c)]), b, c, "queue", r, args.pandalm))
-                      for r in range(args.queue_reps) for b, c in PANDA_PAIRS]
+                      for r in range(args.first_rep, args.first_rep + args.queue_reps) for b, c in PANDA_PAIRS]
         rows: list[dict] = []
         with ProcessPoolExecutor(args.jobs) as ex:
             for res in ex.map(_run, tasks, chunksize=2):
