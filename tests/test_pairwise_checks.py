@@ -89,3 +89,12 @@ def test_a_coin_flip_judge_is_worth_about_one_label_per_label(con, tmp_path):
     (row,) = worth.judges_worth(engine.fit_project(con, "fast", record=False))
     assert row["worth"] < 1.3 and row["worth_lo"] < 1
     assert "not paying for themselves" in worth.worth_sentence(row) or "not yet clear" in worth.worth_sentence(row)
+
+
+def test_worth_sentence_prints_hostile_names_on_one_line_without_control_characters():
+    from calib.insight import worth
+
+    row = {"dimension": "dim\x1b]0;owned\x07\nforged line", "candidate": "c\r\nx", "labels": 10, "worth": 1.0,
+           "worth_lo": 0.5, "worth_hi": 2.0, "effective_labels": 10.0}
+    line = worth.worth_sentence(row)
+    assert "\x1b" not in line and "\n" not in line and "\r" not in line and "\x07" not in line

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from scipy import stats
 
+from calib.safetext import one_line
+
 
 def judges_worth(fit: dict, mass: float = 0.90) -> list[dict]:
     """Per dimension (and the side-by-side win rate) and candidate: labelled units, the worth of
@@ -41,10 +43,11 @@ def judges_worth(fit: dict, mass: float = 0.90) -> list[dict]:
 
 
 def worth_sentence(row: dict) -> str:
-    """One line for a lead: what the judges add on this dimension."""
+    """One line for a lead: what the judges add on this dimension (names from the data on one line,
+    control characters visible: ``tiebreak fit`` prints it to a terminal)."""
     w = row["worth"]
     verdict = ("the judges are not paying for themselves here" if row["worth_hi"] < 1.1 or w < 1.1 else
                "the judges save labels" if row["worth_lo"] > 1 else "the judges may save labels (not yet clear)")
-    return (f"{row['dimension']} ({row['candidate']}): {row['labels']:,} labels count as about "
+    return (f"{one_line(row['dimension'], 60)} ({one_line(row['candidate'], 60)}): {row['labels']:,} labels count as about "
             f"{row['effective_labels']:,.0f} without judges (x{w:.2f}, 90% interval x{row['worth_lo']:.2f}-"
             f"x{row['worth_hi']:.2f}): {verdict}")
