@@ -41,6 +41,9 @@ class CellData:
     obs_k: np.ndarray  # (K,) passes
     obs_n: np.ndarray  # (K,) labels
     cell_ids: np.ndarray | None = None  # (C,) the cells' ids in DuckDB's model_cells, when loaded from there
+    # (C,) the population outputs each cell stands for in a two-phase design: its judged outputs
+    # expanded by 1 / pi1 (``calib.data.phase1``; ``model_cells.n_pop``); None in a census (= cell_n)
+    cell_pop: np.ndarray | None = None
 
     @property
     def n_params(self) -> int:

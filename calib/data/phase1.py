@@ -40,7 +40,9 @@ class SampleReport:
 
 def is_census(con: duckdb.DuckDBPyConnection) -> bool:
     """True when no phase-1 sample is recorded: every item counts as judged with probability 1."""
-    raise NotImplementedError
+    # (stub until the judge_sample table exists: every project is a census)
+    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'judge_sample'").fetchone()[0]
+    return not has or con.execute("SELECT count(*) FROM judge_sample").fetchone()[0] == 0
 
 
 def item_inclusion(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:

@@ -17,9 +17,9 @@ import duckdb
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from calib.data import store
+from calib.data import phase1, store
 from calib.data.cells import ensure_cells
-from calib.stats import crosscheck, design, forecast, model, sequential
+from calib.stats import crosscheck, design, forecast, model, sequential, twophase
 from calib.errors import TiebreakError
 
 PREF_CODE = {"baseline": 0, "tie": 1, "candidate": 2}
@@ -43,10 +43,11 @@ class LabelledOutputs:
     design_note: str = "none"  # how the labelled items were chosen (see ``design_weights``)
     wv: np.ndarray | None = None  # the random part of w, and the inclusion probability within its
     pi: np.ndarray | None = None  # batch (``design.Weights``; None: a single sample, w and 1 / w)
+    w1: np.ndarray | None = None  # 1 / pi1 of a two-phase design's judged sample (None: a census)
 
     def labelled_set(self) -> design.LabelledSet:
         return design.LabelledSet(item_id=self.item_id, model=self.model, cell=self.cell, k=self.k.astype(float),
-                                  n=self.n.astype(float), w=self.w, wv=self.wv, pi=self.pi)
+                                  n=self.n.astype(float), w=self.w, wv=self.wv, pi=self.pi, w1=self.w1)
 
 
 LATEST_LABELS = """
@@ -119,9 +120,10 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
     """CellData for one dimension (cells from DuckDB, labels joined), with cross-check inputs;
     ``max_label_id`` counts only the labels written up to that one (a replay of the history)."""
     # column arrays, not a Python tuple per cell (thousands of cells: a third of the load's time)
+    census = phase1.is_census(con)
     mc = con.execute(
-        "SELECT cell_id, model, segment, x, n, sum_f FROM model_cells WHERE dimension = ? ORDER BY cell_id",
-        [dimension]).fetchnumpy()
+        "SELECT cell_id, model, segment, x, n, sum_f" + ("" if census else ", n_pop") +
+        " FROM model_cells WHERE dimension = ? ORDER BY cell_id", [dimension]).fetchnumpy()
     if not len(mc["cell_id"]):
         raise TiebreakError(f"no judge scores for dimension {dimension!r}")
     judges = [r[0] for r in con.execute(
@@ -138,8 +140,14 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
     cell_n = np.asarray(mc["n"][keep], np.int64)
     cell_ids_all = np.asarray(mc["cell_id"][keep], np.int64)
     sum_f = np.asarray(mc["sum_f"][keep], float)
-    # Python's sum over the cells in order, as before (not numpy's pairwise sum)
-    f_pop = {m: sum(sum_f[cell_model == mi[m]].tolist()) / max(1, int(cell_n[cell_model == mi[m]].sum())) for m in models}
+    cell_pop = None if census else np.asarray(mc["n_pop"][keep], float)
+    if cell_pop is None:
+        # Python's sum over the cells in order, as before (not numpy's pairwise sum)
+        f_pop = {m: sum(sum_f[cell_model == mi[m]].tolist()) / max(1, int(cell_n[cell_model == mi[m]].sum())) for m in models}
+    else:
+        # a two-phase design: the judges' pass share of the population, each cell expanded by 1 / pi1
+        fx = sum_f * cell_pop / np.maximum(cell_n, 1)
+        f_pop = {m: float(fx[cell_model == mi[m]].sum() / max(cell_pop[cell_model == mi[m]].sum(), 1e-12)) for m in models}
 
     # labelled outputs: mean verdict over annotators, cell, judge consensus (aggregated in DuckDB)
     per_out = con.execute(
@@ -164,15 +172,20 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
         obs_cell=uniq.astype(np.int64),
         obs_k=np.bincount(inv, weights=k_out).astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
         obs_n=np.bincount(inv, weights=n_out).astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
-        cell_ids=cell_ids_all,
+        cell_ids=cell_ids_all, cell_pop=cell_pop,
     )
     item_ids = per_out["item_id"].to_numpy(object)
+    w1 = None
+    if cell_pop is not None:
+        inc = phase1.item_inclusion(con)
+        pi1 = dict(zip(inc["item_id"].astype(str), inc["pi1"].astype(float)))
+        w1 = np.array([1.0 / pi1.get(str(i), 1.0) for i in item_ids], float)
     n_pop = int(cell_n[cell_model == 0].sum()) if C else 0
     parts, how = design_weight_parts(con, item_ids, n_pop)
     lab = LabelledOutputs(
         item_id=item_ids, model=per_out["model"].map(mi).to_numpy(np.int64),
         y=per_out["y"].to_numpy(float), f=per_out["f"].to_numpy(float), w=parts.c,
-        cell=ci.astype(np.int64), k=k_out, n=n_out, design_note=how, wv=parts.v, pi=parts.pi,
+        cell=ci.astype(np.int64), k=k_out, n=n_out, design_note=how, wv=parts.v, pi=parts.pi, w1=w1,
     )
     return data, lab, f_pop
 
@@ -338,7 +351,9 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
             post = model.fit_laplace(data, draws=draws or 1000, seed=seed)
         result["warnings"] += [f"{dim}: {w}" for w in post.diagnostics.get("warnings", [])]
         result["diagnostics"][dim] = post.diagnostics
-        model_rates = model.population_rate_draws(data, post, seed=seed)
+        # in a two-phase design the model's own projection is of the population too (counts x 1 / pi1)
+        model_rates = model.population_rate_draws(
+            data if lab.w1 is None else twophase.expanded_cells(data, lab.cell, lab.y, lab.w1), post, seed=seed)
         per_cand = candidate_rates(con, data, post, lab, model_rates, models, base, cands, seed)
         # the baseline's reported rate: from the pair with the most labelled items
         primary = max(cands, key=lambda c: (int(per_cand[c][0].info.get("labelled_items", 0)), -cands.index(c)))
@@ -484,7 +499,7 @@ def candidate_rates(con, data: model.CellData, post: model.Posterior, lab: Label
         parts, how = design_weight_parts(con, lab.item_id[mask], n_pop, c)
         lab_c = LabelledOutputs(item_id=lab.item_id[mask], model=lab.model[mask], y=lab.y[mask], f=lab.f[mask],
                                 w=parts.c, cell=lab.cell[mask], k=lab.k[mask], n=lab.n[mask], design_note=how,
-                                wv=parts.v, pi=parts.pi)
+                                wv=parts.v, pi=parts.pi, w1=None if lab.w1 is None else lab.w1[mask])
         out[c] = (design_rates(data, post, lab_c, model_rates, seed + 104_729 * ci, only=[bi, ci]), lab_c)
     return out
 
@@ -591,7 +606,9 @@ def _cross_checks(con, dim, data, lab, f_pop, models, base, cand, mass) -> list[
     # paired items labelled for both models
     import pandas as pd
 
-    df = pd.DataFrame({"item": lab.item_id, "m": lab.model, "y": lab.y, "f": lab.f, "w": lab.w})
+    # a two-phase design: each labelled item stands for 1 / (pi1 pi2) items of the population
+    w_all = lab.w if lab.w1 is None else lab.w * lab.w1
+    df = pd.DataFrame({"item": lab.item_id, "m": lab.model, "y": lab.y, "f": lab.f, "w": w_all})
     b = df[df.m == bi].set_index("item")
     c = df[df.m == ci].set_index("item")
     both = b.index.intersection(c.index)
@@ -601,7 +618,15 @@ def _cross_checks(con, dim, data, lab, f_pop, models, base, cand, mass) -> list[
         mean, lo, hi = crosscheck.human_only_diff(yc, yb, w, mass)
         out.append({"dimension": dim, "baseline": base, "candidate": cand, "method": "human-only",
                     "mean": mean, "lo": lo, "hi": hi, "n": len(both)})
-        ppi = crosscheck.ppi_mean_interval(yc - yb, fc - fb, f_pop[cand] - f_pop[base], w, mass)
+        f_var = 0.0
+        if lab.w1 is not None:
+            # the judges' population mean is itself estimated from the judged sample (phase 1)
+            n1 = float(data.cell_n[data.cell_model == bi].sum())
+            N = float(data.cell_pop[data.cell_model == bi].sum()) if data.cell_pop is not None else n1
+            d = fc - fb
+            dbar = np.sum(w * d) / np.sum(w)
+            f_var = max(1.0 / max(n1, 1.0) - 1.0 / max(N, 1.0), 0.0) * float(np.sum(w * (d - dbar) ** 2) / np.sum(w))
+        ppi = crosscheck.ppi_mean_interval(yc - yb, fc - fb, f_pop[cand] - f_pop[base], w, mass, f_pop_var=f_var)
         out.append({"dimension": dim, "baseline": base, "candidate": cand, "method": "ppi++",
                     "mean": ppi["mean"], "lo": ppi["lo"], "hi": ppi["hi"], "lambda": ppi["lam"], "n": len(both)})
     return out
