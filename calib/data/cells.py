@@ -71,6 +71,10 @@ class PairData:
     item_cell: np.ndarray | None = None  # (I,)
     item_win: np.ndarray | None = None  # (I,) mean over SMEs of 1 / 0.5 / 0
     item_counts: np.ndarray | None = None  # (I, 3) the item's SME preferences: baseline, tie, candidate
+    # a two-phase design (``calib.data.phase1``): each cell's judged pairs expanded by 1 / pi1
+    # (``pair_cells.n_pop``) and each labelled item's 1 / pi1; None in a census
+    cell_pop: np.ndarray | None = None  # (C,)
+    item_w1: np.ndarray | None = None  # (I,)
 
 
 def normal_scores(scores: np.ndarray) -> np.ndarray:

@@ -194,9 +194,10 @@ def load_pairs(con, baseline: str, candidate: str, dimension: str) -> model.Pair
     if not con.execute("SELECT count(*) FROM pair_labels WHERE baseline = ? AND candidate = ? AND dimension = ?",
                        [baseline, candidate, dimension]).fetchone()[0]:
         return None
+    census = phase1.is_census(con)
     rows = con.execute(
-        "SELECT cell_id, x, n FROM pair_cells WHERE baseline = ? AND candidate = ? ORDER BY cell_id",
-        [baseline, candidate]).fetchall()
+        "SELECT cell_id, x, n" + ("" if census else ", n_pop") +
+        " FROM pair_cells WHERE baseline = ? AND candidate = ? ORDER BY cell_id", [baseline, candidate]).fetchall()
     if not rows:
         return None
     labs = con.execute(
@@ -218,7 +219,14 @@ def load_pairs(con, baseline: str, candidate: str, dimension: str) -> model.Pair
     for cid, wins in per_item.values():
         lab_items[cid] += 1
         lab_win[cid] += np.mean(wins)
+    cell_pop = item_w1 = None
+    if not census:
+        cell_pop = np.array([r[3] for r in rows], float)
+        inc = phase1.item_inclusion(con)
+        pi1 = dict(zip(inc["item_id"].astype(str), inc["pi1"].astype(float)))
+        item_w1 = np.array([1.0 / pi1.get(str(i), 1.0) for i in per_item], float)
     return model.PairData(
+        cell_pop=cell_pop, item_w1=item_w1,
         features=[f"f{i}" for i in range(F)], cell_x=np.array([r[1] for r in rows], float).reshape(C, F),
         cell_n=np.array([r[2] for r in rows], np.int64), cell_lab_items=lab_items, cell_lab_win=lab_win,
         obs_cell=np.array([r[2] for r in labs], np.int64), obs_y=np.array([PREF_CODE[r[1]] for r in labs], np.int64),
@@ -242,21 +250,40 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0, kind: str = "fast",
     win_c, var_c, probs = model.pairwise_cells(pdata, th)
     p = win_c.mean(0)
     v = np.clip(var_c.mean(0), 1e-6, None)
-    N = float(pdata.cell_n.sum())
-    unl = np.maximum(pdata.cell_n - pdata.cell_lab_items, 0).astype(float)
+    n_judged = float(pdata.cell_n.sum())
+    two_phase = pdata.cell_pop is not None and pdata.item_w1 is not None and pdata.item_id is not None
+    if two_phase:
+        # a two-phase design (``calib.stats.twophase``): the judged pairs expanded by 1 / pi1
+        C = len(pdata.cell_n)
+        w1 = np.asarray(pdata.item_w1, float)
+        lab_pop = np.bincount(pdata.item_cell, weights=w1, minlength=C)
+        cell_pop = np.maximum(np.asarray(pdata.cell_pop, float), lab_pop)
+        lab_win_total = float((pdata.item_win * w1).sum())
+    else:
+        lab_pop, cell_pop, lab_win_total = pdata.cell_lab_items, pdata.cell_n, float(pdata.cell_lab_win.sum())
+    N = float(cell_pop.sum())
+    unl = np.maximum(cell_pop - lab_pop, 0).astype(float)
     if pdata.item_id is None or len(pdata.item_id) < design.MIN_ITEMS:
         rng = np.random.default_rng([seed, 0xA2])
-        mean = (win_c * unl).sum(1) + pdata.cell_lab_win.sum()
+        mean = (win_c * unl).sum(1) + lab_win_total
         sd = np.sqrt(np.maximum((var_c * unl).sum(1), 0))
         draws = np.clip((mean + sd * rng.standard_normal(len(th))) / N, 0, 1)
         return draws, {"estimator": "model", "items": 0 if pdata.item_id is None else len(pdata.item_id),
                        "diagnostics": diagnostics}
-    parts, how = design_weight_parts(con, pdata.item_id, int(N), candidate)
+    parts, how = design_weight_parts(con, pdata.item_id, int(n_judged), candidate)
     p_loo = design.loo_pair_predictions(probs[:, pdata.item_cell], pdata.item_counts)
     e = (pdata.item_win - p_loo)[:, None]
+    ylab, n_unl, c, cv = lab_win_total, unl.sum(), parts.c, parts.v
+    if two_phase:
+        # as ``design.design_rate_draws``: the labelled residuals expanded by 1 / pi1 too
+        ylab = lab_win_total - float((e[:, 0] * w1).sum()) + float(e.sum())
+        n_unl, c, cv = N - len(e), parts.c * w1, parts.v * w1
     mean, cov, n = design._domain_estimate(
-        np.array([pdata.cell_lab_win.sum()]), np.array([(unl * p).sum()]), np.array([N]), np.array([unl.sum()]),
-        e, v[pdata.item_cell][:, None], np.ones_like(e), parts.c, pdata.item_win[:, None], parts.v, parts.pi)
+        np.array([ylab]), np.array([(unl * p).sum()]), np.array([N]), np.array([n_unl]),
+        e, v[pdata.item_cell][:, None], np.ones_like(e), c, pdata.item_win[:, None], cv, parts.pi)
+    if two_phase:
+        c2 = parts.c * n_judged / max(parts.c.sum(), 1e-12)
+        cov = cov + twophase.phase1_cov(pdata.item_win[:, None], np.ones_like(e), c2, w1) / N ** 2
     draws = design._t_draws(mean, cov, design.t_df(parts.v), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
     return draws, {"estimator": "design", "items": n, "sd": float(np.sqrt(cov[0, 0])), "design": how,
                    "diagnostics": diagnostics}
@@ -577,6 +604,18 @@ def _pair_cross_checks(con, pdata: model.PairData, base: str, cand: str, dim: st
     N, n = len(f_item), len(pdata.item_id)
     f_lab = pd.Series(pdata.item_id).map(f_item).fillna(0.5).to_numpy(float)
     w, _ = design_weights(con, pdata.item_id, N, cand)
+    f_mean, f_var = float(f_item.mean()), 0.0
+    if pdata.item_w1 is not None and pdata.cell_pop is not None:
+        # a two-phase design: each labelled pair stands for 1 / (pi1 pi2) pairs of the population,
+        # and the judges' mean preference is itself estimated from the judged sample
+        N_pop = float(np.sum(pdata.cell_pop))
+        w = w * np.asarray(pdata.item_w1, float)
+        inc = phase1.item_inclusion(con)
+        w1_all = pd.Series(f_item.index).map(dict(zip(inc["item_id"].astype(str), 1.0 / inc["pi1"].astype(float))))
+        w1_all = w1_all.fillna(1.0).to_numpy(float)
+        f_mean = float(np.sum(w1_all * f_item.to_numpy(float)) / np.sum(w1_all))
+        f_var = max(1.0 / max(N, 1) - 1.0 / max(N_pop, 1.0), 0.0) * float(np.var(f_item.to_numpy(float)))
+        N = int(round(N_pop))
     fpc = float(np.sqrt(max(1.0 - n / max(N, 1), 0.0)))
     y = np.asarray(pdata.item_win, float)
 
@@ -586,7 +625,7 @@ def _pair_cross_checks(con, pdata: model.PairData, base: str, cand: str, dim: st
     mean, lo, hi = crosscheck.weighted_mean_interval(y, w, mass)
     out.append({"dimension": dim, "baseline": base, "candidate": cand, "estimand": "win rate",
                 "method": "human-only", **shrunk(mean, lo, hi), "n": n})
-    ppi = crosscheck.ppi_mean_interval(y, f_lab, float(f_item.mean()), w, mass)
+    ppi = crosscheck.ppi_mean_interval(y, f_lab, f_mean, w, mass, f_pop_var=f_var)
     out.append({"dimension": dim, "baseline": base, "candidate": cand, "estimand": "win rate", "method": "ppi++",
                 **shrunk(ppi["mean"], ppi["lo"], ppi["hi"]), "lambda": ppi["lam"], "n": n})
     return out
