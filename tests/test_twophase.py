@@ -140,3 +140,17 @@ def test_a_census_is_unchanged():
         assert np.allclose(a.overall[m], b.overall[m])
     w1 = twophase.stratified_pi1(np.array(["a", "b", "a"]), {"a": 2, "b": 1}, {"a": 4, "b": 4})
     assert np.allclose(w1, [0.5, 0.25, 0.5])
+
+
+def test_forecast_width_has_the_phase_one_floor():
+    """More labels do not shrink the phase-1 part: the forecast sd tends to it, not to zero."""
+    from calib.stats import forecast
+
+    fixed = 0.01 ** 2
+    sd_now = np.sqrt(0.3 * (1 / 100 - 1 / 2000) + fixed)
+    fn = forecast.design_sd_function(sd_now, 100, 2000, 0.25, fixed_var=fixed)
+    assert abs(fn(0) - sd_now) < 1e-12
+    assert fn(1900) >= 0.01 - 1e-12 and fn(1900) < 0.0101
+    assert abs(fn.s2 - 0.3) < 1e-9
+    # a target below the floor is never reached
+    assert forecast.labels_for_width(fn, 2 * 1.96 * 0.009, 1900) is None

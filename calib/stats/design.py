@@ -384,6 +384,7 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
         return N, n_unl, pred, ylab
 
     info: dict = {"domains": {}}
+    phase1_part: dict = {}
 
     def estimate(cell_mask, item_mask, fallback: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
         N, n_unl, pred, ylab = totals(cell_mask)
@@ -410,11 +411,17 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
             n1 = np.bincount(data.cell_model[cell_mask], weights=data.cell_n[cell_mask].astype(float), minlength=M)
             c2 = W[item_mask] * n1.max() / max(W[item_mask].sum(), 1e-12)
             Nn = np.where(N > 0, N, 1)
-            cov = cov + twophase.phase1_cov(Y[item_mask], P[item_mask], c2, W1[item_mask]) / np.outer(Nn, Nn)
+            v1 = twophase.phase1_cov(Y[item_mask], P[item_mask], c2, W1[item_mask]) / np.outer(Nn, Nn)
+            cov = cov + v1
+            phase1_part[key] = v1
         sub = np.array(have)
         dr = _t_draws(mean[sub], cov[np.ix_(sub, sub)], t_df(WV[item_mask]), D, rng)
         info["domains"][key] = {"estimator": "design", "items": n,
                                 "sd": {data.models[m]: float(np.sqrt(cov[m, m])) for m in have}}
+        if key in phase1_part:
+            # the part of the variance more labels do not reduce (forecast, plan)
+            info["domains"][key]["phase1_cov"] = {data.models[a]: {data.models[b]: float(phase1_part[key][a, b])
+                                                                   for b in have} for a in have}
         return {data.models[m]: dr[:, j] for j, m in enumerate(have)}
 
     all_cells = np.ones(len(data.cell_n), bool)

@@ -734,7 +734,9 @@ def _forecast_dimension(dim, data, post, rates, models, base, extra, target, mar
         mean, sd = float(delta.mean()), float(delta.std())
         s2_model = sum(float((v * data.cell_n)[data.cell_model == m].sum() / max(data.cell_n[data.cell_model == m].sum(), 1))
                        for m in (bi, ci))
-        sd_fn = forecast.design_sd_function(sd, n_now, N, s2_model, design.MIN_ITEMS)
+        pc = overall.get("phase1_cov") or {}
+        fixed = (pc[c][c] + pc[base][base] - 2 * pc[base][c]) if c in pc and base in pc else 0.0
+        sd_fn = forecast.design_sd_function(sd, n_now, N, s2_model, design.MIN_ITEMS, fixed_var=fixed)
 
         def p_decision(k: int) -> float:
             if n_now + k < min_items:

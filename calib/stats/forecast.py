@@ -82,22 +82,25 @@ def delta_sd_function(data: CellData, post: Posterior, baseline: int, candidate:
     return lambda k: float(np.sqrt(var_at(k) * scale))
 
 
-def design_sd_function(sd_now: float, n_now: int, N: int, s2_model: float, min_items: int = 2):
+def design_sd_function(sd_now: float, n_now: int, N: int, s2_model: float, min_items: int = 2,
+                       fixed_var: float = 0.0):
     """The forecast sd of the design-consistent Delta (``calib.stats.design``) after k more
     labelled items: its variance is s^2 (1/n - 1/N) (finite-population), with s^2 the per-item
     variance of the paired residual. With enough labels s^2 is backed out of today's sd; before
     that it is the model's own residual variance ``s2_model`` (the forecast then rests on the
-    judges alone)."""
+    judges alone). ``fixed_var``: a part labels do not reduce (a two-phase design's phase-1
+    variance, ``calib.stats.twophase``; N is then the judged items): the width has that floor."""
+    fixed_var = max(float(fixed_var), 0.0)
     if n_now >= min_items and sd_now > 0 and n_now < N:
-        s2 = sd_now ** 2 / max(1.0 / n_now - 1.0 / N, 1e-12)
+        s2 = max(sd_now ** 2 - fixed_var, 0.0) / max(1.0 / n_now - 1.0 / N, 1e-12)
     else:
         s2 = s2_model
 
     def sd(k: float) -> float:
         n = n_now + k
         if n <= 0:
-            return float(np.sqrt(s2))
-        return float(np.sqrt(max(s2 * (1.0 / n - 1.0 / N), 0.0)))
+            return float(np.sqrt(s2 + fixed_var))
+        return float(np.sqrt(max(s2 * (1.0 / n - 1.0 / N), 0.0) + fixed_var))
     sd.s2 = s2  # the per-item residual variance used (for the preposterior decision chance)
     return sd
 
