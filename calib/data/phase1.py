@@ -95,6 +95,12 @@ def _strata(con) -> str:
     return row[0] if row else ""
 
 
+def recorded_strata(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The strata of the project's drawn sample ('segment' or None), None too in a census: what an
+    extension uses when the command does not name strata."""
+    return (_strata(con) or None) if _kind(con) == "draw" else None
+
+
 def _stratum_sql(strata: str, alias: str = "i") -> str:
     return f"{alias}.segment" if strata == "segment" else "''"
 

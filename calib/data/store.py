@@ -822,7 +822,10 @@ def first_candidate(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Counts a user checks after an import: items, outputs, judges, labels by dimension."""
+    """Counts a user checks after an import: items, outputs, judges, labels by dimension, and the
+    judged sample (``calib.data.phase1.summary``; None in a census)."""
+    from calib.data import phase1  # phase1 imports this module
+
     one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
     s = get_settings(con)
     # pointwise judges' scores, then side-by-side judges' preferences (a pairwise-only project has only these)
@@ -862,4 +865,5 @@ def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         # is one verdict on one output, dimension and SME)
         "labelled_items": one("SELECT count(DISTINCT item_id) FROM (SELECT item_id FROM labels "
                               "UNION ALL SELECT item_id FROM pair_labels)"),
+        "judged_sample": phase1.summary(con),
     }
