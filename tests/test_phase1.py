@@ -209,8 +209,13 @@ def test_queue_draws_only_judged_items(proj):
     from calib.review import simulate
 
     simulate.simulate_sme(proj, 20)
+    assert {r[0] for r in proj.execute("SELECT item_id FROM labels").fetchall()} <= sample
     queue.refill(proj, 20, seed=2)
     assert {r[0] for r in proj.execute("SELECT item_id FROM queue").fetchall()} <= sample
+    from calib.stats import engine
+
+    fit = engine.fit_project(proj, "fast", record=False)  # the estimator reads the sample's cells
+    assert {d["dimension"] for d in fit["diffs"]} == set(demo.DIMENSIONS)
 
 
 def test_population_figures_come_from_every_output(proj):

@@ -41,6 +41,9 @@ class CellData:
     obs_k: np.ndarray  # (K,) passes
     obs_n: np.ndarray  # (K,) labels
     cell_ids: np.ndarray | None = None  # (C,) the cells' ids in DuckDB's model_cells, when loaded from there
+    # (C,) the population outputs each cell stands for in a two-phase design: its judged outputs
+    # expanded by 1 / pi1 (``calib.data.phase1``; ``model_cells.n_pop``); None in a census (= cell_n)
+    cell_pop: np.ndarray | None = None
 
     @property
     def n_params(self) -> int:
@@ -68,6 +71,10 @@ class PairData:
     item_cell: np.ndarray | None = None  # (I,)
     item_win: np.ndarray | None = None  # (I,) mean over SMEs of 1 / 0.5 / 0
     item_counts: np.ndarray | None = None  # (I, 3) the item's SME preferences: baseline, tie, candidate
+    # a two-phase design (``calib.data.phase1``): each cell's judged pairs expanded by 1 / pi1
+    # (``pair_cells.n_pop``) and each labelled item's 1 / pi1; None in a census
+    cell_pop: np.ndarray | None = None  # (C,)
+    item_w1: np.ndarray | None = None  # (I,)
 
 
 def normal_scores(scores: np.ndarray) -> np.ndarray:
@@ -151,7 +158,8 @@ def fingerprint(con) -> str:
     return json.dumps([one("SELECT count(*) FROM outputs"), one("SELECT count(*) FROM judge_scores"),
                        one("SELECT count(*) FROM items"), one("SELECT count(*) FROM pair_judge_prefs"),
                        # the judged sample: an extension (new batch) or an imported sample changes the cells
-                       one("SELECT count(*) FROM judge_sample"), one("SELECT coalesce(max(batch), 0) FROM judge_sample"),
+                       *((0, 0) if phase1.is_census(con) else (one("SELECT count(*) FROM judge_sample"),
+                                                                  one("SELECT max(batch) FROM judge_sample"))),
                        s["baseline"], s["candidates"], BIN, PAIR_BIN, 6])
 
 

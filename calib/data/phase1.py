@@ -80,13 +80,16 @@ class SampleReport:
 
 def is_census(con: duckdb.DuckDBPyConnection) -> bool:
     """True when no phase-1 sample is recorded: every item counts as judged with probability 1."""
-    return con.execute("SELECT count(*) FROM judge_sample").fetchone()[0] == 0
+    # a database opened read-only before migration 14 has no judge_sample table: a census
+    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'judge_sample'").fetchone()[0]
+    return not has or con.execute("SELECT count(*) FROM judge_sample").fetchone()[0] == 0
 
 
 def _kind(con) -> str | None:
     """'draw', 'import' or None (a census): how the project's sample was made."""
-    row = con.execute("SELECT any_value(kind) FROM judge_sample").fetchone()
-    return row[0] if row else None
+    if is_census(con):
+        return None
+    return con.execute("SELECT any_value(kind) FROM judge_sample").fetchone()[0]
 
 
 def _strata(con) -> str:

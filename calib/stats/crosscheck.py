@@ -70,11 +70,13 @@ def human_only_diff(y_cand: np.ndarray, y_base: np.ndarray, w: np.ndarray | None
 
 
 def ppi_mean_interval(y: np.ndarray, f_lab: np.ndarray, f_pop_mean: float, w: np.ndarray | None = None,
-                      mass: float = 0.95, tune: bool = True) -> dict:
+                      mass: float = 0.95, tune: bool = True, f_pop_var: float = 0.0) -> dict:
     """PPI++ estimate of a population mean of y from labels y, predictions f_lab and mean_N(f).
 
     Works for differences too: pass y = y_cand - y_base, f = f_cand - f_base. Returns mean, lo,
-    hi and the tuned lambda (0 = human-only, 1 = plain PPI).
+    hi and the tuned lambda (0 = human-only, 1 = plain PPI). ``f_pop_var``: the variance of
+    ``f_pop_mean`` when it is itself estimated from a sample (a two-phase design's judged sample;
+    it enters as lambda^2 f_pop_var); 0 when every output is judged.
     """
     y, f = np.asarray(y, float), np.asarray(f_lab, float)
     n = len(y)
@@ -92,7 +94,7 @@ def ppi_mean_interval(y: np.ndarray, f_lab: np.ndarray, f_pop_mean: float, w: np
     e = y - lam * f
     e_bar = np.sum(w * e) / np.sum(w)
     mean = lam * f_pop_mean + e_bar
-    var = np.sum(v * (e - e_bar) ** 2) * n / (n - 1)
+    var = np.sum(v * (e - e_bar) ** 2) * n / (n - 1) + lam * lam * float(f_pop_var)
     half = _z(mass) * np.sqrt(var)
     return {"mean": float(mean), "lo": float(mean - half), "hi": float(mean + half), "lam": lam}
 

@@ -40,6 +40,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from calib.data.cells import CellData
+from calib.stats import twophase
 from calib.stats.model import expit_fast
 
 # Pseudo-items of model-implied residual variance pooled into the empirical variance where it is
@@ -69,6 +70,9 @@ class LabelledSet:
     w: np.ndarray  # (L,) float
     wv: np.ndarray | None = None  # (L,) float
     pi: np.ndarray | None = None  # (L,) float
+    # (L,) 1 / pi1, the output's item's phase-1 (judged-sample) inclusion probability in a two-phase
+    # design (``calib.stats.twophase``); None in a census (every item judged)
+    w1: np.ndarray | None = None
 
     @property
     def y(self) -> np.ndarray:
@@ -364,13 +368,19 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
         WV[item_idx] = lab.w if lab.wv is None else lab.wv
         PI[item_idx] = 1.0 / np.maximum(lab.w, 1.0) if lab.pi is None else lab.pi
         SEG[item_idx] = data.cell_segment[lab.cell]
-    unl = np.maximum(data.cell_n - data.cell_lab_items, 0).astype(float)
+    # two-phase design (``calib.stats.twophase``): the judged sample's counts expanded by 1 / pi1
+    two_phase = lab.w1 is not None and data.cell_pop is not None
+    W1 = np.ones(I)
+    if two_phase and I:
+        W1[item_idx] = lab.w1
+    pop = (twophase.expanded_cells(data, lab.cell, lab.y, np.asarray(lab.w1, float)) if two_phase else data)
+    unl = np.maximum(pop.cell_n - pop.cell_lab_items, 0).astype(float)
 
     def totals(cell_mask):
-        N = np.bincount(data.cell_model[cell_mask], weights=data.cell_n[cell_mask].astype(float), minlength=M)
+        N = np.bincount(data.cell_model[cell_mask], weights=pop.cell_n[cell_mask].astype(float), minlength=M)
         n_unl = np.bincount(data.cell_model[cell_mask], weights=unl[cell_mask], minlength=M)
         pred = np.bincount(data.cell_model[cell_mask], weights=(unl * p_cells)[cell_mask], minlength=M)
-        ylab = np.bincount(data.cell_model[cell_mask], weights=data.cell_lab_y[cell_mask], minlength=M)
+        ylab = np.bincount(data.cell_model[cell_mask], weights=pop.cell_lab_y[cell_mask], minlength=M)
         return N, n_unl, pred, ylab
 
     info: dict = {"domains": {}}
@@ -384,8 +394,23 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
         if not have or min(per_model[m] for m in have) < MIN_ITEMS:
             info["domains"][key] = {"estimator": "model", "items": n_items}
             return dict(fallback)
-        mean, cov, n = _domain_estimate(ylab, pred, N, n_unl, E[item_mask], Vm[item_mask], P[item_mask], W[item_mask],
-                                        Y[item_mask], WV[item_mask], PI[item_mask] if lab.pi is not None else None)
+        w_in, wv_in = W[item_mask], WV[item_mask]
+        if two_phase:
+            # the labelled residuals expanded by 1 / pi1 too; in ``_domain_estimate``'s form
+            # (ylab + pred + (n_unl + n_s) ebar - sum e) / N this is ylab - sum e w1 + sum e, N - n_s
+            Pm, Em, W1m = P[item_mask], E[item_mask], W1[item_mask]
+            n_s = Pm.sum(0)
+            ylab = ylab - (Pm * Em * W1m[:, None]).sum(0) + (Pm * Em).sum(0)
+            n_unl = N - n_s
+            w_in, wv_in = w_in * W1m, wv_in * W1m
+        mean, cov, n = _domain_estimate(ylab, pred, N, n_unl, E[item_mask], Vm[item_mask], P[item_mask], w_in,
+                                        Y[item_mask], wv_in, PI[item_mask] if lab.pi is not None else None)
+        if two_phase:
+            # phase 1: which items were judged (c: phase-2 weights summing to the judged items)
+            n1 = np.bincount(data.cell_model[cell_mask], weights=data.cell_n[cell_mask].astype(float), minlength=M)
+            c2 = W[item_mask] * n1.max() / max(W[item_mask].sum(), 1e-12)
+            Nn = np.where(N > 0, N, 1)
+            cov = cov + twophase.phase1_cov(Y[item_mask], P[item_mask], c2, W1[item_mask]) / np.outer(Nn, Nn)
         sub = np.array(have)
         dr = _t_draws(mean[sub], cov[np.ix_(sub, sub)], t_df(WV[item_mask]), D, rng)
         info["domains"][key] = {"estimator": "design", "items": n,

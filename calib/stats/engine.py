@@ -17,9 +17,9 @@ import duckdb
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from calib.data import store
+from calib.data import phase1, store
 from calib.data.cells import ensure_cells
-from calib.stats import crosscheck, design, forecast, model, sequential
+from calib.stats import crosscheck, design, forecast, model, sequential, twophase
 from calib.errors import TiebreakError
 
 PREF_CODE = {"baseline": 0, "tie": 1, "candidate": 2}
@@ -43,10 +43,11 @@ class LabelledOutputs:
     design_note: str = "none"  # how the labelled items were chosen (see ``design_weights``)
     wv: np.ndarray | None = None  # the random part of w, and the inclusion probability within its
     pi: np.ndarray | None = None  # batch (``design.Weights``; None: a single sample, w and 1 / w)
+    w1: np.ndarray | None = None  # 1 / pi1 of a two-phase design's judged sample (None: a census)
 
     def labelled_set(self) -> design.LabelledSet:
         return design.LabelledSet(item_id=self.item_id, model=self.model, cell=self.cell, k=self.k.astype(float),
-                                  n=self.n.astype(float), w=self.w, wv=self.wv, pi=self.pi)
+                                  n=self.n.astype(float), w=self.w, wv=self.wv, pi=self.pi, w1=self.w1)
 
 
 LATEST_LABELS = """
@@ -119,9 +120,10 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
     """CellData for one dimension (cells from DuckDB, labels joined), with cross-check inputs;
     ``max_label_id`` counts only the labels written up to that one (a replay of the history)."""
     # column arrays, not a Python tuple per cell (thousands of cells: a third of the load's time)
+    census = phase1.is_census(con)
     mc = con.execute(
-        "SELECT cell_id, model, segment, x, n, sum_f FROM model_cells WHERE dimension = ? ORDER BY cell_id",
-        [dimension]).fetchnumpy()
+        "SELECT cell_id, model, segment, x, n, sum_f" + ("" if census else ", n_pop") +
+        " FROM model_cells WHERE dimension = ? ORDER BY cell_id", [dimension]).fetchnumpy()
     if not len(mc["cell_id"]):
         raise TiebreakError(f"no judge scores for dimension {dimension!r}")
     judges = [r[0] for r in con.execute(
@@ -138,8 +140,14 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
     cell_n = np.asarray(mc["n"][keep], np.int64)
     cell_ids_all = np.asarray(mc["cell_id"][keep], np.int64)
     sum_f = np.asarray(mc["sum_f"][keep], float)
-    # Python's sum over the cells in order, as before (not numpy's pairwise sum)
-    f_pop = {m: sum(sum_f[cell_model == mi[m]].tolist()) / max(1, int(cell_n[cell_model == mi[m]].sum())) for m in models}
+    cell_pop = None if census else np.asarray(mc["n_pop"][keep], float)
+    if cell_pop is None:
+        # Python's sum over the cells in order, as before (not numpy's pairwise sum)
+        f_pop = {m: sum(sum_f[cell_model == mi[m]].tolist()) / max(1, int(cell_n[cell_model == mi[m]].sum())) for m in models}
+    else:
+        # a two-phase design: the judges' pass share of the population, each cell expanded by 1 / pi1
+        fx = sum_f * cell_pop / np.maximum(cell_n, 1)
+        f_pop = {m: float(fx[cell_model == mi[m]].sum() / max(cell_pop[cell_model == mi[m]].sum(), 1e-12)) for m in models}
 
     # labelled outputs: mean verdict over annotators, cell, judge consensus (aggregated in DuckDB)
     per_out = con.execute(
@@ -164,15 +172,20 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
         obs_cell=uniq.astype(np.int64),
         obs_k=np.bincount(inv, weights=k_out).astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
         obs_n=np.bincount(inv, weights=n_out).astype(np.int64) if len(uniq) else np.zeros(0, np.int64),
-        cell_ids=cell_ids_all,
+        cell_ids=cell_ids_all, cell_pop=cell_pop,
     )
     item_ids = per_out["item_id"].to_numpy(object)
+    w1 = None
+    if cell_pop is not None:
+        inc = phase1.item_inclusion(con)
+        pi1 = dict(zip(inc["item_id"].astype(str), inc["pi1"].astype(float)))
+        w1 = np.array([1.0 / pi1.get(str(i), 1.0) for i in item_ids], float)
     n_pop = int(cell_n[cell_model == 0].sum()) if C else 0
     parts, how = design_weight_parts(con, item_ids, n_pop)
     lab = LabelledOutputs(
         item_id=item_ids, model=per_out["model"].map(mi).to_numpy(np.int64),
         y=per_out["y"].to_numpy(float), f=per_out["f"].to_numpy(float), w=parts.c,
-        cell=ci.astype(np.int64), k=k_out, n=n_out, design_note=how, wv=parts.v, pi=parts.pi,
+        cell=ci.astype(np.int64), k=k_out, n=n_out, design_note=how, wv=parts.v, pi=parts.pi, w1=w1,
     )
     return data, lab, f_pop
 
@@ -181,9 +194,10 @@ def load_pairs(con, baseline: str, candidate: str, dimension: str) -> model.Pair
     if not con.execute("SELECT count(*) FROM pair_labels WHERE baseline = ? AND candidate = ? AND dimension = ?",
                        [baseline, candidate, dimension]).fetchone()[0]:
         return None
+    census = phase1.is_census(con)
     rows = con.execute(
-        "SELECT cell_id, x, n FROM pair_cells WHERE baseline = ? AND candidate = ? ORDER BY cell_id",
-        [baseline, candidate]).fetchall()
+        "SELECT cell_id, x, n" + ("" if census else ", n_pop") +
+        " FROM pair_cells WHERE baseline = ? AND candidate = ? ORDER BY cell_id", [baseline, candidate]).fetchall()
     if not rows:
         return None
     labs = con.execute(
@@ -205,7 +219,14 @@ def load_pairs(con, baseline: str, candidate: str, dimension: str) -> model.Pair
     for cid, wins in per_item.values():
         lab_items[cid] += 1
         lab_win[cid] += np.mean(wins)
+    cell_pop = item_w1 = None
+    if not census:
+        cell_pop = np.array([r[3] for r in rows], float)
+        inc = phase1.item_inclusion(con)
+        pi1 = dict(zip(inc["item_id"].astype(str), inc["pi1"].astype(float)))
+        item_w1 = np.array([1.0 / pi1.get(str(i), 1.0) for i in per_item], float)
     return model.PairData(
+        cell_pop=cell_pop, item_w1=item_w1,
         features=[f"f{i}" for i in range(F)], cell_x=np.array([r[1] for r in rows], float).reshape(C, F),
         cell_n=np.array([r[2] for r in rows], np.int64), cell_lab_items=lab_items, cell_lab_win=lab_win,
         obs_cell=np.array([r[2] for r in labs], np.int64), obs_y=np.array([PREF_CODE[r[1]] for r in labs], np.int64),
@@ -229,21 +250,40 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0, kind: str = "fast",
     win_c, var_c, probs = model.pairwise_cells(pdata, th)
     p = win_c.mean(0)
     v = np.clip(var_c.mean(0), 1e-6, None)
-    N = float(pdata.cell_n.sum())
-    unl = np.maximum(pdata.cell_n - pdata.cell_lab_items, 0).astype(float)
+    n_judged = float(pdata.cell_n.sum())
+    two_phase = pdata.cell_pop is not None and pdata.item_w1 is not None and pdata.item_id is not None
+    if two_phase:
+        # a two-phase design (``calib.stats.twophase``): the judged pairs expanded by 1 / pi1
+        C = len(pdata.cell_n)
+        w1 = np.asarray(pdata.item_w1, float)
+        lab_pop = np.bincount(pdata.item_cell, weights=w1, minlength=C)
+        cell_pop = np.maximum(np.asarray(pdata.cell_pop, float), lab_pop)
+        lab_win_total = float((pdata.item_win * w1).sum())
+    else:
+        lab_pop, cell_pop, lab_win_total = pdata.cell_lab_items, pdata.cell_n, float(pdata.cell_lab_win.sum())
+    N = float(cell_pop.sum())
+    unl = np.maximum(cell_pop - lab_pop, 0).astype(float)
     if pdata.item_id is None or len(pdata.item_id) < design.MIN_ITEMS:
         rng = np.random.default_rng([seed, 0xA2])
-        mean = (win_c * unl).sum(1) + pdata.cell_lab_win.sum()
+        mean = (win_c * unl).sum(1) + lab_win_total
         sd = np.sqrt(np.maximum((var_c * unl).sum(1), 0))
         draws = np.clip((mean + sd * rng.standard_normal(len(th))) / N, 0, 1)
         return draws, {"estimator": "model", "items": 0 if pdata.item_id is None else len(pdata.item_id),
                        "diagnostics": diagnostics}
-    parts, how = design_weight_parts(con, pdata.item_id, int(N), candidate)
+    parts, how = design_weight_parts(con, pdata.item_id, int(n_judged), candidate)
     p_loo = design.loo_pair_predictions(probs[:, pdata.item_cell], pdata.item_counts)
     e = (pdata.item_win - p_loo)[:, None]
+    ylab, n_unl, c, cv = lab_win_total, unl.sum(), parts.c, parts.v
+    if two_phase:
+        # as ``design.design_rate_draws``: the labelled residuals expanded by 1 / pi1 too
+        ylab = lab_win_total - float((e[:, 0] * w1).sum()) + float(e.sum())
+        n_unl, c, cv = N - len(e), parts.c * w1, parts.v * w1
     mean, cov, n = design._domain_estimate(
-        np.array([pdata.cell_lab_win.sum()]), np.array([(unl * p).sum()]), np.array([N]), np.array([unl.sum()]),
-        e, v[pdata.item_cell][:, None], np.ones_like(e), parts.c, pdata.item_win[:, None], parts.v, parts.pi)
+        np.array([ylab]), np.array([(unl * p).sum()]), np.array([N]), np.array([n_unl]),
+        e, v[pdata.item_cell][:, None], np.ones_like(e), c, pdata.item_win[:, None], cv, parts.pi)
+    if two_phase:
+        c2 = parts.c * n_judged / max(parts.c.sum(), 1e-12)
+        cov = cov + twophase.phase1_cov(pdata.item_win[:, None], np.ones_like(e), c2, w1) / N ** 2
     draws = design._t_draws(mean, cov, design.t_df(parts.v), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
     return draws, {"estimator": "design", "items": n, "sd": float(np.sqrt(cov[0, 0])), "design": how,
                    "diagnostics": diagnostics}
@@ -338,7 +378,9 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
             post = model.fit_laplace(data, draws=draws or 1000, seed=seed)
         result["warnings"] += [f"{dim}: {w}" for w in post.diagnostics.get("warnings", [])]
         result["diagnostics"][dim] = post.diagnostics
-        model_rates = model.population_rate_draws(data, post, seed=seed)
+        # in a two-phase design the model's own projection is of the population too (counts x 1 / pi1)
+        model_rates = model.population_rate_draws(
+            data if lab.w1 is None else twophase.expanded_cells(data, lab.cell, lab.y, lab.w1), post, seed=seed)
         per_cand = candidate_rates(con, data, post, lab, model_rates, models, base, cands, seed)
         # the baseline's reported rate: from the pair with the most labelled items
         primary = max(cands, key=lambda c: (int(per_cand[c][0].info.get("labelled_items", 0)), -cands.index(c)))
@@ -484,7 +526,7 @@ def candidate_rates(con, data: model.CellData, post: model.Posterior, lab: Label
         parts, how = design_weight_parts(con, lab.item_id[mask], n_pop, c)
         lab_c = LabelledOutputs(item_id=lab.item_id[mask], model=lab.model[mask], y=lab.y[mask], f=lab.f[mask],
                                 w=parts.c, cell=lab.cell[mask], k=lab.k[mask], n=lab.n[mask], design_note=how,
-                                wv=parts.v, pi=parts.pi)
+                                wv=parts.v, pi=parts.pi, w1=None if lab.w1 is None else lab.w1[mask])
         out[c] = (design_rates(data, post, lab_c, model_rates, seed + 104_729 * ci, only=[bi, ci]), lab_c)
     return out
 
@@ -562,6 +604,18 @@ def _pair_cross_checks(con, pdata: model.PairData, base: str, cand: str, dim: st
     N, n = len(f_item), len(pdata.item_id)
     f_lab = pd.Series(pdata.item_id).map(f_item).fillna(0.5).to_numpy(float)
     w, _ = design_weights(con, pdata.item_id, N, cand)
+    f_mean, f_var = float(f_item.mean()), 0.0
+    if pdata.item_w1 is not None and pdata.cell_pop is not None:
+        # a two-phase design: each labelled pair stands for 1 / (pi1 pi2) pairs of the population,
+        # and the judges' mean preference is itself estimated from the judged sample
+        N_pop = float(np.sum(pdata.cell_pop))
+        w = w * np.asarray(pdata.item_w1, float)
+        inc = phase1.item_inclusion(con)
+        w1_all = pd.Series(f_item.index).map(dict(zip(inc["item_id"].astype(str), 1.0 / inc["pi1"].astype(float))))
+        w1_all = w1_all.fillna(1.0).to_numpy(float)
+        f_mean = float(np.sum(w1_all * f_item.to_numpy(float)) / np.sum(w1_all))
+        f_var = max(1.0 / max(N, 1) - 1.0 / max(N_pop, 1.0), 0.0) * float(np.var(f_item.to_numpy(float)))
+        N = int(round(N_pop))
     fpc = float(np.sqrt(max(1.0 - n / max(N, 1), 0.0)))
     y = np.asarray(pdata.item_win, float)
 
@@ -571,7 +625,7 @@ def _pair_cross_checks(con, pdata: model.PairData, base: str, cand: str, dim: st
     mean, lo, hi = crosscheck.weighted_mean_interval(y, w, mass)
     out.append({"dimension": dim, "baseline": base, "candidate": cand, "estimand": "win rate",
                 "method": "human-only", **shrunk(mean, lo, hi), "n": n})
-    ppi = crosscheck.ppi_mean_interval(y, f_lab, float(f_item.mean()), w, mass)
+    ppi = crosscheck.ppi_mean_interval(y, f_lab, f_mean, w, mass, f_pop_var=f_var)
     out.append({"dimension": dim, "baseline": base, "candidate": cand, "estimand": "win rate", "method": "ppi++",
                 **shrunk(ppi["mean"], ppi["lo"], ppi["hi"]), "lambda": ppi["lam"], "n": n})
     return out
@@ -591,7 +645,9 @@ def _cross_checks(con, dim, data, lab, f_pop, models, base, cand, mass) -> list[
     # paired items labelled for both models
     import pandas as pd
 
-    df = pd.DataFrame({"item": lab.item_id, "m": lab.model, "y": lab.y, "f": lab.f, "w": lab.w})
+    # a two-phase design: each labelled item stands for 1 / (pi1 pi2) items of the population
+    w_all = lab.w if lab.w1 is None else lab.w * lab.w1
+    df = pd.DataFrame({"item": lab.item_id, "m": lab.model, "y": lab.y, "f": lab.f, "w": w_all})
     b = df[df.m == bi].set_index("item")
     c = df[df.m == ci].set_index("item")
     both = b.index.intersection(c.index)
@@ -601,7 +657,15 @@ def _cross_checks(con, dim, data, lab, f_pop, models, base, cand, mass) -> list[
         mean, lo, hi = crosscheck.human_only_diff(yc, yb, w, mass)
         out.append({"dimension": dim, "baseline": base, "candidate": cand, "method": "human-only",
                     "mean": mean, "lo": lo, "hi": hi, "n": len(both)})
-        ppi = crosscheck.ppi_mean_interval(yc - yb, fc - fb, f_pop[cand] - f_pop[base], w, mass)
+        f_var = 0.0
+        if lab.w1 is not None:
+            # the judges' population mean is itself estimated from the judged sample (phase 1)
+            n1 = float(data.cell_n[data.cell_model == bi].sum())
+            N = float(data.cell_pop[data.cell_model == bi].sum()) if data.cell_pop is not None else n1
+            d = fc - fb
+            dbar = np.sum(w * d) / np.sum(w)
+            f_var = max(1.0 / max(n1, 1.0) - 1.0 / max(N, 1.0), 0.0) * float(np.sum(w * (d - dbar) ** 2) / np.sum(w))
+        ppi = crosscheck.ppi_mean_interval(yc - yb, fc - fb, f_pop[cand] - f_pop[base], w, mass, f_pop_var=f_var)
         out.append({"dimension": dim, "baseline": base, "candidate": cand, "method": "ppi++",
                     "mean": ppi["mean"], "lo": ppi["lo"], "hi": ppi["hi"], "lambda": ppi["lam"], "n": len(both)})
     return out
