@@ -140,7 +140,7 @@ def cmd_import(args) -> int:
     # --add-model alone: accept any new model; --add-model NAME (repeatable): accept exactly those
     add_model = True if args.add_model and "*" in args.add_model else (args.add_model or False)
     allow = dict(add_model=add_model, add_judge=args.add_judge, add_dimension=args.add_dimension,
-                 allow_new=args.allow_new)
+                 allow_new=args.allow_new, judged_sample=args.judged_sample)
     fmt = evalformats.detect(args.file) if args.format == "auto" else args.format
     conv = None
     if fmt in evalformats.FORMATS:  # another eval tool's file: reshaped, then the same importer
@@ -206,6 +206,10 @@ def cmd_status(args) -> int:
           f"{st['pair_judge_prefs']} pairwise preferences")
     for j in st["judges"]:
         print(f"  {j['judge']:<24} {j['dimension']:<16} {j['scores']}" + ("  (side by side)" if j.get("kind") == "side by side" else ""))
+    if st["judged_sample"] is not None:  # a census prints nothing here
+        from calib.data import phase1
+
+        print(f"  {phase1.summary_line(st['judged_sample'])}")
     total = sum(x["labels"] for x in st["labels"])
     print(f"labels     {total} pointwise, {sum(x['labels'] for x in st['pair_labels'])} pairwise")
     for x in st["labels"] + st["pair_labels"]:
@@ -580,11 +584,34 @@ def cmd_backup(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _judged_sample(args, con) -> None:
+    """``judge run``: draw or extend the judged sample when ``--sample``/``--fraction`` asks (recorded,
+    in one transaction, before any call: a killed run resumes with the same sample), and say on one
+    line which items the judges score. Without them, a project with a sample has its recorded sample
+    judged (never every item: that would silently turn a sample into a partial census)."""
+    from calib.data import phase1
+
+    n, frac = getattr(args, "sample", None), getattr(args, "fraction", None)
+    if n is None and frac is None:
+        if args.strata is not None or args.allocation is not None or args.seed is not None:
+            raise TiebreakError("--strata, --allocation and --seed go with --sample N or --fraction F")
+        s = phase1.summary(con)
+        if s is not None:
+            print(phase1.summary_line(s) + "; judging the recorded sample only (extend it with --sample N)")
+        return
+    strata = args.strata if args.strata is not None else phase1.recorded_strata(con)
+    rep = phase1.draw_sample(con, n=n, fraction=frac, strata=strata, allocation=args.allocation or "proportional",
+                             seed=args.seed if args.seed is not None else 0)
+    print(rep.line(), flush=True)
+
+
 def _judge_run(args, generate: bool) -> int:
     from calib.judges import config as judge_config, run as judges
 
     cfg = judge_config.load_config(args.config)
     con = _open_db(args)
+    if not generate:
+        _judged_sample(args, con)
     last = [0.0]
 
     def show(p: judges.Progress) -> None:
@@ -641,6 +668,7 @@ def _judge_run_batch(args) -> int:
     if args.max_batch_bytes is not None:
         opts.max_bytes = args.max_batch_bytes
     con = _open_db(args)
+    _judged_sample(args, con)
     last = [0.0]
 
     def show(p: batch.BatchProgress) -> None:
@@ -776,6 +804,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--add-dimension", action="store_true", help="accept a dimension the project does not have yet")
     c.add_argument("--allow-new", action="store_true", help="accept new models, judges and dimensions")
     c.add_argument("--new", action="store_true", help="create the --db database (it must not exist) and import into it")
+    c.add_argument("--judged-sample", choices=["uniform"],
+                   help="only some items carry judge scores and they were drawn uniformly at random (pi1 = scored / "
+                        "items of the file); else such a file needs an inclusion_prob column, or is refused")
     c.add_argument("--format", choices=["auto", "tiebreak", "promptfoo", "inspect", "deepeval"], default="auto",
                    help="the file's format (default: auto, told from its structure): Tiebreak's import format, "
                         "a promptfoo results file (JSON/JSONL), an Inspect AI log (.eval/.json), DeepEval results")
@@ -883,6 +914,18 @@ def build_parser() -> argparse.ArgumentParser:
             jr.add_argument("--max-batch-bytes", type=int, help="with --batch: bytes per batch file (default 200 MB)")
             jr.add_argument("--batch-fallback", choices=["batch", "online"], default="batch",
                             help="with --batch: retry failed lines in a later batch (default) or online at once")
+            sz = jr.add_mutually_exclusive_group()
+            sz.add_argument("--sample", type=int, metavar="N",
+                            help="judge a probability sample of N items (drawn and recorded first; a larger N later "
+                                 "extends it as a new batch, the same N resumes); without it a project with a "
+                                 "sample has its recorded sample judged")
+            sz.add_argument("--fraction", type=float, metavar="F", help="judge a sample of this share of the items, in (0, 1]")
+            jr.add_argument("--strata", choices=["segment"], help="with --sample/--fraction: draw per segment "
+                            "(default: as the recorded sample, else not stratified)")
+            jr.add_argument("--allocation", choices=["proportional", "neyman"],
+                            help="with --strata: items per segment proportional to its size (default), or to its "
+                                 "size x the sd of the judges' scores of the items judged so far (neyman)")
+            jr.add_argument("--seed", type=int, help="with --sample/--fraction: the draw's seed (default 0)")
         _db_arg(jr)
         jr.set_defaults(func=func)
     jr = jsub.add_parser("batches", help="provider batches of `judge run --batch`: state, requests, ok, failed")

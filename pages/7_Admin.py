@@ -216,6 +216,10 @@ with tab_imports:
                               "(comma-separated; otherwise such a file is refused)", key="admin_import_add_models")
         if named.strip():
             extra["add_model"] = [m.strip() for m in named.split(",") if m.strip()]
+        if st.checkbox("Only some items carry judge scores, and they were drawn uniformly at random "
+                       "(`--judged-sample uniform`; otherwise such a file needs an inclusion_prob column)",
+                       key="admin_import_judged_uniform"):
+            extra["judged_sample"] = "uniform"
     else:
         source = st.text_input("Source recorded with each label", value="import", key="admin_import_source")
     if st.button("📥 Import", key="admin_import_go", type="primary", disabled=up is None):

@@ -103,6 +103,18 @@ EXPECTED_SCHEMA = {
         ("created_at", "TIMESTAMP", False),
         ("updated_at", "TIMESTAMP", False),
     ],
+    "judge_sample": [
+        ("item_id", "VARCHAR", False),
+        ("batch", "INTEGER", False),
+        ("kind", "VARCHAR", False),
+        ("strata", "VARCHAR", False),
+        ("stratum", "VARCHAR", False),
+        ("allocation", "VARCHAR", False),
+        ("seed", "BIGINT", True),
+        ("stratum_size", "BIGINT", True),
+        ("inclusion_prob", "DOUBLE", True),
+        ("drawn_at", "TIMESTAMP", False),
+    ],
     "judge_naive": [
         ("judge", "VARCHAR", False),
         ("dimension", "VARCHAR", False),
@@ -191,6 +203,7 @@ EXPECTED_SCHEMA = {
         ("x", "DOUBLE[]", False),
         ("n", "BIGINT", False),
         ("sum_f", "DOUBLE", False),
+        ("n_pop", "DOUBLE", True),
     ],
     "output_cells": [
         ("item_id", "VARCHAR", False),
@@ -215,6 +228,7 @@ EXPECTED_SCHEMA = {
         ("cell_id", "INTEGER", False),
         ("x", "DOUBLE[]", False),
         ("n", "BIGINT", False),
+        ("n_pop", "DOUBLE", True),
     ],
     "pair_judge_prefs": [
         ("item_id", "VARCHAR", False),

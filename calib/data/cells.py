@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats
 from scipy.special import ndtri
 
-from calib.data import store
+from calib.data import phase1, store
 
 
 BIN = 0.1  # bin width in standard deviations of each judge's score
@@ -157,7 +157,10 @@ def fingerprint(con) -> str:
     s = store.get_settings(con)
     return json.dumps([one("SELECT count(*) FROM outputs"), one("SELECT count(*) FROM judge_scores"),
                        one("SELECT count(*) FROM items"), one("SELECT count(*) FROM pair_judge_prefs"),
-                       s["baseline"], s["candidates"], BIN, PAIR_BIN, 5])
+                       # the judged sample: an extension (new batch) or an imported sample changes the cells
+                       *((0, 0) if phase1.is_census(con) else (one("SELECT count(*) FROM judge_sample"),
+                                                                  one("SELECT max(batch) FROM judge_sample"))),
+                       s["baseline"], s["candidates"], BIN, PAIR_BIN, 6])
 
 
 def ensure_cells(con: duckdb.DuckDBPyConnection) -> bool:
@@ -204,25 +207,46 @@ def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def _judged_sample(con) -> bool:
+    """Set up the scores the cells are built from: the temp view ``_js`` (the judge scores of the
+    judged sample's items; every score in a census) and, with a sample, the temp table ``_pi``
+    (item_id, w = 1 / pi1). True when a phase-1 sample is recorded. Scores of items outside the
+    sample (stray scores, e.g. from a run before the sample was drawn) are ignored: they are no
+    probability sample, and mixing them in would bias the cells toward whatever was judged."""
+    if phase1.is_census(con):
+        con.execute("CREATE OR REPLACE TEMP VIEW _js AS SELECT * FROM judge_scores")
+        return False
+    store.register(con, "_pi_df", phase1.item_inclusion(con)[["item_id", "pi1"]])
+    con.execute("CREATE OR REPLACE TEMP TABLE _pi AS SELECT item_id, 1.0 / pi1 AS w FROM _pi_df")
+    con.unregister("_pi_df")
+    con.execute("CREATE OR REPLACE TEMP VIEW _js AS SELECT s.* FROM judge_scores s SEMI JOIN _pi USING (item_id)")
+    return True
+
+
 def _build_cells(con) -> None:
     for t in ("judge_scale", "judge_naive", "model_cells", "output_cells", "pair_cells", "item_pair_cells",
               "item_disagreement", "label_cells"):
         con.execute(f"DELETE FROM {t}")
+    sampled = _judged_sample(con)
+    # each output's population weight: 1 / pi1 of its item (1 in a census)
+    w_sql, w_join = ("_pi.w", "JOIN _pi USING (item_id)") if sampled else ("1.0", "")
     con.execute(
         """INSERT INTO judge_scale
            SELECT judge, dimension, avg(score), coalesce(nullif(stddev_pop(score), 0), 1), min(score), max(score),
                   CASE WHEN max(score) <= 1 THEN 0.5 ELSE min(score) + 0.75 * (max(score) - min(score)) END
-           FROM judge_scores GROUP BY judge, dimension"""
+           FROM _js GROUP BY judge, dimension"""
     )
+    # the judges' naive pass rates, of the population (weighted by 1 / pi1 with a judged sample)
     con.execute(
-        """INSERT INTO judge_naive
-           SELECT s.judge, s.dimension, s.model, avg(CASE WHEN s.score >= k.threshold THEN 1.0 ELSE 0.0 END)
-           FROM judge_scores s JOIN judge_scale k USING (judge, dimension) GROUP BY ALL"""
+        f"""INSERT INTO judge_naive
+           SELECT s.judge, s.dimension, s.model,
+                  sum({w_sql} * CASE WHEN s.score >= k.threshold THEN 1.0 ELSE 0.0 END) / sum({w_sql})
+           FROM _js s JOIN judge_scale k USING (judge, dimension) {w_join} GROUP BY ALL"""
     )
     # Common scale: rank-based normal scores, computed on the distinct scores (a small table) in numpy,
     # since DuckDB has no inverse normal CDF; ties share their mid-rank.
     ns = con.execute(
-        "SELECT judge, dimension, score, count(*) AS cnt FROM judge_scores GROUP BY ALL ORDER BY judge, dimension, score"
+        "SELECT judge, dimension, score, count(*) AS cnt FROM _js GROUP BY ALL ORDER BY judge, dimension, score"
     ).fetch_df()
     if len(ns):
         grp = ns.groupby(["judge", "dimension"], sort=False)["cnt"]
@@ -241,17 +265,17 @@ def _build_cells(con) -> None:
         bcols = ", ".join(f"b{i}" for i in range(len(judges)))
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _w AS
-                SELECT w.*, i.segment,
+                SELECT w.*, i.segment, {w_sql} AS wt,
                        dense_rank() OVER (ORDER BY w.model, i.segment, {bcols}) - 1 AS cell_id
                 FROM (SELECT item_id, model, {cols}, avg(pass) AS f FROM (
                         SELECT s.item_id, s.model, s.judge,
                                round(z.z / {BIN})::INTEGER AS b,
                                CASE WHEN s.score >= k.threshold THEN 1.0 ELSE 0.0 END AS pass
-                        FROM judge_scores s JOIN judge_scale k USING (judge, dimension)
+                        FROM _js s JOIN judge_scale k USING (judge, dimension)
                         JOIN _normal_scores z USING (judge, dimension, score)
                         WHERE s.dimension = {_q(dim)})
                       GROUP BY item_id, model) w
-                JOIN items i USING (item_id)"""
+                JOIN items i USING (item_id) {w_join}"""
         )
         # sorted by item so look-ups of a few labelled items are pruned by DuckDB's zone maps
         con.execute(f"INSERT INTO output_cells SELECT item_id, model, {_q(dim)}, cell_id, f FROM _w ORDER BY item_id, model")
@@ -259,20 +283,26 @@ def _build_cells(con) -> None:
         con.execute(
             f"""INSERT INTO model_cells
                 SELECT {_q(dim)}, cell_id, any_value(model), any_value(segment), any_value({xlist}::DOUBLE[]),
-                       count(*), sum(f)
+                       count(*), sum(f), sum(wt)
                 FROM _w GROUP BY cell_id"""
         )
         con.execute("DROP TABLE _w")
     con.unregister("_normal_scores")
-    _build_pair_cells(con, dims)
-    _build_disagreement(con)
+    _build_pair_cells(con, dims, sampled)
+    _build_disagreement(con, sampled)
+    con.execute("DROP VIEW _js")
+    if sampled:
+        con.execute("DROP TABLE _pi")
 
 
-def _build_disagreement(con) -> None:
+def _build_disagreement(con, sampled: bool = False) -> None:
     """Per item: spread of the judges on the same output (sd of their normal scores, averaged over
     outputs and dimensions) plus |consensus(candidate) - consensus(baseline)| averaged over
     dimensions (a possible regression), for the candidate whose judges' view differs most from the
-    baseline's (with several candidates; the queue computes it per (item, candidate) unit)."""
+    baseline's (with several candidates; the queue computes it per (item, candidate) unit).
+
+    With a judged sample (``sampled``) only its items are listed: the SME queue's units come from
+    this table, so phase 2 draws from the judged items only."""
     s = store.get_settings(con)
     base = s["baseline"]
     con.execute(
@@ -301,11 +331,14 @@ def _build_disagreement(con) -> None:
             LEFT JOIN (SELECT item_id, stddev_pop(preference) AS spread, 0.5 - abs(avg(preference) - 0.5) AS closeness
                        FROM pair_judge_prefs WHERE baseline = {_q(base or '')} GROUP BY item_id) p USING (item_id)
             WHERE i.item_id NOT IN (SELECT item_id FROM item_disagreement)
+              {"AND i.item_id IN (SELECT item_id FROM _pi)" if sampled else ""}
               AND (SELECT count(DISTINCT model) FROM outputs o WHERE o.item_id = i.item_id) >= 2"""
     )
 
 
-def _build_pair_cells(con, dims: list[str]) -> None:
+def _build_pair_cells(con, dims: list[str], sampled: bool = False) -> None:
+    """Per (baseline, candidate): items binned by the judges' score differences and side-by-side
+    preferences; ``n_pop`` sums the items' 1 / pi1 (judged-sample items only when ``sampled``)."""
     s = store.get_settings(con)
     base = s["baseline"]
     if not base:
@@ -335,20 +368,22 @@ def _build_pair_cells(con, dims: list[str]) -> None:
                         WHERE oc.model IN ({_q(base)}, {_q(cand)})
                         GROUP BY oc.item_id
                         HAVING count(DISTINCT oc.model) = 2"""
-        else:  # pairwise-only (or unjudged) project: every item with both outputs
+        else:  # pairwise-only (or unjudged) project: every item with both outputs (of the judged sample)
             d_sql = f"""SELECT item_id FROM outputs WHERE model IN ({_q(base)}, {_q(cand)})
+                        {"AND item_id IN (SELECT item_id FROM _pi)" if sampled else ""}
                         GROUP BY item_id HAVING count(DISTINCT model) = 2"""
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _pw AS
-                SELECT item_id{''.join(f', f{i}' for i in range(nf))},
+                SELECT item_id{''.join(f', f{i}' for i in range(nf))}, {'_pi.w' if sampled else '1.0'} AS wt,
                        {'dense_rank() OVER (ORDER BY ' + fcols + ') - 1' if fcols else '0'} AS cell_id FROM (
                   SELECT {', '.join(sel)}
                   FROM ({d_sql}) d
-                  {pref_join})"""
+                  {pref_join}) {'JOIN _pi USING (item_id)' if sampled else ''}"""
         )
         con.execute(f"INSERT INTO item_pair_cells SELECT item_id, {_q(base)}, {_q(cand)}, cell_id FROM _pw")
         con.execute(
-            f"""INSERT INTO pair_cells SELECT {_q(base)}, {_q(cand)}, cell_id, any_value([{fcols}]::DOUBLE[]), count(*)
+            f"""INSERT INTO pair_cells SELECT {_q(base)}, {_q(cand)}, cell_id, any_value([{fcols}]::DOUBLE[]), count(*),
+                       sum(wt)
                 FROM _pw GROUP BY cell_id"""
         )
         con.execute("DROP TABLE _pw")

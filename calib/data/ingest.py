@@ -37,6 +37,7 @@ OUTPUT_OPTIONAL_TEXT = ["segment", "topic", "context", "reference"]
 OUTPUT_OPTIONAL_NUM = ["latency_ms", "input_tokens", "output_tokens", "cost_usd"]
 PREF_REQUIRED = ["item_id", "baseline", "candidate"]
 PAIR_PREFERENCES = {"candidate", "baseline", "tie"}
+INCLUSION_PROB = "inclusion_prob"  # an outputs file's phase-1 probability per scored item (two-phase design)
 VERDICTS = {"pass": True, "fail": False, "1": True, "0": False, "true": True, "false": False,
             "1.0": True, "0.0": False}
 
@@ -267,7 +268,7 @@ def _check_scales(con, path, judged: dict[str, tuple[str, str]], types) -> None:
 def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, baseline: str | None = None, *,
                 add_model: bool | Sequence[str] = False, add_judge: bool = False, add_dimension: bool = False,
                 allow_new: bool = False, limits: readers.Limits | None = None,
-                prepared: str | Path | None = None) -> ImportReport:
+                prepared: str | Path | None = None, judged_sample: str | None = None) -> ImportReport:
     """Import an outputs file or a pairwise-preference file (told apart by its columns).
 
     Strict: once a project has outputs, a model, judge or dimension it does not know is refused
@@ -275,7 +276,13 @@ def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, baseline: str 
     ``add_judge``, ``add_dimension`` or ``allow_new`` asks for it. ``add_model`` may instead name
     the models to accept; model names of one file that differ only in case, ``-``/``_`` or spaces
     (``cand_a``, ``Cand-A``) are refused unless ``add_model`` names each of them, even in a fresh
-    project. ``limits`` and ``prepared``: see :func:`stage`."""
+    project. ``limits`` and ``prepared``: see :func:`stage`.
+
+    An outputs file in which only SOME items carry judge scores must say how those items were
+    chosen (``_judged_subset``): an ``inclusion_prob`` column, or ``judged_sample="uniform"``
+    (``--judged-sample uniform``); else it is refused."""
+    if judged_sample not in (None, "uniform"):
+        raise InputError(str(path), None, None, f"--judged-sample {judged_sample}: the only declared design is uniform")
     path = Path(path)
     named = [] if isinstance(add_model, bool) else [str(m) for m in add_model]
     allow = {"model": bool(add_model) or allow_new, "judge": add_judge or allow_new,
@@ -288,7 +295,7 @@ def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, baseline: str 
             if any(c.startswith(PREF_PREFIX) for c in columns) and "output" not in columns:
                 report = _import_pair_prefs(con, path, columns, allow)
             else:
-                report = _import_outputs(con, path, columns, baseline, allow)
+                report = _import_outputs(con, path, columns, baseline, allow, judged_sample)
     report.notes = notes + report.notes
     return report
 
@@ -343,7 +350,7 @@ def _known_dimensions(con) -> list[str]:
 
 
 def _import_outputs(con, path: Path, columns: list[str], baseline: str | None,
-                    allow: dict[str, bool] | None = None) -> ImportReport:
+                    allow: dict[str, bool] | None = None, judged_sample: str | None = None) -> ImportReport:
     allow = allow or {}
     _require(path, columns, OUTPUT_REQUIRED)
     # No judge column is fine: a pairwise-only project, or outputs to be scored by `tiebreak judge run`.
@@ -358,6 +365,14 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None,
     checks += _check_text_columns(con, path, columns, types, OUTPUT_REQUIRED + OUTPUT_OPTIONAL_TEXT)
     for c in judge_cols:
         checks += _number_checks(c, types[c], SCORE_MIN, SCORE_MAX, "judge score")
+    if INCLUSION_PROB in columns and judge_cols:  # on rows with a judge score: the item's phase-1 probability
+        scored_row = " OR ".join(f"{_num_expr(c, types[c])} IS NOT NULL" for c in judge_cols)
+        e = _num_expr(INCLUSION_PROB, types[INCLUSION_PROB])
+        checks.append((INCLUSION_PROB, f"({scored_row}) AND {e} IS NULL",
+                       "must be the item's probability of having been chosen for judging, in (0, 1], on a row "
+                       "with judge scores"))
+        checks.append((INCLUSION_PROB, f"({scored_row}) AND (isnan({e}) OR {e} <= 0 OR {e} > 1)",
+                       "must be a probability in (0, 1] (the chance the item was chosen for judging)"))
     for c in OUTPUT_OPTIONAL_NUM:
         if c in columns:
             if types[c].upper() == "BOOLEAN":
@@ -396,6 +411,7 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None,
             CAST({nums['output_tokens']} AS BIGINT) AS output_tokens, {nums['cost_usd']} AS cost_usd
             {''.join(f', {_num_expr(c, types[c])} AS j{i}' for i, c in enumerate(judge_cols))}
             {''.join(f', CAST({_q(c)} AS VARCHAR) AS r{i}' for i, c in enumerate(rationale_cols))}
+            , {_num_expr(INCLUSION_PROB, types[INCLUSION_PROB]) if INCLUSION_PROB in columns else 'NULL::DOUBLE'} AS ip
             FROM _stage s"""
     )
     # One prompt/segment per item, within the file and against the database.
@@ -413,6 +429,7 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None,
         if bad and bad[0] is not None:
             raise InputError(str(path), bad[0], col, f"the item is already stored with a different {col}")
 
+    sample_notes = _judged_subset(con, path, judge_cols, INCLUSION_PROB in columns, judged_sample)
     report = ImportReport(str(path), "output", n)
     before = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("items", "outputs", "judge_scores")}
     con.execute(
@@ -463,6 +480,7 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None,
             ["SELECT ", " FROM _clean"])).fetchone()[0]
         if empty:
             report.notes.append(f"{empty} empty judge scores (not stored; the judge did not score those outputs)")
+    report.notes += sample_notes
     report.notes += _update_project_settings(con, path, baseline, sorted({d for _, d in judged.values()}))
     n_models = con.execute("SELECT count(DISTINCT model) FROM outputs").fetchone()[0]
     lonely = con.execute(
@@ -473,6 +491,90 @@ def _import_outputs(con, path: Path, columns: list[str], baseline: str | None,
                             f"until it is imported)")
     con.execute("DROP TABLE _clean")
     return report
+
+
+def _judged_subset(con, path: Path, judge_cols: list[str], has_prob: bool, judged_sample: str | None) -> list[str]:
+    """The two-phase rule for an outputs file (``_clean`` staged; inside the import's transaction):
+    when only some of the file's items carry judge scores (an item is judged when any of its
+    outputs has any score), the file must say how they were chosen, because a subset judged for
+    convenience and treated as the population is the error a judged sample exists to avoid.
+
+    - an ``inclusion_prob`` column (each scored item's probability, in (0, 1]), or
+      ``judged_sample="uniform"`` (pi1 = scored items / the file's items): the scored items are
+      recorded as a phase-1 batch of kind 'import' (``calib.data.phase1``);
+    - scores for items of the project's drawn sample only (judged elsewhere and imported back)
+      complete that sample; nothing new is recorded;
+    - otherwise refused, naming the file, the first row of an item without scores and the column.
+
+    A file with no judge scores, or with scores on every item (and no ``inclusion_prob``), imports
+    as before. Returns the notes for the report."""
+    from calib.data import phase1
+
+    if not judge_cols:
+        return [f"--judged-sample {judged_sample} ignored: the file has no judge scores"] if judged_sample else []
+    scored = " OR ".join(f"j{i} IS NOT NULL" for i in range(len(judge_cols)))
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _scored AS
+                    SELECT item_id, max(ip) FILTER (WHERE {scored}) AS ip FROM _clean GROUP BY item_id
+                    HAVING bool_or({scored})""")
+    n_items = con.execute("SELECT count(DISTINCT item_id) FROM _clean").fetchone()[0]
+    n_scored = con.execute("SELECT count(*) FROM _scored").fetchone()[0]
+    partial = 0 < n_scored < n_items
+    if not partial and not (has_prob and n_scored):
+        notes = [f"--judged-sample {judged_sample} ignored: " + ("every item of the file carries judge scores"
+                 if n_scored else "the file has no judge scores")] if judged_sample else []
+        if n_scored and not phase1.is_census(con):
+            outside = con.execute(f"SELECT count(*) FROM _scored WHERE item_id NOT IN ({phase1.sampled_items_sql()})"
+                                  ).fetchone()[0]
+            if outside:
+                notes.append(f"{outside:,} scored items of this file are outside the project's judged sample: their "
+                             "scores are kept but do not enter the estimate")
+        con.execute("DROP TABLE _scored")
+        return notes
+    # one probability per item, over its scored rows: the first row differing from the item's first
+    row = con.execute(f"""SELECT min(_row) FROM (
+                              SELECT _row, ip, first(ip) OVER (PARTITION BY item_id ORDER BY _row) AS ip0
+                              FROM _clean WHERE {scored}) WHERE ip <> ip0""").fetchone()[0] if has_prob else None
+    if row is not None:
+        raise InputError(str(path), row, INCLUSION_PROB, "differs from an earlier row of the same item_id (one "
+                         "probability per item)")
+    kind = None if phase1.is_census(con) else con.execute("SELECT any_value(kind) FROM judge_sample").fetchone()[0]
+    if kind == "draw":
+        outside = con.execute(f"""SELECT min(c._row) FROM _clean c SEMI JOIN _scored USING (item_id)
+                                  WHERE c.item_id NOT IN ({phase1.sampled_items_sql()})""").fetchone()[0]
+        con.execute("DROP TABLE _scored")
+        if outside is not None:
+            raise InputError(str(path), outside, judge_cols[0],
+                             "this item carries judge scores but is not in the project's judged sample (drawn by "
+                             "`tiebreak judge run --sample`): import scores for the sample's items only, or every "
+                             "item's, or extend the sample with `tiebreak judge run --sample N`")
+        return [f"{n_scored:,} scored items complete the project's judged sample (their probabilities are the "
+                "recorded ones" + ("; the file's inclusion_prob is not used" if has_prob else "") + ")"]
+    if not has_prob and judged_sample != "uniform":
+        row = con.execute("SELECT min(_row) FROM _clean WHERE item_id NOT IN (SELECT item_id FROM _scored)").fetchone()[0]
+        con.execute("DROP TABLE _scored")
+        raise InputError(
+            str(path), row, judge_cols[0],
+            f"only {n_scored:,} of the file's {n_items:,} items carry judge scores and this item has none; a subset "
+            "judged for convenience is no sample of the rest: add an inclusion_prob column (each scored item's "
+            "probability of having been chosen for judging, in (0, 1]), or import with --judged-sample uniform if "
+            "they were drawn uniformly at random, or give every item its scores")
+    how = "inclusion_prob" if has_prob else "uniform"
+    pi = "ip" if has_prob else f"{n_scored} / {n_items}"
+    batch = phase1.record_import(con, f"SELECT item_id, {pi}::DOUBLE AS pi1 FROM _scored", how)
+    con.execute("DROP TABLE _scored")
+    notes = [f"judged sample: {n_scored:,} of the file's {n_items:,} items carry judge scores, recorded as phase-1 "
+             f"batch {batch} ({'the file' + chr(39) + 's inclusion_prob' if has_prob else 'declared uniform'})"]
+    outside = _outside_sample(con)
+    if outside:
+        notes.append(f"{outside:,} items judged earlier are outside the judged sample: their scores are kept but "
+                     "do not enter the estimate")
+    return notes
+
+
+def _outside_sample(con) -> int:
+    """Items with judge scores that are not in the recorded judged sample (ignored by the cells)."""
+    return con.execute("""SELECT count(DISTINCT item_id) FROM judge_scores
+                          WHERE item_id NOT IN (SELECT item_id FROM judge_sample)""").fetchone()[0]
 
 
 def _update_project_settings(con, path: Path, baseline: str | None, dims: list[str]) -> list[str]:

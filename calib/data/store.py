@@ -429,10 +429,38 @@ def _m013_judge_batches(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m014_judge_sample(con: duckdb.DuckDBPyConnection) -> None:
+    """The two-phase design's phase 1 (``calib.data.phase1``): ``judge_sample`` has one row per
+    judged item and phase-1 batch (a later batch extends the sample, never removes an item). A batch
+    is a seeded draw by ``tiebreak judge run --sample`` (``kind`` 'draw': ``strata`` '' or 'segment',
+    ``allocation`` 'proportional' or 'neyman', ``seed``; the item's probability is then computed
+    from the sample as it stands, n1_h / N_h) or the scored items of an import that said how they
+    were chosen (``kind`` 'import': ``allocation`` 'inclusion_prob' or 'uniform', ``inclusion_prob``
+    the item's stated probability). ``stratum_size`` is N_h when the batch was drawn. ``n_pop`` on
+    the cells: the cell's outputs expanded by 1 / pi1 (n in a census)."""
+    con.execute(
+        """CREATE TABLE judge_sample (
+               item_id VARCHAR NOT NULL,
+               batch INTEGER NOT NULL,
+               kind VARCHAR NOT NULL CHECK (kind IN ('draw', 'import')),
+               strata VARCHAR NOT NULL,
+               stratum VARCHAR NOT NULL,
+               allocation VARCHAR NOT NULL,
+               seed BIGINT,
+               stratum_size BIGINT,
+               inclusion_prob DOUBLE,
+               drawn_at TIMESTAMP NOT NULL
+           );
+           ALTER TABLE model_cells ADD COLUMN n_pop DOUBLE;
+           ALTER TABLE pair_cells ADD COLUMN n_pop DOUBLE;"""
+    )
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [
     _m001_core, _m002_model_cells, _m003_disagreement, _m004_users, _m005_label_cells, _m006_queue_progress,
     _m007_judge_calls, _m008_sign_in_and_admin, _m009_unit_candidate,
     _m010_sso_user_email, _m011_drafts, _m012_auth_throttle_pairs, _m013_judge_batches,
+    _m014_judge_sample,
 ]
 
 
@@ -794,7 +822,10 @@ def first_candidate(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Counts a user checks after an import: items, outputs, judges, labels by dimension."""
+    """Counts a user checks after an import: items, outputs, judges, labels by dimension, and the
+    judged sample (``calib.data.phase1.summary``; None in a census)."""
+    from calib.data import phase1  # phase1 imports this module
+
     one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
     s = get_settings(con)
     # pointwise judges' scores, then side-by-side judges' preferences (a pairwise-only project has only these)
@@ -834,4 +865,5 @@ def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         # is one verdict on one output, dimension and SME)
         "labelled_items": one("SELECT count(DISTINCT item_id) FROM (SELECT item_id FROM labels "
                               "UNION ALL SELECT item_id FROM pair_labels)"),
+        "judged_sample": phase1.summary(con),
     }

@@ -27,7 +27,7 @@ from typing import Callable
 
 import duckdb
 
-from calib.data import store
+from calib.data import phase1, store
 from calib.errors import TiebreakError
 from calib.judges.config import Generator, Judge, JudgeConfig, call_key, render
 
@@ -187,9 +187,14 @@ def plan(con: duckdb.DuckDBPyConnection, config: JudgeConfig, limit: int | None 
     """The calls still to make (and how many were skipped as done): every (item, model, dimension)
     per pointwise or offline judge, both orders of every (item, baseline, candidate, dimension) per
     pairwise judge, or with ``generate`` every item lacking the generator's output. ``limit`` takes
-    the first N items by id."""
+    the first N items by id.
+
+    With a judged sample recorded (``calib.data.phase1``; ``tiebreak judge run --sample``), judges
+    score the sample's items only (``limit``: the first N of them); generation is for every item
+    (the candidate's outputs are the population: its latency and cost come from all of them)."""
     lim = f"LIMIT {int(limit)}" if limit else ""
-    items = con.execute(f"SELECT item_id, prompt, context, reference FROM items ORDER BY item_id {lim}").fetchall()
+    where = "" if generate or phase1.is_census(con) else f"WHERE item_id IN ({phase1.sampled_items_sql()})"
+    items = con.execute(f"SELECT item_id, prompt, context, reference FROM items {where} ORDER BY item_id {lim}").fetchall()
     item_ids = [r[0] for r in items]
     store.register(con, "_plan_items", __import__("pandas").DataFrame({"item_id": item_ids}))
     done = {r[0] for r in con.execute("SELECT DISTINCT call_key FROM judge_calls WHERE status = 'ok'").fetchall()}
