@@ -154,3 +154,26 @@ def test_forecast_width_has_the_phase_one_floor():
     assert abs(fn.s2 - 0.3) < 1e-9
     # a target below the floor is never reached
     assert forecast.labels_for_width(fn, 2 * 1.96 * 0.009, 1900) is None
+
+
+def test_product_path_on_a_judged_sample(tmp_path):
+    """Import, a 30% judged sample by segment, queue-chosen labels from simulated SMEs, fit: the
+    fit says it is two-phase, its intervals carry a phase-1 part, and only judged items were labelled."""
+    from calib.data import demo, phase1, store
+    from calib.review import queue, simulate
+    from calib.stats import engine
+
+    con = store.connect(tmp_path / "p.duckdb", create=True)
+    demo.load_demo(con, 900, seed=4)
+    phase1.draw_sample(con, fraction=0.3, strata="segment", seed=2)
+    for _ in range(3):
+        queue.refill(con, 20, seed=1)
+        simulate.simulate_sme(con, 20, seed=3)
+    fit = engine.fit_project(con, kind="fast")
+    assert fit["judged_sample"]["judged"] == 270 and fit["judged_sample"]["items"] == 900
+    assert "two-phase" in engine.interval_words(fit)
+    dim = store.get_settings(con)["dimensions"][0]
+    pc = fit["estimator"][dim]["domains"]["overall"]["phase1_cov"]
+    assert all(pc[m][m] > 0 for m in pc)
+    outside = con.execute("SELECT count(*) FROM labels WHERE item_id NOT IN (SELECT item_id FROM judge_sample)").fetchone()[0]
+    assert outside == 0

@@ -460,6 +460,10 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
         result["warnings"].append("no SME preferences yet: the win rate and its decision appear once SMEs "
                                   "compare pairs (the Label page, `tiebreak queue --lease`, or `tiebreak labels import`)")
     result["n_labels"] = len(labelled_items)
+    sample = phase1.summary(con)
+    if sample is not None:
+        # a two-phase design: the intervals include which items were judged (``calib.stats.twophase``)
+        result["judged_sample"] = {**sample, "line": phase1.summary_line(sample)}
     result["interval_kind"] = interval_kind(result)
     result["max_label_id"] = max_label_id if max_label_id is not None else label_high_water
     result["n_label_rows"] = n_label_rows
@@ -577,7 +581,13 @@ INTERVAL_WORDS = {"confidence": "confidence intervals (design-based)",
 def interval_words(fit: dict) -> str:
     """'95% confidence intervals (design-based)' and the like, for captions, the CLI and the report."""
     kind = fit.get("interval_kind") or interval_kind(fit)
-    return f"{fit.get('interval', 0.95):.0%} {INTERVAL_WORDS[kind]}"
+    words = f"{fit.get('interval', 0.95):.0%} {INTERVAL_WORDS[kind]}"
+    js = fit.get("judged_sample")
+    if js:
+        pct = 100.0 * js["judged"] / js["items"] if js.get("items") else 0.0
+        words += (f", two-phase: judges on a {pct:.1f}% sample ({js['judged']:,} of {js['items']:,} items), "
+                  "the intervals include that sampling")
+    return words
 
 
 def _pair_cross_checks(con, pdata: model.PairData, base: str, cand: str, dim: str, mass: float) -> list[dict]:
