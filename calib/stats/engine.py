@@ -670,7 +670,8 @@ def _forecast_dimension(dim, data, post, rates, models, base, extra, target, mar
         mean, sd = float(delta.mean()), float(delta.std())
         s2_model = sum(float((v * data.cell_n)[data.cell_model == m].sum() / max(data.cell_n[data.cell_model == m].sum(), 1))
                        for m in (bi, ci))
-        sd_fn = forecast.design_sd_function(sd, n_now, N, s2_model, design.MIN_ITEMS)
+        sd_fn = forecast.design_sd_function(sd, n_now, N, s2_model, design.MIN_ITEMS,
+                                            forecast.sampler_mixture(data, post, bi, ci)["ratio"])  # the queue's mixture
 
         def p_decision(k: int) -> float:
             if n_now + k < min_items:
