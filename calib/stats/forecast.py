@@ -74,11 +74,22 @@ def sampler_mixture(data: CellData, post: Posterior, baseline: int, candidate: i
         how = f"evidence from {what['units']} labelled outputs"
         # the gain the labels show at that weight (not the model's own belief, which assumes its
         # priorities follow the residual sd exactly: 0.55-0.77 on the demo, too optimistic)
-        den = max(float(e2_lab.sum()), 1e-12)
-        return {"a": float(a), "ratio": float((e2_lab / ((1 - a) + a * r_lab)).sum() / den), "how": how}
+        return {"a": float(a), "ratio": mixture_variance_ratio(r_lab, e2_lab, a), "how": how}
     # no label yet: the mixture's gain is unknown; a uniform label's variance (the cold start keeps
     # the batch within 3x, so it is no better than that bound either way)
     return {"a": float(a), "ratio": 1.0, "how": how}
+
+
+def mixture_variance_ratio(r: np.ndarray, e2: np.ndarray, a: float, d: np.ndarray | None = None) -> float:
+    """sum d e^2 / ((1 - a) + a r) / sum d e^2: the variance of a label drawn by the mixture with
+    priority weight ``a`` (relative priorities ``r``) as a share of a uniform label's, estimated
+    from units with squared residuals ``e2`` (and design weights ``d``, default equal)."""
+    r, e2 = np.asarray(r, float), np.asarray(e2, float)
+    d = np.ones(len(e2)) if d is None else np.asarray(d, float)
+    den = float((d * e2).sum())
+    if den <= 0:
+        return 1.0
+    return float((d * e2 / ((1 - a) + a * np.maximum(r, 1e-12))).sum() / den)
 
 
 def selection_shares(data: CellData, random_share: float = 0.2, post: Posterior | None = None,
