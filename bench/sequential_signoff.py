@@ -14,7 +14,9 @@ counts:
 Each look runs the product's own design estimate (``calib.stats.design._domain_estimate``, the
 same function ``fit_project`` uses, with its finite-population correction, pooled model variance
 and floor; Student-t with Kish's degrees of freedom) and the product's two decision rules
-(fixed-n: P(Delta > -margin) >= decide_prob from that t; anytime: ``calib.stats.sequential``).
+(fixed-n: P(Delta > -margin) >= decide_prob from that t; anytime: ``calib.stats.sequential``'s
+``anytime_decision``, with its standard error floored at the null's least variance; the column
+"no floor" is the same sequence without that floor, as it was before, for comparison).
 What is simplified, so that 1,600 projects x hundreds of looks run in minutes on a shared core:
 the calibration model's predictions of each output are fixed per project (from a deliberately
 miscalibrated "judge model"), not refitted after every label with leave-one-out residuals; labels
