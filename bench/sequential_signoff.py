@@ -14,7 +14,9 @@ counts:
 Each look runs the product's own design estimate (``calib.stats.design._domain_estimate``, the
 same function ``fit_project`` uses, with its finite-population correction, pooled model variance
 and floor; Student-t with Kish's degrees of freedom) and the product's two decision rules
-(fixed-n: P(Delta > -margin) >= decide_prob from that t; anytime: ``calib.stats.sequential``).
+(fixed-n: P(Delta > -margin) >= decide_prob from that t; anytime: ``calib.stats.sequential``'s
+``anytime_decision``, with its standard error floored at the null's least variance; the column
+"no floor" is the same sequence without that floor, as it was before, for comparison).
 What is simplified, so that 1,600 projects x hundreds of looks run in minutes on a shared core:
 the calibration model's predictions of each output are fixed per project (from a deliberately
 miscalibrated "judge model"), not refitted after every label with leave-one-out residuals; labels
@@ -22,8 +24,8 @@ come as a uniform random sample one item at a time (both models' outputs labelle
 from outside the queue are weighted. ``--product K`` also runs K demo projects through
 ``fit_project`` itself (looks every 10 labels), as a check that the product path behaves alike.
 
-    nice -n 10 python bench/sequential_signoff.py                # 400 projects per scenario, ~3 min CPU
-    nice -n 10 python bench/sequential_signoff.py --projects 200 --level 3.5 --margin 0.03 --deltas=-1,0
+    nice -n 10 python bench/sequential_signoff.py --jobs 2       # 400 projects per row, ~4 min CPU
+    nice -n 10 python bench/sequential_signoff.py --jobs 2 --level 3.5 --margin 0.03   # pass rates ~0.93
     nice -n 10 python bench/sequential_signoff.py --projects 20 --product 6   # + 6 demo projects via fit_project
 """
 
@@ -89,11 +91,11 @@ def run_project(pop: dict, margin: float, decide_prob: float, n_max: int, min_it
         pn = float(student_t.cdf((mean + margin) / scale, df))
         fixed = "not worse" if pn >= decide_prob else "worse" if 1 - pn >= decide_prob else "label more"
         sd = scale * np.sqrt(df / (df - 2)) if df > 2 else np.inf  # the sd of the product's t draws
-        lo, hi = sequential.bounds(mean, sd, n, alpha, target)
-        anytime = sequential.decide(lo, hi, -margin) if n >= sequential.MIN_ITEMS_ANYTIME else "label more"
-        return {"fixed": fixed, "anytime": anytime}
+        return {"fixed": fixed, "anytime": sequential.anytime_decision(mean, sd, n, alpha, target, -margin),
+                # the sequence as it was before its variance floor at the null (for comparison)
+                "anytime_nofloor": sequential.anytime_decision(mean, sd, n, alpha, target, -margin, floor=False)}
 
-    first: dict = {(mode, every): None for mode in sequential.MODES for every in (1, 10)}
+    first: dict = {(mode, every): None for mode in (*sequential.MODES, "anytime_nofloor") for every in (1, 10)}
     for n in range(max(min_items, 3), n_max + 1):
         d = decisions(n)
         for (mode, every), v in first.items():
@@ -105,18 +107,33 @@ def run_project(pop: dict, margin: float, decide_prob: float, n_max: int, min_it
     return first
 
 
+def _row_projects(a: tuple) -> list[dict]:
+    """One row's projects (its own seeded stream [seed, k], whatever runs it)."""
+    k, dm, projects, n_items, margin, decide_prob, n_max, min_items, target, seed, level = a
+    rng = np.random.default_rng([seed, k])
+    return [run_project(population(n_items, dm * margin, rng, level), margin, decide_prob, n_max, min_items, target, rng)
+            for _ in range(projects)]
+
+
 def study(projects: int = 400, n_items: int = 1000, margin: float = 0.05, decide_prob: float = 0.95,
           n_max: int = 600, min_items: int = 20, target: int = 100, seed: int = 0,
-          deltas: tuple[float, ...] | None = None, level: float = 1.2) -> list[dict]:
-    """Rows per true Delta (in margins): wrong sign-off rates and labels to a sign-off per mode."""
+          deltas: tuple[float, ...] | None = None, level: float = 1.2, jobs: int = 1) -> list[dict]:
+    """Rows per true Delta (in margins): wrong sign-off rates and labels to a sign-off per mode
+    (and "anytime_nofloor": the sequence without its variance floor at the null, for comparison)."""
     deltas = deltas if deltas is not None else (-2.0, -1.0, 0.0, 1.0)
+    args = [(k, dm, projects, n_items, margin, decide_prob, n_max, min_items, target, seed, level)
+            for k, dm in enumerate(deltas)]
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, len(args))) as ex:
+            results = list(ex.map(_row_projects, args))
+    else:
+        results = [_row_projects(a) for a in args]
     rows = []
-    for k, dm in enumerate(deltas):
-        rng = np.random.default_rng([seed, k])
-        res = [run_project(population(n_items, dm * margin, rng, level), margin, decide_prob, n_max, min_items, target, rng)
-               for _ in range(projects)]
+    for dm, res in zip(deltas, results):
         row = {"delta_margins": dm, "projects": projects}
-        for mode in sequential.MODES:
+        for mode in (*sequential.MODES, "anytime_nofloor"):
             for every in (1, 10):
                 firsts = np.array([r[(mode, every)][1] if r[(mode, every)] and r[(mode, every)][0] == "not worse"
                                    else np.inf for r in res], float)
@@ -185,22 +202,29 @@ def main() -> None:
     ap.add_argument("--level", type=float, default=1.2, help="logit of a typical pass rate (3.5: rates ~0.93)")
     ap.add_argument("--deltas", default="-2,-1,0,1", help="true Delta in margins, comma-separated")
     ap.add_argument("--product", type=int, default=0, help="also run this many demo projects through fit_project")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="rows run in parallel processes (same figures)")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    rows = study(a.projects, a.items, a.margin, n_max=a.max_labels, target=a.target,
-                 deltas=tuple(float(x) for x in a.deltas.split(",")), level=a.level)
+    rows = study(a.projects, a.items, a.margin, n_max=a.max_labels, target=a.target, seed=a.seed,
+                 deltas=tuple(float(x) for x in a.deltas.split(",")), level=a.level, jobs=a.jobs)
     print(f"{a.projects} projects per row, {a.items} items each (pass-rate level {a.level:g} on the logit scale), "
           f"margin {a.margin}, decide_prob 0.95 "
           f"(nominal wrong sign-off at the margin: 5.0%), looks from 20 labelled items to {a.max_labels}, "
           f"anytime bound tightest at {a.target}\n")
-    print("true Delta | signed off (share of projects)                                   | median labels to sign-off")
-    print("  /margin  | fixed 1 look | fixed every 10 | fixed every 1 | anytime 10 | anytime 1 | fixed 10 | fixed 1 | anytime 10 | anytime 1")
+    print("true Delta | signed off (share of projects)                                                 "
+          "| median labels to sign-off")
+    print("  /margin  | fixed 1 look | fixed every 10 | fixed every 1 | anytime 10 | anytime 1 | no floor 1 "
+          "| fixed 10 | fixed 1 | anytime 10 | anytime 1 | no floor 1")
     for r in rows:
-        med = [r[f"{m}_every{e}_median_n"] for m, e in (("fixed", 10), ("fixed", 1), ("anytime", 10), ("anytime", 1))]
+        med = [r[f"{m}_every{e}_median_n"] for m, e in (("fixed", 10), ("fixed", 1), ("anytime", 10), ("anytime", 1),
+                                                          ("anytime_nofloor", 1))]
         print(f"  {r['delta_margins']:+5.1f}    |    {_fmt_rate(r['fixed_single_look_signoff'])}    |"
               f"     {_fmt_rate(r['fixed_every10_signoff'])}     |    {_fmt_rate(r['fixed_every1_signoff'])}     |"
-              f"   {_fmt_rate(r['anytime_every10_signoff'])}   |  {_fmt_rate(r['anytime_every1_signoff'])}   | "
+              f"   {_fmt_rate(r['anytime_every10_signoff'])}   |  {_fmt_rate(r['anytime_every1_signoff'])}   |"
+              f"  {_fmt_rate(r['anytime_nofloor_every1_signoff'])}   | "
               + " | ".join(f"{'>' + str(a.max_labels) if m is None else int(m):>7}" for m in med))
+    print("('no floor': the anytime sequence without its variance floor at the null, as before issue #23's fix)")
     print(f"\n(rows with Delta <= -margin: every sign-off is wrong; 'fixed 1 look' decides once, at {a.max_labels} labels)")
     print(f"simulation: {time.perf_counter() - t0:.0f} s")
     if a.product:

@@ -62,7 +62,7 @@ def test_decide_and_apply_keep_the_fixed_fields_and_hold_on_few_items():
     assert sequential.decide(-0.06, -0.03, -0.02) == "worse"
     assert sequential.decide(-0.03, 0.01, -0.02) == "label more"
     row = {"mean": 0.0, "sd": 0.005, "lo": -0.008, "hi": 0.008, "p_noninferior": 0.99, "decision": "not worse",
-           "n_items": 100}
+           "n_items": 1000}  # enough items for the null's variance floor (below 0.005) not to bind
     out = sequential.apply(dict(row), "anytime", 0.05, 100, -0.02, min_items=20)
     assert out["cs_lo"] < row["lo"] and out["cs_hi"] > row["hi"]
     assert out["decision"] == "not worse" and out["decision_fixed"] == "not worse"
@@ -167,3 +167,49 @@ def test_decision_page_cli_and_report_say_which_interval_decides_and_what_watchi
         assert cli.main(["fit", "--fast", "--db", str(path)]) == 0
     assert "sign-off mode fixed" in buf.getvalue() and "ONE look" in buf.getvalue()
     assert "anytime-valid bound" not in buf.getvalue()
+
+
+def _rare_regression_signoffs(floor: bool, reps: int = 1500, steps: int = 400, rate: float = 0.03,
+                              seed: int = 1) -> float:
+    """Known truth: a candidate that fails where the baseline passes on a share ``rate`` of the items
+    and nowhere else (per-item difference -1 or 0, Delta = -rate, the margin ``rate``), labelled one
+    item at a time; the share of projects whose anytime decision ever says "not worse" (wrong) with
+    the plug-in variance (no floor) or floored at the null (the product's)."""
+    rng = np.random.default_rng(seed)
+    d = -(rng.random((reps, steps)) < rate).astype(float)
+    n = np.arange(1, steps + 1)
+    mean = np.cumsum(d, 1) / n
+    var = np.maximum(np.cumsum(d ** 2, 1) / n - mean ** 2, 0.0) * n / np.maximum(n - 1, 1)
+    sd = np.sqrt(var / n)
+    if floor:
+        sd = np.maximum(sd, np.array([sequential.floored_sd(0.0, k, -rate) for k in n]))
+    lo = mean - sd * np.array([sequential.boundary_factor(k, 0.05, 100) for k in n])
+    wrong = (lo[:, sequential.MIN_ITEMS_ANYTIME - 1:] > -rate).any(1)
+    # the product's decision function agrees where it is called on one of these looks
+    j, k = int(np.argmax(wrong)), sequential.MIN_ITEMS_ANYTIME
+    assert (sequential.anytime_decision(mean[j, k - 1], np.sqrt(var[j, k - 1] / k), k, 0.05, 100, -rate,
+                                        floor=floor) == "not worse") == bool(lo[j, k - 1] > -rate)
+    return float(wrong.mean())
+
+
+def test_rare_regressions_not_yet_drawn_do_not_sign_off_a_candidate_at_the_margin():
+    """Pass rates near 100% (issue #23): the few items where the candidate regresses may not be
+    among the first labels, and then the plug-in variance collapses while the mean looks fine. The
+    sequence floored at the null's least variance keeps the wrong sign-offs at or below 5%; without
+    the floor they are far above it."""
+    assert sequential.null_variance(-0.03) == pytest.approx(0.03 * 0.47)
+    assert sequential.null_variance(0.5 - 0.03) == pytest.approx(0.03 * 0.47)  # a win rate's null
+    assert sequential.floored_sd(0.5, 100, -0.03) == 0.5  # only ever widens
+    floored = _rare_regression_signoffs(floor=True)
+    plain = _rare_regression_signoffs(floor=False)
+    assert floored <= 0.05  # 1,500 projects: sd of the rate ~0.006
+    assert plain >= 0.15
+
+
+def test_design_estimate_at_pass_rates_near_one_signs_off_wrongly_at_most_nominally():
+    """The bench's high-pass-rate scenario (rates ~0.93, margin 3 pp) at small scale, with the
+    product's design estimate: true Delta at the margin, looks after every label."""
+    bench = _bench()
+    (at,) = bench.study(projects=60, n_items=400, margin=0.03, n_max=150, deltas=(-1.0,), seed=5, level=3.5)
+    assert at["anytime_every1_signoff"] <= 0.10  # 60 projects: 5% +- 2.8%
+    assert at["anytime_every1_signoff"] <= at["anytime_nofloor_every1_signoff"]

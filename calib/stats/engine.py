@@ -746,7 +746,9 @@ def _forecast_dimension(dim, data, post, rates, models, base, extra, target, mar
                        for m in (bi, ci))
         pc = overall.get("phase1_cov") or {}
         fixed = (pc[c][c] + pc[base][base] - 2 * pc[base][c]) if c in pc and base in pc else 0.0
-        sd_fn = forecast.design_sd_function(sd, n_now, N, s2_model, design.MIN_ITEMS, fixed_var=fixed)
+        sd_fn = forecast.design_sd_function(sd, n_now, N, s2_model, design.MIN_ITEMS,
+                                            forecast.sampler_mixture(data, post, bi, ci)["ratio"],  # the queue's mixture
+                                            fixed_var=fixed)
 
         def p_decision(k: int) -> float:
             if n_now + k < min_items:

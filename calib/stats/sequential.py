@@ -33,8 +33,10 @@ Asymptotic means: the guarantee needs the running variance to be estimated well.
 near 100% and only ~20 labelled items the candidate's rare failures may not have been drawn yet,
 and then the design estimate's sd (floored, but small) and any bound built on it are too narrow:
 in one of 6 demo projects run through ``fit_project`` (rates 0.92 vs 0.985, truth at the margin)
-both modes signed off wrongly at the first look, 20 items. The guard: the sequence decides from
-``MIN_ITEMS_ANYTIME`` items on.
+both modes signed off wrongly at the first look, 20 items. Two guards: the sequence decides from
+``MIN_ITEMS_ANYTIME`` items on, and its standard error is floored at the least a difference with
+the null's mean can have (``null_variance``, see ``LATTICE_STEP``): at rates ~0.93 and a 3 pp
+margin, 3.5% wrong sign-offs at the margin (400 projects; 6.5% without the floor).
 
 The price: the interval is wider than the fixed-n one by g(n) / z - 1 (about 70% at 95%), so a
 fine candidate needs more labels before it is signed off; ``watch_cost`` says how much.
@@ -57,10 +59,24 @@ MODES = SETTING_CHOICES["signoff_mode"]
 # rates near 100% the first ~20-30 items often hold none of the rare failures. In simulation (pass
 # rates ~0.93, margin 3 pp, truth at the margin, looks after every label; bench/sequential_signoff.py
 # --level 3.5, 200 projects) 8.5% of projects were signed off wrongly, half of them at 20-28 items;
-# deciding from 40 items on, 7.0%: better, still over the nominal 5% (the fixed rule: 47.5%). Rare
-# failures remain the sequence's weak spot (an open limitation). A fine candidate needs well over 40
-# labels under the sequence anyway (median 170-240), so the guard costs it nothing.
+# deciding from 40 items on, 7.0%: better, still over the nominal 5% (the fixed rule: 47.5%); the
+# rest is the variance floor's (``LATTICE_STEP``). A fine candidate needs well over 40 labels under
+# the sequence anyway (median 170-240), so the guard costs it nothing.
 MIN_ITEMS_ANYTIME = 40
+
+# The variance floor at the null (``null_variance``): a candidate worse by exactly the margin m
+# differs from the baseline on at least a share of the items, so a per-item difference with mean -m
+# has variance at least m (1/2 - m) on the lattice 0, +-1/2, +-1 (one or two SMEs per output; a
+# preference scores 0, 1/2, 1). With pass rates near 100% those few items may not have been drawn:
+# the estimated variance then collapses while the mean looks good (simulation, rates ~0.93, margin
+# 3 pp, truth at the margin: the wrong sign-offs came at 40-130 items with 0-1.6% of the labelled
+# items discordant against 4-6% in the population, the sd 2-6x too small), and the plug-in
+# confidence sequence signed off wrongly 7.0% of the time. Floored at the null's least variance (a
+# score-test-like standard error, as Wilson's interval uses the null's), it keeps the level; where
+# the labels vary more than the floor (most projects, and every project after enough labels) it
+# changes nothing. The calibration model's predictions could in principle explain some of that
+# variance away; the floor then only costs labels, never validity.
+LATTICE_STEP = 0.5
 
 MODE_WORDS = {
     "anytime": "anytime-valid confidence sequence: you may look after every label and sign the moment it "
@@ -102,16 +118,39 @@ def boundary_factor(n: int, alpha: float, target: int = 100) -> float:
     return _g(float(n), tuned_m(float(alpha), int(max(target, 1))), float(alpha))
 
 
-def bounds(mean: float, sd: float, n: int, alpha: float, target: int = 100) -> tuple[float, float]:
+def null_variance(null: float, step: float = LATTICE_STEP) -> float:
+    """The least per-item variance of a difference whose mean is ``null`` and whose values lie on
+    the lattice of multiples of ``step``: f (step - f), f = ``null`` mod ``step`` (all the mass on
+    the two lattice points either side of the mean). Delta at -margin m: m (1/2 - m); a win rate at
+    1/2 - m: the same."""
+    f = float(null) % step
+    return f * (step - f)
+
+
+def floored_sd(sd: float, n: int, null: float | None) -> float:
+    """``sd``, raised to the null's least standard error sqrt(``null_variance`` / n) (no
+    finite-population correction: conservative near a census) when ``null`` is given."""
+    if null is None or n < 1:
+        return float(sd)
+    return max(float(sd), math.sqrt(null_variance(null) / n))
+
+
+def bounds(mean: float, sd: float, n: int, alpha: float, target: int = 100,
+           null: float | None = None) -> tuple[float, float]:
     """(lower, upper) of the level-``alpha`` confidence sequence at ``n`` items: both hold at every
-    n at once with probability >= 1 - alpha (asymptotically)."""
-    h = sd * boundary_factor(n, alpha, target)
+    n at once with probability >= 1 - alpha (asymptotically). With ``null`` (the decision's
+    boundary, -margin or 1/2 - margin) the standard error is floored at what a difference with that
+    mean must at least have (``floored_sd``, see ``NULL_FLOOR``)."""
+    h = floored_sd(sd, n, null) * boundary_factor(n, alpha, target)
     return mean - h, mean + h
 
 
 def equivalent_threshold(n: int, alpha: float, target: int = 100) -> float:
     """The probability a fixed-n rule would need to decide where the sequence does at ``n`` items
-    (Phi(g(n))): the forecast's chance of a decision in anytime mode."""
+    (Phi(g(n))): the forecast's chance of a decision in anytime mode. Below ``MIN_ITEMS_ANYTIME``
+    the sequence decides nothing: 1 (no decision; the forecast said 6-11% at 25-35 items, none came)."""
+    if n < MIN_ITEMS_ANYTIME:
+        return 1.0
     return float(norm.cdf(boundary_factor(max(n, 1), alpha, target)))
 
 
@@ -142,11 +181,22 @@ def apply(row: dict, mode: str, alpha: float, target: int, null: float, min_item
     if n < 2 or row.get("sd") is None:
         row["cs_lo"], row["cs_hi"] = None, None
     else:
-        row["cs_lo"], row["cs_hi"] = bounds(float(row["mean"]), float(row["sd"]), n, alpha, target)
+        row["cs_lo"], row["cs_hi"] = bounds(float(row["mean"]), float(row["sd"]), n, alpha, target, null)
     if mode == "anytime":
-        row["decision"] = ("label more" if n < max(min_items, MIN_ITEMS_ANYTIME) or row["cs_lo"] is None
-                           else decide(row["cs_lo"], row["cs_hi"], null))
+        row["decision"] = ("label more" if row["cs_lo"] is None else
+                           anytime_decision(float(row["mean"]), float(row["sd"]), n, alpha, target, null, min_items))
     return row
+
+
+def anytime_decision(mean: float, sd: float, n: int, alpha: float, target: int, null: float,
+                     min_items: int = 0, floor: bool = True) -> str:
+    """The anytime mode's decision at ``n`` labelled items from the design estimate's ``mean`` and
+    ``sd``: none below ``min_items`` or ``MIN_ITEMS_ANYTIME``, else the confidence sequence
+    (floored at the null's least variance unless ``floor`` is False, kept for the bench's
+    comparison) against ``null``."""
+    if n < max(min_items, MIN_ITEMS_ANYTIME):
+        return "label more"
+    return decide(*bounds(mean, sd, n, alpha, target, null if floor else None), null)
 
 
 # Measured by bench/sequential_signoff.py (400 simulated projects per row, 1,000 items, margin 5 pp,
