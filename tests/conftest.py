@@ -42,6 +42,27 @@ def demo_db_file(path: Path, items: int, seed: int, labels: int = 0) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- bcrypt cost
+# Stored passwords and the dummy hash cost bcrypt 2^10 rounds (calib.review.users.ROUNDS), about
+# 60 ms a check: the suite made hundreds (users added by fixtures, sign-ins in AppTest and browser
+# tests). A test about what sign-in does (roles, throttling, sessions, revocation) does not depend
+# on that cost, so tests hash at the cheapest cost bcrypt allows (2^4, ~1 ms). A test whose
+# assertion is about the cost itself (an unknown name refused in the time a wrong password takes)
+# or that needs each check to take real time (parallel sign-ins racing the throttle) is marked
+# ``real_bcrypt`` and keeps the production cost. The checked hash carries its own cost, so apps
+# started by browser tests check the fixtures' users cheaply too; their dummy hash stays real.
+TEST_ROUNDS = 4
+
+
+@pytest.fixture(autouse=True)
+def _bcrypt_cost(request, monkeypatch):
+    from calib.review import users
+
+    if request.node.get_closest_marker("real_bcrypt") is None:
+        monkeypatch.setattr(users, "ROUNDS", TEST_ROUNDS)
+    monkeypatch.setattr(users, "_DUMMY", [])  # the dummy hash made at this test's cost, then dropped
+
+
 @pytest.fixture
 def con(tmp_path):
     c = store.connect(tmp_path / "t.duckdb")
