@@ -29,16 +29,32 @@ def write_table(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+_DEMO_FILES: dict[tuple[int, int, int], Path] = {}
+
+
 def demo_db_file(path: Path, items: int, seed: int, labels: int = 0) -> Path:
     """A demo project written to ``path`` (closed, for the app or the CLI to open), with ``labels``
-    items labelled by the simulated SME through the queue."""
+    items labelled by the simulated SME through the queue. Built once per process for each
+    (items, seed, labels), then copied: the demo and the simulated SME are seeded, so a copy holds
+    what a new build would (test_app alone asked for the same 200-item project 30 times)."""
+    import atexit
+    import shutil
+    import tempfile
+
     from calib.review import simulate
 
-    c = store.connect(path)
-    demo.load_demo(c, items, seed=seed)
-    if labels:
-        simulate.simulate_sme(c, labels)
-    c.close()
+    key = (items, seed, labels)
+    if key not in _DEMO_FILES:
+        folder = tempfile.mkdtemp(prefix="tiebreak-demo-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        built = Path(folder) / "demo.duckdb"
+        c = store.connect(built)
+        demo.load_demo(c, items, seed=seed)
+        if labels:
+            simulate.simulate_sme(c, labels)
+        c.close()  # checkpointed: the one file holds everything
+        _DEMO_FILES[key] = built
+    shutil.copyfile(_DEMO_FILES[key], path)
     return path
 
 
