@@ -94,9 +94,8 @@ def small_outputs() -> pd.DataFrame:
 
 @pytest.fixture
 def demo_con(tmp_path):
-    """A demo project with 300 items and hidden truth."""
-    c = store.connect(tmp_path / "demo.duckdb")
-    demo.load_demo(c, 300, seed=1)
+    """A demo project with 300 items and hidden truth (a copy of one built once per process)."""
+    c = store.connect(demo_db_file(tmp_path / "demo.duckdb", 300, seed=1))
     yield c
     c.close()
 
