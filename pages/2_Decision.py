@@ -230,11 +230,11 @@ with st.expander("Exports"):
     cur = ui.cursor()
     me = auth.session()
     st.download_button("Labels (csv)", _export_file("labels.csv", me), file_name="tiebreak-labels.csv",
-                       mime="text/csv", key="decision_dl_labels.csv")
+                       mime="text/csv", key="decision_dl_labels.csv", on_click="ignore")
     st.download_button("Labels (parquet)", _export_file("labels.parquet", me), file_name="tiebreak-labels.parquet",
-                       mime="application/octet-stream", key="decision_dl_labels.parquet")
+                       mime="application/octet-stream", key="decision_dl_labels.parquet", on_click="ignore")
     st.download_button("Fits history (csv)", _export_file("fits.csv", me), file_name="tiebreak-fits.csv",
-                       mime="text/csv", key="decision_dl_fits")
+                       mime="text/csv", key="decision_dl_fits", on_click="ignore")
     nuts = engine.latest_fit(cur, kind="nuts")
     source = st.radio("Report on", ["the latest fit (fast, refitted when labels arrived)", "the latest NUTS fit"]
                       if nuts else ["the latest fit (fast, refitted when labels arrived)"], key="decision_report_fit",
@@ -245,4 +245,5 @@ with st.expander("Exports"):
                 ui.cursor(), nuts if nuts and "NUTS" in source else None, db_label=db)
     if st.session_state.get("decision_report"):
         st.download_button("Sign-off report (HTML)", _checked(st.session_state["decision_report"], me),
-                           file_name="tiebreak-report.html", mime="text/html", key="decision_dl_report")
+                           file_name="tiebreak-report.html", mime="text/html", key="decision_dl_report",
+                           on_click="ignore")

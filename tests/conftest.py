@@ -29,17 +29,54 @@ def write_table(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+_DEMO_FILES: dict[tuple[int, int, int], Path] = {}
+
+
 def demo_db_file(path: Path, items: int, seed: int, labels: int = 0) -> Path:
     """A demo project written to ``path`` (closed, for the app or the CLI to open), with ``labels``
-    items labelled by the simulated SME through the queue."""
+    items labelled by the simulated SME through the queue. Built once per process for each
+    (items, seed, labels), then copied: the demo and the simulated SME are seeded, so a copy holds
+    what a new build would (test_app alone asked for the same 200-item project 30 times)."""
+    import atexit
+    import shutil
+    import tempfile
+
     from calib.review import simulate
 
-    c = store.connect(path)
-    demo.load_demo(c, items, seed=seed)
-    if labels:
-        simulate.simulate_sme(c, labels)
-    c.close()
+    key = (items, seed, labels)
+    if key not in _DEMO_FILES:
+        folder = tempfile.mkdtemp(prefix="tiebreak-demo-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        built = Path(folder) / "demo.duckdb"
+        c = store.connect(built)
+        demo.load_demo(c, items, seed=seed)
+        if labels:
+            simulate.simulate_sme(c, labels)
+        c.close()  # checkpointed: the one file holds everything
+        _DEMO_FILES[key] = built
+    shutil.copyfile(_DEMO_FILES[key], path)
     return path
+
+
+# --------------------------------------------------------------------------- bcrypt cost
+# Stored passwords and the dummy hash cost bcrypt 2^10 rounds (calib.review.users.ROUNDS), about
+# 60 ms a check: the suite made hundreds (users added by fixtures, sign-ins in AppTest and browser
+# tests). A test about what sign-in does (roles, throttling, sessions, revocation) does not depend
+# on that cost, so tests hash at the cheapest cost bcrypt allows (2^4, ~1 ms). A test whose
+# assertion is about the cost itself (an unknown name refused in the time a wrong password takes)
+# or that needs each check to take real time (parallel sign-ins racing the throttle) is marked
+# ``real_bcrypt`` and keeps the production cost. The checked hash carries its own cost, so apps
+# started by browser tests check the fixtures' users cheaply too; their dummy hash stays real.
+TEST_ROUNDS = 4
+
+
+@pytest.fixture(autouse=True)
+def _bcrypt_cost(request, monkeypatch):
+    from calib.review import users
+
+    if request.node.get_closest_marker("real_bcrypt") is None:
+        monkeypatch.setattr(users, "ROUNDS", TEST_ROUNDS)
+    monkeypatch.setattr(users, "_DUMMY", [])  # the dummy hash made at this test's cost, then dropped
 
 
 @pytest.fixture
@@ -57,9 +94,8 @@ def small_outputs() -> pd.DataFrame:
 
 @pytest.fixture
 def demo_con(tmp_path):
-    """A demo project with 300 items and hidden truth."""
-    c = store.connect(tmp_path / "demo.duckdb")
-    demo.load_demo(c, 300, seed=1)
+    """A demo project with 300 items and hidden truth (a copy of one built once per process)."""
+    c = store.connect(demo_db_file(tmp_path / "demo.duckdb", 300, seed=1))
     yield c
     c.close()
 

@@ -72,6 +72,7 @@ def test_quiet_counters_are_forgotten():
     assert throttle.current(Counter(6, 0.0, True), 3600.0, P) == Counter()
 
 
+@pytest.mark.real_bcrypt  # each check takes real time while the threads race
 def test_a_parallel_spray_from_one_address_cannot_outrun_its_wait(db):
     """One password against 40 names, all at once from one address: the address's turns let only a
     few checks run together, so about ``client_free_failures`` plus the turns are checked."""
@@ -177,6 +178,7 @@ def test_success_resets_the_counters(db):
     assert users.throttled(con, now=2.0, policy=P) == []
 
 
+@pytest.mark.real_bcrypt  # the assertion is about the cost itself
 def test_unknown_user_is_refused_in_the_same_time_as_a_wrong_password(db):
     """20 tries each, interleaved: the median time to refuse an unknown name is within 20% of the
     time to refuse a known name with a wrong password (both pay one bcrypt check of the same cost).
@@ -260,6 +262,7 @@ def test_password_rules(db):
     assert users.sign_in(con, "ana", "a" * 100, "c").role is None  # too long to be right; no crash
 
 
+@pytest.mark.real_bcrypt  # each check takes real time while the threads race
 def test_parallel_guesses_cannot_outrun_the_backoff(db):
     """Eight guesses at once for one name (threads, one cursor each): the counter sees every one
     that was checked, so no more passwords are checked than the failures recorded."""
@@ -297,6 +300,7 @@ def test_cli_unlock_and_list(db, capsys):
     assert con.execute("SELECT count(*) FROM sign_in_throttle WHERE scope = 'pair'").fetchone()[0] == 0
 
 
+@pytest.mark.real_bcrypt  # each check takes real time while the threads race
 def test_parallel_sign_ins_from_one_address_never_hear_busy(db):
     """Issue 25: SMEs behind one address signing in at once all get in (no contention message)."""
     import threading
