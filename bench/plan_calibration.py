@@ -14,7 +14,12 @@ the two-phase sample: ``phase1.draw_sample(con, n=n1)``, then the judge scores o
 outside the sample are deleted (as if only the sample had been judged). While ``draw_sample`` is
 the interface's stub this arm is skipped with a message.
 
-    nice -n 10 python bench/plan_calibration.py --projects 20 --items 2000 --pilot 40 --budgets 20,40,80,160
+    nice -n 10 python bench/plan_calibration.py --projects 10 --first 0 --out /tmp/plan_a.json
+    nice -n 10 python bench/plan_calibration.py --projects 10 --first 10 --out /tmp/plan_b.json
+    python bench/plan_calibration.py --summarise /tmp/plan_a.json /tmp/plan_b.json
+
+(two runs of 10 projects keep each under ~10 minutes on a shared 2-core machine; ``--summarise``
+prints the table over both).
 
 Prints per budget: labels planned, predicted and obtained width of the binding Delta, and the
 ratio predicted / obtained over projects (mean, 10th-90th percentile), for the binding Delta and
@@ -24,6 +29,7 @@ for every Delta; the bar is a mean ratio in 0.85-1.15 for every budget.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -120,22 +126,41 @@ def main() -> None:
     ap.add_argument("--from-scratch-budget", type=float, default=150.0,
                     help="a from-scratch plan with --dear-judge-model (n1 < N); 0: none")
     ap.add_argument("--dear-judge-model", default="gpt-4o")
+    ap.add_argument("--first", type=int, default=0, help="first project's number (seeds follow it)")
+    ap.add_argument("--out", help="write the rows (JSON) here, for --summarise")
+    ap.add_argument("--summarise", nargs="+", metavar="JSON", help="print the table over earlier runs' rows")
     args = ap.parse_args()
-    budgets = sorted(float(b) for b in args.budgets.split(","))
     print("command: nice -n 10 python bench/plan_calibration.py " + " ".join(sys.argv[1:]), flush=True)
     t0 = time.time()
+    if args.summarise:
+        meta, rows = None, []
+        for f in args.summarise:
+            got = json.loads(Path(f).read_text())
+            meta, rows = got["meta"], rows + got["rows"]
+        summarise(rows, meta, t0)
+        return
+    budgets = sorted(float(b) for b in args.budgets.split(","))
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="plan-cal-") as tmp:
-        for k in range(args.projects):
+        for k in range(args.first, args.first + args.projects):
             rows += one_project(k, args, budgets, Path(tmp))
             for f in Path(tmp).glob("*.duckdb*"):
                 f.unlink()
-            print(f"  project {k + 1}/{args.projects} done ({time.time() - t0:.0f} s)", flush=True)
+            print(f"  project {k + 1 - args.first}/{args.projects} done ({time.time() - t0:.0f} s)", flush=True)
+    meta = {"items": args.items, "pilot": args.pilot, "judge_model": args.judge_model, "budgets": budgets}
+    if args.out:
+        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}))
+    summarise(rows, meta, t0)
+
+
+def summarise(rows: list[dict], meta: dict, t0: float) -> None:
+    budgets = meta["budgets"]
+    projects = len({r["project"] for r in rows})
     skipped = {r["from_scratch"] for r in rows if "from_scratch" in r}
     for why in skipped:
         print(f"from-scratch arm (n1 < N): {why}")
-    print(f"\n{args.projects} demo projects of {args.items:,} items, pilot {args.pilot} labels, "
-          f"SME label ${LABEL_USD:g}, judges priced as {args.judge_model} (census: judging is sunk)")
+    print(f"\n{projects} demo projects of {meta['items']:,} items, pilot {meta['pilot']} labels, "
+          f"SME label ${LABEL_USD:g}, judges priced as {meta['judge_model']} (census: judging is sunk)")
     print(f"{'budget':>12} {'labels':>8} {'pred. width':>12} {'obt. width':>11} {'ratio mean':>11} "
           f"{'p10-p90':>12} {'all Deltas':>11} {'p10-p90':>12}")
     ok = True

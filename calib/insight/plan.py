@@ -600,3 +600,35 @@ def plan_project(con, *, budget: float | None = None, target_width: float | None
         "quantities": [{**asdict(q), "worth": q.worth, "width_now": 2 * z * q.sd_now} for q in quantities],
         **res, "closed_form": closed, "notes": notes + res.get("notes", []),
     }
+
+
+DESIGN_NAMES = {"plan": "Plan", "all_labels_no_judges": "All labels, no judges", "judge_every_item": "Judge every item"}
+
+
+def plan_rows(res: dict) -> list[dict]:
+    """The plan and its two alternatives as table rows for a page (names from the data are left as
+    they are: the page shows them through ``safetext.rows``)."""
+    out = []
+    for key, name in DESIGN_NAMES.items():
+        d = res.get(key)
+        if d is None:
+            out.append({"design": name, "judged items": None, "judge calls": None, "labelled items": None,
+                        "labels to buy": None, "cost to buy (USD)": None, "expected width (pp)": None,
+                        "chance of a decision": None, "binding Delta": "not possible"})
+            continue
+        out.append({"design": name, "judged items": d["judged_items"], "judge calls": d["judge_calls"],
+                    "labelled items": d["labelled_items"], "labels to buy": d["labels_to_buy"],
+                    "cost to buy (USD)": round(d["cost_usd"], 2), "expected width (pp)": round(100 * d["width"], 2),
+                    "chance of a decision": None if d.get("p_decision") is None else round(d["p_decision"], 3),
+                    "binding Delta": f"{d['binding']['dimension']} ({d['binding']['candidate']})"})
+    return out
+
+
+def needs_judge_model(con) -> bool:
+    """True when some judge of the project has no measured call cost (its price must come from a
+    model in the price map, or be given)."""
+    from calib.data import store
+
+    calls = judge_layout(con, store.models(con), store.get_settings(con)["baseline"])
+    measured = measured_calls(con)
+    return any(j not in measured or measured[j]["online_usd"] is None for j in calls)
