@@ -130,38 +130,42 @@ def test_inversion_recovers_the_variances():
 
 
 def _population(N: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Items with the SME difference d = y_cand - y_base and a calibrated judge prediction f = E[d | judges]."""
+    """Items with the SME difference d = y_cand - y_base and a calibrated judge prediction
+    f = E[d | judges] that explains about two thirds of its variance."""
     s = rng.normal(size=N)
-    p_b = 1 / (1 + np.exp(-(0.6 + 1.5 * s)))
-    p_c = 1 / (1 + np.exp(-(0.4 + 1.8 * s + 0.8 * rng.normal(size=N))))
+    p_b = 1 / (1 + np.exp(-6 * s))
+    p_c = 1 / (1 + np.exp(-6 * (s + 1.5 * rng.normal(size=N))))
     y_b, y_c = rng.random(N) < p_b, rng.random(N) < p_c
     return y_c.astype(float) - y_b.astype(float), p_c - p_b
 
 
 def test_predicted_width_matches_the_obtained_width_census():
     """Plan from a pilot's two intervals (human-only and the calibrated, PPI-type difference
-    estimator of calib.stats.crosscheck), label the planned n2, and compare: the predicted width
-    is the width the estimator then reports, and its true sampling spread."""
+    estimator of calib.stats.crosscheck), label the planned n2, and compare: over 40 simulated
+    projects the predicted width is the width the estimator then reports (a pilot of 200 knows
+    a width to ~8%), and the estimator's true sampling spread."""
     rng = np.random.default_rng(7)
     N = 40_000
     d, f = _population(N, rng)
-    pilot = rng.choice(N, 200, replace=False)
-    _, lo_h, hi_h = crosscheck.weighted_mean_interval(d[pilot], None, 0.95)
-    ppi = crosscheck.ppi_mean_interval(d[pilot], f[pilot], f.mean(), None, 0.95, tune=False)
-    s2_d, s2_e = plan.invert_fit((ppi["hi"] - ppi["lo"]) / 2, (hi_h - lo_h) / 2, 200, 200, N, N, Z)
-    res = plan.optimise([q(s2_d, s2_e, n2_now=200)], N, costs(label=1.0), budget=300.0, n1_done=N,
-                        done={"c": 200}, allow_no_judges=False)
-    n2, predicted = res["plan"]["labelled_items"], res["plan"]["width"]
-    assert n2 == 500
-    reported, estimates = [], []
-    for _ in range(300):
-        s = rng.choice(N, n2, replace=False)
+    ratios, estimates, predicted_all = [], [], []
+    for _ in range(40):
+        pilot = rng.choice(N, 200, replace=False)
+        _, lo_h, hi_h = crosscheck.weighted_mean_interval(d[pilot], None, 0.95)
+        ppi = crosscheck.ppi_mean_interval(d[pilot], f[pilot], f.mean(), None, 0.95, tune=False)
+        s2_d, s2_e = plan.invert_fit((ppi["hi"] - ppi["lo"]) / 2, (hi_h - lo_h) / 2, 200, 200, N, N, Z)
+        res = plan.optimise([q(s2_d, s2_e, n2_now=200)], N, costs(label=1.0), budget=300.0, n1_done=N,
+                            done={"c": 200}, allow_no_judges=False)
+        n2, predicted = res["plan"]["labelled_items"], res["plan"]["width"]
+        assert n2 == 500
+        more = rng.choice(np.setdiff1d(np.arange(N), pilot), n2 - 200, replace=False)
+        s = np.concatenate([pilot, more])  # the pilot's labels and the ones bought
         r = crosscheck.ppi_mean_interval(d[s], f[s], f.mean(), None, 0.95, tune=False)
-        reported.append(r["hi"] - r["lo"])
+        ratios.append(predicted / (r["hi"] - r["lo"]))
         estimates.append(r["mean"])
-    assert predicted / np.mean(reported) == pytest.approx(1.0, abs=0.08)
-    assert predicted / (2 * Z * np.std(estimates)) == pytest.approx(1.0, abs=0.12)
-    assert abs(np.mean(estimates) - d.mean()) < 3 * np.std(estimates) / math.sqrt(300)
+        predicted_all.append(predicted)
+    assert np.mean(ratios) == pytest.approx(1.0, abs=0.05)
+    assert 0.8 < np.quantile(ratios, 0.1) and np.quantile(ratios, 0.9) < 1.2
+    assert np.mean(predicted_all) / (2 * Z * np.std(estimates)) == pytest.approx(1.0, abs=0.15)
 
 
 def test_predicted_width_matches_the_two_phase_spread():

@@ -262,6 +262,20 @@ def _min_n2(cap: int, floor: int, ok) -> int | None:
     return lo
 
 
+def _refined_min(grid: list[int], f) -> int | None:
+    """The n1 minimising f(n1)[0] over a log grid, refined on the integers between the best
+    point's neighbours (the objective is flat near its optimum; a 4% grid step would show)."""
+    vals = [(f(n)[0], n) for n in grid if f(n) is not None]
+    if not vals:
+        return None
+    best = min(vals)[1]
+    i = grid.index(best)
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    fine = sorted(set(np.unique(np.round(np.linspace(lo, hi, 200)).astype(int)).tolist()) | {best})
+    vals = [(f(n)[0], n) for n in fine if f(n) is not None]
+    return min(vals)[1]
+
+
 MIN_LABELS = 2  # fewest labelled items for a design-based estimate (calib.stats.design.MIN_ITEMS)
 
 
@@ -293,13 +307,15 @@ def optimise(quantities: list[Quantity], N: int, costs: Costs, *, budget: float 
     if budget is not None:
         if not budget > 0:
             raise TiebreakError(f"--budget {budget:g}: give a positive amount in USD")
-        for n1 in _n1_grid(n1_floor, N):
+        def at_budget(n1: int) -> tuple[float, int] | None:
             money = budget - max(n1 - n1_done, 0) * c1
-            if money < -1e-9:
-                break  # a larger n1 costs more still
-            n2 = _max_n2(n1, n2_floor, done, c2, money)
-            if n2 is not None:
-                candidates.append((vmax(n1, n2), mk(n1, n2, True)))
+            n2 = _max_n2(n1, n2_floor, done, c2, money) if money >= -1e-9 else None
+            return None if n2 is None else (vmax(n1, n2), n2)
+
+        best_n1 = _refined_min(_n1_grid(n1_floor, N), at_budget)
+        if best_n1 is not None:
+            n1 = best_n1
+            candidates.append((at_budget(n1)[0], mk(n1, at_budget(n1)[1], True)))
         h2 = _max_n2(N, n2_floor, done, c2, budget)
         no_judges = mk(0, h2, False) if h2 is not None else None
         m_every = budget - max(N - n1_done, 0) * c1
@@ -307,21 +323,26 @@ def optimise(quantities: list[Quantity], N: int, costs: Costs, *, budget: float 
         every = mk(N, e2, True) if e2 is not None else None
         if allow_no_judges and no_judges is not None:
             candidates.append((hmax(h2), no_judges))
-        if not candidates:
+        best = min(candidates, key=lambda t: (t[0], t[1].cost_usd))[1] if candidates else None
+        if best is None or (best.labels_to_buy == 0 and best.judged_items_to_buy == 0):
             raise TiebreakError(f"a budget of ${budget:,.2f} buys nothing: one label costs ${c2:,.2f} "
                                 f"and one judged item ${c1:,.4f}")
-        best = min(candidates, key=lambda t: (t[0], t[1].cost_usd))[1]
         if every is None:
             notes.append(f"judging every item costs ${max(N - n1_done, 0) * c1:,.2f}, more than the budget")
     else:
         if not target_width > 0:
             raise TiebreakError(f"--target-width {target_width:g}: give a positive width (in percentage points)")
         vt = (target_width / (2 * z)) ** 2
-        for n1 in _n1_grid(n1_floor, N):
+        def at_target(n1: int) -> tuple[float, int] | None:
             n2 = _min_n2(n1, n2_floor, lambda k: vmax(n1, k) <= vt * (1 + 1e-9))
-            if n2 is not None:
-                d = mk(n1, n2, True)
-                candidates.append((d.cost_usd, d))
+            if n2 is None:
+                return None
+            return max(n1 - n1_done, 0) * c1 + label_cost(n2, done, c2)[1], n2
+
+        best_n1 = _refined_min(_n1_grid(n1_floor, N), at_target)
+        if best_n1 is not None:
+            d = mk(best_n1, at_target(best_n1)[1], True)
+            candidates.append((d.cost_usd, d))
         h2 = _min_n2(N, n2_floor, lambda k: hmax(k) <= vt * (1 + 1e-9))
         no_judges = mk(0, h2, False) if h2 is not None else None
         e2 = _min_n2(N, n2_floor, lambda k: vmax(N, k) <= vt * (1 + 1e-9))
