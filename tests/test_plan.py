@@ -335,3 +335,34 @@ def test_decision_page_plan_panel(fitted_db, monkeypatch):
     assert frames, "no plan table"
     assert list(frames[0]["design"]) == ["Plan", "All labels, no judges", "Judge every item"]
     assert any("still to buy" in c.value for c in at.caption)
+
+
+def test_decision_page_plan_panel_shows_hostile_names_as_text(tmp_path, monkeypatch):
+    """Dimension, candidate and judge names from the data reach the panel's table and captions
+    as text only (tests/hostile.py's audit)."""
+    import sys
+
+    from streamlit.testing.v1 import AppTest
+
+    from calib.stats import engine
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import hostile
+
+    path = tmp_path / "hostile.duckdb"
+    hostile.build(path, port=9)
+    c = store.connect(path)
+    engine.fit_project(c, "fast")
+    c.close()
+    monkeypatch.setenv("TIEBREAK_DB", str(path))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Decision.py"), default_timeout=120)
+    at.session_state["auth_user"], at.session_state["auth_role"] = "adm", "admin"
+    at.run()
+    at.number_input(key="decision_plan_sme").set_value(1.0)
+    at.button(key="decision_plan_go").click()
+    at.run()
+    assert not at.exception, at.exception
+    shown = [df for df in (e.value for e in at.dataframe) if "design" in df.columns]
+    assert shown or any("too few" in i.value for i in at.info)
+    assert hostile.audit(at) == []

@@ -69,12 +69,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from calib.errors import TiebreakError
+from calib.judges.prices import BATCH_DISCOUNT, price_per_token  # noqa: F401 (part of this module's interface)
 
-# Provider batch price as a share of the online price. OpenAI's Batch API: "a 50% cost discount
-# compared to synchronous APIs" (platform.openai.com/docs/guides/batch); Anthropic's Message
-# Batches, Vertex AI batch prediction and Bedrock batch inference are also half price. litellm
-# applies the same half when a model has no batch price (calib.judges.batch.batch_rates).
-BATCH_DISCOUNT = 0.5
 CHARS_PER_TOKEN = 4.0  # the usual English rule of thumb for BPE tokenisers
 RUBRIC_TOKENS = 250  # a default rubric with its JSON instruction (calib.judges.config.DEFAULT_RUBRICS)
 DEFAULT_OUTPUT_TOKENS = 60  # a verdict, a score and a one-sentence rationale in JSON
@@ -400,27 +396,6 @@ def estimated_tokens(con) -> tuple[float, float]:
                       + length(o.output))
            FROM (SELECT * FROM outputs USING SAMPLE 2000 ROWS) o JOIN items i USING (item_id)""").fetchone()[0]
     return (chars or 0.0) / CHARS_PER_TOKEN + RUBRIC_TOKENS, float(DEFAULT_OUTPUT_TOKENS)
-
-
-def price_per_token(model: str, batch: bool) -> tuple[float, float]:
-    """(USD per input token, per output token) from litellm's local price map (never the network);
-    at the map's batch price with ``batch``, else online x ``BATCH_DISCOUNT``."""
-    import os
-
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    try:
-        info = litellm.get_model_info(model=model)
-    except Exception:  # noqa: BLE001 - litellm raises several classes for an unknown model
-        raise TiebreakError(f"judge model {model!r} is not in litellm's price map: give "
-                            "--judge-cost-per-call USD") from None
-    out = []
-    for kind in ("input", "output"):
-        online = info.get(f"{kind}_cost_per_token") or 0.0
-        b = info.get(f"{kind}_cost_per_token_batches")
-        out.append((b if b is not None else online * BATCH_DISCOUNT) if batch else online)
-    return out[0], out[1]
 
 
 def sme_label_cost(con, settings: dict, given: float | None) -> tuple[float, str]:
