@@ -171,8 +171,9 @@ def plan_panel() -> None:
     model = c2.text_input("Judge model for judges with no measured calls (litellm's price map)",
                           value="gpt-4o-mini" if plan.needs_judge_model(cur) else "", key="decision_plan_model")
     batch = c3.checkbox(f"Provider batch price (x{plan.BATCH_DISCOUNT:g})", key="decision_plan_batch")
-    scratch = c3.checkbox("From scratch (a new month of this traffic: nothing judged or labelled yet)",
-                          key="decision_plan_scratch")
+    scratch = c3.checkbox("From scratch", key="decision_plan_scratch",
+                          help="Plan a new month of this traffic with nothing judged or labelled yet, from this "
+                               "project's variances (else what is already judged and labelled is sunk).")
     if st.button("Plan", key="decision_plan_go"):
         try:
             st.session_state["decision_plan_result"] = plan.plan_project(

@@ -331,9 +331,9 @@ def test_decision_page_plan_panel(fitted_db, monkeypatch):
     at.button(key="decision_plan_go").click()
     at.run()
     assert not at.exception, at.exception
-    frames = [df for df in (e.value for e in at.dataframe) if "design" in df.columns]
+    frames = [df for df in (e.value for e in at.dataframe) if "Design" in df.columns]
     assert frames, "no plan table"
-    assert list(frames[0]["design"]) == ["Plan", "All labels, no judges", "Judge every item"]
+    assert list(frames[0]["Design"]) == ["Plan", "All labels, no judges", "Judge every item"]
     assert any("still to buy" in c.value for c in at.caption)
 
 
@@ -363,6 +363,6 @@ def test_decision_page_plan_panel_shows_hostile_names_as_text(tmp_path, monkeypa
     at.button(key="decision_plan_go").click()
     at.run()
     assert not at.exception, at.exception
-    shown = [df for df in (e.value for e in at.dataframe) if "design" in df.columns]
+    shown = [df for df in (e.value for e in at.dataframe) if "Design" in df.columns]
     assert shown or any("too few" in i.value for i in at.info)
     assert hostile.audit(at) == []

@@ -608,15 +608,15 @@ def plan_rows(res: dict) -> list[dict]:
     for key, name in DESIGN_NAMES.items():
         d = res.get(key)
         if d is None:
-            out.append({"design": name, "judged items": None, "judge calls": None, "labelled items": None,
-                        "labels to buy": None, "cost to buy (USD)": None, "expected width (pp)": None,
-                        "chance of a decision": None, "binding Delta": "not possible"})
+            out.append({"Design": name, "Judged items": None, "Judge calls": None, "Labelled items": None,
+                        "Labels to buy": None, "Cost to buy (USD)": None, "Expected width (pp)": None,
+                        "Chance of a decision": None, "Binding Delta": "not possible"})
             continue
-        out.append({"design": name, "judged items": d["judged_items"], "judge calls": d["judge_calls"],
-                    "labelled items": d["labelled_items"], "labels to buy": d["labels_to_buy"],
-                    "cost to buy (USD)": round(d["cost_usd"], 2), "expected width (pp)": round(100 * d["width"], 2),
-                    "chance of a decision": None if d.get("p_decision") is None else round(d["p_decision"], 3),
-                    "binding Delta": f"{d['binding']['dimension']} ({d['binding']['candidate']})"})
+        out.append({"Design": name, "Judged items": d["judged_items"], "Judge calls": d["judge_calls"],
+                    "Labelled items": d["labelled_items"], "Labels to buy": d["labels_to_buy"],
+                    "Cost to buy (USD)": round(d["cost_usd"], 2), "Expected width (pp)": round(100 * d["width"], 2),
+                    "Chance of a decision": None if d.get("p_decision") is None else round(d["p_decision"], 3),
+                    "Binding Delta": f"{d['binding']['dimension']} ({d['binding']['candidate']})"})
     return out
 
 
