@@ -501,10 +501,11 @@ def _phase1_state(con, N: int) -> tuple[int, bool]:
         return N, True
 
 
-def decision_chance(fit: dict, settings: dict):
+def decision_chance(fit: dict, settings: dict, fresh: bool = False):
     """chance(q, n2, V): the chance a Delta's interval clears the margin with n2 labelled items and
     variance V, given today's estimate (``forecast.preposterior_decision_probability``, the
-    decision rule of the fit: fixed or anytime, Bonferroni over candidates)."""
+    decision rule of the fit: fixed or anytime, Bonferroni over candidates). ``fresh``: a new
+    project whose estimate rests on its own n2 labels only (today's estimate informs the truth)."""
     from calib.stats import forecast, sequential
 
     margin = float(fit.get("margin", settings["margin"]))
@@ -517,12 +518,13 @@ def decision_chance(fit: dict, settings: dict):
     def chance(q: Quantity, n2: int, v: float) -> float:
         if n2 < min_items:
             return 0.0
-        k = max(n2 - q.n2_now, 0)
+        n_now = 0 if fresh else q.n2_now
+        k = max(n2 - n_now, 0)
         thr = sequential.equivalent_threshold(n2, 1.0 - need, target) if anytime else need
         sd_after = math.sqrt(max(v, 0.0))
         if k == 0:
             return float(abs(q.mean + margin) >= _ppf(thr) * sd_after)
-        return forecast.preposterior_decision_probability(q.mean, q.sd_now, q.n2_now, k, v * n2, sd_after, margin,
+        return forecast.preposterior_decision_probability(q.mean, q.sd_now, n_now, k, v * n2, sd_after, margin,
                                                           thr, prior_sd)
     return chance
 
@@ -572,7 +574,7 @@ def plan_project(con, *, budget: float | None = None, target_width: float | None
         c: max(q.n2_now for q in quantities if q.candidate == c) for c in cands}
     n1_done = 0 if from_scratch else n1_now
     res = optimise(quantities, N, costs, budget=budget, target_width=target_width, n1_done=n1_done, done=done, z=z,
-                   allow_no_judges=n1_done == 0, chance=decision_chance(fit, s))
+                   allow_no_judges=n1_done == 0, chance=decision_chance(fit, s, fresh=from_scratch))
     watermark = engine.label_watermark(con)
     if fit.get("max_label_id") is not None and watermark > int(fit["max_label_id"]):
         notes.append("labels arrived since the latest fit: fit again for a plan from every label")
