@@ -261,15 +261,16 @@ def _min_n2(cap: int, floor: int, ok) -> int | None:
 def _refined_min(grid: list[int], f) -> int | None:
     """The n1 minimising f(n1)[0] over a log grid, refined on the integers between the best
     point's neighbours (the objective is flat near its optimum; a 4% grid step would show)."""
-    vals = [(f(n)[0], n) for n in grid if f(n) is not None]
-    if not vals:
+    def best_of(ns: list[int]) -> int | None:
+        vals = [(r[0], n) for n, r in ((n, f(n)) for n in ns) if r is not None]
+        return min(vals)[1] if vals else None
+
+    best = best_of(grid)
+    if best is None:
         return None
-    best = min(vals)[1]
     i = grid.index(best)
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    fine = sorted(set(np.unique(np.round(np.linspace(lo, hi, 200)).astype(int)).tolist()) | {best})
-    vals = [(f(n)[0], n) for n in fine if f(n) is not None]
-    return min(vals)[1]
+    return best_of(sorted(set(np.round(np.linspace(lo, hi, 200)).astype(int).tolist()) | {best}))
 
 
 MIN_LABELS = 2  # fewest labelled items for a design-based estimate (calib.stats.design.MIN_ITEMS)
@@ -298,11 +299,12 @@ def optimise(quantities: list[Quantity], N: int, costs: Costs, *, budget: float 
     mk = lambda n1, n2, judged: _design(quantities, N, costs, n1, n2, judged, n1_done, done, z, chance)  # noqa: E731
     vmax = lambda n1, n2: max(two_phase_variance(n1, n2, N, q.s2_d, q.s2_e) for q in quantities)  # noqa: E731
     hmax = lambda n2: max(human_only_variance(n2, N, q.s2_d) for q in quantities)  # noqa: E731
-    candidates: list[Design] = []
+    candidates: list[tuple[float, Design]] = []  # (objective, design)
     notes: list[str] = []
     if budget is not None:
         if not budget > 0:
             raise TiebreakError(f"--budget {budget:g}: give a positive amount in USD")
+
         def at_budget(n1: int) -> tuple[float, int] | None:
             money = budget - max(n1 - n1_done, 0) * c1
             n2 = _max_n2(n1, n2_floor, done, c2, money) if money >= -1e-9 else None
