@@ -76,12 +76,25 @@ def widths(fit: dict) -> dict[tuple[str, str], float]:
     return {(d["dimension"], d["candidate"]): d["hi"] - d["lo"] for d in fit["diffs"]}
 
 
+def _halves(fit: dict) -> dict:
+    """Per Delta (key "dimension|candidate"): items, Tiebreak's, human-only's and PPI++'s half-widths
+    (for studying what predicts the width; not used by the bar)."""
+    out = {}
+    for d in fit["diffs"]:
+        key = f"{d['dimension']}|{d['candidate']}"
+        out[key] = {"n": d.get("n_items"), "tiebreak": (d["hi"] - d["lo"]) / 2}
+    for c in fit["cross_checks"]:
+        if c.get("method") in ("human-only", "ppi++") and c.get("estimand", "Delta") == "Delta" and c.get("lo") is not None:
+            out.setdefault(f"{c['dimension']}|{c['candidate']}", {})[c["method"]] = (c["hi"] - c["lo"]) / 2
+    return out
+
+
 def one_project(k: int, args, budgets: list[float], folder: Path) -> list[dict]:
     path = folder / f"p{k}.duckdb"
     con = store.connect(path, create=True)
     demo.load_demo(con, args.items, seed=1000 + k)
     label_to(con, args.pilot, seed=k)
-    engine.fit_project(con, "fast", seed=k)
+    pilot_fit = engine.fit_project(con, "fast", seed=k)
     plans = {b: plan.plan_project(con, budget=b, sme_cost_per_label=LABEL_USD, judge_model=args.judge_model)
              for b in budgets}
     rows = []
@@ -93,7 +106,8 @@ def one_project(k: int, args, budgets: list[float], folder: Path) -> list[dict]:
         key = (p["binding"]["dimension"], p["binding"]["candidate"])
         rows.append({"project": k, "budget": b, "n2": p["labelled_items"], "labelled": got_n,
                      "predicted": p["width"], "obtained": obtained[key],
-                     "all": [(w["width"], obtained[(w["dimension"], w["candidate"])]) for w in p["widths"]]})
+                     "all": [(w["width"], obtained[(w["dimension"], w["candidate"])]) for w in p["widths"]],
+                     "pilot": _halves(pilot_fit), "after": _halves(fit)})
     if args.from_scratch_budget:
         fresh = folder / f"f{k}.duckdb"
         con2 = store.connect(fresh, create=True)

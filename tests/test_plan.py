@@ -107,6 +107,25 @@ def test_target_width_is_the_inverse():
     assert 0 < r2["plan"]["judged_items"] < N
 
 
+def test_student_t_interval_as_the_design_estimator_uses():
+    """With Kish's effective share, Tiebreak's interval is a Student-t (calib.stats.design.t_df):
+    the inversion divides it out at today's n and the plan puts it back at the planned n."""
+    from scipy import stats
+
+    assert plan.interval_quantile(Z, 40, 1.0) == pytest.approx(stats.t.ppf(0.975, 39))
+    assert plan.interval_quantile(Z, 40, 0.5) == pytest.approx(stats.t.ppf(0.975, 19))
+    assert plan.interval_quantile(Z, 40, None) == Z
+    N, s2_d, s2_e = 3000, 0.3, 0.06
+    half = stats.t.ppf(0.975, 39) * math.sqrt(plan.two_phase_variance(N, 40, N, s2_d, s2_e))
+    got = plan.invert_fit(half, Z * math.sqrt(s2_d / 40), 40, 40, N, N, Z, plan.interval_quantile(Z, 40, 1.0))
+    assert got == pytest.approx((s2_d, s2_e))
+    qq = plan.Quantity("d", "c", 0.0, 0.05, 0, s2_d, s2_e, keff=1.0)
+    res = plan.optimise([qq], N, costs(), target_width=0.08, n1_done=N, done={"c": 0}, allow_no_judges=False)
+    n2 = res["plan"]["labelled_items"]
+    width = lambda k: 2 * stats.t.ppf(0.975, k - 1) * math.sqrt(plan.two_phase_variance(N, k, N, s2_d, s2_e))  # noqa: E731
+    assert width(n2) <= 0.08 < width(n2 - 1)
+
+
 def test_bad_goals_are_refused():
     with pytest.raises(TiebreakError, match="positive"):
         plan.optimise([q()], 100, costs(), budget=0.0)

@@ -92,6 +92,7 @@ class Quantity:
     n2_now: int  # items labelled for both models today
     s2_d: float  # population variance of the SME difference d
     s2_e: float  # variance per labelled item of the calibrated estimate's residual
+    keff: float | None = None  # Kish effective share of the labelled items (None: a normal interval)
 
     @property
     def worth(self) -> float:
@@ -161,6 +162,18 @@ def width_of(v: float, z: float) -> float:
     return 2.0 * z * math.sqrt(max(v, 0.0))
 
 
+def interval_quantile(z: float, n2: float, keff: float | None = None) -> float:
+    """The quantile Tiebreak's design interval uses at n2 labelled items: Student-t with Kish's
+    effective sample size minus one degrees of freedom (``calib.stats.design.t_df``), the
+    effective share ``keff`` of the items as today's; the normal ``z`` when ``keff`` is None."""
+    if keff is None:
+        return z
+    from scipy import stats
+
+    df = max(int(math.floor(n2 * keff)) - 1, 1)
+    return float(stats.t.ppf(stats.norm.cdf(z), df))
+
+
 def classical_ratio(c1: float, c2: float, s2_d: float, s2_e: float) -> float | None:
     """The double-sampling optimum n2/n1 = sqrt(c1 S_e^2 / (c2 (S_d^2 - S_e^2))) (N large); None
     when the judges explain nothing (S_e^2 >= S_d^2: judge no more items than are labelled)."""
@@ -178,11 +191,12 @@ def classical_optimum(budget: float, c1: float, c2: float, s2_d: float, s2_e: fl
     return {"ratio": r, "judged_items": n1, "labelled_items": r * n1}
 
 
-def invert_fit(tiebreak_half: float, human_half: float, n_human: int, n2: int, n1: int, N: int, z: float
-               ) -> tuple[float, float]:
-    """(S_d^2, S_e^2) from the fit's human-only and Tiebreak Delta half-widths (module docstring)."""
+def invert_fit(tiebreak_half: float, human_half: float, n_human: int, n2: int, n1: int, N: int, z: float,
+               t_quantile: float | None = None) -> tuple[float, float]:
+    """(S_d^2, S_e^2) from the fit's human-only (normal, ``z``) and Tiebreak (Student-t,
+    ``t_quantile``; default ``z``) Delta half-widths (module docstring)."""
     s2_d = n_human * (human_half / z) ** 2
-    v_t = (tiebreak_half / z) ** 2
+    v_t = (tiebreak_half / (t_quantile or z)) ** 2
     phase1 = (1.0 / n1 - 1.0 / N) * s2_d if n1 < N else 0.0
     denom = 1.0 / n2 - 1.0 / n1
     if denom <= 0:
@@ -197,8 +211,8 @@ def label_cost(n2: int, done: dict[str, int], c2: float) -> tuple[int, float]:
     return k, k * c2
 
 
-def _binding(quantities: list[Quantity], var) -> tuple[float, Quantity]:
-    v = [var(q) for q in quantities]
+def _binding(quantities: list[Quantity], width) -> tuple[float, Quantity]:
+    v = [width(q) for q in quantities]
     i = int(np.argmax(v))
     return v[i], quantities[i]
 
@@ -207,20 +221,20 @@ def _design(quantities, N, costs: Costs, n1: int, n2: int, judged: bool, n1_done
             z: float, chance=None) -> Design:
     var = ((lambda q: two_phase_variance(n1, n2, N, q.s2_d, q.s2_e)) if judged
            else (lambda q: human_only_variance(n2, N, q.s2_d)))
-    v, q = _binding(quantities, var)
+    wid = lambda q: width_of(var(q), interval_quantile(z, n2, q.keff) if judged else z)  # noqa: E731
+    w_bind, q = _binding(quantities, wid)
     k_lab, lab_usd = label_cost(n2, done, costs.label_usd)
     j_buy = max(n1 - n1_done, 0) if judged else 0
     j_usd = j_buy * costs.item_usd
     widths = []
     for qq in quantities:
-        w = width_of(var(qq), z)
-        widths.append({"dimension": qq.dimension, "candidate": qq.candidate, "width": w,
+        widths.append({"dimension": qq.dimension, "candidate": qq.candidate, "width": wid(qq),
                        "p_decision": chance(qq, n2, var(qq)) if chance else None})
     pd_bind = next(w["p_decision"] for w in widths if w["dimension"] == q.dimension and w["candidate"] == q.candidate)
     return Design(judged=judged, judged_items=n1 if judged else 0, labelled_items=n2,
                   labels=n2 * len(done), judge_calls=(n1 if judged else 0) * costs.calls_per_item,
                   judged_items_to_buy=j_buy, labels_to_buy=k_lab, judge_calls_to_buy=j_buy * costs.calls_per_item,
-                  cost_usd=j_usd + lab_usd, judge_cost_usd=j_usd, label_cost_usd=lab_usd, width=width_of(v, z),
+                  cost_usd=j_usd + lab_usd, judge_cost_usd=j_usd, label_cost_usd=lab_usd, width=w_bind,
                   binding={"dimension": q.dimension, "candidate": q.candidate}, widths=widths, p_decision=pd_bind)
 
 
@@ -297,8 +311,10 @@ def optimise(quantities: list[Quantity], N: int, costs: Costs, *, budget: float 
     n2_floor = max(max(done.values()), MIN_LABELS)
     n1_floor = max(n1_done, n2_floor)
     mk = lambda n1, n2, judged: _design(quantities, N, costs, n1, n2, judged, n1_done, done, z, chance)  # noqa: E731
-    vmax = lambda n1, n2: max(two_phase_variance(n1, n2, N, q.s2_d, q.s2_e) for q in quantities)  # noqa: E731
-    hmax = lambda n2: max(human_only_variance(n2, N, q.s2_d) for q in quantities)  # noqa: E731
+    # the binding (widest) Delta's width: Tiebreak's interval (Student-t) with judges, human-only's (normal) without
+    wmax = lambda n1, n2: max(width_of(two_phase_variance(n1, n2, N, q.s2_d, q.s2_e),  # noqa: E731
+                                       interval_quantile(z, n2, q.keff)) for q in quantities)
+    hmax = lambda n2: max(width_of(human_only_variance(n2, N, q.s2_d), z) for q in quantities)  # noqa: E731
     candidates: list[tuple[float, Design]] = []  # (objective, design)
     notes: list[str] = []
     if budget is not None:
@@ -308,7 +324,7 @@ def optimise(quantities: list[Quantity], N: int, costs: Costs, *, budget: float 
         def at_budget(n1: int) -> tuple[float, int] | None:
             money = budget - max(n1 - n1_done, 0) * c1
             n2 = _max_n2(n1, n2_floor, done, c2, money) if money >= -1e-9 else None
-            return None if n2 is None else (vmax(n1, n2), n2)
+            return None if n2 is None else (wmax(n1, n2), n2)
 
         best_n1 = _refined_min(_n1_grid(n1_floor, N), at_budget)
         if best_n1 is not None:
@@ -330,9 +346,9 @@ def optimise(quantities: list[Quantity], N: int, costs: Costs, *, budget: float 
     else:
         if not target_width > 0:
             raise TiebreakError(f"--target-width {target_width:g}: give a positive width (in percentage points)")
-        vt = (target_width / (2 * z)) ** 2
+        target = target_width
         def at_target(n1: int) -> tuple[float, int] | None:
-            n2 = _min_n2(n1, n2_floor, lambda k: vmax(n1, k) <= vt * (1 + 1e-9))
+            n2 = _min_n2(n1, n2_floor, lambda k: wmax(n1, k) <= target * (1 + 1e-9))
             if n2 is None:
                 return None
             return max(n1 - n1_done, 0) * c1 + label_cost(n2, done, c2)[1], n2
@@ -341,9 +357,9 @@ def optimise(quantities: list[Quantity], N: int, costs: Costs, *, budget: float 
         if best_n1 is not None:
             d = mk(best_n1, at_target(best_n1)[1], True)
             candidates.append((d.cost_usd, d))
-        h2 = _min_n2(N, n2_floor, lambda k: hmax(k) <= vt * (1 + 1e-9))
+        h2 = _min_n2(N, n2_floor, lambda k: hmax(k) <= target * (1 + 1e-9))
         no_judges = mk(0, h2, False) if h2 is not None else None
-        e2 = _min_n2(N, n2_floor, lambda k: vmax(N, k) <= vt * (1 + 1e-9))
+        e2 = _min_n2(N, n2_floor, lambda k: wmax(N, k) <= target * (1 + 1e-9))
         every = mk(N, e2, True) if e2 is not None else None
         if allow_no_judges and no_judges is not None:
             candidates.append((no_judges.cost_usd, no_judges))
@@ -467,9 +483,12 @@ def judge_costs(con, calls: dict[str, int], batch: bool, judge_model: str | None
     return out, src
 
 
-def quantities_from_fit(fit: dict, N: int, n1: int) -> tuple[list[Quantity], list[str]]:
+def quantities_from_fit(fit: dict, N: int, n1: int, keff: dict[str, float] | None = None
+                        ) -> tuple[list[Quantity], list[str]]:
     """Each Delta of the fit with its two variances (``invert_fit``); Deltas without a design
-    estimate or a human-only cross-check are left out, and said so."""
+    estimate or a human-only cross-check are left out, and said so. ``keff``: per candidate,
+    the Kish effective share of its labelled items (Tiebreak's interval is a Student-t with that
+    many degrees of freedom; None: normal)."""
     from calib.stats import crosscheck
 
     z = crosscheck._z(fit.get("interval", 0.95))
@@ -484,10 +503,28 @@ def quantities_from_fit(fit: dict, N: int, n1: int) -> tuple[list[Quantity], lis
         if h is None or n2 < MIN_LABELS or by.get("estimator") != "design":
             notes.append(f"{d['dimension']} ({d['candidate']}): too few items labelled for both models to plan from")
             continue
-        s2_d, s2_e = invert_fit((d["hi"] - d["lo"]) / 2, (h["hi"] - h["lo"]) / 2, int(h["n"]), n2, n1, N, z)
-        out.append(Quantity(d["dimension"], d["candidate"], float(d["mean"]), (d["hi"] - d["lo"]) / (2 * z), n2,
-                            s2_d, s2_e))
+        ke = (keff or {}).get(d["candidate"])
+        qt = interval_quantile(z, n2, ke)
+        s2_d, s2_e = invert_fit((d["hi"] - d["lo"]) / 2, (h["hi"] - h["lo"]) / 2, int(h["n"]), n2, n1, N, z, qt)
+        out.append(Quantity(d["dimension"], d["candidate"], float(d["mean"]), (d["hi"] - d["lo"]) / (2 * qt), n2,
+                            s2_d, s2_e, ke))
     return out, notes
+
+
+def kish_shares(con, baseline: str, candidates: list[str], N: int) -> dict[str, float]:
+    """Per candidate: Kish's effective sample size of the design weights of the items labelled for
+    both models (``engine.design_weight_parts``, ``design.t_df``), as a share of those items."""
+    from calib.stats import design, engine
+
+    out = {}
+    for c in candidates:
+        ids = [r[0] for r in con.execute(
+            """SELECT item_id FROM labels WHERE model IN (?, ?) GROUP BY item_id
+               HAVING count(DISTINCT model) = 2 ORDER BY item_id""", [baseline, c]).fetchall()]
+        if len(ids) >= MIN_LABELS:
+            parts, _ = engine.design_weight_parts(con, np.array(ids, dtype=object), N, c)
+            out[c] = min((design.t_df(parts.v) + 1) / len(ids), 1.0)
+    return out
 
 
 def _phase1_state(con, N: int) -> tuple[int, bool]:
@@ -556,7 +593,8 @@ def plan_project(con, *, budget: float | None = None, target_width: float | None
     base = s["baseline"]
     N = int(con.execute("SELECT count(DISTINCT item_id) FROM outputs WHERE model = ?", [base]).fetchone()[0])
     n1_now, census = _phase1_state(con, N)
-    quantities, notes = quantities_from_fit(fit, N, n1_now)
+    keff = kish_shares(con, base, [m for m in models if m != base], N)
+    quantities, notes = quantities_from_fit(fit, N, n1_now, keff)
     if not quantities:
         raise TiebreakError("the latest fit has no design-based Delta with a human-only cross-check (too few "
                             "items labelled for both models): label a pilot of about 40 items and fit again")
