@@ -16,7 +16,8 @@ variance (Cochran 1977, 12.6; Särndal et al. 1992, 9.7)::
 - ``S_e^2``: the variance, per labelled item, of the calibrated estimate's residual (what the
   judges do not explain; in a census V is ``(1/n2 - 1/N) S_e^2``).
 
-The interval's width is ``2 z sqrt(V)`` with z from the project's ``interval`` setting.
+The interval's width is ``2 z sqrt(V)`` with z from the project's ``interval`` setting (a
+Student-t quantile for Tiebreak's design-based interval, below).
 
 Where the two variances come from (no new statistics: an inversion of the latest fit)
 ----------------------------------------------------------------------------------------
@@ -24,16 +25,21 @@ Where the two variances come from (no new statistics: an inversion of the latest
   a (weighted) normal interval with no finite-population correction, variance s_d^2 / n over
   the n items labelled for both models): ``S_d^2 = n (half-width / z)^2``.
 - ``S_e^2`` from Tiebreak's own Delta interval at today's ``n2`` labelled and ``n1`` judged items:
-  ``S_e^2 = ((half-width / z)^2 - (1/n1 - 1/N) S_d^2) / (1/n2 - 1/n1)`` (a census: the first
-  term is 0). Their ratio is ``calib.insight.worth``'s "what the judges are worth".
+  ``S_e^2 = ((half-width / t)^2 - (1/n1 - 1/N) S_d^2) / (1/n2 - 1/n1)`` (a census: the first
+  term is 0), t the Student-t quantile the design estimator uses (Kish's effective sample size
+  of today's design weights minus one degrees of freedom; a planned width uses t at the planned
+  n2 with the same effective share). S_d^2 / S_e^2 is ``calib.insight.worth``'s "what the
+  judges are worth".
 
 Assumptions, said where a lead reads the plan: future labels come from the same queue policy
 (its mix of random and disagreement-first picks sets the per-label variances measured here);
 the judges, rubrics and models stay as they are; the pilot's variances are estimates (from 40
 labels, a variance is known to about +-25%, a width to about +-12%); the design estimator's
-small-sample inflation (Student-t quantile, pseudo-items pooled in at few labels) is carried into
-``S_e^2`` from the pilot and fades with more labels, so a plan from a small pilot is slightly
-conservative. Phase 1 is planned as a simple random sample (a stratified one does no worse).
+small-sample protections (pseudo-items of the model's own variance pooled in where the sample's
+is smaller, a variance floor) are carried into ``S_e^2`` from the pilot and fade with more
+labels, as does the calibration model's error, so a plan from a small pilot is conservative:
+``bench/plan_calibration.py`` obtains intervals a few to ~15% narrower than planned at 5x the
+pilot's labels. Phase 1 is planned as a simple random sample (a stratified one does no worse).
 
 Costs
 -----
