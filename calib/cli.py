@@ -35,7 +35,7 @@ def _print_json(obj) -> None:
 
 # While the app holds the database (DuckDB: one process per file), reads go to a snapshot and
 # writes say which page does the same thing.
-READS = {"status", "labels export", "fit", "forecast", "report", "settings show", "judge report", "judge batches", "users list",
+READS = {"status", "labels export", "fit", "forecast", "plan", "report", "settings show", "judge report", "judge batches", "users list",
          "backup", "regressions"}
 WRITE_PAGES = {
     "import": "upload the file on the Admin page (Imports tab)",
@@ -434,6 +434,73 @@ def cmd_forecast(args) -> int:
               f"  (basis: {f.get('basis', 'labels and judges')})")
         for st in f["steps"]:
             print(f"   +{st['extra']:<6} width {st['width']:.3f}   P(decision) {st['p_decision']:.2f}")
+    return 0
+
+
+def _fmt_design(d: dict | None, label_usd: float) -> list[str]:
+    if d is None:
+        return ["not possible within it"]
+    judged = (f"judge {d['judged_items']:,} items ({d['judge_calls']:,} judge calls)" if d["judged"]
+              else "no judges")
+    return [f"{judged}, label {d['labelled_items']:,} items per candidate ({d['labels']:,} labels)",
+            f"still to buy: {d['judge_calls_to_buy']:,} judge calls on {d['judged_items_to_buy']:,} items "
+            f"(${d['judge_cost_usd']:,.2f}) + {d['labels_to_buy']:,} labels (${d['label_cost_usd']:,.2f}) "
+            f"= ${d['cost_usd']:,.2f}",
+            f"expected width {100 * d['width']:.1f} pp (binding: {safetext.one_line(d['binding']['dimension'], 60)}, "
+            f"{safetext.one_line(d['binding']['candidate'], 60)})"
+            + (f"; chance of a decision {d['p_decision']:.0%}" if d.get("p_decision") is not None else "")]
+
+
+def cmd_plan(args) -> int:
+    from calib.insight import plan
+
+    if (args.budget is None) == (args.target_width is None):
+        raise TiebreakError("give --budget USD or --target-width PP (one of them)")
+    if args.budget is not None and not args.budget > 0:
+        raise TiebreakError(f"--budget {args.budget:g}: give a positive amount in USD")
+    if args.target_width is not None and not args.target_width > 0:
+        raise TiebreakError(f"--target-width {args.target_width:g}: give a positive width in percentage points")
+    con = _open_db(args, read_only=True)
+    res = plan.plan_project(con, budget=args.budget,
+                            target_width=None if args.target_width is None else args.target_width / 100.0,
+                            sme_cost_per_label=args.sme_cost_per_label, batch=args.batch, judge_model=args.judge_model,
+                            judges_file=args.config, judge_cost_per_call=args.judge_cost_per_call,
+                            from_scratch=args.from_scratch)
+    if args.json:
+        _print_json(res)
+        return 0
+    one = safetext.one_line
+    goal = (f"budget ${res['budget_usd']:,.2f} still to spend" if res["mode"] == "budget"
+            else f"target width {100 * res['target_width']:g} pp on every Delta")
+    print(f"plan for a {goal}; {res['population_items']:,} items, {res['judged_items_now']:,} judged"
+          f"{' (a census)' if res['census'] else ''}" + ("; planned from scratch (nothing bought yet)"
+                                                       if res["from_scratch"] else "; what is done is sunk"))
+    c = res["costs"]
+    print(f"  costs: a judged item ${c['judged_item_usd']:,.4f} ({c['calls_per_judged_item']} calls"
+          f"{', batch price' if c['batch'] else ''}), an SME label ${c['label_usd']:,.2f}")
+    for src in c["sources"]:
+        print(f"    {one(src, 200)}")
+    print(f"  from the latest {res['fit']['kind']} fit on {res['fit']['n_labels']:,} labelled items "
+          f"({res['interval']:.0%} intervals):")
+    for q in res["quantities"]:
+        print(f"    {one(q['dimension'], 40)} ({one(q['candidate'], 40)}): Delta {q['mean']:+.3f}, width now "
+              f"{100 * q['width_now']:.1f} pp on {q['n2_now']:,} items; S_d^2 {q['s2_d']:.4f}, S_e^2 {q['s2_e']:.4f} "
+              f"(a label counts x{q['worth']:.2f})")
+    if not res.get("reachable", True):
+        print("  plan: " + "; ".join(res["notes"]))
+        return 0
+    for key, title in (("plan", "PLAN"), ("all_labels_no_judges", "all labels, no judges"),
+                       ("judge_every_item", "judge every item")):
+        lines = _fmt_design(res.get(key), c["label_usd"])
+        print(f"  {title}: {lines[0]}")
+        for line in lines[1:]:
+            print(f"    {line}")
+    cf = res.get("closed_form")
+    if cf:
+        print(f"  check: the classical double-sampling optimum n2/n1 = {cf['ratio']:.3f} (N large): judge "
+              f"{cf['judged_items']:,.0f}, label {cf['labelled_items']:,.0f}")
+    for n in res["notes"]:
+        print(f"  note: {one(n, 300)}")
     return 0
 
 
@@ -883,6 +950,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON")
     _db_arg(c)
     c.set_defaults(func=cmd_forecast)
+
+    c = sub.add_parser("plan", help="plan a budget: how many outputs to judge and items to label, the expected "
+                                    "width and chance of a decision, against all labels and judging every item")
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--budget", type=float, help="USD still to spend on judge calls and SME labels")
+    g.add_argument("--target-width", type=float, help="interval width of every Delta to reach, in percentage points")
+    c.add_argument("--sme-cost-per-label", type=float, help="USD per labelled item (default: the setting "
+                   "sme_cost_per_label, else the median rating time x sme_hourly_usd)")
+    c.add_argument("--batch", action="store_true", help="price judge calls at the provider batch price (half)")
+    c.add_argument("--judge-model", help="litellm model name priced for judges with no measured calls, e.g. gpt-4o-mini")
+    c.add_argument("--config", help="judges TOML file: each judge's model for the price map")
+    c.add_argument("--judge-cost-per-call", type=float, help="USD per judge call (instead of measured or mapped prices)")
+    c.add_argument("--from-scratch", action="store_true", help="plan a new project of this population (e.g. next "
+                   "month's traffic) with nothing judged or labelled yet, from this project's variances")
+    c.add_argument("--json", action="store_true", help="print JSON (plan, all_labels_no_judges, judge_every_item: "
+                   "judged_items, judge_calls, labels, cost_usd, width)")
+    _db_arg(c)
+    c.set_defaults(func=cmd_plan)
 
     c = sub.add_parser("queue", help="choose and print the next items for SMEs (with inclusion probabilities)")
     c.add_argument("--n", type=int, default=10, help="how many items (default 10)")

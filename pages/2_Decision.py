@@ -10,7 +10,7 @@ import streamlit as st
 from calib import safetext as safe
 from calib.data import cells, ingest, store
 from calib.stats import engine, sequential
-from calib.insight import dashboard, fitness, plots, report, tables, worth
+from calib.insight import dashboard, fitness, plan, plots, report, tables, worth
 from calib.errors import TiebreakError
 from calib.review import users
 from pages.shared import auth, ui
@@ -153,6 +153,59 @@ def live() -> None:
 
 
 live()
+
+
+def plan_panel() -> None:
+    """Plan a budget (calib.insight.plan, as `tiebreak plan`): the cost-optimal judged items and
+    labels for a budget or a target width, against all labels and judging every item."""
+    st.subheader("Plan a budget")
+    cur = ui.cursor()
+    goal = st.radio("Plan for", ["a budget", "a target width"], horizontal=True, key="decision_plan_goal")
+    c1, c2, c3 = st.columns(3)
+    budget = c1.number_input("Budget still to spend (USD)", min_value=0.0, value=100.0, step=10.0,
+                             key="decision_plan_budget", disabled=goal != "a budget")
+    width = c1.number_input("Target width of every Delta (percentage points)", min_value=0.0, value=5.0, step=0.5,
+                            key="decision_plan_width", disabled=goal == "a budget")
+    sme = c2.number_input("SME cost per label (USD; 0: the setting, else the measured rating time)", min_value=0.0,
+                          value=0.0, step=0.25, key="decision_plan_sme")
+    model = c2.text_input("Judge model for judges with no measured calls (litellm's price map)",
+                          value="gpt-4o-mini" if plan.needs_judge_model(cur) else "", key="decision_plan_model")
+    batch = c3.checkbox(f"Provider batch price (x{plan.BATCH_DISCOUNT:g})", key="decision_plan_batch")
+    scratch = c3.checkbox("From scratch", key="decision_plan_scratch",
+                          help="Plan a new month of this traffic with nothing judged or labelled yet, from this "
+                               "project's variances (else what is already judged and labelled is sunk).")
+    if st.button("Plan", key="decision_plan_go"):
+        try:
+            st.session_state["decision_plan_result"] = plan.plan_project(
+                cur, budget=budget if goal == "a budget" else None,
+                target_width=width / 100.0 if goal != "a budget" else None,
+                sme_cost_per_label=sme or None, batch=batch, judge_model=model.strip() or None, from_scratch=scratch)
+            st.session_state["decision_plan_error"] = None
+        except TiebreakError as exc:
+            st.session_state["decision_plan_result"], st.session_state["decision_plan_error"] = None, str(exc)
+    if st.session_state.get("decision_plan_error"):
+        st.info(safe.md(st.session_state["decision_plan_error"]))
+    res = st.session_state.get("decision_plan_result")
+    if not res:
+        return
+    st.dataframe(safe.rows(plan.plan_rows(res)), hide_index=True, width="stretch", height="content")
+    p = res.get("plan")
+    if p:
+        st.caption(f"Plan: judge {p['judged_items']:,} items ({p['judge_calls']:,} judge calls) and label "
+                   f"{p['labelled_items']:,} items per candidate; still to buy: {p['judge_calls_to_buy']:,} judge calls "
+                   f"and {p['labels_to_buy']:,} labels, \\${p['cost_usd']:,.2f}. Expected width "
+                   f"{100 * p['width']:.1f} pp on {safe.md(safe.one_line(p['binding']['dimension'], 60))} "
+                   f"({safe.md(safe.one_line(p['binding']['candidate'], 60))}), the widest Delta"
+                   + (f"; chance of a decision {p['p_decision']:.0%}." if p.get("p_decision") is not None else "."))
+    c = res["costs"]
+    st.caption(f"A judged item \\${c['judged_item_usd']:,.4f} ({c['calls_per_judged_item']} calls), an SME label "
+               f"\\${c['label_usd']:,.2f}. " + " · ".join(safe.md(safe.one_line(s, 200)) for s in c["sources"]))
+    st.caption("From the latest fit: each Delta's human-only interval gives the SME differences' variance, "
+               "Tiebreak's the residual variance the judges leave; what is already judged and labelled is sunk. "
+               + " ".join(safe.md(safe.one_line(n, 300)) for n in res.get("notes", [])))
+
+
+plan_panel()
 
 st.subheader("Authoritative fit (NUTS)")
 run = dashboard.nuts_run(ui.cursor())

@@ -50,6 +50,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "signoff_mode": "anytime",
     "anytime_target_items": 100,  # labelled items at which the anytime-valid bound is tightest
     "forecast_prior_sd": 0.1,  # the forecast's sceptical prior on Delta: N(0, sd^2) (most changes move a rate < 0.2)
+    # the budget planner (calib/insight/plan.py): an SME label's cost in USD (0 = from the measured
+    # median rating time x sme_hourly_usd)
+    "sme_cost_per_label": 0.0,
+    "sme_hourly_usd": 60.0,
     # import limits, checked before any work (calib.data.readers.Limits); a file over one is refused
     "import_max_bytes": 10_000_000_000,  # file size (app uploads are further capped by server.maxUploadSize)
     "import_max_rows": 8_000_000,  # data rows per file (5.3M rows import in ~34 s, 2 GB)
