@@ -203,7 +203,7 @@ def load_design(rev: str | None):
     return mod
 
 
-def intervals(mod, rec: dict, draws: int = 4000) -> list[dict]:
+def intervals(mod, rec: dict, draws: int = 2000) -> list[dict]:
     """The 95% intervals of one recorded domain under design module ``mod``, exactly as the product
     forms them (``_domain_estimate``, ``_t_draws`` with ``t_df`` of the batch weights, equal-tailed
     quantiles of the draws)."""
@@ -255,8 +255,14 @@ def evaluate(files: list[str], before: str | None) -> None:
     for label, rev in (("before", before), ("after", None)):
         if label == "before" and rev is None:
             continue
-        mod = load_design(rev)
-        rows = pd.DataFrame([r for rec in recs for r in intervals(mod, rec)])
+        cache = Path(tempfile.gettempdir()) / f"coverage_gaps_{rev}_{abs(hash(tuple(sorted(files))))}.pkl"
+        if label == "before" and cache.exists():
+            rows = pd.read_pickle(cache)
+        else:
+            mod = load_design(rev)
+            rows = pd.DataFrame([r for rec in recs for r in intervals(mod, rec)])
+            if label == "before":
+                rows.to_pickle(cache)
         tabs[label] = table(rows)
         if label == "after":
             worst = rows[rows.kind == "rate"].groupby(["data", "design", "n", "scenario"]).agg(
