@@ -25,8 +25,12 @@ a wrong model costs width, not coverage.
   empirical one, it is pooled in as ``PRIOR_N`` pseudo-items (an honest prior: a handful of labels
   that happen to agree with the model do not make a zero-width interval), and the interval uses a
   Student-t whose degrees of freedom are Kish's effective sample size of the weights minus one.
-- Draws: the estimate is returned as draws from the multivariate t, so every downstream consumer
-  (intervals, P(not worse), Delta, segments) works unchanged.
+- Near 0 or 1: the variance is floored by a "surprise" variance (wrong-side predictions at a
+  Laplace-type rate, at the squared size a surprise would have at the model's predictions), and
+  each rate's margin is a Jeffreys-type Beta with the effective number of trials its variance is
+  worth (``_t_draws``): longer on the side toward 1/2, as a Jeffreys or Wilson interval is.
+- Draws: the estimate is returned as draws from the multivariate t (its margins mapped onto those
+  Betas), so every downstream consumer (intervals, P(not worse), Delta, segments) works unchanged.
 
 A domain (a model, or a model within a segment) with fewer than ``MIN_ITEMS`` labelled items has no
 design-based estimate; it keeps the model's posterior draws and is reported as model-based.
