@@ -133,6 +133,14 @@ def item_inclusion(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
             FROM s JOIN n1 USING (stratum) JOIN pop USING (stratum) ORDER BY s.item_id""").fetch_df()
 
 
+def inverse_pi1(con: duckdb.DuckDBPyConnection, item_ids) -> np.ndarray:
+    """1 / pi1 of each of ``item_ids`` (``item_inclusion``), the weight each judged item carries for the
+    population; 1 for an item outside the sample (a census, or labels given before the draw)."""
+    inc = item_inclusion(con)
+    pi1 = dict(zip(inc["item_id"].astype(str), inc["pi1"].astype(float)))
+    return np.array([1.0 / pi1.get(str(i), 1.0) for i in item_ids], float)
+
+
 def population_counts(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Items per stratum in the population and in the judged sample: columns ``stratum``, ``N``,
     ``n1`` (a census: one row per segment with ``n1 = N``)."""

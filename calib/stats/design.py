@@ -457,21 +457,15 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
             return dict(fallback)
         w_in, wv_in = W[item_mask], WV[item_mask]
         if two_phase:
-            # the labelled residuals expanded by 1 / pi1 too; in ``_domain_estimate``'s form
-            # (ylab + pred + (n_unl + n_s) ebar - sum e) / N this is ylab - sum e w1 + sum e, N - n_s
-            Pm, Em, W1m = P[item_mask], E[item_mask], W1[item_mask]
-            n_s = Pm.sum(0)
-            ylab = ylab - (Pm * Em * W1m[:, None]).sum(0) + (Pm * Em).sum(0)
-            n_unl = N - n_s
-            w_in, wv_in = w_in * W1m, wv_in * W1m
+            ylab, n_unl, w_in, wv_in = twophase.expanded_domain_inputs(ylab, N, E[item_mask], P[item_mask],
+                                                                       W1[item_mask], w_in, wv_in)
         mean, cov, n = _domain_estimate(ylab, pred, N, n_unl, E[item_mask], Vm[item_mask], P[item_mask], w_in,
                                         Y[item_mask], wv_in, PI[item_mask] if lab.pi is not None else None)
         if two_phase:
             # phase 1: which items were judged (c: phase-2 weights summing to the judged items)
             n1 = np.bincount(data.cell_model[cell_mask], weights=data.cell_n[cell_mask].astype(float), minlength=M)
-            c2 = W[item_mask] * n1.max() / max(W[item_mask].sum(), 1e-12)
             Nn = np.where(N > 0, N, 1)
-            v1 = twophase.phase1_cov(Y[item_mask], P[item_mask], c2, W1[item_mask]) / np.outer(Nn, Nn)
+            v1 = twophase.phase1_cov(Y[item_mask], P[item_mask], W[item_mask], W1[item_mask], n1.max()) / np.outer(Nn, Nn)
             cov = cov + v1
             phase1_part[key] = v1
         sub = np.array(have)

@@ -175,11 +175,7 @@ def load_dimension(con, dimension: str, models: list[str], max_label_id: int | N
         cell_ids=cell_ids_all, cell_pop=cell_pop,
     )
     item_ids = per_out["item_id"].to_numpy(object)
-    w1 = None
-    if cell_pop is not None:
-        inc = phase1.item_inclusion(con)
-        pi1 = dict(zip(inc["item_id"].astype(str), inc["pi1"].astype(float)))
-        w1 = np.array([1.0 / pi1.get(str(i), 1.0) for i in item_ids], float)
+    w1 = None if cell_pop is None else phase1.inverse_pi1(con, item_ids)
     n_pop = int(cell_n[cell_model == 0].sum()) if C else 0
     parts, how = design_weight_parts(con, item_ids, n_pop)
     lab = LabelledOutputs(
@@ -222,9 +218,7 @@ def load_pairs(con, baseline: str, candidate: str, dimension: str) -> model.Pair
     cell_pop = item_w1 = None
     if not census:
         cell_pop = np.array([r[3] for r in rows], float)
-        inc = phase1.item_inclusion(con)
-        pi1 = dict(zip(inc["item_id"].astype(str), inc["pi1"].astype(float)))
-        item_w1 = np.array([1.0 / pi1.get(str(i), 1.0) for i in per_item], float)
+        item_w1 = phase1.inverse_pi1(con, list(per_item))
     return model.PairData(
         cell_pop=cell_pop, item_w1=item_w1,
         features=[f"f{i}" for i in range(F)], cell_x=np.array([r[1] for r in rows], float).reshape(C, F),
@@ -273,17 +267,15 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0, kind: str = "fast",
     parts, how = design_weight_parts(con, pdata.item_id, int(n_judged), candidate)
     p_loo = design.loo_pair_predictions(probs[:, pdata.item_cell], pdata.item_counts)
     e = (pdata.item_win - p_loo)[:, None]
-    ylab, n_unl, c, cv = lab_win_total, unl.sum(), parts.c, parts.v
+    ylab, n_unl, c, cv = np.array([lab_win_total]), np.array([unl.sum()]), parts.c, parts.v
     if two_phase:
         # as ``design.design_rate_draws``: the labelled residuals expanded by 1 / pi1 too
-        ylab = lab_win_total - float((e[:, 0] * w1).sum()) + float(e.sum())
-        n_unl, c, cv = N - len(e), parts.c * w1, parts.v * w1
+        ylab, n_unl, c, cv = twophase.expanded_domain_inputs(ylab, np.array([N]), e, np.ones_like(e), w1, c, cv)
     mean, cov, n = design._domain_estimate(
-        np.array([ylab]), np.array([(unl * p).sum()]), np.array([N]), np.array([n_unl]),
+        ylab, np.array([(unl * p).sum()]), np.array([N]), n_unl,
         e, v[pdata.item_cell][:, None], np.ones_like(e), c, pdata.item_win[:, None], cv, parts.pi)
     if two_phase:
-        c2 = parts.c * n_judged / max(parts.c.sum(), 1e-12)
-        cov = cov + twophase.phase1_cov(pdata.item_win[:, None], np.ones_like(e), c2, w1) / N ** 2
+        cov = cov + twophase.phase1_cov(pdata.item_win[:, None], np.ones_like(e), parts.c, w1, n_judged) / N ** 2
     draws = design._t_draws(mean, cov, design.t_df(parts.v), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
     return draws, {"estimator": "design", "items": n, "sd": float(np.sqrt(cov[0, 0])), "design": how,
                    "diagnostics": diagnostics}
@@ -620,9 +612,7 @@ def _pair_cross_checks(con, pdata: model.PairData, base: str, cand: str, dim: st
         # and the judges' mean preference is itself estimated from the judged sample
         N_pop = float(np.sum(pdata.cell_pop))
         w = w * np.asarray(pdata.item_w1, float)
-        inc = phase1.item_inclusion(con)
-        w1_all = pd.Series(f_item.index).map(dict(zip(inc["item_id"].astype(str), 1.0 / inc["pi1"].astype(float))))
-        w1_all = w1_all.fillna(1.0).to_numpy(float)
+        w1_all = phase1.inverse_pi1(con, f_item.index)
         f_mean = float(np.sum(w1_all * f_item.to_numpy(float)) / np.sum(w1_all))
         f_var = max(1.0 / max(N, 1) - 1.0 / max(N_pop, 1.0), 0.0) * float(np.var(f_item.to_numpy(float)))
         N = int(round(N_pop))

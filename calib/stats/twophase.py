@@ -59,14 +59,27 @@ def expanded_cells(data: CellData, lab_cell: np.ndarray, lab_y: np.ndarray, lab_
     return replace(data, cell_n=pop, cell_lab_items=lab_pop, cell_lab_y=lab_y_pop)
 
 
-def phase1_cov(y: np.ndarray, present: np.ndarray, c: np.ndarray, w1: np.ndarray) -> np.ndarray:
+def expanded_domain_inputs(ylab: np.ndarray, N: np.ndarray, e: np.ndarray, present: np.ndarray, w1: np.ndarray,
+                           w: np.ndarray, wv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``design._domain_estimate``'s inputs (y_lab_total, n_unl, w, wv) for a two-phase domain whose
+    totals ``ylab``/``N`` are already expanded by 1 / pi1 (``expanded_cells``): the labelled residuals
+    ``e`` (I, M) are expanded by 1 / pi1 too. In its form (ylab + pred + (n_unl + n_s) ebar - sum e) / N
+    that is ylab - sum e w1 + sum e and n_unl = N - n_s; the weights carry 1 / pi1."""
+    w1 = np.asarray(w1, float)
+    pe = present * e
+    ylab = ylab - (pe * w1[:, None]).sum(0) + pe.sum(0)
+    return ylab, N - present.sum(0), w * w1, wv * w1
+
+
+def phase1_cov(y: np.ndarray, present: np.ndarray, w: np.ndarray, w1: np.ndarray, n1: float) -> np.ndarray:
     """V1 (M, M): the phase-1 variance of the models' population totals, estimated from the
     labelled items (module docstring). ``y``/``present`` (I, M): each labelled item's verdict share
-    per model and whether that output is labelled; ``c`` (I,): phase-2 weights scaled so their sum
-    is the judged items they stand for; ``w1`` (I,): 1 / pi1."""
+    per model and whether that output is labelled; ``w`` (I,): phase-2 design weights (rescaled
+    here to sum to ``n1``, the judged items they stand for); ``w1`` (I,): 1 / pi1."""
     I, M = y.shape
     if I == 0:
         return np.zeros((M, M))
+    c = np.asarray(w, float) * n1 / max(float(np.sum(w)), 1e-12)
     w1 = np.asarray(w1, float)
     pi1 = 1.0 / np.maximum(w1, 1.0)
     a = c * (1.0 - pi1) * w1 ** 2  # (I,): each item's share of sum_{s1} (1 - pi1) / pi1^2 (.)
