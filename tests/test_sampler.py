@@ -39,6 +39,28 @@ def test_cold_start_mix_keeps_the_batch_within_3x_whatever_the_priorities():
         assert 0 <= a <= 0.8
 
 
+def test_cold_start_loses_at_most_the_stated_variance_when_priorities_say_nothing():
+    """Before any label, the first batch's design variance against uniform labels, should the
+    judges' disagreement say nothing about the residuals, is within COLD_START_MAX_LOSS (Monte
+    Carlo of the Horvitz-Thompson total, priorities as skewed as PandaLM's agreeing judges')."""
+    rng = np.random.default_rng(11)
+    ratios = []
+    for _ in range(6):
+        N = 1500
+        raw = np.maximum(rng.exponential(1, N) * (rng.random(N) < 0.3), 1e-12)
+        r, _ = sampling.relative_priorities(raw)
+        a = sampling.cold_start_mix(r, 0.8)
+        assert 0 < a < 0.8  # the bound binds here: a 3x spread alone would allow more
+        assert np.mean(1 / ((1 - a) + a * r)) <= 1 + sampling.COLD_START_MAX_LOSS + 1e-9
+        e = rng.normal(0, 1, N)  # residuals unrelated to r
+        pi = sampling.inclusion_probabilities(r, 100, 1 - a, clip=None)
+        ratios.append(_ht_variance(e, pi, rng, 3000) / _ht_variance(e, np.full(N, 100 / N), rng, 3000))
+    assert np.mean(ratios) < 1 + 2 * sampling.COLD_START_MAX_LOSS
+    # with priorities that spread little, the 3x limit and the loss bound leave the full weight
+    r = np.linspace(0.9, 1.1, 200)
+    assert sampling.cold_start_mix(r, 0.8) == 0.8
+
+
 def test_evidence_mix_is_near_uniform_when_priorities_say_nothing_and_large_when_they_do():
     rng = np.random.default_rng(2)
     low, high = [], []
