@@ -177,3 +177,56 @@ def test_product_path_on_a_judged_sample(tmp_path):
     assert all(pc[m][m] > 0 for m in pc)
     outside = con.execute("SELECT count(*) FROM labels WHERE item_id NOT IN (SELECT item_id FROM judge_sample)").fetchone()[0]
     assert outside == 0
+
+
+def test_two_phase_win_rate_unbiased_and_covering_through_the_product(tmp_path):
+    """A pairwise-only project (the win rate) of 500 items, fixed (design-based: the population is
+    given, the samples vary): judges on a 30% sample drawn by ``phase1.draw_sample``, 40 uniformly
+    chosen judged pairs compared by an SME. Over replicates the win rate's estimate is unbiased for
+    the population's true win rate, its interval covers it, and its half-width is the error's real
+    size (the phase-1 part counted: the judge is worse on the hard prompts, where the candidate loses)."""
+    import shutil
+
+    import pandas as pd
+
+    from calib.data import ingest, phase1, store
+    from calib.stats import engine
+
+    n_items, reps = 500, 24
+    rng = np.random.default_rng(700)
+    ids = [f"i{k:04d}" for k in range(n_items)]
+    hard = rng.random(n_items) < 0.4
+    win = (rng.random(n_items) < np.where(hard, 0.35, 0.75)).astype(float)
+    judge = np.where(rng.random(n_items) < np.where(hard, 0.6, 0.85), win, 1 - win)
+    truth = win.mean()
+    pd.concat([pd.DataFrame({"item_id": ids, "model": m, "prompt": "p", "output": m}) for m in ("old", "new")]
+              ).to_csv(tmp_path / "o.csv", index=False)
+    pd.DataFrame({"item_id": ids, "baseline": "old", "candidate": "new", "pref:j1:overall": judge}
+                 ).to_csv(tmp_path / "p.csv", index=False)
+    con = store.connect(tmp_path / "base.duckdb", create=True)
+    ingest.import_file(con, tmp_path / "o.csv", baseline="old")
+    ingest.import_file(con, tmp_path / "p.csv")
+    con.close()
+    pos = {k: i for i, k in enumerate(ids)}
+    errs, covered, half = [], 0, []
+    for rep in range(reps):
+        shutil.copy(tmp_path / "base.duckdb", tmp_path / "t.duckdb")
+        con = store.connect(tmp_path / "t.duckdb")
+        phase1.draw_sample(con, fraction=0.3, seed=rep)
+        judged = sorted(phase1.item_inclusion(con)["item_id"])
+        lab = [judged[i] for i in np.random.default_rng(rep).choice(len(judged), 40, replace=False)]
+        pd.DataFrame({"item_id": lab, "baseline": "old", "candidate": "new", "dimension": "overall",
+                      "annotator": "sme", "preference": ["candidate" if win[pos[k]] else "baseline" for k in lab]}
+                     ).to_csv(tmp_path / "l.csv", index=False)
+        ingest.import_labels(con, tmp_path / "l.csv")
+        fit = engine.fit_project(con, "fast", record=False)
+        con.close()
+        assert "two-phase" in engine.interval_words(fit)
+        w = fit["preference"][0]
+        errs.append(w["mean"] - truth)
+        covered += w["lo"] <= truth <= w["hi"]
+        half.append((w["hi"] - w["lo"]) / 2)
+    errs = np.array(errs)
+    assert abs(errs.mean()) < 3 * errs.std(ddof=1) / np.sqrt(reps)  # unbiased
+    assert covered / reps >= 0.83  # 95% intervals; 24 replicates (binomial sd 0.045)
+    assert np.mean(half) > 0.8 * 1.96 * errs.std(ddof=1)  # the half-width is the error's real size
