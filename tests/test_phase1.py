@@ -380,3 +380,24 @@ def test_fully_judged_or_unjudged_files_import_as_before_and_scores_can_complete
     assert e.value.row == int(np.flatnonzero((d4["item_id"] == outside).to_numpy())[0]) + 1
     assert _counts(con) == before
     con.close()
+
+
+def test_a_fit_reads_the_judged_sample_once(tmp_path, monkeypatch):
+    """Inside ``read_once`` (every fit) the sample is read once per connection; outside, each call
+    reads it afresh (an extension is seen at once)."""
+    con = store.connect(tmp_path / "o.duckdb", create=True)
+    demo.load_demo(con, 300, seed=1)
+    phase1.draw_sample(con, fraction=0.2, seed=1)
+    reads = []
+    real = phase1._read_inclusion
+    monkeypatch.setattr(phase1, "_read_inclusion", lambda c: reads.append(1) or real(c))
+    with phase1.read_once():
+        a = phase1.item_inclusion(con)
+        phase1.inverse_pi1(con, a["item_id"])
+        mine = phase1.item_inclusion(con)
+        mine.loc[0, "pi1"] = 9.0  # a caller's change does not reach the memo
+        assert phase1.item_inclusion(con)["pi1"].max() <= 1.0
+    assert len(reads) == 1
+    phase1.item_inclusion(con)
+    phase1.item_inclusion(con)
+    assert len(reads) == 3

@@ -36,7 +36,10 @@ drawn one.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -108,7 +111,7 @@ def _stratum_sql(strata: str, alias: str = "i") -> str:
     return f"{alias}.segment" if strata == "segment" else "''"
 
 
-def item_inclusion(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+def _read_inclusion(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Every judged item's phase-1 inclusion probability of the sample as it stands (all batches):
     columns ``item_id`` (str), ``pi1`` (float in (0, 1]), ``stratum`` (str; the segment when drawn
     by segment, else ``""``). Empty in a census.
@@ -133,11 +136,53 @@ def item_inclusion(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
             FROM s JOIN n1 USING (stratum) JOIN pop USING (stratum) ORDER BY s.item_id""").fetch_df()
 
 
+# One fit reads the sample once (``read_once``): a fit reads it per dimension and per pair, and at
+# 5.3M items a 2% sample is ~100,000 rows; reading it once also keeps every estimate of one fit on
+# the same sample should a lead extend it meanwhile.
+_ONCE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("phase1_once", default=None)
+
+
+@contextlib.contextmanager
+def read_once() -> Iterator[None]:
+    """Within the block, ``item_inclusion`` and ``inverse_pi1`` read the judged sample once (per
+    connection object) and reuse it."""
+    token = _ONCE.set({})
+    try:
+        yield
+    finally:
+        _ONCE.reset(token)
+
+
+def item_inclusion(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every judged item's phase-1 inclusion probability of the sample as it stands (all batches):
+    columns ``item_id`` (str), ``pi1`` (float in (0, 1]), ``stratum`` (str; the segment when drawn
+    by segment, else ``""``). Empty in a census. See ``_read_inclusion``; read once inside
+    ``read_once``."""
+    memo = _ONCE.get()
+    if memo is None:
+        return _read_inclusion(con)
+    key = ("inclusion", id(con))
+    if key not in memo:
+        memo[key] = _read_inclusion(con)
+    return memo[key].copy()
+
+
+def _pi1_by_item(con) -> dict[str, float]:
+    memo = _ONCE.get()
+    key = ("pi1", id(con))
+    if memo is not None and key in memo:
+        return memo[key]
+    inc = item_inclusion(con)
+    pi1 = dict(zip(inc["item_id"].astype(str), inc["pi1"].astype(float)))
+    if memo is not None:
+        memo[key] = pi1
+    return pi1
+
+
 def inverse_pi1(con: duckdb.DuckDBPyConnection, item_ids) -> np.ndarray:
     """1 / pi1 of each of ``item_ids`` (``item_inclusion``), the weight each judged item carries for the
     population; 1 for an item outside the sample (a census, or labels given before the draw)."""
-    inc = item_inclusion(con)
-    pi1 = dict(zip(inc["item_id"].astype(str), inc["pi1"].astype(float)))
+    pi1 = _pi1_by_item(con)
     return np.array([1.0 / pi1.get(str(i), 1.0) for i in item_ids], float)
 
 

@@ -319,12 +319,14 @@ def fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: floa
     database while the app holds it (DuckDB's single writer), so in-process is the whole scope."""
     args = (con, kind, margin, seed, record, draws, max_label_id, forecast_extra)
     if kind != "nuts":
-        return _fit_project(*args)
+        with phase1.read_once():
+            return _fit_project(*args)
     lock = store.db_lock(con, "nuts")
     if not lock.acquire(blocking=False):
         raise FitRunning("a NUTS fit of this database is already running; wait for it to finish")
     try:
-        return _fit_project(*args)
+        with phase1.read_once():
+            return _fit_project(*args)
     finally:
         lock.release()
 
