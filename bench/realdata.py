@@ -383,6 +383,41 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
     return s
 
 
+def _eq_cov_width(g: pd.DataFrame) -> float:
+    return float(np.quantile(g.scaled_err, 0.95) * g.width.mean())
+
+
+def sampler_table(rows: list[dict] | pd.DataFrame, boots: int = 400) -> pd.DataFrame:
+    """The queue against random labels (Tiebreak's interval), per data set and n: the mean-width
+    ratio (both designs cover 0.93-0.99, so widths compare directly), the equal-coverage ratio with
+    a bootstrap 90% interval (the 95th percentile of the scaled errors is noisy: +-0.07 at 720
+    intervals), and the largest per-cell (pair x dimension) mean-width ratio."""
+    df = pd.DataFrame(rows)
+    df = df[df.method == "tiebreak"]
+    rng = np.random.default_rng(0)
+    out = []
+    for (data, n), g in df.groupby(["data", "n"]):
+        q, r = g[g.design == "queue"], g[g.design == "random"]
+        if not len(q) or not len(r):
+            continue
+        bs = [_eq_cov_width(q.iloc[rng.integers(0, len(q), len(q))]) / _eq_cov_width(r.iloc[rng.integers(0, len(r), len(r))])
+              for _ in range(boots)]
+        cell = (q.groupby(["pair", "dim"]).width.mean() / r.groupby(["pair", "dim"]).width.mean()).dropna()
+        out.append({"data": data, "n": n, "queue cov": q.covered.mean(), "random cov": r.covered.mean(),
+                    "width ratio": q.width.mean() / r.width.mean(), "largest cell width ratio": cell.max(),
+                    "eq-cov ratio": _eq_cov_width(q) / _eq_cov_width(r),
+                    "eq-cov 90% lo": np.quantile(bs, 0.05), "eq-cov 90% hi": np.quantile(bs, 0.95)})
+    return pd.DataFrame(out)
+
+
+def _print_tables(rows: list[dict]) -> None:
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_columns", 20)
+    print(summarise(rows).round(3).to_string(index=False))
+    print("\nqueue / random (Tiebreak's interval):")
+    print(sampler_table(rows).round(3).to_string(index=False))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DEFAULT))
@@ -392,8 +427,12 @@ def main() -> None:
     ap.add_argument("--pandalm", default=str(PANDALM), help="PandaLM file ('' to skip the win-rate study)")
     ap.add_argument("--only", choices=["summeval", "pandalm"], help="run one data set only")
     ap.add_argument("--out", help="write every interval as JSON lines here")
+    ap.add_argument("--summarise", nargs="+", help="print the tables from --out files of earlier runs (no run)")
     ap.add_argument("--first-rep", type=int, default=0, help="first replicate's index (independent runs: 0, then --reps)")
     args = ap.parse_args()
+    if args.summarise:
+        _print_tables([json.loads(line) for f in args.summarise for line in Path(f).read_text().splitlines() if line])
+        return
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tasks: list = []
@@ -419,13 +458,10 @@ def main() -> None:
                 rows += res
     if args.out:
         Path(args.out).write_text("\n".join(json.dumps(r, default=lambda o: o.item()) for r in rows) + "\n")
-    s = summarise(rows)
-    pd.set_option("display.width", 250)
-    pd.set_option("display.max_columns", 20)
     print(f"SummEval: {len(PAIRS)} system pairs x {len(DIMS)} dimensions (Delta; 'tiebreak (rate)' = each model's "
           f"pass rate); PandaLM: {len(PANDA_PAIRS)} model pairs (win rate); {args.reps} random / {args.queue_reps} "
           f"queue replicates per pair; {time.perf_counter() - t0:.0f} s")
-    print(s.round(3).to_string(index=False))
+    _print_tables(rows)
 
 
 if __name__ == "__main__":
