@@ -448,7 +448,16 @@ def _fmt_design(d: dict | None, label_usd: float) -> list[str]:
             f"= ${d['cost_usd']:,.2f}",
             f"expected width {100 * d['width']:.1f} pp (binding: {safetext.one_line(d['binding']['dimension'], 60)}, "
             f"{safetext.one_line(d['binding']['candidate'], 60)})"
-            + (f"; chance of a decision {d['p_decision']:.0%}" if d.get("p_decision") is not None else "")]
+            + (f"; chance of a decision {d['p_decision']:.0%}" if d.get("p_decision") is not None else "")
+            + _planned_s2_e(d)]
+
+
+def _planned_s2_e(d: dict) -> str:
+    """The binding Delta's residual variance at the planned labels (the pilot's, its model error and
+    small-sample protections faded: ``plan.Quantity.s2_e_at``)."""
+    b = d["binding"]
+    w = next((w for w in d["widths"] if w["dimension"] == b["dimension"] and w["candidate"] == b["candidate"]), {})
+    return f"; S_e^2 at {d['labelled_items']:,} labelled items {w['s2_e_planned']:.4f}" if w.get("s2_e_planned") else ""
 
 
 def cmd_plan(args) -> int:

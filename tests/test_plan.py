@@ -145,6 +145,48 @@ def test_inversion_recovers_the_variances():
     assert plan.invert_fit(t2, h_half, n2, n2, 800, N, Z) == pytest.approx((s2_d, s2_e))
 
 
+def test_residual_variance_fades_with_labels():
+    """S_e^2 at n2: today's at today's n2; the model error fades as n2_now / n2, the protections as
+    (n2_now + 6) / (n2 + 6); nothing fades for a fit without the parts."""
+    base = plan.Quantity("d", "c", 0.0, 0.05, 40, 0.25, 0.10)
+    assert base.s2_e_at(40) == base.s2_e_at(400) == pytest.approx(0.10)
+    qf = plan.Quantity("d", "c", 0.0, 0.05, 40, 0.25, 0.10, None, f_err=0.2, f_prot=0.1)
+    assert qf.s2_e_at(40) == pytest.approx(0.10)
+    assert qf.s2_e_at(80) == pytest.approx(0.10 * (0.7 + 0.2 * 0.5 + 0.1 * 46 / 86))
+    assert qf.s2_e_at(10 ** 9) == pytest.approx(0.07, rel=1e-6)
+    assert plan.fading_shares(None) == (0.0, 0.0)
+    assert plan.fading_shares({"empirical": 8.0, "total": 10.0, "model_error": 2.0}) == pytest.approx((0.2, 0.2))
+    # a model error larger than the residuals' own variance counts as all of it, never more
+    assert plan.fading_shares({"empirical": 8.0, "total": 10.0, "model_error": 9.0}) == pytest.approx((0.8, 0.2))
+
+
+def test_model_error_part_is_the_calibration_error():
+    """Simulation with a known truth: residuals from predictions with a known error
+    (p-hat = p + delta, var delta known per item) carry the error's variance; the design variance's
+    "model_error" part is that share, and what is left is the variance with the true p."""
+    from calib.stats import design
+
+    rng = np.random.default_rng(3)
+    got, want = [], []
+    for _ in range(30):
+        I, N = 400, 100_000
+        p = rng.uniform(0.2, 0.8, size=(I, 2))
+        y = (rng.random((I, 2)) < p).astype(float)
+        sd_err = np.full((I, 2), 0.12)
+        p_hat = p + sd_err * rng.normal(size=(I, 2))
+        c_err = np.zeros((I, 2, 2))
+        c_err[:, 0, 0], c_err[:, 1, 1] = sd_err[:, 0] ** 2, sd_err[:, 1] ** 2
+        args = dict(N=np.full(2, float(N)), n_unl=np.full(2, float(N - I)), v_model=p * (1 - p),
+                    present=np.ones((I, 2)), w=np.full(I, N / I))
+        parts, true_parts = {}, {}
+        design._domain_estimate(np.zeros(2), np.zeros(2), e=y - p_hat, parts=parts, c_err=c_err, **args)
+        design._domain_estimate(np.zeros(2), np.zeros(2), e=y - p, parts=true_parts, **args)
+        assert 0 <= parts["model_error"][0, 0] <= parts["empirical"][0, 0] <= parts["total"][0, 0] + 1e-15
+        got.append(parts["empirical"][0, 0] - parts["model_error"][0, 0])
+        want.append(true_parts["empirical"][0, 0])
+    assert np.mean(got) / np.mean(want) == pytest.approx(1.0, abs=0.05)
+
+
 # --------------------------------------------------------------------------- simulation with a known truth
 
 
@@ -298,6 +340,27 @@ def _cli(*args) -> tuple[int, str, str]:
         except SystemExit as exc:
             rc = exc.code
     return rc, out.getvalue(), err.getvalue()
+
+
+def test_fit_records_delta_variance_parts_and_the_plan_fades_them(fitted_db):
+    """The fit's Deltas carry their variance's pieces; the plan's residual variance at more labels
+    is today's with the model error and protections faded (never above today's)."""
+    from calib.stats import engine
+
+    c = store.connect(fitted_db)
+    try:
+        fit = engine.latest_fit(c)
+        for d in fit["diffs"]:
+            vp = d["var_parts"]
+            assert 0 <= vp["model_error"] <= vp["empirical"] + 1e-12 <= vp["total"] + 2e-12
+        res = plan.plan_project(c, budget=80.0, sme_cost_per_label=1.0, judge_model="gpt-4o-mini")
+    finally:
+        c.close()
+    by = {(x["dimension"], x["candidate"]): x for x in res["quantities"]}
+    for w in res["plan"]["widths"]:
+        qq = by[(w["dimension"], w["candidate"])]
+        assert 0 < w["s2_e_planned"] <= qq["s2_e"] + 1e-15
+        assert qq["f_err"] + qq["f_prot"] > 0
 
 
 def test_cli_plan_json_keys(fitted_db):

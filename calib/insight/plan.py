@@ -34,12 +34,22 @@ Where the two variances come from (no new statistics: an inversion of the latest
 Assumptions, said where a lead reads the plan: future labels come from the same queue policy
 (its mix of random and disagreement-first picks sets the per-label variances measured here);
 the judges, rubrics and models stay as they are; the pilot's variances are estimates (from 40
-labels, a variance is known to about +-25%, a width to about +-12%); the design estimator's
-small-sample protections (pseudo-items of the model's own variance pooled in where the sample's
-is smaller, a variance floor) are carried into ``S_e^2`` from the pilot and fade with more
-labels, as does the calibration model's error, so a plan from a small pilot is conservative:
-``bench/plan_calibration.py`` obtains intervals a few to ~15% narrower than planned at 5x the
-pilot's labels. Phase 1 is planned as a simple random sample (a stratified one does no worse).
+labels, a variance is known to about +-25%, a width to about +-12%). Phase 1 is planned as a
+simple random sample (a stratified one does no worse).
+
+``S_e^2`` is not a constant of the project: the pilot's carries two parts that fade with labels.
+The fit records Delta's phase-2 variance by piece (``var_parts``, ``design._domain_estimate``):
+the residuals' own variance, the part of it that is the calibration model's estimation error (the
+posterior variance of the labelled outputs' predictions: a residual y - p-hat carries p-hat - p,
+and the posterior of p narrows as 1 / labels), and the small-sample protections (``PRIOR_N``
+pseudo-items of the model's own variance pooled in, the variance floor). With shares f_err and
+f_prot of today's S_e^2 at n labelled items, the plan uses at n2::
+
+    S_e^2(n2) = S_e^2 [ (1 - f_err - f_prot) + f_err n / n2 + f_prot (n + 6) / (n2 + 6) ]
+
+Without the fading a 40-label pilot planned 200 labels' width 17% too wide
+(``bench/plan_calibration.py``: 1.06 / 1.07 / 1.13 / 1.17 at 60-200 labels); with it 1.00 / 1.02
+/ 1.07 / 1.09.
 
 Costs
 -----
@@ -82,6 +92,7 @@ RUBRIC_TOKENS = 250  # a default rubric with its JSON instruction (calib.judges.
 DEFAULT_OUTPUT_TOKENS = 60  # a verdict, a score and a one-sentence rationale in JSON
 DEFAULT_RATING_SECONDS = 60.0  # assumed when no label has a recorded rating time
 GRID_POINTS = 400
+PRIOR_N = 6.0  # calib.stats.design.PRIOR_N: the pseudo-items of the design variance's protection
 
 
 # --------------------------------------------------------------------------- pure model
@@ -99,6 +110,15 @@ class Quantity:
     s2_d: float  # population variance of the SME difference d
     s2_e: float  # variance per labelled item of the calibrated estimate's residual
     keff: float | None = None  # Kish effective share of the labelled items (None: a normal interval)
+    f_err: float = 0.0  # share of s2_e that is the calibration's estimation error (fades as n2_now / n2)
+    f_prot: float = 0.0  # share of s2_e that is the small-sample protections (fades as (n2_now + 6) / (n2 + 6))
+
+    def s2_e_at(self, n2: float) -> float:
+        """S_e^2 with ``n2`` items labelled: today's, its model error and protections faded (the
+        module docstring, "Where the two variances come from")."""
+        n0, n2 = max(self.n2_now, 1), max(float(n2), 1.0)
+        stable = max(1.0 - self.f_err - self.f_prot, 0.0)
+        return self.s2_e * (stable + self.f_err * n0 / n2 + self.f_prot * (n0 + PRIOR_N) / (n2 + PRIOR_N))
 
     @property
     def worth(self) -> float:
@@ -225,7 +245,7 @@ def _binding(quantities: list[Quantity], width) -> tuple[float, Quantity]:
 
 def _design(quantities, N, costs: Costs, n1: int, n2: int, judged: bool, n1_done: int, done: dict[str, int],
             z: float, chance=None) -> Design:
-    var = ((lambda q: two_phase_variance(n1, n2, N, q.s2_d, q.s2_e)) if judged
+    var = ((lambda q: two_phase_variance(n1, n2, N, q.s2_d, q.s2_e_at(n2))) if judged
            else (lambda q: human_only_variance(n2, N, q.s2_d)))
     wid = lambda q: width_of(var(q), interval_quantile(z, n2, q.keff) if judged else z)  # noqa: E731
     w_bind, q = _binding(quantities, wid)
@@ -235,7 +255,8 @@ def _design(quantities, N, costs: Costs, n1: int, n2: int, judged: bool, n1_done
     widths = []
     for qq in quantities:
         widths.append({"dimension": qq.dimension, "candidate": qq.candidate, "width": wid(qq),
-                       "p_decision": chance(qq, n2, var(qq)) if chance else None})
+                       "p_decision": chance(qq, n2, var(qq)) if chance else None,
+                       "s2_e_planned": qq.s2_e_at(n2) if judged else None})
     pd_bind = next(w["p_decision"] for w in widths if w["dimension"] == q.dimension and w["candidate"] == q.candidate)
     return Design(judged=judged, judged_items=n1 if judged else 0, labelled_items=n2,
                   labels=n2 * len(done), judge_calls=(n1 if judged else 0) * costs.calls_per_item,
@@ -512,9 +533,23 @@ def quantities_from_fit(fit: dict, N: int, n1: int, keff: dict[str, float] | Non
         ke = (keff or {}).get(d["candidate"])
         qt = interval_quantile(z, n2, ke)
         s2_d, s2_e = invert_fit((d["hi"] - d["lo"]) / 2, (h["hi"] - h["lo"]) / 2, int(h["n"]), n2, n1, N, z, qt)
+        f_err, f_prot = fading_shares(d.get("var_parts"))
         out.append(Quantity(d["dimension"], d["candidate"], float(d["mean"]), (d["hi"] - d["lo"]) / (2 * qt), n2,
-                            s2_d, s2_e, ke))
+                            s2_d, s2_e, ke, f_err, f_prot))
     return out, notes
+
+
+def fading_shares(parts: dict | None) -> tuple[float, float]:
+    """(model-error share, protection share) of a Delta's phase-2 variance from the fit's
+    ``var_parts`` (``calib.stats.design._domain_estimate``): the protections are what the total
+    adds to the residuals' own variance; the model error is at most that variance. (0, 0) for a fit
+    recorded before the parts were (nothing fades: the plan is conservative, as it was)."""
+    if not parts or not parts.get("total") or parts["total"] <= 0:
+        return 0.0, 0.0
+    total, emp = float(parts["total"]), max(float(parts.get("empirical", 0.0)), 0.0)
+    f_prot = min(max(total - emp, 0.0) / total, 1.0)
+    f_err = min(max(float(parts.get("model_error", 0.0)), 0.0), emp) / total
+    return f_err, f_prot
 
 
 def kish_shares(con, baseline: str, candidates: list[str], N: int) -> dict[str, float]:

@@ -252,12 +252,20 @@ def loo_pair_predictions(probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.ndarray, n_unl: np.ndarray,
                      e: np.ndarray, v_model: np.ndarray, present: np.ndarray, w: np.ndarray,
                      y: np.ndarray | None = None, wv: np.ndarray | None = None,
-                     pi: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+                     pi: np.ndarray | None = None, parts: dict | None = None,
+                     c_err: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean (M,) and covariance (M, M) of the models' rates in one domain; ``e``/``v_model``/
     ``present``/``y`` are (I, M) per labelled item (residual, model variance p(1-p), output
     labelled, observed pass share), ``w`` (I,) the items' weights in the estimate, ``wv``/``pi``
     their random part and inclusion probability within their batch (``Weights``; None: a single
     sample, ``w`` and 1 / ``w``). Returns (mean, cov, items).
+
+    ``parts`` (a dict, filled when given): the covariance's pieces on the same scale, for the
+    budget planner (``calib.insight.plan``), which must say how each fades with more labels:
+    ``"empirical"`` (the residuals' own), ``"total"`` (with the small-sample protections below),
+    and, given ``c_err`` (I, M, M: per item, the posterior covariance of the models' predictions),
+    ``"model_error"``: the part of the empirical one that is the calibration's estimation error
+    (a residual y - p-hat carries p-hat - p, whose variance falls as labels teach the model).
 
     The unlabelled outputs' residual total is the population's, N x (the c-weighted mean residual,
     a Hajek ratio: within a segment this post-stratifies the sample), less the labelled outputs'
@@ -310,7 +318,13 @@ def _domain_estimate(y_lab_total: np.ndarray, pred_unl_total: np.ndarray, N: np.
         extra = np.sqrt(np.maximum(F - np.diag(V), 0.0))
         V = V + np.outer(extra, extra)
     Nn = np.where(N > 0, N, 1)
-    return mean, V / np.outer(Nn, Nn), I
+    NN = np.outer(Nn, Nn)
+    if parts is not None:
+        parts["empirical"], parts["total"] = V_emp / NN, V / NN
+        if c_err is not None:
+            a = present * v[:, None] * np.sqrt(scale_fpc)  # (I, M)
+            parts["model_error"] = fpc * np.einsum("im,imn,in->mn", a, c_err, a) / NN
+    return mean, V / NN, I
 
 
 def surprise_size(p: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -428,6 +442,13 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
         WV[item_idx] = lab.w if lab.wv is None else lab.wv
         PI[item_idx] = 1.0 / np.maximum(lab.w, 1.0) if lab.pi is None else lab.pi
         SEG[item_idx] = data.cell_segment[lab.cell]
+    # per item, the posterior covariance of the models' predictions (the planner's "model error")
+    C_ERR = np.zeros((I, M, M))
+    if I and p_lab_draws.shape[0] > 1:
+        Pd = np.zeros((p_lab_draws.shape[0], I, M))
+        Pd[:, item_idx, lab.model] = p_lab_draws
+        Pd -= Pd.mean(0)
+        C_ERR = np.einsum("dim,din->imn", Pd, Pd) / (Pd.shape[0] - 1)
     # two-phase design (``calib.stats.twophase``): the judged sample's counts expanded by 1 / pi1
     two_phase = lab.w1 is not None and data.cell_pop is not None
     W1 = np.ones(I)
@@ -459,8 +480,10 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
         if two_phase:
             ylab, n_unl, w_in, wv_in = twophase.expanded_domain_inputs(ylab, N, E[item_mask], P[item_mask],
                                                                        W1[item_mask], w_in, wv_in)
+        parts: dict | None = {} if key == "overall" else None
         mean, cov, n = _domain_estimate(ylab, pred, N, n_unl, E[item_mask], Vm[item_mask], P[item_mask], w_in,
-                                        Y[item_mask], wv_in, PI[item_mask] if lab.pi is not None else None)
+                                        Y[item_mask], wv_in, PI[item_mask] if lab.pi is not None else None,
+                                        parts=parts, c_err=C_ERR[item_mask])
         if two_phase:
             # phase 1: which items were judged (c: phase-2 weights summing to the judged items)
             n1 = np.bincount(data.cell_model[cell_mask], weights=data.cell_n[cell_mask].astype(float), minlength=M)
@@ -472,6 +495,11 @@ def design_rate_draws(data: CellData, p_cells: np.ndarray, p_lab_draws: np.ndarr
         dr = _t_draws(mean[sub], cov[np.ix_(sub, sub)], t_df(WV[item_mask]), D, rng)
         info["domains"][key] = {"estimator": "design", "items": n,
                                 "sd": {data.models[m]: float(np.sqrt(cov[m, m])) for m in have}}
+        if parts:
+            # the phase-2 variance's pieces (``_domain_estimate``), for the planner
+            info["domains"][key]["var_parts"] = {
+                k: {data.models[a]: {data.models[b]: float(m_[a, b]) for b in have} for a in have}
+                for k, m_ in parts.items()}
         if key in phase1_part:
             # the part of the variance more labels do not reduce (forecast, plan)
             info["domains"][key]["phase1_cov"] = {data.models[a]: {data.models[b]: float(phase1_part[key][a, b])

@@ -405,6 +405,12 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
             _hold_on_few(row, _items_labelled_for_both(lab_c, models.index(base), models.index(c)),
                          s["min_decision_items"], "items labelled for both models")
             signoff["apply"](row, -margin)
+            vp = rates_c.info.get("domains", {}).get("overall", {}).get("var_parts")
+            if vp:
+                # Delta's phase-2 variance by piece (``design._domain_estimate``): how the planner
+                # lets each fade with more labels
+                row["var_parts"] = {k: m_[c][c] + m_[base][base] - 2 * m_[base][c] for k, m_ in vp.items()
+                                    if c in m_ and base in m_}
             result["diffs"].append(row)
             md = model_rates.overall[c] - model_rates.overall[base]
             result["cross_checks"].append({"dimension": dim, "baseline": base, "candidate": c, "method": "model-only",
