@@ -22,8 +22,9 @@ the interface's stub this arm is skipped with a message.
 prints the table over both).
 
 Prints per budget: labels planned, predicted and obtained width of the binding Delta, and the
-ratio predicted / obtained over projects (mean, 10th-90th percentile), for the binding Delta and
-for every Delta; the bar is a mean ratio in 0.85-1.15 for every budget.
+ratio predicted / obtained over projects (mean, 10th-90th percentile), for the binding quantity,
+for every planned quantity (each Delta and the side-by-side win rate) and for the win rates alone;
+the bar is a mean ratio in 0.85-1.15 for every budget.
 
 Measured (20 projects of 2,000 items, 2 runs of 10, ~6 min each on the shared machine): mean
 ratio of the binding Delta 1.002 / 1.020 / 1.065 / 1.088 at $20 / $40 / $80 / $160 (60 / 80 / 120
@@ -79,8 +80,15 @@ def label_to(con, n2: int, seed: int) -> int:
     return con.execute("SELECT count(DISTINCT item_id) FROM labels").fetchone()[0]
 
 
-def widths(fit: dict) -> dict[tuple[str, str], float]:
-    return {(d["dimension"], d["candidate"]): d["hi"] - d["lo"] for d in fit["diffs"]}
+def widths(fit: dict) -> dict[tuple[str, str, str], float]:
+    """Every planned quantity's obtained width: (dimension, candidate, estimand) -> width."""
+    out = {(d["dimension"], d["candidate"], "Delta"): d["hi"] - d["lo"] for d in fit["diffs"]}
+    out.update({(p["dimension"], p["candidate"], "win rate"): p["hi"] - p["lo"] for p in fit.get("preference", [])})
+    return out
+
+
+def _key(d: dict) -> tuple[str, str, str]:
+    return d["dimension"], d["candidate"], d.get("estimand", "Delta")
 
 
 def _halves(fit: dict) -> dict:
@@ -110,10 +118,10 @@ def one_project(k: int, args, budgets: list[float], folder: Path) -> list[dict]:
         got_n = label_to(con, p["labelled_items"], seed=100_000 + k * 100 + int(b))
         fit = engine.fit_project(con, "fast", seed=k, record=False)
         obtained = widths(fit)
-        key = (p["binding"]["dimension"], p["binding"]["candidate"])
         rows.append({"project": k, "budget": b, "n2": p["labelled_items"], "labelled": got_n,
-                     "predicted": p["width"], "obtained": obtained[key],
-                     "all": [(w["width"], obtained[(w["dimension"], w["candidate"])]) for w in p["widths"]],
+                     "predicted": p["width"], "obtained": obtained[_key(p["binding"])],
+                     "all": [(w["width"], obtained[_key(w)]) for w in p["widths"]],
+                     "win": [(w["width"], obtained[_key(w)]) for w in p["widths"] if w.get("estimand") == "win rate"],
                      "pilot": _halves(pilot_fit), "after": _halves(fit)})
     if args.from_scratch_budget:
         fresh = folder / f"f{k}.duckdb"
@@ -128,10 +136,9 @@ def one_project(k: int, args, budgets: list[float], folder: Path) -> list[dict]:
             else:
                 label_to(con2, fp["labelled_items"], seed=k)
                 fit = engine.fit_project(con2, "fast", seed=k, record=False)
-                key = (fp["binding"]["dimension"], fp["binding"]["candidate"])
                 rows.append({"project": k, "budget": f"scratch {args.from_scratch_budget:g}",
                              "n1": fp["judged_items"], "n2": fp["labelled_items"],
-                             "predicted": fp["width"], "obtained": widths(fit)[key], "all": []})
+                             "predicted": fp["width"], "obtained": widths(fit)[_key(fp["binding"])], "all": []})
         con2.close()
     con.close()
     return rows
@@ -183,7 +190,7 @@ def summarise(rows: list[dict], meta: dict, t0: float) -> None:
     print(f"\n{projects} demo projects of {meta['items']:,} items, pilot {meta['pilot']} labels, "
           f"SME label ${LABEL_USD:g}, judges priced as {meta['judge_model']} (census: judging is sunk)")
     print(f"{'budget':>12} {'labels':>8} {'pred. width':>12} {'obt. width':>11} {'ratio mean':>11} "
-          f"{'p10-p90':>12} {'all Deltas':>11} {'p10-p90':>12}")
+          f"{'p10-p90':>12} {'every qty':>11} {'p10-p90':>12} {'win rates':>10}")
     ok = True
     for b in [*budgets, *sorted({r['budget'] for r in rows if isinstance(r.get('budget'), str)})]:
         rs = [r for r in rows if r.get("budget") == b]
@@ -191,12 +198,14 @@ def summarise(rows: list[dict], meta: dict, t0: float) -> None:
             continue
         ratio = np.array([r["predicted"] / r["obtained"] for r in rs])
         allr = np.array([p / o for r in rs for p, o in r["all"]]) if rs[0]["all"] else ratio
+        winr = np.array([p / o for r in rs for p, o in r.get("win", [])])
         ok &= 0.85 <= ratio.mean() <= 1.15
         label = f"${b:g}" if not isinstance(b, str) else b
         print(f"{label:>12} {np.mean([r['n2'] for r in rs]):8.0f} {np.mean([r['predicted'] for r in rs]):12.4f} "
               f"{np.mean([r['obtained'] for r in rs]):11.4f} {ratio.mean():11.3f} "
               f"{np.quantile(ratio, 0.1):5.2f}-{np.quantile(ratio, 0.9):<5.2f} {allr.mean():11.3f} "
-              f"{np.quantile(allr, 0.1):5.2f}-{np.quantile(allr, 0.9):<5.2f}")
+              f"{np.quantile(allr, 0.1):5.2f}-{np.quantile(allr, 0.9):<5.2f} "
+              + (f"{winr.mean():10.3f}" if len(winr) else f"{'':>10}"))
     print(f"bar (mean ratio 0.85-1.15 for every budget): {'met' if ok else 'NOT met'}; "
           f"{time.time() - t0:.0f} s")
 

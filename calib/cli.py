@@ -447,7 +447,8 @@ def _fmt_design(d: dict | None, label_usd: float) -> list[str]:
             f"(${d['judge_cost_usd']:,.2f}) + {d['labels_to_buy']:,} labels (${d['label_cost_usd']:,.2f}) "
             f"= ${d['cost_usd']:,.2f}",
             f"expected width {100 * d['width']:.1f} pp (binding: {safetext.one_line(d['binding']['dimension'], 60)}, "
-            f"{safetext.one_line(d['binding']['candidate'], 60)})"
+            f"{safetext.one_line(d['binding']['candidate'], 60)}"
+            f"{', win rate' if d['binding'].get('estimand') == 'win rate' else ''})"
             + (f"; chance of a decision {d['p_decision']:.0%}" if d.get("p_decision") is not None else "")
             + _planned_s2_e(d)]
 
@@ -456,7 +457,8 @@ def _planned_s2_e(d: dict) -> str:
     """The binding Delta's residual variance at the planned labels (the pilot's, its model error and
     small-sample protections faded: ``plan.Quantity.s2_e_at``)."""
     b = d["binding"]
-    w = next((w for w in d["widths"] if w["dimension"] == b["dimension"] and w["candidate"] == b["candidate"]), {})
+    w = next((w for w in d["widths"] if w["dimension"] == b["dimension"] and w["candidate"] == b["candidate"]
+              and w.get("estimand") == b.get("estimand")), {})
     return f"; S_e^2 at {d['labelled_items']:,} labelled items {w['s2_e_planned']:.4f}" if w.get("s2_e_planned") else ""
 
 
@@ -492,7 +494,8 @@ def cmd_plan(args) -> int:
     print(f"  from the latest {res['fit']['kind']} fit on {res['fit']['n_labels']:,} labelled items "
           f"({res['interval']:.0%} intervals):")
     for q in res["quantities"]:
-        print(f"    {one(q['dimension'], 40)} ({one(q['candidate'], 40)}): Delta {q['mean']:+.3f}, width now "
+        what = (f"win rate {q['mean'] + 0.5:.3f}" if q.get("estimand") == "win rate" else f"Delta {q['mean']:+.3f}")
+        print(f"    {one(q['dimension'], 40)} ({one(q['candidate'], 40)}): {what}, width now "
               f"{100 * q['width_now']:.1f} pp on {q['n2_now']:,} items; S_d^2 {q['s2_d']:.4f}, S_e^2 {q['s2_e']:.4f} "
               f"(a label counts x{q['worth']:.2f})")
     if not res.get("reachable", True):

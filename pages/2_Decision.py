@@ -194,13 +194,13 @@ def plan_panel() -> None:
         st.caption(f"Plan: judge {p['judged_items']:,} items ({p['judge_calls']:,} judge calls) and label "
                    f"{p['labelled_items']:,} items per candidate; still to buy: {p['judge_calls_to_buy']:,} judge calls "
                    f"and {p['labels_to_buy']:,} labels, \\${p['cost_usd']:,.2f}. Expected width "
-                   f"{100 * p['width']:.1f} pp on {safe.md(safe.one_line(p['binding']['dimension'], 60))} "
-                   f"({safe.md(safe.one_line(p['binding']['candidate'], 60))}), the widest Delta"
+                   f"{100 * p['width']:.1f} pp on {safe.md(safe.one_line(plan.quantity_label(**p['binding']), 120))}"
+                   ", the widest interval planned"
                    + (f"; chance of a decision {p['p_decision']:.0%}." if p.get("p_decision") is not None else "."))
     c = res["costs"]
     st.caption(f"A judged item \\${c['judged_item_usd']:,.4f} ({c['calls_per_judged_item']} calls), an SME label "
                f"\\${c['label_usd']:,.2f}. " + " · ".join(safe.md(safe.one_line(s, 200)) for s in c["sources"]))
-    st.caption("From the latest fit: each Delta's human-only interval gives the SME differences' variance, "
+    st.caption("From the latest fit: each Delta's (and win rate's) human-only interval gives the SME verdicts' variance, "
                "Tiebreak's the residual variance the judges leave; what is already judged and labelled is sunk. "
                + " ".join(safe.md(safe.one_line(n, 300)) for n in res.get("notes", [])))
 

@@ -448,3 +448,45 @@ def test_decision_page_plan_panel_shows_hostile_names_as_text(tmp_path, monkeypa
     shown = [df for df in (e.value for e in at.dataframe) if "Design" in df.columns]
     assert shown or any("too few" in i.value for i in at.info)
     assert hostile.audit(at) == []
+
+
+def test_pairwise_only_project_plans_its_win_rate(tmp_path):
+    """A pairwise-only project (50 real PandaLM comparisons, tests/data) plans its win rate: the
+    quantity inverts back to today's interval at today's pairs, and the plan names it."""
+    import sys
+
+    import pandas as pd
+
+    from calib.data import ingest
+    from calib.stats import engine
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import test_pairwise_only as tpo
+
+    panda = pd.read_json(tpo.PANDA, lines=True)
+    panda = panda[(panda.model_1 == "bloom-7b") & (panda.model_2 == "llama-7b")].assign(
+        item_id=lambda d: "p" + d.idx.astype(str))
+    c = store.connect(tmp_path / "p.duckdb", create=True)
+    try:
+        tpo._project(c, panda, tmp_path)
+        lab = panda.head(30)
+        pd.DataFrame({"item_id": lab.item_id, "baseline": "bloom-7b", "candidate": "llama-7b", "dimension": "overall",
+                      "preference": lab.human_majority.map(tpo.PREF), "annotator": "h"}).to_csv(tmp_path / "l.csv",
+                                                                                                   index=False)
+        ingest.import_labels(c, tmp_path / "l.csv")
+        fit = engine.fit_project(c, "fast")
+        (pref,) = fit["preference"]
+        assert pref["var_parts"]["total"] >= pref["var_parts"]["empirical"] >= pref["var_parts"]["model_error"] >= 0
+        res = plan.plan_project(c, budget=20.0, sme_cost_per_label=1.0, judge_cost_per_call=0.001)
+    finally:
+        c.close()
+    (qq,) = res["quantities"]
+    assert qq["estimand"] == "win rate" and qq["mean"] == pytest.approx(pref["mean"] - 0.5)
+    N = res["population_items"]
+    t = plan.interval_quantile(Z, qq["n2_now"], qq["keff"])
+    again = plan.width_of(plan.two_phase_variance(N, qq["n2_now"], N, qq["s2_d"], qq["s2_e"]), t)
+    assert again == pytest.approx(pref["hi"] - pref["lo"], rel=1e-6)
+    p = res["plan"]
+    assert p["binding"] == {"dimension": "overall", "candidate": "llama-7b", "estimand": "win rate"}
+    assert p["labelled_items"] == 50 and p["width"] < pref["hi"] - pref["lo"]  # every pair compared: narrower
+    assert plan.plan_rows(res)[0]["Binding quantity"] == "overall (llama-7b), win rate"

@@ -68,6 +68,15 @@ Costs
   design) and what is still to buy; a budget is what may still be spent. ``from_scratch`` plans a
   new project of the same population (next month's traffic) with nothing bought yet.
 
+Win rates
+---------
+A side-by-side win rate (pairwise judges, SME preferences) is planned as a Delta is: S_d^2 is
+the variance of a pair's SME win score (1 candidate better, 1/2 tie, 0 baseline), from the
+human-only win-rate interval (its finite-population correction undone), S_e^2 the residual
+variance the preference model leaves, from Tiebreak's win-rate interval; its decision compares
+the win rate with 1/2 - margin. A pairwise-only project plans its win rates alone; a project with
+both plans for the widest of all its quantities.
+
 Optimum
 -------
 For a budget: the design minimising the widest Delta's variance (the binding one) subject to
@@ -112,6 +121,13 @@ class Quantity:
     keff: float | None = None  # Kish effective share of the labelled items (None: a normal interval)
     f_err: float = 0.0  # share of s2_e that is the calibration's estimation error (fades as n2_now / n2)
     f_prot: float = 0.0  # share of s2_e that is the small-sample protections (fades as (n2_now + 6) / (n2 + 6))
+    estimand: str = "Delta"  # or "win rate" (a side-by-side quantity; ``mean`` is then the win rate - 1/2)
+
+    @property
+    def label(self) -> str:
+        """'correctness (cand)' for a Delta, 'overall (cand), win rate' for a win rate (data names raw:
+        callers show them as text)."""
+        return quantity_label(self.dimension, self.candidate, self.estimand)
 
     def s2_e_at(self, n2: float) -> float:
         """S_e^2 with ``n2`` items labelled: today's, its model error and protections faded (the
@@ -163,7 +179,7 @@ class Design:
     judge_cost_usd: float
     label_cost_usd: float
     width: float  # the binding (widest) Delta's expected width
-    binding: dict  # {"dimension", "candidate"}
+    binding: dict  # {"dimension", "candidate", "estimand"}
     widths: list[dict]  # per quantity: dimension, candidate, width, p_decision
     p_decision: float | None = None  # the binding Delta's chance of a decision at this width
 
@@ -254,15 +270,17 @@ def _design(quantities, N, costs: Costs, n1: int, n2: int, judged: bool, n1_done
     j_usd = j_buy * costs.item_usd
     widths = []
     for qq in quantities:
-        widths.append({"dimension": qq.dimension, "candidate": qq.candidate, "width": wid(qq),
+        widths.append({"dimension": qq.dimension, "candidate": qq.candidate, "estimand": qq.estimand, "width": wid(qq),
                        "p_decision": chance(qq, n2, var(qq)) if chance else None,
                        "s2_e_planned": qq.s2_e_at(n2) if judged else None})
-    pd_bind = next(w["p_decision"] for w in widths if w["dimension"] == q.dimension and w["candidate"] == q.candidate)
+    pd_bind = next(w["p_decision"] for w in widths if w["dimension"] == q.dimension and w["candidate"] == q.candidate
+                   and w["estimand"] == q.estimand)
     return Design(judged=judged, judged_items=n1 if judged else 0, labelled_items=n2,
                   labels=n2 * len(done), judge_calls=(n1 if judged else 0) * costs.calls_per_item,
                   judged_items_to_buy=j_buy, labels_to_buy=k_lab, judge_calls_to_buy=j_buy * costs.calls_per_item,
                   cost_usd=j_usd + lab_usd, judge_cost_usd=j_usd, label_cost_usd=lab_usd, width=w_bind,
-                  binding={"dimension": q.dimension, "candidate": q.candidate}, widths=widths, p_decision=pd_bind)
+                  binding={"dimension": q.dimension, "candidate": q.candidate, "estimand": q.estimand}, widths=widths,
+                  p_decision=pd_bind)
 
 
 def _n1_grid(lo: int, N: int) -> list[int]:
@@ -328,7 +346,7 @@ def optimise(quantities: list[Quantity], N: int, costs: Costs, *, budget: float 
     if (budget is None) == (target_width is None):
         raise TiebreakError("give a budget or a target width (one of them)")
     if not quantities:
-        raise TiebreakError("nothing to plan: the fit has no Delta with a human-only cross-check")
+        raise TiebreakError("nothing to plan: the fit has no Delta or win rate with a human-only cross-check")
     if N < 2:
         raise TiebreakError("nothing to plan: fewer than 2 items in the population")
     done = dict(done or {q.candidate: 0 for q in quantities})
@@ -339,7 +357,7 @@ def optimise(quantities: list[Quantity], N: int, costs: Costs, *, budget: float 
     n1_floor = max(n1_done, n2_floor)
     mk = lambda n1, n2, judged: _design(quantities, N, costs, n1, n2, judged, n1_done, done, z, chance)  # noqa: E731
     # the binding (widest) Delta's width: Tiebreak's interval (Student-t) with judges, human-only's (normal) without
-    wmax = lambda n1, n2: max(width_of(two_phase_variance(n1, n2, N, q.s2_d, q.s2_e),  # noqa: E731
+    wmax = lambda n1, n2: max(width_of(two_phase_variance(n1, n2, N, q.s2_d, q.s2_e_at(n2)),  # noqa: E731
                                        interval_quantile(z, n2, q.keff)) for q in quantities)
     hmax = lambda n2: max(width_of(human_only_variance(n2, N, q.s2_d), z) for q in quantities)  # noqa: E731
     candidates: list[tuple[float, Design]] = []  # (objective, design)
@@ -539,6 +557,39 @@ def quantities_from_fit(fit: dict, N: int, n1: int, keff: dict[str, float] | Non
     return out, notes
 
 
+def quantity_label(dimension: str, candidate: str, estimand: str = "Delta") -> str:
+    """How a plan names a decision quantity (data names raw: callers show them as text)."""
+    return f"{dimension} ({candidate})" + (", win rate" if estimand == "win rate" else "")
+
+
+def win_rate_quantities(fit: dict, N: int, n1: int, keff: dict[str, float] | None, z: float
+                        ) -> tuple[list[Quantity], list[str]]:
+    """Each side-by-side win rate of the fit as a planned quantity: S_d^2 is the variance of a
+    pair's SME win score (the human-only win-rate interval carries a finite-population
+    correction, undone here), S_e^2 the residual variance the preference model leaves; the
+    decision compares the win rate with 1/2, so ``mean`` is the win rate - 1/2."""
+    checks = {(c["dimension"], c["candidate"]): c for c in fit.get("cross_checks", [])
+              if c.get("method") == "human-only" and c.get("estimand") == "win rate" and c.get("lo") is not None}
+    out, notes = [], []
+    for p in fit.get("preference", []):
+        h = checks.get((p["dimension"], p["candidate"]))
+        n2 = int(p.get("n_items") or 0)
+        if h is None or n2 < MIN_LABELS or (p.get("estimator") or {}).get("estimator") != "design":
+            notes.append(f"{quantity_label(p['dimension'], p['candidate'], 'win rate')}: too few pairs compared "
+                         "by SMEs to plan from")
+            continue
+        n_h = int(h.get("n") or n2)
+        fpc = max(1.0 - n_h / max(N, 1), 1e-9)
+        ke = (keff or {}).get(p["candidate"])
+        qt = interval_quantile(z, n2, ke)
+        s2_d, s2_e = invert_fit((p["hi"] - p["lo"]) / 2, (h["hi"] - h["lo"]) / 2 / math.sqrt(fpc), n_h, n2, n1, N,
+                                z, qt)
+        f_err, f_prot = fading_shares(p.get("var_parts"))
+        out.append(Quantity(p["dimension"], p["candidate"], float(p["mean"]) - 0.5, (p["hi"] - p["lo"]) / (2 * qt),
+                            n2, s2_d, s2_e, ke, f_err, f_prot, "win rate"))
+    return out, notes
+
+
 def fading_shares(parts: dict | None) -> tuple[float, float]:
     """(model-error share, protection share) of a Delta's phase-2 variance from the fit's
     ``var_parts`` (``calib.stats.design._domain_estimate``): the protections are what the total
@@ -636,8 +687,10 @@ def plan_project(con, *, budget: float | None = None, target_width: float | None
     n1_now, census = _phase1_state(con, N)
     keff = kish_shares(con, base, [m for m in models if m != base], N)
     quantities, notes = quantities_from_fit(fit, N, n1_now, keff)
+    wq, wnotes = win_rate_quantities(fit, N, n1_now, keff, crosscheck._z(fit.get("interval", s["interval"])))
+    quantities, notes = quantities + wq, notes + wnotes
     if not quantities:
-        raise TiebreakError("the latest fit has no design-based Delta with a human-only cross-check (too few "
+        raise TiebreakError("the latest fit has no design-based Delta or win rate with a human-only cross-check (too few "
                             "items labelled for both models): label a pilot of about 40 items and fit again")
     z = crosscheck._z(fit.get("interval", s["interval"]))
     calls = judge_layout(con, models, base)
@@ -660,7 +713,8 @@ def plan_project(con, *, budget: float | None = None, target_width: float | None
     if fit.get("max_label_id") is not None and watermark > int(fit["max_label_id"]):
         notes.append("labels arrived since the latest fit: fit again for a plan from every label")
     binding = next(q for q in quantities if res["plan"] and q.dimension == res["plan"]["binding"]["dimension"]
-                   and q.candidate == res["plan"]["binding"]["candidate"]) if res.get("plan") else quantities[0]
+                   and q.candidate == res["plan"]["binding"]["candidate"]
+                   and q.estimand == res["plan"]["binding"]["estimand"]) if res.get("plan") else quantities[0]
     closed = (classical_optimum(budget, costs.item_usd, c2, binding.s2_d, binding.s2_e)
               if budget is not None and n1_done == 0 else None)
     for q in quantities:
@@ -693,13 +747,13 @@ def plan_rows(res: dict) -> list[dict]:
         if d is None:
             out.append({"Design": name, "Judged items": None, "Judge calls": None, "Labelled items": None,
                         "Labels to buy": None, "Cost to buy (USD)": None, "Expected width (pp)": None,
-                        "Chance of a decision": None, "Binding Delta": "not possible"})
+                        "Chance of a decision": None, "Binding quantity": "not possible"})
             continue
         out.append({"Design": name, "Judged items": d["judged_items"], "Judge calls": d["judge_calls"],
                     "Labelled items": d["labelled_items"], "Labels to buy": d["labels_to_buy"],
                     "Cost to buy (USD)": round(d["cost_usd"], 2), "Expected width (pp)": round(100 * d["width"], 2),
                     "Chance of a decision": None if d.get("p_decision") is None else round(d["p_decision"], 3),
-                    "Binding Delta": f"{d['binding']['dimension']} ({d['binding']['candidate']})"})
+                    "Binding quantity": quantity_label(**d["binding"])})
     return out
 
 

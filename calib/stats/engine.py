@@ -271,14 +271,19 @@ def pairwise_rate(con, pdata: model.PairData, seed: int = 0, kind: str = "fast",
     if two_phase:
         # as ``design.design_rate_draws``: the labelled residuals expanded by 1 / pi1 too
         ylab, n_unl, c, cv = twophase.expanded_domain_inputs(ylab, np.array([N]), e, np.ones_like(e), w1, c, cv)
+    var_parts: dict = {}
+    c_err = win_c[:, pdata.item_cell].var(0)[:, None, None]  # the posterior variance of each pair's prediction
     mean, cov, n = design._domain_estimate(
         ylab, np.array([(unl * p).sum()]), np.array([N]), n_unl,
-        e, v[pdata.item_cell][:, None], np.ones_like(e), c, pdata.item_win[:, None], cv, parts.pi)
+        e, v[pdata.item_cell][:, None], np.ones_like(e), c, pdata.item_win[:, None], cv, parts.pi,
+        parts=var_parts, c_err=c_err)
     if two_phase:
         cov = cov + twophase.phase1_cov(pdata.item_win[:, None], np.ones_like(e), parts.c, w1, n_judged) / N ** 2
     draws = design._t_draws(mean, cov, design.t_df(parts.v), len(win_c), np.random.default_rng([seed, 0xA1]))[:, 0]
     return draws, {"estimator": "design", "items": n, "sd": float(np.sqrt(cov[0, 0])), "design": how,
-                   "diagnostics": diagnostics}
+                   "diagnostics": diagnostics,
+                   # the phase-2 variance's pieces, for the planner (as a Delta's ``var_parts``)
+                   "var_parts": {k: float(m_[0, 0]) for k, m_ in var_parts.items()}}
 
 
 # --------------------------------------------------------------------------- fit
@@ -450,6 +455,8 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
             _hold_on_few(row, int(how.get("items", 0)) if how.get("estimator") == "design" else 0,
                          s["min_decision_items"], "pairs compared by SMEs")
             row["sd"] = float(np.std(win))
+            if how.get("var_parts"):
+                row["var_parts"] = how.pop("var_parts")
             signoff["apply"](row, 0.5 - margin)
             result["preference"].append(row)
             result["cross_checks"] += _pair_cross_checks(con, pdata, base, c, dim, mass)
