@@ -80,6 +80,30 @@ def test_two_phase_unbiased_and_covering_under_a_wrong_model(stratified):
     assert 0.8 < np.std(z) < 1.25
 
 
+def test_delta_covers_when_the_labelled_items_show_no_discordance():
+    """Two models that agree on all but 4 of 100 items; phase 1 judges 50, SMEs label 40 of them:
+    about half of the samples label no discordant item, and the phase-1 variance of Delta must
+    still allow the unjudged half to differ (the pair's discordance floor; without it such
+    samples claimed a near-zero phase-1 variance: SummEval covered 0.27 there)."""
+    rng = np.random.default_rng(5)
+    N = 100
+    seg = np.zeros(N, int)
+    x = rng.standard_normal((N, 2))
+    y_b = (rng.random(N) < 0.5).astype(float)
+    y_c = y_b.copy()
+    y_c[:3] = 1 - y_c[:3]  # three discordant items the candidate differs on
+    y_c[3] = 1 - y_c[3]
+    y = np.column_stack([y_b, y_c])
+    truth = y[:, 1].mean() - y[:, 0].mean()
+    cover = []
+    for r in range(200):
+        rates = _estimate(rng, seg, x, y, 0.5, 40, False, wrong=0.5)
+        d = rates.overall["c"] - rates.overall["b"]
+        lo, hi = np.quantile(d, [0.025, 0.975])
+        cover.append(lo <= truth <= hi)
+    assert np.mean(cover) >= 0.93  # 0.88 without the floor, 1.0 with it (a 100-item population)
+
+
 def test_phase_one_variance_counts_which_items_were_judged():
     """With perfect predictions the phase-2 residuals vanish; what remains is phase 1's error, and
     the interval must still cover it (a census would claim near-zero width)."""

@@ -97,7 +97,25 @@ def phase1_cov(y: np.ndarray, present: np.ndarray, w: np.ndarray, w1: np.ndarray
     extra = np.sqrt(np.maximum(bound - np.diag(V), 0.0))
     # raised as a component shared by the models (as the design floor): Delta pays only the
     # difference of the raises, so a floor on two similar rates does not widen their Delta
-    return V + np.outer(extra, extra)
+    V = V + np.outer(extra, extra)
+    # the same bound for each pair's difference d = y_m' - y_m: where the labelled items hold few
+    # discordant pairs (none, when two systems agree on every labelled document) the estimated
+    # phase-1 variance of Delta is ~0, as if the unjudged items could not differ; SummEval at 40 of
+    # 50 judged documents covered 0.27 in those cases (6% of intervals; 0.957 elsewhere). Floor it
+    # at the discordance's Jeffreys-type rate q_d (1 - q_d), half on each model's own variance.
+    raise_ = np.zeros(M)
+    for m in range(M):
+        for k in range(m + 1, M):
+            both = present[:, m] * present[:, k]
+            n_b = float(both.sum())
+            if n_b == 0:
+                continue
+            q_d = (float((both * np.abs(y[:, m] - y[:, k])).sum()) + 0.5) / (n_b + 1.0)
+            bound_d = float((both * a).sum()) * fpc * q_d * (1 - q_d)
+            gap = bound_d - (V[m, m] + V[k, k] - 2 * V[m, k])
+            if gap > 0:
+                raise_[m], raise_[k] = max(raise_[m], gap / 2), max(raise_[k], gap / 2)
+    return V + np.diag(raise_)
 
 
 def stratified_pi1(strata: np.ndarray, n1: dict, N: dict) -> np.ndarray:
