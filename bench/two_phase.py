@@ -31,7 +31,7 @@ import pandas as pd
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from calib.data import cells, demo  # noqa: E402
-from calib.stats import crosscheck, engine, model, twophase  # noqa: E402
+from calib.stats import crosscheck, design, engine, model, twophase  # noqa: E402
 
 
 def _population(seed: int, n_items: int):
@@ -62,6 +62,14 @@ def _phase1(rng, item_seg: np.ndarray, fraction: float) -> tuple[np.ndarray, np.
         s1.append(rng.choice(pool, n_h, replace=False))
         pi1.append(np.full(n_h, n_h / len(pool)))
     return np.concatenate(s1), np.concatenate(pi1)
+
+
+def _rate_interval(rates, m: str) -> tuple[float, float]:
+    """A pass rate's 95% interval as the fit reports it (``engine._rate_interval``: the bound closed
+    at 1 or 0 where every labelled output of the model passes or fails)."""
+    lo, hi = np.quantile(rates.overall[m], [0.025, 0.975])
+    dom = rates.info.get("domains", {}).get("overall", {})
+    return design.closed_interval(lo, hi, (dom.get("closed") or {}).get(m)) if dom.get("estimator") == "design" else (lo, hi)
 
 
 def _estimate(per_dim, om, os_, oi, judged_items, w1_item, lab_items, n_judged, seed):
@@ -127,7 +135,7 @@ def run_demo(projects: int, n_items: int, fraction: float, sizes: list[int], rep
                     tb, tc = truth_cache[dim]
                     a = acc[(arm, n)]
                     for m, t in ((demo.BASELINE, tb), (demo.CANDIDATE, tc)):
-                        lo, hi = np.quantile(rates.overall[m], [0.025, 0.975])
+                        lo, hi = _rate_interval(rates, m)
                         a["rate"].append(lo <= t <= hi)
                     lo, hi = np.quantile(delta, [0.025, 0.975])
                     a["delta"].append(lo <= tc - tb <= hi)
@@ -201,7 +209,7 @@ def run_summeval(path: str, projects: int, sizes=(20, 30, 40), judged_docs: int 
                     acc[(arm, n)]["delta"].append(lo <= true <= hi)
                     acc[(arm, n)]["w"].append(hi - lo)
                     for mi, m in enumerate([a, b]):
-                        rlo, rhi = np.quantile(rates.overall[m], [0.025, 0.975])
+                        rlo, rhi = _rate_interval(rates, m)
                         acc[(arm, n)]["rate"].append(rlo <= y[om == mi].mean() <= rhi)
         if (r + 1) % 20 == 0:
             print(f"  {r + 1}/{projects} projects", file=sys.stderr, flush=True)

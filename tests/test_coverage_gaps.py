@@ -105,3 +105,55 @@ def test_jeffreys_size_matches_the_variance():
         n = design.jeffreys_size(np.array([m]), np.array([v]))[0]
         a, b = n * m + 0.5, n * (1 - m) + 0.5
         assert abs(a * b / ((a + b) ** 2 * (a + b + 1)) / v - 1) < 1e-3
+
+
+def test_a_population_that_passes_every_item_is_covered():
+    """A finite population can pass every item (91 of SummEval's 1,600 system-dimension rates over
+    100 documents did). The open Jeffreys-type bound stops short of 1 (0.99997 after 20 of 20
+    passes) and missed every one; with the bound closed where every labelled output passes (the
+    modified Jeffreys rule, ``design.boundary_closures``) the interval holds the truth, and the
+    other side is unchanged."""
+    pop = np.ones(100)
+    rng = np.random.default_rng(12)
+    for r in range(50):
+        s = rng.choice(100, 20, replace=False)
+        p = _learned_model(pop[s])
+        lo, hi = _interval(pop[s], np.full(20, p), p, 100, r)
+        assert hi < 1.0  # the open bound alone misses the truth
+        closure = design.boundary_closures(pop[s][:, None], np.ones((20, 1)), ["m"], [0])
+        assert closure == {"m": "upper"}
+        assert design.closed_interval(lo, hi, closure["m"]) == (lo, 1.0) and lo < 0.99
+    # all fail: the lower bound closes at 0; mixed verdicts: nothing closes
+    assert design.boundary_closures(np.zeros((5, 1)), np.ones((5, 1)), ["m"], [0]) == {"m": "lower"}
+    assert design.boundary_closures(np.array([[1.0], [0.0]]), np.ones((2, 1)), ["m"], [0]) == {}
+    # an output not labelled for the model does not count (present = 0)
+    y = np.array([[1.0, 0.0], [1.0, 1.0]])
+    assert design.boundary_closures(y, np.array([[1.0, 0.0], [1.0, 1.0]]), ["a", "b"], [0, 1]) == {"a": "upper",
+                                                                                                    "b": "upper"}
+
+
+def test_the_fit_reports_the_closed_bound(tmp_path):
+    """Through the product: a demo project whose labels of one model's refusal all pass reports
+    that rate's upper bound as exactly 1."""
+    from calib.data import demo, store
+    from calib.stats import engine
+
+    con = store.connect(tmp_path / "p.duckdb", create=True)
+    try:
+        demo.load_demo(con, 300, seed=2)
+        base = store.get_settings(con)["baseline"]
+        items = [r[0] for r in con.execute("SELECT DISTINCT item_id FROM outputs ORDER BY item_id LIMIT 12").fetchall()]
+        models = [r[0] for r in con.execute("SELECT DISTINCT model FROM outputs ORDER BY model").fetchall()]
+        dims = store.get_settings(con)["dimensions"]
+        rng = np.random.default_rng(4)
+        rows = [(i, m, d, True if (m == base and d == dims[0]) else bool(rng.random() < 0.5), "sme", "import")
+                for i in items for m in models for d in dims]
+        con.executemany("INSERT INTO labels (item_id, model, dimension, verdict, annotator, source, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, current_timestamp)", rows)
+        fit = engine.fit_project(con, "fast", record=False)
+    finally:
+        con.close()
+    (r,) = [r for r in fit["rates"] if r["model"] == base and r["dimension"] == dims[0] and r["segment"] is None]
+    assert r["hi"] == 1.0 and r["lo"] < r["mean"] < 1.0
+    others = [r for r in fit["rates"] if r["dimension"] == dims[1] and r["segment"] is None]
+    assert all(r["hi"] < 1.0 for r in others)

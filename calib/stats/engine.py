@@ -308,6 +308,15 @@ def _interval_dict(draws, mass):
     return {"mean": mean, "lo": lo, "hi": hi}
 
 
+def _rate_interval(draws, mass, domain: dict | None, m: str) -> dict:
+    """A pass rate's interval, its bound closed at 1 (or 0) where the domain's labelled outputs of
+    the model all pass (or all fail): ``design.boundary_closures``."""
+    row = _interval_dict(draws, mass)
+    if domain and domain.get("estimator") == "design":
+        row["lo"], row["hi"] = design.closed_interval(row["lo"], row["hi"], (domain.get("closed") or {}).get(m))
+    return row
+
+
 class FitRunning(TiebreakError):
     """A NUTS fit of this database is already running in this process."""
 
@@ -396,9 +405,12 @@ def _fit_project(con: duckdb.DuckDBPyConnection, kind: str = "fast", margin: flo
                 rates_by_cand={c: r for c, (r, _) in per_cand.items()}, anytime=signoff["anytime"]))
         for m in models:
             mr = rates if m == base or m not in per_cand else per_cand[m][0]
-            result["rates"].append({"dimension": dim, "model": m, "segment": None, **_interval_dict(mr.overall[m], mass)})
+            doms = (mr.info or {}).get("domains", {})
+            result["rates"].append({"dimension": dim, "model": m, "segment": None,
+                                    **_rate_interval(mr.overall[m], mass, doms.get("overall"), m)})
             for seg, d in mr.by_segment[m].items():
-                result["rates"].append({"dimension": dim, "model": m, "segment": seg, **_interval_dict(d, mass)})
+                result["rates"].append({"dimension": dim, "model": m, "segment": seg,
+                                        **_rate_interval(d, mass, doms.get(f"segment:{seg}"), m)})
         deltas = {}
         for c in cands:
             rates_c, lab_c = per_cand[c]
