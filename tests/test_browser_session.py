@@ -46,6 +46,12 @@ def _signed_in_as(page, name, timeout=60_000):
     page.get_by_text(f"Signed in as {name}").first.wait_for(timeout=timeout)
 
 
+def _session_saved(page):
+    """The session cookie is written (after "Signed in as", a moment later): a page opened before it
+    would show the sign-in form."""
+    page.wait_for_function("() => document.cookie.includes('tiebreak_session=')", timeout=30_000)
+
+
 def _session_cookie(context):
     return next((c for c in context.cookies() if c["name"] == "tiebreak_session"), None)
 
@@ -58,6 +64,7 @@ def test_admin_page_in_the_browser(server):
         page.goto(url)
         _sign_in(page, "ada", "ada-password")
         _signed_in_as(page, "ada")
+        _session_saved(page)
         page.goto(url + "/Admin")
         _signed_in_as(page, "ada")
         page.get_by_text("Initial password").first.wait_for(timeout=60_000)
@@ -85,7 +92,7 @@ def test_session_survives_reload_and_new_tab_and_sign_out_ends_it(server):
         page.goto(url)
         _sign_in(page, "lea", "lea-password")
         _signed_in_as(page, "lea")
-        page.wait_for_function("() => document.cookie.includes('tiebreak_session=')", timeout=30_000)
+        _session_saved(page)
         cookie = _session_cookie(context)
         assert cookie and cookie["sameSite"] == "Strict"
 
@@ -175,6 +182,7 @@ def _admin_acts(browser, url, who, button, role=None):
     page.goto(url)
     _sign_in(page, "ada", "ada-password")
     _signed_in_as(page, "ada")
+    _session_saved(page)
     page.goto(url + "/Admin")
     page.get_by_text("Change a user").first.wait_for(timeout=60_000)
     settle(page)
