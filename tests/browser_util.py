@@ -73,11 +73,11 @@ def settle(page, *, quiet_ms: int = 250, timeout: int = 90_000, after: int | Non
 
     if after is not None:
         try:
-            page.wait_for_function(SETTLE_JS, arg=[0, after], timeout=rerun_ms, polling=50)
+            page.wait_for_function(SETTLE_JS, arg=[0, after], timeout=rerun_ms, polling=100)
         except PlaywrightTimeout:
             pass  # no rerun came: settle on the page as it is
     try:
-        page.wait_for_function(SETTLE_JS, arg=[quiet_ms, None], timeout=timeout, polling=50)
+        page.wait_for_function(SETTLE_JS, arg=[quiet_ms, None], timeout=timeout, polling=100)
     except PlaywrightTimeout:
         try:
             pending = page.evaluate("() => window.__settle.pending()")
