@@ -24,6 +24,9 @@ import pytest
 from calib.data import demo, store
 from calib.review import users
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from browser_util import rerun_mark, settle  # noqa: E402,F401 - rerun_mark: for the other browser tests
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ART = ROOT / "tests" / "_artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -49,14 +52,22 @@ def _start_app(db, port: int | None = None) -> tuple[str, subprocess.Popen]:
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env={**os.environ, "TIEBREAK_DB": str(db)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                return url, proc
-        except OSError:
-            time.sleep(0.5)
+    if healthy(url, 60):
+        return url, proc
     proc.kill()
     pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+
+
+def healthy(url: str, seconds: float) -> bool:
+    """Poll the app's health endpoint every 0.1 s for up to ``seconds``: is it up?"""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
 
 
 def _open(p):
@@ -124,11 +135,15 @@ def test_sign_in_and_rate_with_the_keyboard_only(server):
         rated, times = [], []
         for n in range(10):
             page.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)  # typing before it would be lost
+            settle(page)  # the rerun that drew the item is over: nothing redraws the form under the keys
             item = _item(page)
             page.evaluate("document.activeElement && document.activeElement.blur()")  # not in a text box
             for _ in range(2 * dims):
                 page.keyboard.press("1")
             page.keyboard.press("3")  # about the same
+            # the hint follows the form's state as the browser applies each key (not synchronously)
+            page.wait_for_function("() => document.querySelector('#tiebreak-next').innerText.startsWith('All answered')",
+                                   timeout=10_000)
             if n == 0:
                 page.screenshot(path=str(ART / "label_filled.png"), full_page=True)
             t0 = time.perf_counter()
@@ -192,7 +207,7 @@ def test_lead_sees_the_decision_page_and_shrinkage_plot(lead_server):
         page.locator("text=/Recommendation/").first.wait_for(timeout=60_000)
         charts = page.locator('[data-testid="stPlotlyChart"]')
         charts.nth(5).wait_for(timeout=60_000)  # shrinkage + forest per dimension
-        page.wait_for_timeout(1500)  # let plotly finish drawing
+        settle(page)  # plotly has drawn every chart
         assert page.locator('[data-testid="stMetric"]').count() == len(demo.DIMENSIONS) + 1  # + the win rate card
         page.screenshot(path=str(ART / "decision_page.png"), full_page=True)
         charts.first.screenshot(path=str(ART / "shrinkage_plot.png"))
@@ -250,12 +265,6 @@ def hostile_server(tmp_path):
     listener.close()
 
 
-IDLE_JS = """() => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    return app && app.getAttribute('data-test-script-state') === 'notRunning'
-        && !document.querySelector('[data-testid="stSkeleton"]');
-}"""
-
 # Elements built from the data that must not exist: images, links, scripts, frames, objects.
 LEAKS_JS = """port => {
     const bad = [];
@@ -306,12 +315,6 @@ def _sign_in(page, url, name, password):
     page.keyboard.press("Enter")
 
 
-def _settle(page, ms=1500):
-    page.wait_for_function(IDLE_JS, timeout=90_000)
-    page.wait_for_timeout(ms)
-    page.wait_for_function(IDLE_JS, timeout=90_000)
-
-
 def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
     """Every name and text field carries markdown images, HTML, <script>, links and bidi overrides
     aimed at a listener on 127.0.0.1: an admin opens every page and the report, an SME labels with
@@ -333,26 +336,28 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
         _watch(page, url, seen)
         _sign_in(page, url, "adm", "adm-password")
         page.get_by_role("link", name="Decision").wait_for(timeout=60_000)
-        _settle(page)
+        settle(page)
         labels = [t.strip() for t in page.locator('[data-testid="stSidebar"] a').all_inner_texts() if t.strip()]
         assert {"Home", "Label", "Decision", "Judges", "Annotators"} <= set(labels)
         for label in labels:
             page.locator('[data-testid="stSidebar"] a', has_text=label).first.click()
-            _settle(page, 3000 if label in ("Decision", "Judges", "Demo") else 1500)
+            settle(page)
             page.screenshot(path=str(ART / f"hostile_admin_{label.lower().replace(' ', '_')}.png"), full_page=True)
             assert page.evaluate(LEAKS_JS, port) == [], label
             assert not page.locator('[data-testid="stException"]').count(), label
         # back on the Decision page: the payloads are there, as text; build and open the report
         page.locator('[data-testid="stSidebar"] a', has_text="Decision").first.click()
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=90_000)
-        _settle(page, 3000)
+        settle(page)
         assert page.evaluate(LEAKS_JS, port) == []
         forest = page.locator('[data-testid="stPlotlyChart"]').nth(1).inner_text()  # ticks and title, as text
         assert f"segEU![x](http://127.0.0.1:{port}/pixel-segEU.png)" in forest and "<img src=/img-" in forest
         page.get_by_text("Exports").click()
+        settle(page)  # no rerun under way: the click reaches the button that stays
         page.get_by_role("button", name="Build the sign-off report").click()
         try:
             page.get_by_role("button", name="Sign-off report (HTML)").wait_for(timeout=300_000)
+            settle(page)  # the run that made the report is over: the button's file stays
         finally:
             page.screenshot(path=str(ART / "hostile_admin_exports.png"), full_page=True)
         with page.expect_download(timeout=60_000) as dl:
@@ -363,7 +368,7 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
         _watch(rpage, report_file.as_uri(), seen)
         rpage.goto(report_file.as_uri())
         rpage.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
-        rpage.wait_for_timeout(1500)
+        settle(rpage)
         rpage.screenshot(path=str(ART / "hostile_report.png"), full_page=False)
         assert rpage.evaluate(LEAKS_JS, port) == []
         assert f"![x](http://127.0.0.1:{port}/pixel-base.png)" in rpage.locator("body").inner_text()
@@ -376,7 +381,7 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
         _sign_in(page, url, names["sme"], "sme-password")
         page.locator("text=/^Item q\\d+/").first.wait_for(timeout=60_000)
         page.wait_for_function("() => document.__tiebreakKeys === true", timeout=30_000)
-        _settle(page)
+        settle(page)
         page.screenshot(path=str(ART / "hostile_label.png"), full_page=True)
         assert page.evaluate(LEAKS_JS, port) == []
         body = page.locator("body").inner_text().replace("\u2060", "")  # word joiners stop autolinks
@@ -384,6 +389,7 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
         assert any(f"{s}![x](http://127.0.0.1:{port}/pixel-{s}.png)" in body for s in ("segEU", "segNA"))
         nxt = page.locator("#tiebreak-next")
         page.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)
+        settle(page)  # no rerun under way: the keys reach the form that stays
         page.evaluate("document.activeElement && document.activeElement.blur()")
         assert nxt.inner_text().startswith("Next digit (1-2) answers: dimA") and "· left" in nxt.inner_text()
         # Alt+R shows and hides the reference
@@ -393,11 +399,13 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
                                timeout=20_000)
         assert f"ref![x](http://127.0.0.1:{port}/pixel-ref.png)" in page.locator("body").inner_text()
         page.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)
+        settle(page)  # no rerun under way: the keys reach the form that stays
         page.evaluate("document.activeElement && document.activeElement.blur()")
         page.keyboard.press("1")
         page.wait_for_function("() => document.querySelector('#tiebreak-next').innerText.includes('· right')",
                                timeout=10_000)  # the hint follows the key asynchronously
         page.screenshot(path=str(ART / "hostile_label_reference.png"), full_page=True)
+        settle(page)  # the answer's draft save is over
         page.keyboard.press("Alt+r")
         page.wait_for_function(f"() => document.querySelectorAll('[data-testid=\"stCode\"]').length === {before}",
                                timeout=20_000)
@@ -406,6 +414,7 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
             # the first item keeps its one answer across the Alt+R rerun: wait until the rerun has
             # drawn the form again with it (and the key script is back) before typing on
             page.wait_for_function(FORM_READY_JS if n else FORM_ONE_ANSWERED_JS, arg=2 * dims + 1, timeout=30_000)
+            settle(page)  # no rerun under way: the keys reach the form that stays
             item = _item(page)
             page.evaluate("document.activeElement && document.activeElement.blur()")
             for _ in range(2 * dims - (0 if n else 1)):
@@ -422,6 +431,7 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
             assert page.evaluate(LEAKS_JS, port) == []
         # Alt+U: undo (the previous item comes back), Alt+S: skip, Alt+F: flag
         page.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)
+        settle(page)  # no rerun under way: the keys reach the form that stays
         page.evaluate("document.activeElement && document.activeElement.blur()")
         page.keyboard.press("Alt+u")
         page.get_by_text("Re-rate your previous item: the new rating").wait_for(timeout=20_000)
@@ -429,10 +439,11 @@ def test_hostile_data_is_shown_as_text_and_nothing_calls_out(hostile_server):
                                timeout=20_000)
         for key, message in (("Alt+s", "Skipped"), ("Alt+f", "Flagged")):
             page.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)
+            settle(page)  # no rerun under way: the keys reach the form that stays
             page.evaluate("document.activeElement && document.activeElement.blur()")
             page.keyboard.press(key)
             page.get_by_text(message).first.wait_for(timeout=20_000)
-        _settle(page)
+        settle(page)
         page.screenshot(path=str(ART / "hostile_label_after.png"), full_page=True)
         assert page.evaluate(LEAKS_JS, port) == []
         ctx.close()

@@ -15,7 +15,7 @@ from calib.data import demo
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from test_browser import ART, _open, _settle, _sign_in, labelled_lead_app, playwright  # noqa: E402
+from test_browser import ART, _open, _sign_in, labelled_lead_app, playwright, settle  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def _whole_page(page, path) -> None:
     h = page.evaluate("() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
                       "[data-testid=\"stAppViewContainer\"]')].map(e => e.scrollHeight), 1100)")
     page.set_viewport_size({"width": 1500, "height": min(int(h) + 40, 12000)})
-    page.wait_for_timeout(1500)
+    settle(page, quiet_ms=500)  # charts and grids re-measure at the new size
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size({"width": 1500, "height": 1100})
 
@@ -50,21 +50,21 @@ def test_decision_regressions_judges_and_annotators_pages_after_100_labels(hundr
         page.get_by_role("link", name="Decision").click()
         page.locator("text=/Recommendation/").first.wait_for(timeout=60_000)
         page.locator('[data-testid="stPlotlyChart"]').nth(5).wait_for(timeout=60_000)
-        _settle(page, 2000)
+        settle(page)
         assert page.locator('[data-testid="stMetric"]').count() >= len(demo.DIMENSIONS)
         assert not page.locator('[data-testid="stException"]').count()
         _whole_page(page, ART / "decision_100.png")
         page.get_by_role("link", name="Regressions").click()
         page.locator("text=/SME-confirmed regressions and improvements/").first.wait_for(timeout=60_000)
         page.locator("text=/Likely regressions among/").first.wait_for(timeout=60_000)
-        _settle(page, 2000)
+        settle(page)
         assert not page.locator('[data-testid="stException"]').count()
         assert page.locator('[data-testid="stExpander"]').count() >= 1  # the flips with their outputs
         _whole_page(page, ART / "regressions_100.png")
         page.get_by_role("link", name="Judges", exact=True).click()
         page.locator("text=/Judge fitness per model/").first.wait_for(timeout=60_000)
         page.locator("text=/Calibration curve/").first.wait_for(timeout=60_000)
-        _settle(page, 2000)
+        settle(page)
         assert not page.locator('[data-testid="stException"]').count()
         assert page.get_by_text("judge-lenient").count() >= 1
         _whole_page(page, ART / "judges_100.png")
@@ -73,7 +73,7 @@ def test_decision_regressions_judges_and_annotators_pages_after_100_labels(hundr
         page.get_by_role("link", name="Annotators", exact=True).click()
         page.locator("text=/Drift over the session/").first.wait_for(timeout=60_000)
         page.locator("text=/A comparison is what an SME rates/").first.wait_for(timeout=60_000)
-        _settle(page, 2000)
+        settle(page)
         assert not page.locator('[data-testid="stException"]').count()
         _whole_page(page, ART / "annotators_100.png")
         browser.close()

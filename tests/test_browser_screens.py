@@ -26,7 +26,7 @@ from calib.stats import engine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from test_browser import ART, IDLE_JS, _open, _sign_in, _start_app, playwright  # noqa: E402
+from test_browser import ART, _open, _sign_in, _start_app, playwright, settle  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -106,24 +106,17 @@ def apps(tmp_path):
         proc.wait(10)
 
 
-def _settle(page, ms: int = 1500) -> None:
-    page.wait_for_function(IDLE_JS, timeout=90_000)
-    page.wait_for_timeout(ms)
-    page.wait_for_function(IDLE_JS, timeout=90_000)
-
-
 def _shoot(page, width: int, name: str) -> tuple[int, list[str]]:
     """The page's content height, what is cut off, and a full-page screenshot (Streamlit scrolls
     inside its main container: the viewport grows to the content first)."""
     height = int(page.evaluate(HEIGHT_JS))
     page.set_viewport_size({"width": width, "height": min(height + 40, 12_000)})
-    page.wait_for_timeout(1000)  # charts and grids re-measure at the new size
+    settle(page, quiet_ms=500)  # charts and grids re-measure at the new size
+    try:  # on a loaded machine Plotly's resize may still be pending: what stays cut after 8 s is cut
+        page.wait_for_function(f"() => ({CLIPPED_JS})().length === 0", timeout=8_000, polling=250)
+    except playwright.TimeoutError:
+        pass
     clipped = page.evaluate(CLIPPED_JS)
-    for _ in range(8):  # on a loaded machine Plotly's resize may still be pending: what stays cut is cut
-        if not clipped:
-            break
-        page.wait_for_timeout(1000)
-        clipped = page.evaluate(CLIPPED_JS)
     page.screenshot(path=str(ART / f"screens_{name}_{width}.png"), full_page=True)
     page.set_viewport_size({"width": width, "height": 1000})
     return height, clipped
@@ -155,7 +148,7 @@ def test_every_page_is_readable_at_1280_and_1440_px(apps):
         # a project with no label: the Decision page is short and says what to do next
         page.goto(empty + "/Decision")
         page.locator("text=/No SME labels yet/").first.wait_for(timeout=60_000)
-        _settle(page, 800)
+        settle(page)
         for width in WIDTHS:
             height, clipped = _shoot(page, width, "decision_no_labels")
             assert height < EMPTY_MAX_HEIGHT, f"{height} px at {width} px wide"
@@ -172,7 +165,7 @@ def test_every_page_is_readable_at_1280_and_1440_px(apps):
             page.locator(f"text=/{ready}/").first.wait_for(timeout=60_000)
             if charts:
                 page.locator('[data-testid="stPlotlyChart"]').nth(charts - 1).wait_for(timeout=60_000)
-            _settle(page, 800)
+            settle(page)
             assert not page.locator('[data-testid="stException"]').count(), link
             if link == "Demo":  # each candidate's cards under its name, a card per dimension
                 main = page.locator('[data-testid="stMain"]').inner_text()

@@ -11,7 +11,7 @@ import pytest
 from calib.data import demo, store
 from calib.review import users
 
-from test_browser import ART, _open, _start_app, playwright  # noqa: E402 - skips when chromium is missing
+from test_browser import ART, _open, _start_app, playwright, rerun_mark, settle  # noqa: E402 - skips when chromium is missing
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +46,12 @@ def _signed_in_as(page, name, timeout=60_000):
     page.get_by_text(f"Signed in as {name}").first.wait_for(timeout=timeout)
 
 
+def _session_saved(page):
+    """The session cookie is written (after "Signed in as", a moment later): a page opened before it
+    would show the sign-in form."""
+    page.wait_for_function("() => document.cookie.includes('tiebreak_session=')", timeout=30_000)
+
+
 def _session_cookie(context):
     return next((c for c in context.cookies() if c["name"] == "tiebreak_session"), None)
 
@@ -58,19 +64,20 @@ def test_admin_page_in_the_browser(server):
         page.goto(url)
         _sign_in(page, "ada", "ada-password")
         _signed_in_as(page, "ada")
+        _session_saved(page)
         page.goto(url + "/Admin")
         _signed_in_as(page, "ada")
         page.get_by_text("Initial password").first.wait_for(timeout=60_000)
         page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
-        page.wait_for_timeout(1500)
+        settle(page)
         page.screenshot(path=str(ART / "admin_users.png"), full_page=True)
         page.get_by_role("tab", name="⚙️ Settings").click()
         page.get_by_text("Non-inferiority margin").first.wait_for(timeout=30_000)
-        page.wait_for_timeout(1000)
+        settle(page)
         page.screenshot(path=str(ART / "admin_settings.png"), full_page=True)
         page.get_by_role("tab", name="📥 Imports").click()
         page.get_by_text("What the file holds").first.wait_for(timeout=30_000)
-        page.wait_for_timeout(1000)
+        settle(page)
         page.screenshot(path=str(ART / "admin_imports.png"), full_page=True)
         browser.close()
 
@@ -85,7 +92,7 @@ def test_session_survives_reload_and_new_tab_and_sign_out_ends_it(server):
         page.goto(url)
         _sign_in(page, "lea", "lea-password")
         _signed_in_as(page, "lea")
-        page.wait_for_function("() => document.cookie.includes('tiebreak_session=')", timeout=30_000)
+        _session_saved(page)
         cookie = _session_cookie(context)
         assert cookie and cookie["sameSite"] == "Strict"
 
@@ -175,17 +182,23 @@ def _admin_acts(browser, url, who, button, role=None):
     page.goto(url)
     _sign_in(page, "ada", "ada-password")
     _signed_in_as(page, "ada")
+    _session_saved(page)
     page.goto(url + "/Admin")
     page.get_by_text("Change a user").first.wait_for(timeout=60_000)
+    settle(page)
+    # each choice and the click rerun the page: wait for that rerun to end before the next step
     page.locator('[data-testid="stSelectbox"]', has_text="User").last.click()
+    mark = rerun_mark(page)
     page.get_by_role("option", name=who, exact=True).click()
-    page.wait_for_timeout(1500)
+    settle(page, after=mark)
     if role:
         page.locator('[data-testid="stSelectbox"]', has_text="Role").last.click()
+        mark = rerun_mark(page)
         page.get_by_role("option", name=role, exact=True).click()
-        page.wait_for_timeout(1500)
+        settle(page, after=mark)
+    mark = rerun_mark(page)
     page.get_by_role("button", name=button).click()
-    page.wait_for_timeout(2000)
+    settle(page, after=mark)
     ctx.close()
 
 
@@ -208,6 +221,7 @@ def test_revocation_reaches_an_open_label_page_and_a_demoted_leads_decision_page
 
         def rate():
             sme.wait_for_function(FORM_READY_JS, arg=2 * dims + 1, timeout=30_000)
+            settle(sme)  # no rerun under way: the keys reach the form that stays
             sme.evaluate("document.activeElement && document.activeElement.blur()")
             for _ in range(2 * dims):
                 sme.keyboard.press("1")

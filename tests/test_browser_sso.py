@@ -18,14 +18,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 
 from calib.data import demo, store
 from calib.review import sso, users
 
-from test_browser import ART, ROOT, _free_port, _open, playwright  # noqa: E402 - skips when chromium is missing
+from test_browser import ART, ROOT, _free_port, _open, healthy, playwright, settle  # noqa: E402 - skips when chromium is missing
 
 oidc_mock = pytest.importorskip("oidc_provider_mock")
 pytestmark = pytest.mark.slow
@@ -83,13 +82,7 @@ password_sign_in = false
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--secrets.files", str(secrets)],
         cwd=ROOT, env={**os.environ, "TIEBREAK_DB": str(db)}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    if not healthy(url, 60):
         proc.kill()
         pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text()[-2000:])
     yield url, db
@@ -138,7 +131,7 @@ def test_sign_in_through_the_provider_by_role_then_sign_out(app, idp):
         sidebar = page.locator('[data-testid="stSidebar"]')
         for link in ("Decision", "Admin"):
             sidebar.get_by_role("link", name=link).wait_for(timeout=30_000)
-        page.wait_for_timeout(1000)
+        settle(page)
         page.screenshot(path=str(ART / "sso_lead_home.png"))
         _sign_out(page, idp)
         page.reload()
@@ -152,7 +145,7 @@ def test_sign_in_through_the_provider_by_role_then_sign_out(app, idp):
         assert "/Label" in page.url
         assert sidebar.get_by_role("link", name="Decision").count() == 0
         page.locator('[data-testid="stForm"] [role="radiogroup"]').first.wait_for(timeout=60_000)
-        page.wait_for_timeout(1000)
+        settle(page)
         page.screenshot(path=str(ART / "sso_sme_label.png"))
         _sign_out(page, idp)
 
