@@ -95,13 +95,13 @@ import numpy as np
 
 from calib.errors import TiebreakError
 from calib.judges.prices import BATCH_DISCOUNT, price_per_token  # noqa: F401 (part of this module's interface)
+from calib.stats.design import PRIOR_N  # the pseudo-items of the design variance's protection
 
 CHARS_PER_TOKEN = 4.0  # the usual English rule of thumb for BPE tokenisers
 RUBRIC_TOKENS = 250  # a default rubric with its JSON instruction (calib.judges.config.DEFAULT_RUBRICS)
 DEFAULT_OUTPUT_TOKENS = 60  # a verdict, a score and a one-sentence rationale in JSON
 DEFAULT_RATING_SECONDS = 60.0  # assumed when no label has a recorded rating time
 GRID_POINTS = 400
-PRIOR_N = 6.0  # calib.stats.design.PRIOR_N: the pseudo-items of the design variance's protection
 
 
 # --------------------------------------------------------------------------- pure model
@@ -122,12 +122,6 @@ class Quantity:
     f_err: float = 0.0  # share of s2_e that is the calibration's estimation error (fades as n2_now / n2)
     f_prot: float = 0.0  # share of s2_e that is the small-sample protections (fades as (n2_now + 6) / (n2 + 6))
     estimand: str = "Delta"  # or "win rate" (a side-by-side quantity; ``mean`` is then the win rate - 1/2)
-
-    @property
-    def label(self) -> str:
-        """'correctness (cand)' for a Delta, 'overall (cand), win rate' for a win rate (data names raw:
-        callers show them as text)."""
-        return quantity_label(self.dimension, self.candidate, self.estimand)
 
     def s2_e_at(self, n2: float) -> float:
         """S_e^2 with ``n2`` items labelled: today's, its model error and protections faded (the
@@ -687,12 +681,12 @@ def plan_project(con, *, budget: float | None = None, target_width: float | None
     n1_now, census = _phase1_state(con, N)
     keff = kish_shares(con, base, [m for m in models if m != base], N)
     quantities, notes = quantities_from_fit(fit, N, n1_now, keff)
-    wq, wnotes = win_rate_quantities(fit, N, n1_now, keff, crosscheck._z(fit.get("interval", s["interval"])))
+    z = crosscheck._z(fit.get("interval", s["interval"]))
+    wq, wnotes = win_rate_quantities(fit, N, n1_now, keff, z)
     quantities, notes = quantities + wq, notes + wnotes
     if not quantities:
         raise TiebreakError("the latest fit has no design-based Delta or win rate with a human-only cross-check (too few "
                             "items labelled for both models): label a pilot of about 40 items and fit again")
-    z = crosscheck._z(fit.get("interval", s["interval"]))
     calls = judge_layout(con, models, base)
     models_of = None
     if judges_file:
