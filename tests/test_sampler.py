@@ -74,6 +74,29 @@ def test_evidence_mix_is_near_uniform_when_priorities_say_nothing_and_large_when
     assert np.mean(high) > 0.5
 
 
+def test_evidence_mix_needs_a_gain_larger_than_its_noise_before_leaving_uniform():
+    """Known truth: useless priorities (the residuals' spread unrelated to them). With 20-40 labels
+    the plain minimiser of the estimated variance (z = 0) moves off uniform in most replicates for
+    nothing; the pessimistic rule (z = 1, the default) stays at (nearly) uniform, and with
+    informative priorities it still gives them a large weight by 100 labels."""
+    rng = np.random.default_rng(5)
+    plain, pessimistic, informed = [], [], []
+    for _ in range(150):
+        L = int(rng.choice([20, 40]))
+        r, e = _population(rng, 2000, False)
+        lab = rng.choice(2000, L, replace=False)
+        args = (r[lab], e[lab] ** 2, np.full(L, 2000 / L), 0.8)
+        plain.append(sampling.evidence_mix(*args, z=0.0)[0])
+        pessimistic.append(sampling.evidence_mix(*args)[0])
+        r, e = _population(rng, 2000, True)
+        lab = rng.choice(2000, 100, replace=False)
+        informed.append(sampling.evidence_mix(r[lab], e[lab] ** 2, np.full(100, 20.0), 0.8)[0])
+    assert np.mean(np.array(plain) > 0) > 0.2  # 0.35 measured
+    assert np.mean(np.array(pessimistic) > 0) < 0.5 * np.mean(np.array(plain) > 0)  # 0.07 measured
+    assert np.mean(pessimistic) < 0.05
+    assert np.mean(informed) > 0.5
+
+
 def test_mixture_variance_is_never_much_above_uniform_and_gains_with_informative_priorities():
     """The chosen mixture's variance of the residual total against uniform sampling at the same
     expected n: at most 10% above with useless priorities, well below with informative ones."""
