@@ -3,6 +3,10 @@ off, no chart title or legend runs past its chart, no table needs a sideways scr
 names each candidate's cards, and a project with no label yet gets a short Decision page that says
 what to do next.
 
+It also checks what the lead reads on each page is drawn (the flips on Regressions, judge fitness
+per model and every candidate named on Judges, the comparisons on Annotators): one app fewer than a
+separate lead-pages test (the suite's time on 2 cores).
+
 Two apps start side by side (the CLI cannot write to a database an app holds, so the 0-label
 project is its own database): a demo project with two candidates where a simulated SME labelled
 40 items, and the same demo with no label. Full-page screenshots of Home, Decision (with labels and
@@ -174,6 +178,17 @@ def test_every_page_is_readable_at_1280_and_1440_px(apps):
                 assert page.locator('[data-testid="stMetric"]').count() == 2 * len(demo.DIMENSIONS)
             if link == "Decision":
                 assert page.locator('[data-testid="stMetric"]').count() >= 2 * len(demo.DIMENSIONS)
+            # what the lead reads on each page is drawn (this test took over test_browser_lead_pages')
+            if link == "Regressions":
+                page.locator("text=/SME-confirmed regressions and improvements/").first.wait_for(timeout=60_000)
+                assert page.locator('[data-testid="stExpander"]').count() >= 1  # the flips with their outputs
+            if link == "Judges":
+                page.locator("text=/Judge fitness per model/").first.wait_for(timeout=60_000)
+                assert page.get_by_text("judge-lenient").count() >= 1
+                main = page.locator('[data-testid="stMain"]').inner_text()
+                assert all(c in main for c in demo.ALL_CANDIDATES[:2]) and "(baseline)" in main
+            if link == "Annotators":
+                page.locator("text=/A comparison is what an SME rates/").first.wait_for(timeout=60_000)
             problems += _check_both_widths(page, link.lower().replace(" ", "_"))
         browser.close()
     assert not problems, "\n".join(problems)

@@ -24,7 +24,7 @@ from calib.insight import fitness
 from calib.review import simulate
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-N_SIMULATED = 400  # labels from the simulated SME: enough for the lenient judge to stand out (see test doc)
+N_SIMULATED = 250  # labels from the simulated SME: the lenient judge stands out on style (difference's upper bound -0.21 at 250, -0.25 at 400)
 METRICS = ["sensitivity", "specificity", "youden_j", "kappa"]
 
 

@@ -127,7 +127,7 @@ def test_nuts_kernel_is_the_pymc_density_and_its_gradient():
     sh = model._nuts_shared(data, loc, chol, lam)
     m = model.build_pymc_model(data)
     pm.set_data({"w_loc": loc, "w_chol": chol, "lam": lam}, model=m)
-    logp_pymc = m.compile_logp(mode="NUMBA")
+    logp_pymc = m.compile_logp(mode="FAST_COMPILE")
     rng = np.random.default_rng(1)
     for _ in range(3):
         w = rng.normal(size=data.n_params + 2)
@@ -158,7 +158,7 @@ def test_pair_kernel_is_the_pymc_density_and_its_gradient():
     loc = np.array([0.8, 0.3, -0.5, 0.2])
     chol = np.linalg.cholesky(np.array([[0.5, 0.1, 0, 0], [0.1, 0.4, 0, 0], [0, 0, 0.3, 0.05], [0, 0, 0.05, 0.2]]))
     sh = pair_kernel.shared_data(loc, chol, pdata.cell_x, pdata.obs_cell, pdata.obs_y)
-    logp_pymc = model.build_pairwise_pymc_model(pdata).compile_logp()
+    logp_pymc = model.build_pairwise_pymc_model(pdata).compile_logp(mode="FAST_COMPILE")
     rng = np.random.default_rng(3)
     points = [rng.normal(size=4) for _ in range(3)]
     ours, theirs = [], []

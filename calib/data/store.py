@@ -815,11 +815,11 @@ def models(con: duckdb.DuckDBPyConnection) -> list[str]:
     return ordered + [m for m in present if m not in ordered]
 
 
-def first_candidate(con: duckdb.DuckDBPyConnection) -> str | None:
+def first_candidate(con: duckdb.DuckDBPyConnection, settings: dict[str, Any] | None = None) -> str | None:
     """The project's first candidate: what a queue or lease row with no candidate (from before units
     of work were (item, candidate)) stands for. From the settings (cheap: serving calls it on every
-    lease), else the first non-baseline model with outputs."""
-    s = get_settings(con)
+    lease; a caller holding them passes ``settings``), else the first non-baseline model with outputs."""
+    s = get_settings(con) if settings is None else settings
     if s["candidates"]:
         return s["candidates"][0]
     return next((m for m in models(con) if m != s["baseline"]), None)

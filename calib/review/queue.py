@@ -527,15 +527,16 @@ SERVABLE_HEAD = _SERVABLE_TEMPLATE.format(head=f"LIMIT {HEAD}")
 SERVABLE = _SERVABLE_TEMPLATE.format(head="")
 
 
-def _params(con, annotator: str, now: datetime) -> list:
-    first = store.first_candidate(con)
+def _params(con, annotator: str, now: datetime, first: str | None = None) -> list:
+    first = store.first_candidate(con) if first is None else first
     return [first, first, now, annotator, now]
 
 
-def _first_servable(con, annotator: str, now: datetime):
-    row = con.execute(SERVABLE_HEAD + " LIMIT 1", _params(con, annotator, now)).fetchone()
+def _first_servable(con, annotator: str, now: datetime, first: str | None = None):
+    params = _params(con, annotator, now, first)
+    row = con.execute(SERVABLE_HEAD + " LIMIT 1", params).fetchone()
     if row is None:
-        row = con.execute(SERVABLE + " LIMIT 1", _params(con, annotator, now)).fetchone()
+        row = con.execute(SERVABLE + " LIMIT 1", params).fetchone()
     return row
 
 
@@ -589,13 +590,15 @@ def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | No
     with _LEASE_LOCK:
         _check_labeller(con, session, annotator)
         now = given or _now()  # stamped after the lock: lease times follow the order of the leases
+        s = store.get_settings(con)  # once per lease: serving is on every SME's hot path
+        first = store.first_candidate(con, s)
         mine = con.execute(
             """SELECT lease_id, item_id, leased_at, expires_at, coalesce(candidate, ?) FROM leases
                WHERE annotator = ? AND ended_at IS NULL AND expires_at > ? ORDER BY lease_id LIMIT 1""",
-            [store.first_candidate(con), annotator, now]).fetchone() if reuse_active else None
+            [first, annotator, now]).fetchone() if reuse_active else None
         if mine:
             return Lease(mine[0], mine[1], annotator, mine[2], mine[3], mine[4])
-        minutes = store.get_settings(con)["lease_minutes"] if lease_minutes is None else lease_minutes
+        minutes = s["lease_minutes"] if lease_minutes is None else lease_minutes
         with store.transaction(con):
             _check_labeller(con, session, annotator)  # again, in the transaction that writes the lease
             # record expiries now and then (serving already ignores expired leases)
@@ -603,7 +606,7 @@ def next_item(con: duckdb.DuckDBPyConnection, annotator: str, now: datetime | No
                 con.execute("UPDATE leases SET ended_at = expires_at, outcome = 'expired' "
                             "WHERE ended_at IS NULL AND expires_at <= ?", [now])
                 _last_sweep[0] = time.monotonic()
-            row = _first_servable(con, annotator, now)
+            row = _first_servable(con, annotator, now, first)
             if row is None:
                 return None
             expires = now + timedelta(minutes=minutes)
@@ -695,7 +698,7 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
     label per SME counts). Returns the number of label rows written. A page passes its ``session``:
     an ended one (or a role that may not label) writes nothing (``users.SessionEnded``)."""
     s = store.get_settings(con)
-    first = store.first_candidate(con)
+    first = store.first_candidate(con, s)
     with _LEASE_LOCK, store.transaction(con):
         _check_labeller(con, session, annotator)
         now = now or _now()
@@ -710,13 +713,14 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
             raise TiebreakError(f"lease {lease_id} was already submitted")
         models = {m for (m,) in con.execute("SELECT model FROM outputs WHERE item_id = ?", [item_id]).fetchall()}
         shown = {s["baseline"], cand}
+        latest = _latest_baseline_verdicts(con, item_id, s["baseline"], annotator, first)
         rows = []
         for (m, dim), (verdict, kind) in verdicts.items():
             if m not in models or dim not in s["dimensions"]:
                 raise TiebreakError(f"unknown model/dimension {m}/{dim} for item {item_id}")
             if m not in shown:
                 raise TiebreakError(f"model {m} was not shown in lease {lease_id}")
-            if m == s["baseline"] and _same_as_other_unit(con, item_id, m, dim, annotator, bool(verdict), kind, cand, first):
+            if m == s["baseline"] and _same_as_other_unit(latest.get(dim), bool(verdict), kind, cand):
                 continue
             side = None if left_model is None else ("left" if m == left_model else "right")
             rows.append([item_id, m, dim, bool(verdict), kind, annotator, now, note, source, duration_ms, lease_id, side])
@@ -743,11 +747,21 @@ def submit(con: duckdb.DuckDBPyConnection, lease_id: int, annotator: str,
     return len(rows)
 
 
-def _same_as_other_unit(con, item_id: str, model_name: str, dim: str, annotator: str, verdict: bool,
-                        kind: str | None, cand: str, first: str | None) -> bool:
-    """Whether this SME's latest verdict on the output is this one, given in a unit of another candidate."""
-    row = con.execute(
-        """SELECT l.verdict, l.kind, coalesce(e.candidate, ?) FROM labels l LEFT JOIN leases e USING (lease_id)
-           WHERE l.item_id = ? AND l.model = ? AND l.dimension = ? AND l.annotator = ?
-           ORDER BY l.created_at DESC, l.label_id DESC LIMIT 1""", [first, item_id, model_name, dim, annotator]).fetchone()
-    return row is not None and row[2] != cand and bool(row[0]) == verdict and row[1] == kind
+def _latest_baseline_verdicts(con, item_id: str, baseline: str, annotator: str,
+                              first: str | None) -> dict[str, tuple]:
+    """This SME's latest (verdict, kind, unit's candidate) on the item's baseline output, per
+    dimension: one query for the whole submit."""
+    rows = con.execute(
+        """SELECT dimension, verdict, kind, cand FROM (
+               SELECT l.dimension, l.verdict, l.kind, coalesce(e.candidate, ?) AS cand,
+                      row_number() OVER (PARTITION BY l.dimension ORDER BY l.created_at DESC, l.label_id DESC) AS rn
+               FROM labels l LEFT JOIN leases e USING (lease_id)
+               WHERE l.item_id = ? AND l.model = ? AND l.annotator = ?) WHERE rn = 1""",
+        [first, item_id, baseline, annotator]).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def _same_as_other_unit(latest: tuple | None, verdict: bool, kind: str | None, cand: str) -> bool:
+    """Whether this SME's latest verdict on the output (``latest``: verdict, kind, unit's candidate)
+    is this one, given in a unit of another candidate."""
+    return latest is not None and latest[2] != cand and bool(latest[0]) == verdict and latest[1] == kind
