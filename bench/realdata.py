@@ -207,7 +207,7 @@ def panda_replicate(args) -> list[dict]:
                         r = calibrated_mean_ci(np.array([judge[i] for i in ids]), oracle, alpha=0.05, seed=0)
                 rows.append({"method": "cje", "lo": float(r.ci[0]), "hi": float(r.ci[1])})
             for r in rows:
-                out.append({"data": "pandalm", "design": design, "n": n, "pair": f"{base}/{cand}", "dim": "win rate", **r,
+                out.append({"data": "pandalm", "design": design, "n": n, "pair": f"{base}/{cand}", "rep": rep, "dim": "win rate", **r,
                             "width": r["hi"] - r["lo"], "covered": r["lo"] <= truth <= r["hi"],
                             "scaled_err": abs(truth - (r["lo"] + r["hi"]) / 2) / max((r["hi"] - r["lo"]) / 2, 1e-9)})
         con.close()
@@ -339,14 +339,14 @@ def replicate(args) -> list[dict]:
             for r in fit["rates"]:  # each model's pass rate: the other estimand the lead reads
                 if r["segment"] is None:
                     t = truth["rate"][(r["model"], r["dimension"])]
-                    out.append({"data": "summeval", "design": design, "n": n, "pair": f"{base}/{cand}",
+                    out.append({"data": "summeval", "design": design, "n": n, "pair": f"{base}/{cand}", "rep": rep,
                                 "method": "tiebreak (rate)", "dim": r["dimension"], "model": r["model"],
                                 "truth": t, "lo": r["lo"], "hi": r["hi"],
                                 "width": r["hi"] - r["lo"], "covered": r["lo"] <= t <= r["hi"],
                                 "scaled_err": abs(t - (r["lo"] + r["hi"]) / 2) / max((r["hi"] - r["lo"]) / 2, 1e-9)})
             for r in _peer_intervals(con, fit, truth, design, df_scores, base, cand):
                 t = truth["delta"][r["dim"]]
-                out.append({"data": "summeval", "design": design, "n": n, "pair": f"{base}/{cand}", **r,
+                out.append({"data": "summeval", "design": design, "n": n, "pair": f"{base}/{cand}", "rep": rep, **r,
                             "width": r["hi"] - r["lo"], "covered": r["lo"] <= t <= r["hi"],
                             "scaled_err": abs(t - (r["lo"] + r["hi"]) / 2) / max((r["hi"] - r["lo"]) / 2, 1e-9)})
         con.close()
@@ -387,27 +387,79 @@ def _eq_cov_width(g: pd.DataFrame) -> float:
     return float(np.quantile(g.scaled_err, 0.95) * g.width.mean())
 
 
+def _clusters(df: pd.DataFrame) -> pd.Series:
+    """Each row's replicate (data, design, pair, replicate): the unit a bootstrap resamples, since a
+    replicate's intervals (dimensions, sizes) share its labels. Rows written before the ``rep`` field
+    get it from their order (a replicate's rows run through the sizes; a new one starts when n drops)."""
+    if "rep" in df and df["rep"].notna().all():
+        return df.data + "/" + df.design + "/" + df.pair + "/" + df["rep"].astype(int).astype(str) + "/" + df.get("file", "")
+    start = (df.n.diff().fillna(-1) < 0) | (df.design != df.design.shift()) | (df.pair != df.pair.shift())
+    return df.get("file", "") + "/" + start.cumsum().astype(str)
+
+
 def sampler_table(rows: list[dict] | pd.DataFrame, boots: int = 400) -> pd.DataFrame:
     """The queue against random labels (Tiebreak's interval), per data set and n: the mean-width
     ratio (both designs cover 0.93-0.99, so widths compare directly), the equal-coverage ratio with
-    a bootstrap 90% interval (the 95th percentile of the scaled errors is noisy: +-0.07 at 720
-    intervals), and the largest per-cell (pair x dimension) mean-width ratio."""
-    df = pd.DataFrame(rows)
-    df = df[df.method == "tiebreak"]
+    a bootstrap 90% interval over replicates (the 95th percentile of the scaled errors is noisy:
+    +-0.08 at 300 replicates; a replicate's intervals share its labels, so it is the unit resampled),
+    the RMSE ratio (the width at equal coverage for normal errors, less noisy), and the largest
+    per-cell (pair x dimension) mean-width ratio."""
+    df = pd.DataFrame(rows).reset_index(drop=True)
+    df["cluster"] = _clusters(df)
+    df = df[df.method == "tiebreak"].copy()
+    df["err2"] = (df.scaled_err * df.width / 2) ** 2
     rng = np.random.default_rng(0)
     out = []
     for (data, n), g in df.groupby(["data", "n"]):
         q, r = g[g.design == "queue"], g[g.design == "random"]
         if not len(q) or not len(r):
             continue
-        bs = [_eq_cov_width(q.iloc[rng.integers(0, len(q), len(q))]) / _eq_cov_width(r.iloc[rng.integers(0, len(r), len(r))])
-              for _ in range(boots)]
+        # per replicate: its rows' (scaled error, width, squared error), resampled as a whole
+        qg = [x[["scaled_err", "width", "err2"]].to_numpy() for _, x in q.groupby("cluster")]
+        rg = [x[["scaled_err", "width", "err2"]].to_numpy() for _, x in r.groupby("cluster")]
+
+        def draw(groups):
+            a = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+            return np.quantile(a[:, 0], 0.95) * a[:, 1].mean(), a[:, 2].mean()
+
+        bs, bs_rmse = [], []
+        for _ in range(boots):
+            (qe, qm), (re_, rm) = draw(qg), draw(rg)
+            bs.append(qe / re_)
+            bs_rmse.append(np.sqrt(qm / rm))
         cell = (q.groupby(["pair", "dim"]).width.mean() / r.groupby(["pair", "dim"]).width.mean()).dropna()
         out.append({"data": data, "n": n, "queue cov": q.covered.mean(), "random cov": r.covered.mean(),
                     "width ratio": q.width.mean() / r.width.mean(), "largest cell width ratio": cell.max(),
                     "eq-cov ratio": _eq_cov_width(q) / _eq_cov_width(r),
-                    "eq-cov 90% lo": np.quantile(bs, 0.05), "eq-cov 90% hi": np.quantile(bs, 0.95)})
+                    "eq-cov 90% lo": np.quantile(bs, 0.05), "eq-cov 90% hi": np.quantile(bs, 0.95),
+                    "rmse ratio": np.sqrt(q.err2.mean() / r.err2.mean()),
+                    "rmse 90% lo": np.quantile(bs_rmse, 0.05), "rmse 90% hi": np.quantile(bs_rmse, 0.95)})
     return pd.DataFrame(out)
+
+
+def srs_table(rows: list[dict] | pd.DataFrame, data_path: str | Path = DEFAULT) -> pd.DataFrame:
+    """The labels' worth without any model: the human-only estimate's RMSE of Delta over the RMSE a
+    simple random sample of the same n has in theory, sqrt(S^2 (1 - n/N) / n) from the full data
+    (SummEval). A noise-free yardstick for each design: random labels should sit at 1, and a queue
+    that costs nothing at 1 too; comparing the two designs' ratios splits the queue / random ratio
+    into each arm's luck."""
+    df = pd.DataFrame(rows)
+    df = df[(df.data == "summeval") & (df.method == "human-only")].copy()
+    if not len(df):
+        return pd.DataFrame()
+    src = pd.read_json(data_path, lines=True)
+    theory = {}
+    for b, c in PAIRS:
+        t = _truth(src, b, c)
+        docs = sorted({k[0] for k in t["verdict"]})
+        for dim in DIMS:
+            y = np.array([t["verdict"][(d, c, dim)] - t["verdict"][(d, b, dim)] for d in docs], float)
+            for n in SIZES:
+                theory[(f"{b}/{c}", dim, n)] = y.var(ddof=1) * (1 - n / len(docs)) / n
+    df["err2"] = (df.scaled_err * df.width / 2) ** 2
+    df["srs"] = [theory[k] for k in zip(df.pair, df.dim, df.n)]
+    return (df.groupby(["design", "n"]).apply(lambda g: np.sqrt(g.err2.mean() / g.srs.mean()), include_groups=False)
+            .unstack("design").rename(columns=lambda d: f"{d}: human-only RMSE / SRS theory"))
 
 
 def _print_tables(rows: list[dict]) -> None:
@@ -416,6 +468,10 @@ def _print_tables(rows: list[dict]) -> None:
     print(summarise(rows).round(3).to_string(index=False))
     print("\nqueue / random (Tiebreak's interval):")
     print(sampler_table(rows).round(3).to_string(index=False))
+    srs = srs_table(rows)
+    if len(srs):
+        print("\neach design's labels against a simple random sample in theory (SummEval Delta, human-only):")
+        print(srs.round(3).to_string())
 
 
 def main() -> None:
@@ -431,7 +487,7 @@ def main() -> None:
     ap.add_argument("--first-rep", type=int, default=0, help="first replicate's index (independent runs: 0, then --reps)")
     args = ap.parse_args()
     if args.summarise:
-        _print_tables([json.loads(line) for f in args.summarise for line in Path(f).read_text().splitlines() if line])
+        _print_tables([{**json.loads(line), "file": f} for f in args.summarise for line in Path(f).read_text().splitlines() if line])
         return
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
