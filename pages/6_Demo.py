@@ -46,7 +46,6 @@ if c3.button("Stop", key="demo_stop", disabled=not ss["demo_running"]):
     ss["demo_running"] = False
 
 
-@st.fragment(run_every=1.0)
 def demo_live() -> None:
     """Each second: the simulated SME labels what its pace allows, then the decision refits."""
     cur = ui.cursor()
@@ -87,7 +86,10 @@ def demo_live() -> None:
                                  key=f"demo_shrink_{cands.index(c) if c is not None else 0}_{k + j}")
 
 
-demo_live()
+# Each second while the simulated SME labels; paused, every 5 s (labels from real SMEs still show):
+# an idle Demo page redrew its six charts every second, a core's worth of work on a loaded server.
+# Start and Stop rerun the whole page, so the pace follows them.
+st.fragment(run_every=1.0 if ss["demo_running"] else 5.0)(demo_live)()
 
 
 @st.cache_data(ttl=600, show_spinner="Replaying the label history (a fast fit per step) ...")
