@@ -102,13 +102,15 @@ def _truth(df: pd.DataFrame, base: str, cand: str) -> dict:
     return {"verdict": verdict, "delta": delta, "rate": rate}
 
 
-def build_base(df: pd.DataFrame, base: str, cand: str, folder: Path) -> Path:
+def build_base(df: pd.DataFrame, base: str, cand: str, folder: Path, random_share: float | None = None) -> Path:
     db = folder / f"{base}_{cand}.duckdb"
     path = folder / f"{base}_{cand}.parquet"
     _outputs(df, base, cand).to_parquet(path, index=False)
     con = store.connect(db)
     ingest.import_file(con, path, baseline=base)
     cells.ensure_cells(con)
+    if random_share is not None:  # 1.0: the queue's batches uniform (the sampler's mixture off)
+        store.set_settings(con, random_share=random_share)
     con.close()
     return db
 
@@ -484,6 +486,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["summeval", "pandalm"], help="run one data set only")
     ap.add_argument("--out", help="write every interval as JSON lines here")
     ap.add_argument("--summarise", nargs="+", help="print the tables from --out files of earlier runs (no run)")
+    ap.add_argument("--random-share", type=float, help="the queue's least uniform share (1.0: uniform batches; "
+                    "separates the sampler's mixture from the queue's mechanics)")
     ap.add_argument("--first-rep", type=int, default=0, help="first replicate's index (independent runs: 0, then --reps)")
     args = ap.parse_args()
     if args.summarise:
@@ -494,7 +498,7 @@ def main() -> None:
         tasks: list = []
         if args.only != "pandalm":
             df = pd.read_json(args.data, lines=True)
-            bases = {(b, c): build_base(df, b, c, Path(tmp)) for b, c in PAIRS}
+            bases = {(b, c): build_base(df, b, c, Path(tmp), args.random_share) for b, c in PAIRS}
             tasks += [(replicate, (str(bases[(b, c)]), b, c, "random", r, args.data)) for r in range(args.first_rep, args.first_rep + args.reps) for b, c in PAIRS]
             tasks += [(replicate, (str(bases[(b, c)]), b, c, "queue", r, args.data))
                       for r in range(args.first_rep, args.first_rep + args.queue_reps) for b, c in PAIRS]
