@@ -168,10 +168,10 @@ def evidence_mix(r_lab: np.ndarray, e2_lab: np.ndarray, d_lab: np.ndarray, max_m
     The weight minimises a pessimistic estimate of the variance, V(a) + z sd(V(a) - V(0)): the
     estimated gain over uniform must exceed ``z`` of its own standard errors (the labelled units'
     terms d e^2 (1 / pi_a - 1) treated as a sample) before any weight moves off uniform. Why: with
-    weak judges the true gain is at most a few per cent (bench/oracle_bound.py: <= 1% on SummEval),
-    the plain minimiser of a noisy V picked a > 0 about half the time, and every spread of the
-    weights costs width (SummEval queue / random 1.06 at equal coverage at 40 documents); with
-    informative judges the gain is many standard errors and the weight barely moves.
+    weak judges the true gain is at most a few per cent (bench/oracle_bound.py: <= 1% on SummEval)
+    and the plain minimiser of a noisy V moved off uniform in a third of replicates with useless
+    priorities (tests/test_sampler.py), for nothing; with informative judges the gain is many
+    standard errors and the weight barely moves.
     Returns (a, what: the unshrunk minimiser, the estimated variance ratio to uniform at it, L)."""
     r_lab, e2_lab, d_lab = (np.asarray(x, float) for x in (r_lab, e2_lab, d_lab))
     L = len(r_lab)
